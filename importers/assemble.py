@@ -1,0 +1,93 @@
+"""The second half of every importer: convert the audio, judge each clip, write the outputs.
+
+An importer lists candidates (clip + normalised label + split) and the rows it
+already rejected; this module converts the audio in parallel, rejects clips
+that cannot train, and writes the CSVs, ``rejects.csv`` and ``manifest.json``.
+"""
+import logging
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, NamedTuple
+
+from tqdm import tqdm
+
+from importers.audio import FRAME_SECONDS, convert_all
+from importers.deepspeech_csv import REJECTS_HEADER, Reject, Sample, write_rows, write_samples
+from pipeline.atomic import write_json
+from pipeline.paths import SPLITS, ImportedDataset
+
+log = logging.getLogger("dstrain")
+
+
+class Candidate(NamedTuple):
+    split: str
+    #: How the user finds the row again, e.g. "train.tsv:12 common_voice_fr_1.mp3".
+    source: str
+    audio: Path
+    #: The WAV's name inside ``clips/``.
+    wav_name: str
+    transcript: str
+
+
+def judge(clip, transcript: str, max_seconds: float):
+    """The reason a converted clip cannot train, or None."""
+    if not clip.ok:
+        return clip.reason, clip.detail
+    if clip.seconds > max_seconds:
+        return "too_long", "{:.2f}s > {}s".format(clip.seconds, max_seconds)
+    if clip.seconds / FRAME_SECONDS < len(transcript):
+        return "too_short", "{:.2f}s for {} characters".format(clip.seconds, len(transcript))
+    return None
+
+
+def assemble(
+    out: ImportedDataset,
+    candidates: List[Candidate],
+    rejects: List[Reject],
+    max_seconds: float,
+    workers: int,
+    manifest: Dict[str, Any],
+) -> Dict[str, Any]:
+    out.clips.mkdir(parents=True, exist_ok=True)
+    jobs = [(str(c.audio), str(out.clips / c.wav_name)) for c in candidates]
+    kept: Dict[str, List[Sample]] = {split: [] for split in SPLITS}
+    seconds: Counter = Counter()
+    with tqdm(total=len(jobs), unit="clip", desc="convert " + out.dir.name) as bar:
+        for cand, clip in zip(candidates, convert_all(jobs, workers, bar)):
+            problem = judge(clip, cand.transcript, max_seconds)
+            if problem:
+                rejects.append(Reject(cand.split, cand.source, problem[0], problem[1]))
+                continue
+            kept[cand.split].append(Sample("clips/" + cand.wav_name, clip.size, cand.transcript))
+            seconds[cand.split] += clip.seconds
+    for split in SPLITS:
+        write_samples(out.csv(split), kept[split])
+    rejects.sort(key=lambda r: (SPLITS.index(r.split), _natural(r.source)))
+    write_rows(out.rejects, REJECTS_HEADER, rejects)
+    reasons = Counter(r.reason for r in rejects)
+    manifest = dict(
+        manifest,
+        counts={split: len(kept[split]) for split in SPLITS},
+        hours={split: round(seconds[split] / 3600, 4) for split in SPLITS},
+        rejected=dict(sorted(reasons.items())),
+    )
+    write_json(out.manifest, manifest)
+    log.info(
+        "%s: kept %s, rejected %d (%s)",
+        out.dir.name,
+        ", ".join("{} {}".format(len(kept[s]), s) for s in SPLITS),
+        len(rejects),
+        ", ".join("{} {}".format(n, r) for r, n in sorted(reasons.items())) or "none",
+    )
+    return manifest
+
+
+def _natural(text: str):
+    """Sort key that puts "train.tsv:9" before "train.tsv:10"."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def wav_name(source_name: str) -> str:
+    return os.path.splitext(os.path.basename(source_name))[0] + ".wav"

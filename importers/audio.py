@@ -1,0 +1,135 @@
+"""Audio to DeepSpeech's input format: 16 kHz, mono, 16-bit PCM WAV.
+
+Decoding (libsndfile, which reads MP3, OGG, FLAC and WAV) and resampling
+(libsoxr) happen inside worker processes, so no process is started per clip.
+A clip libsndfile cannot read gets one more try with sox or ffmpeg when they
+are installed.  Each WAV is written to a temporary name and renamed, so a WAV
+that exists is whole and a rerun after a crash converts only what is missing.
+"""
+import multiprocessing
+import os
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+from typing import Iterable, List, NamedTuple, Optional, Tuple
+
+SAMPLE_RATE = 16000
+#: DeepSpeech computes one feature frame per 20 ms; CTC needs one per character.
+FRAME_SECONDS = 0.02
+
+
+class Clip(NamedTuple):
+    ok: bool
+    seconds: float = 0.0
+    size: int = 0
+    reason: str = ""
+    detail: str = ""
+
+
+def wav_seconds(path: Path) -> float:
+    with wave.open(str(path), "rb") as wav:
+        return wav.getnframes() / float(wav.getframerate())
+
+
+def external_decoder() -> Optional[str]:
+    return shutil.which("sox") or shutil.which("ffmpeg")
+
+
+def decoder_report() -> Tuple[bool, str]:
+    """Whether MP3 can be decoded here, and how."""
+    import soundfile
+
+    mp3 = "MP3" in soundfile.available_formats()
+    tool = external_decoder()
+    parts = ["libsndfile {} ({})".format(soundfile.__libsndfile_version__, "MP3 ok" if mp3 else "no MP3")]
+    parts.append("fallback: " + (tool or "none (sox or ffmpeg)"))
+    return mp3 or tool is not None, "; ".join(parts)
+
+
+def _decode(src: Path):
+    import numpy
+    import soundfile
+    import soxr
+
+    data, rate = soundfile.read(str(src), dtype="float32", always_2d=True)
+    mono = data.mean(axis=1)
+    if rate != SAMPLE_RATE and len(mono):
+        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
+    return numpy.round(numpy.clip(mono, -1.0, 1.0) * 32767).astype("<i2")
+
+
+def _write_wav(dst: Path, pcm) -> None:
+    tmp = dst.with_name(dst.name + ".part")
+    with wave.open(str(tmp), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(SAMPLE_RATE)
+        wav.writeframes(pcm.tobytes())
+    os.replace(str(tmp), str(dst))
+
+
+def _external(src: Path, dst: Path, tool: str) -> None:
+    tmp = dst.with_name(dst.name + ".part.wav")
+    if os.path.basename(tool) == "sox":
+        cmd = [tool, "-q", str(src), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed-integer", str(tmp)]
+    else:
+        cmd = [tool, "-nostdin", "-loglevel", "error", "-y", "-i", str(src),
+               "-ar", str(SAMPLE_RATE), "-ac", "1", "-c:a", "pcm_s16le", str(tmp)]
+    try:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+        os.replace(str(tmp), str(dst))
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def convert(job: Tuple[str, str]) -> Clip:
+    """Convert one clip; never raises, a failure is a reason."""
+    src, dst = Path(job[0]), Path(job[1])
+    if dst.exists():
+        return _done(dst)
+    if not src.exists():
+        return Clip(False, reason="missing_audio", detail="no such file: " + src.name)
+    if src.stat().st_size == 0:
+        return Clip(False, reason="empty_audio", detail="0 bytes")
+    try:
+        pcm = _decode(src)
+    except Exception as exc:  # libsndfile's errors are plain RuntimeErrors with a message
+        problem = _tidy(str(exc), src)
+        tool = external_decoder()
+        if tool is None:
+            return Clip(False, reason="undecodable_audio", detail=problem)
+        try:
+            _external(src, dst, tool)
+        except (subprocess.SubprocessError, OSError) as ext:
+            stderr = (getattr(ext, "stderr", b"") or b"").decode(errors="replace")
+            return Clip(False, reason="undecodable_audio", detail=problem + "; " + _tidy(stderr, src))
+        return _done(dst)
+    if len(pcm) == 0:
+        return Clip(False, reason="empty_audio", detail="decodes to no samples")
+    _write_wav(dst, pcm)
+    return _done(dst)
+
+
+def _tidy(message: str, src: Path) -> str:
+    """One short line, without the machine-specific directory."""
+    return " ".join(message.replace(str(src), src.name).split())[:160]
+
+
+def _done(dst: Path) -> Clip:
+    return Clip(True, seconds=wav_seconds(dst), size=dst.stat().st_size)
+
+
+def convert_all(jobs: List[Tuple[str, str]], workers: int, progress) -> Iterable[Clip]:
+    """Convert in a pool of ``workers`` processes, yielding results in the order of ``jobs``."""
+    if workers <= 1 or len(jobs) < 2:
+        for job in jobs:
+            yield convert(job)
+            progress.update(1)
+        return
+    chunk = max(1, min(64, len(jobs) // (workers * 8)))
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for clip in pool.imap(convert, jobs, chunksize=chunk):
+            progress.update(1)
+            yield clip

@@ -1,0 +1,173 @@
+"""Getting a source archive into ``sources/``: by hand, over HTTP, or from the Mozilla Data Collective.
+
+An archive is used only once its sha256 matches (when one is configured).  The
+verification is remembered with the file's size and mtime, so a 20 GB archive
+is hashed once, not on every rerun.
+"""
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import requests
+from tqdm import tqdm
+
+from pipeline.atomic import read_json, write_json
+from pipeline.errors import DstrainError
+from pipeline.paths import partial, verified_record
+
+log = logging.getLogger("dstrain")
+CHUNK = 1 << 20
+#: Small network reads: bytes of a read cut short by a dropped connection are lost.
+NET_CHUNK = 1 << 16
+ATTEMPTS = 6
+
+
+class SourceError(DstrainError):
+    """A source could not be obtained or did not verify."""
+
+
+def _identity(path: Path) -> dict:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def verified_sha256(archive: Path) -> Optional[str]:
+    """The remembered sha256 if the file is unchanged since it was verified."""
+    record = read_json(verified_record(archive))
+    if record and archive.exists() and {k: record.get(k) for k in ("size", "mtime_ns")} == _identity(archive):
+        return record.get("sha256")
+    return None
+
+
+def _remember(archive: Path, sha256: str, origin: str) -> None:
+    write_json(verified_record(archive), dict(_identity(archive), sha256=sha256, origin=origin))
+
+
+def _hash_file(path: Path, hasher=None, label: str = "verifying"):
+    hasher = hasher or hashlib.sha256()
+    with path.open("rb") as handle, tqdm(
+        total=path.stat().st_size, unit="B", unit_scale=True, desc="{} {}".format(label, path.name), leave=False
+    ) as bar:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            hasher.update(block)
+            bar.update(len(block))
+    return hasher
+
+
+def _check(actual: str, expected: Optional[str], path: Path, archive: Path, origin: str) -> None:
+    """Move a file that fails verification out of the way, where nothing will pick it up."""
+    if expected and actual.lower() != expected.lower():
+        bad = archive.with_name(archive.name + ".sha256-mismatch")
+        os.replace(str(path), str(bad))
+        raise SourceError(
+            "{} has sha256 {} but {} was expected; it was not used and was moved to {}. "
+            "Check the configured sha256, or the file's origin ({}).".format(
+                archive.name, actual, expected, bad, origin)
+        )
+
+
+def adopt(archive: Path, sha256: Optional[str], origin: str) -> str:
+    """Verify an archive already in place (placed by hand, or by another client) once."""
+    known = verified_sha256(archive)
+    if known and (not sha256 or known.lower() == sha256.lower()):
+        return known
+    actual = _hash_file(archive).hexdigest()
+    _check(actual, sha256, archive, archive, origin)
+    if not sha256:
+        log.warning("%s: no sha256 configured, recorded %s; pin it in your config to detect changes",
+                    archive.name, actual)
+    _remember(archive, actual, origin)
+    return actual
+
+
+def fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 2.0) -> str:
+    """Download with HTTP Range resume, retries with backoff, streaming sha256, ``.part`` then rename."""
+    part = partial(archive)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    offset = part.stat().st_size if part.exists() else 0
+    hasher = _hash_file(part, label="resuming") if offset else hashlib.sha256()
+    total = None
+    session = requests.Session()
+    for attempt in range(ATTEMPTS):
+        headers = {"Range": "bytes={}-".format(offset)} if offset else {}
+        try:
+            with session.get(url, headers=headers, stream=True, timeout=(15, 120)) as resp:
+                if resp.status_code == 416 and offset:  # the part file is already whole
+                    break
+                if offset and resp.status_code == 200:  # the server ignored Range: start over
+                    offset, hasher = 0, hashlib.sha256()
+                if 400 <= resp.status_code < 500:
+                    raise SourceError("{} answered HTTP {} for {}".format(url, resp.status_code, archive.name))
+                resp.raise_for_status()
+                length = resp.headers.get("Content-Length")
+                total = offset + int(length) if length is not None else None
+                with part.open("ab" if offset else "wb") as out, tqdm(
+                    total=total, initial=offset, unit="B", unit_scale=True, desc="download " + archive.name
+                ) as bar:
+                    for block in resp.iter_content(NET_CHUNK):
+                        out.write(block)
+                        hasher.update(block)
+                        offset += len(block)
+                        bar.update(len(block))
+            if total is None or offset >= total:
+                break
+            reason = "connection closed at {} of {} bytes".format(offset, total)
+        except SourceError:
+            raise
+        except requests.RequestException as exc:
+            reason = str(exc)
+        if attempt == ATTEMPTS - 1:
+            raise SourceError(
+                "could not download {} after {} attempts: {}; the partial file {} is kept and the next "
+                "run resumes it".format(url, ATTEMPTS, reason, part)
+            )
+        wait = retry_wait * 2 ** attempt
+        log.warning("download of %s interrupted (%s); resuming in %.0fs", archive.name, reason, wait)
+        time.sleep(wait)
+    actual = hasher.hexdigest()
+    _check(actual, sha256, part, archive, url)
+    os.replace(str(part), str(archive))
+    _remember(archive, actual, url)
+    return actual
+
+
+def fetch_mdc(dataset_id: str, archive: Path, sha256: Optional[str]) -> str:
+    """Download from the Mozilla Data Collective; the API key is read from ``MDC_API_KEY`` by its client."""
+    if not os.environ.get("MDC_API_KEY"):
+        raise SourceError(
+            "downloading {} from the Mozilla Data Collective needs an API key: set MDC_API_KEY "
+            "(from your account's API page) in the environment".format(archive.name)
+        )
+    try:
+        from datacollective import download_dataset
+    except ImportError:
+        raise SourceError(
+            "the Mozilla Data Collective client is not installed: pip install 'dstrain[mdc]' "
+            "(it needs Python >= 3.11.4), or download {} yourself into {}".format(archive.name, archive.parent)
+        ) from None
+    staging = archive.parent / ".mdc"
+    try:
+        got = Path(download_dataset(dataset_id, download_directory=str(staging), show_progress=True))
+    except Exception as exc:  # the client raises many types; the message is what the user needs
+        raise SourceError("Mozilla Data Collective download of {} failed: {}".format(dataset_id, exc)) from None
+    os.replace(str(got), str(archive))
+    return adopt(archive, sha256, "mdc:" + dataset_id)
+
+
+def obtain(archive: Path, sha256: Optional[str], url: Optional[str], mdc_dataset_id: Optional[str],
+           how_to_get: str) -> str:
+    """Return the verified sha256 of ``archive``, fetching it first if it is not in place."""
+    if archive.exists():
+        return adopt(archive, sha256, "placed by hand")
+    if url:
+        return fetch(url, archive, sha256)
+    if mdc_dataset_id:
+        return fetch_mdc(mdc_dataset_id, archive, sha256)
+    raise SourceError(
+        "{} is not in {}. {} Place it at exactly this path:\n    {}".format(
+            archive.name, archive.parent, how_to_get, archive
+        )
+    )

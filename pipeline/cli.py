@@ -1,0 +1,198 @@
+"""The ``dstrain`` command: thin click commands over the library.
+
+Settings come, lowest first, from built-in defaults, the language module, the
+config file (--config or DSTRAIN_CONFIG), DSTRAIN_* environment variables and
+these flags.  ``dstrain config`` shows the result and where each value came from.
+"""
+import logging
+import shlex
+import sys
+
+import click
+
+from pipeline import __version__
+from pipeline.errors import ConfigError, DstrainError
+
+log = logging.getLogger("dstrain")
+
+
+class _Group(click.Group):
+    """Print user errors as one clear message instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            click.secho("error: {}".format(exc), fg="red", err=True)
+            sys.exit(2)
+        except DstrainError as exc:
+            click.secho("error: {}".format(exc), fg="red", err=True)
+            sys.exit(1)
+
+
+def _settings_options(func):
+    options = [
+        click.option("--language", "-l", help="Language code, e.g. fr (see `dstrain languages`)."),
+        click.option("--data-root", type=click.Path(file_okay=False),
+                     help="Directory for downloads, imports and runs [default: ./data, /data in the container]."),
+        click.option("--run", "run_name", help="Run name, so one language can have several runs [default: the language code]."),
+        click.option("--datasets", help="Comma-separated subset of the language's datasets to use."),
+        click.option("--workers", type=int, help="Parallel audio workers [default: every core]."),
+        click.option("--english-compatible/--native-alphabet", default=None,
+                     help="Transliterate to ASCII and use the English alphabet, for transfer learning "
+                          "from the English model."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="A TOML settings file (also DSTRAIN_CONFIG)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _resolve(language, data_root, run_name, datasets, workers, english_compatible, config_file):
+    from pipeline.config import resolve
+
+    return resolve(config_file, flags={
+        "language": language, "data_root": data_root, "run": run_name, "datasets": datasets,
+        "workers": workers, "english_compatible": english_compatible,
+    })
+
+
+def _context(config):
+    from pipeline.paths import DataRoot
+    from pipeline.runner import Context
+
+    return Context(config, DataRoot(config.settings.data_root, config.run_name, config.language.code))
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+
+
+def _resume_command() -> str:
+    """The command line as typed, minus --force: rerunning it resumes where it stopped."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--force":
+            skip = True
+        elif not arg.startswith("--force="):
+            args.append(arg)
+    return " ".join(shlex.quote(a) for a in ["dstrain"] + args)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="dstrain")
+@click.option("--verbose", "-v", is_flag=True, help="Show debug messages on the console.")
+def cli(verbose):
+    """Train a DeepSpeech speech-to-text model for your language.
+
+    \b
+    Start here:
+      dstrain languages                 which languages are ready to use
+      dstrain config -l fr              the settings a run would use, and where each comes from
+      dstrain run -l fr --to alphabet   download, import and clean the data, build the alphabet
+      dstrain status -l fr              what is done, what is stale, what is left
+
+    Every stage records its completion, so running the same command again
+    resumes where it stopped and skips what is already done.
+    """
+    _setup_logging(verbose)
+
+
+@cli.command()
+@_settings_options
+@click.option("--from", "start", metavar="STAGE", help="Start at this stage (earlier ones must be done).")
+@click.option("--to", "stop", metavar="STAGE", help="Stop after this stage.")
+@click.option("--only", metavar="STAGE", help="Run just this stage.")
+@click.option("--force", multiple=True, metavar="STAGE", help="Redo this stage even if it is done (repeatable).")
+def run(start, stop, only, force, **settings):
+    """Run the pipeline: check, download, import, clean, alphabet.
+
+    Stages that are already done with the same inputs are skipped; a stage
+    whose inputs changed is redone, and so is everything after it.
+    """
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from pipeline.atomic import write_json
+    from pipeline.runner import run_stages, select
+    from pipeline.stages import STAGES
+    from pipeline.stages.check import preflight
+
+    config = _resolve(**settings)
+    ctx = _context(config)
+    selected = select(STAGES, start, stop, only)
+    preflight(ctx)
+    write_json(ctx.paths.config_file, config.redacted())
+    log.info("run %s: language %s, data root %s", config.run_name, config.language.code, ctx.paths.root)
+    with logging_redirect_tqdm([log]):
+        run_stages(STAGES, ctx, selected, force, _resume_command())
+
+
+@cli.command()
+@_settings_options
+def check(**settings):
+    """Check the data root, the tools and the language's own test cases, and nothing else."""
+    from pipeline.runner import run_stages, select
+    from pipeline.stages import STAGES
+
+    ctx = _context(_resolve(**settings))
+    run_stages(STAGES, ctx, select(STAGES, only="check"), (), _resume_command())
+
+
+@cli.command()
+@_settings_options
+def status(**settings):
+    """Show each stage as done, stale (inputs changed) or pending, with times and counts."""
+    from pipeline.runner import stage_states
+    from pipeline.stages import STAGES
+
+    ctx = _context(_resolve(**settings))
+    states = stage_states(STAGES, ctx)
+    click.echo("run {} ({}), data root {}".format(ctx.config.run_name, ctx.language.code, ctx.paths.root))
+    click.echo("{:<10} {:<8} {:<21} {:>9}  {}".format("stage", "state", "finished", "seconds", "counts"))
+    for stage in STAGES:
+        record = ctx.record(stage.name) or {}
+        counts = ", ".join("{}={}".format(k, v) for k, v in record.get("counts", {}).items())
+        click.echo("{:<10} {:<8} {:<21} {:>9}  {}".format(
+            stage.name, states[stage.name], record.get("finished", "-"), record.get("seconds", "-"), counts))
+
+
+@cli.command("config")
+@_settings_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def show_config(as_json, **settings):
+    """Print the resolved settings, each with the layer it came from."""
+    import json
+
+    resolved = _resolve(**settings).redacted()
+    if as_json:
+        click.echo(json.dumps(resolved, indent=2, sort_keys=True))
+        return
+    width = max(len(key) for key in resolved)
+    for key, entry in resolved.items():
+        click.echo("{:<{w}} = {!s:<40} [{}]".format(key, json.dumps(entry["value"]), entry["source"], w=width))
+
+
+@cli.command()
+def languages():
+    """List the built-in languages and those installed as plugins."""
+    from pipeline.language import available_languages
+
+    for code, entry in sorted(available_languages().items()):
+        lang = entry.language
+        click.echo("{:<6} {:<20} {:<8} {:<28} datasets: {}".format(
+            code, lang.name, lang.locale, entry.origin, ", ".join(d.key for d in lang.datasets) or "-"))
+
+
+def main():
+    cli(prog_name="dstrain")
+
+
+if __name__ == "__main__":
+    main()

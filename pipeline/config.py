@@ -1,0 +1,234 @@
+"""Layered settings resolved into one frozen object, remembering where each value came from.
+
+Layers, lowest first: built-in defaults, the language module, the config file
+(TOML), ``DSTRAIN_*`` environment variables, command-line flags.  Nested keys
+use dots in files and flags (``clean.shared_transcripts``) and a double
+underscore in the environment (``DSTRAIN_CLEAN__SHARED_TRANSCRIPTS``).
+"""
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+from pipeline.language import Language, get_language
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on the image's Python 3.8
+    import tomli as tomllib
+
+ENV_PREFIX = "DSTRAIN_"
+#: Environment variables with the prefix that are not settings.
+ENV_NOT_SETTINGS = {"DSTRAIN_CONFIG"}
+SECRET_WORDS = re.compile(r"key|token|secret|password", re.IGNORECASE)
+REDACTED = "<redacted>"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CleanSettings(_Section):
+    shared_transcripts: str = Field(
+        "drop",
+        pattern="^(drop|keep)$",
+        description="transcripts found in both train and dev/test: 'drop' them from train, or 'keep'",
+    )
+
+
+class Settings(_Section):
+    language: str = Field("fr", description="language code, see `dstrain languages`")
+    data_root: Path = Field(Path("data"), description="where sources, imports and runs live")
+    run: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                               description="run name (defaults to the language code)")
+    datasets: Optional[Tuple[str, ...]] = Field(None, description="use only these datasets of the language")
+    workers: int = Field(0, ge=0, description="parallel audio workers (0 = every core)")
+    english_compatible: bool = Field(
+        False, description="transliterate to ASCII and use the English alphabet (for transfer learning)"
+    )
+    clean: CleanSettings = CleanSettings()
+    dataset: Dict[str, Dict[str, Any]] = Field(
+        default_factory=dict, description="per-dataset importer parameters, e.g. dataset.common_voice.url"
+    )
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _split_list(cls, value):
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+
+@dataclass(frozen=True)
+class ResolvedDataset:
+    key: str
+    importer: str
+    params: Any  # the importer's validated Params model
+
+
+@dataclass(frozen=True)
+class Config:
+    settings: Settings
+    language: Language
+    datasets: Tuple[ResolvedDataset, ...]
+    #: Flat dotted key -> where its value came from.
+    sources: Mapping[str, str]
+
+    @property
+    def run_name(self) -> str:
+        return self.settings.run or self.settings.language
+
+    @property
+    def workers(self) -> int:
+        return self.settings.workers or os.cpu_count() or 1
+
+    def flat(self) -> Dict[str, Any]:
+        return _flatten(self.settings.model_dump(mode="json"))
+
+    def redacted(self) -> Dict[str, Dict[str, Any]]:
+        """Resolved values and their sources, safe to print and to write into the run."""
+        out = {}
+        for key, value in sorted(self.flat().items()):
+            if SECRET_WORDS.search(key.rsplit(".", 1)[-1]) and value is not None:
+                value = REDACTED
+            out[key] = {"value": value, "source": self.sources.get(key, "default")}
+        return out
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    flat = {}
+    for key, value in data.items():
+        dotted = prefix + key
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
+    nested: Dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = nested
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError("setting {!r} is both a value and a section".format(dotted))
+        node[parts[-1]] = value
+    return nested
+
+
+def read_config_file(path) -> Dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return _flatten(tomllib.load(handle))
+    except FileNotFoundError:
+        raise ConfigError("config file {} does not exist".format(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config file {} is not valid TOML: {}".format(path, exc)) from None
+
+
+def read_environment(environ: Mapping[str, str]) -> Dict[str, Any]:
+    flat = {}
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX) and name not in ENV_NOT_SETTINGS:
+            flat[name[len(ENV_PREFIX):].lower().replace("__", ".")] = value
+    return flat
+
+
+def _language_layer(language: Language) -> Dict[str, Any]:
+    flat = {"english_compatible": language.alphabet == "english"}
+    for spec in language.datasets:
+        for key, value in spec.params.items():
+            flat["dataset.{}.{}".format(spec.key, key)] = value
+    return flat
+
+
+def _describe_errors(exc: ValidationError, sources: Mapping[str, str], values: Mapping[str, Any]) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        where = sources.get(key, "default")
+        if err["type"] == "extra_forbidden":
+            lines.append("unknown setting {!r} (from {})".format(key, where))
+        else:
+            lines.append("{}: {} (got {!r} from {})".format(key, err["msg"], values.get(key), where))
+    return "\n  ".join(lines)
+
+
+def resolve(
+    config_file=None,
+    environ: Optional[Mapping[str, str]] = None,
+    flags: Optional[Mapping[str, Any]] = None,
+) -> Config:
+    """Merge the layers, validate everything, and refuse unknown keys and bad values."""
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get("DSTRAIN_CONFIG")
+    layers: List[Tuple[str, Dict[str, Any]]] = []
+    if config_file:
+        layers.append(("file " + str(config_file), read_config_file(config_file)))
+    layers.append(("env", read_environment(environ)))
+    layers.append(("flag", {k: v for k, v in (flags or {}).items() if v is not None}))
+
+    # The language is itself a setting, and it supplies the second layer.
+    code = Settings().language
+    for _, layer in layers:
+        code = layer.get("language", code)
+    language = get_language(code)
+    layers.insert(0, ("language " + language.code, _language_layer(language)))
+
+    merged: Dict[str, Any] = {}
+    sources: Dict[str, str] = {}
+    for source, layer in layers:
+        for key, value in layer.items():
+            merged[key] = value
+            sources[key] = _describe_source(source, key)
+    try:
+        settings = Settings(**_unflatten(merged))
+    except ValidationError as exc:
+        raise ConfigError("invalid settings:\n  " + _describe_errors(exc, sources, merged)) from None
+    return Config(settings, language, _resolve_datasets(settings, language), sources)
+
+
+def _describe_source(source: str, key: str) -> str:
+    if source == "env":
+        return "env " + ENV_PREFIX + key.upper().replace(".", "__")
+    if source == "flag":
+        return "flag --" + key.replace("_", "-")
+    return source
+
+
+def _resolve_datasets(settings: Settings, language: Language) -> Tuple[ResolvedDataset, ...]:
+    from importers import get_importer
+
+    known = [spec.key for spec in language.datasets]
+    for key in settings.dataset:
+        if key not in known:
+            raise ConfigError(
+                "dataset.{}: language {!r} has no dataset {!r} (it has: {})".format(
+                    key, language.code, key, ", ".join(known)
+                )
+            )
+    chosen = settings.datasets if settings.datasets is not None else tuple(known)
+    resolved = []
+    for key in chosen:
+        spec = language.dataset(key)
+        importer = get_importer(spec.importer)
+        try:
+            params = importer.Params(**settings.dataset.get(key, {}))
+        except ValidationError as exc:
+            problems = "; ".join(
+                "{}: {}".format(".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()
+            )
+            raise ConfigError("dataset.{}: {}".format(key, problems)) from None
+        resolved.append(ResolvedDataset(key, spec.importer, params))
+    if not resolved:
+        raise ConfigError("no dataset selected for language {!r}".format(language.code))
+    return tuple(resolved)

@@ -1,0 +1,145 @@
+"""The language contract: a language is data plus one normalisation function.
+
+A module under ``languages/`` (or a plugin registered in the entry-point group
+``dstrain.languages``) exports ``LANGUAGE = Language(...)``.  The engine never
+branches on a language code; everything it needs is in this object.
+"""
+import hashlib
+import importlib
+import inspect
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from pipeline.errors import ConfigError
+
+ENTRY_POINT_GROUP = "dstrain.languages"
+
+#: The alphabet of DeepSpeech's released English model, for transfer learning.
+ENGLISH_LETTERS = "abcdefghijklmnopqrstuvwxyz'"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One corpus a language trains on: an importer plus its parameters."""
+
+    importer: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    #: Defaults to the importer name; set it to use one importer twice.
+    name: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.name or self.importer
+
+
+@dataclass(frozen=True)
+class Language:
+    code: str
+    name: str
+    locale: str
+    #: Returns the label ready for training, or None to reject it.
+    normalize: Callable[[str], Optional[str]]
+    #: (raw label, expected result or None for "rejected"); run before heavy work.
+    cases: Tuple[Tuple[str, Optional[str]], ...]
+    #: Every character a clean transcript may hold, besides the space.
+    letters: str
+    datasets: Tuple[DatasetSpec, ...] = ()
+    #: "data": the alphabet is the characters seen in the cleaned transcripts.
+    #: "english": DeepSpeech's English alphabet (transcripts transliterated).
+    alphabet: str = "data"
+
+    def failing_cases(self) -> List[str]:
+        """Describe each inline test case whose result differs from the expected one."""
+        failures = []
+        for raw, expected in self.cases:
+            try:
+                got = self.normalize(raw)
+            except Exception as exc:  # a crash in a rule is a failed case, not a traceback
+                got = "<raised {}: {}>".format(type(exc).__name__, exc)
+            if got != expected:
+                failures.append("normalize({!r}) gave {!r}, expected {!r}".format(raw, got, expected))
+        return failures
+
+    def normalizer_fingerprint(self) -> str:
+        """Changes when the normalisation rules change, so imports are redone.
+
+        Uses the rule's source and its results on the inline cases; a change
+        elsewhere in the module (metadata, another dataset) leaves it alone.
+        """
+        digest = hashlib.sha256()
+        try:
+            digest.update(inspect.getsource(self.normalize).encode())
+        except (OSError, TypeError):
+            digest.update(repr(self.normalize).encode())
+        for raw, _ in self.cases:
+            digest.update(repr((raw, self.normalize(raw))).encode())
+        return digest.hexdigest()[:16]
+
+    def dataset(self, key: str) -> DatasetSpec:
+        for spec in self.datasets:
+            if spec.key == key:
+                return spec
+        raise ConfigError(
+            "language {!r} has no dataset {!r}; it has: {}".format(
+                self.code, key, ", ".join(s.key for s in self.datasets) or "none"
+            )
+        )
+
+
+@dataclass(frozen=True)
+class LanguageEntry:
+    language: Language
+    origin: str  # "built-in" or the distribution that provides the plugin
+
+
+def _builtin_languages() -> Dict[str, LanguageEntry]:
+    import languages
+
+    found = {}
+    for info in pkgutil.iter_modules(languages.__path__):
+        module = importlib.import_module("languages." + info.name)
+        lang = getattr(module, "LANGUAGE", None)
+        if isinstance(lang, Language):
+            found[lang.code] = LanguageEntry(lang, "built-in")
+    return found
+
+
+def _plugin_entry_points() -> list:
+    from importlib.metadata import entry_points
+
+    eps = entry_points()
+    if hasattr(eps, "select"):  # Python >= 3.10
+        return list(eps.select(group=ENTRY_POINT_GROUP))
+    return list(eps.get(ENTRY_POINT_GROUP, []))  # Python 3.8, 3.9
+
+
+def available_languages() -> Dict[str, LanguageEntry]:
+    """Built-in languages plus plugins; two providers of one code is an error."""
+    found = _builtin_languages()
+    for ep in _plugin_entry_points():
+        lang = ep.load()
+        origin = "plugin " + (ep.dist.name if getattr(ep, "dist", None) else ep.value)
+        if not isinstance(lang, Language):
+            raise ConfigError(
+                "entry point {} = {} is not a pipeline.language.Language".format(ep.name, ep.value)
+            )
+        if lang.code in found:
+            raise ConfigError(
+                "language {!r} is defined twice: {} and {}".format(
+                    lang.code, found[lang.code].origin, origin
+                )
+            )
+        found[lang.code] = LanguageEntry(lang, origin)
+    return found
+
+
+def get_language(code: str) -> Language:
+    found = available_languages()
+    if code not in found:
+        raise ConfigError(
+            "unknown language {!r}; available: {}. To add one: see docs/adding-a-language.md".format(
+                code, ", ".join(sorted(found)) or "none"
+            )
+        )
+    return found[code].language

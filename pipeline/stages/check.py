@@ -1,0 +1,76 @@
+"""check: the cheap things that would otherwise fail hours later."""
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from pipeline.errors import ConfigError, DstrainError
+from pipeline.language import Language
+
+log = logging.getLogger("dstrain")
+LOW_DISK_GB = 20
+
+
+def ensure_writable(root: Path) -> None:
+    """Create the data root if needed and prove we can write in it."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=str(root), prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            "the data root {} is not writable ({}).{} Give it to your user once, on the host:\n"
+            "    sudo chown -R {}:{} {}\n"
+            "then run dstrain as yourself. Never run dstrain or docker compose with sudo: files it "
+            "creates as root lock out every later run.".format(
+                root, exc.strerror or exc, _owner(root), os.getuid(), os.getgid(), root)
+        ) from None
+
+
+def _owner(root: Path) -> str:
+    """Who owns the nearest existing directory, to explain a permission problem."""
+    for path in (root, *root.parents):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        return " {} belongs to uid {} gid {}, and you are uid {} gid {}.".format(
+            path, stat.st_uid, stat.st_gid, os.getuid(), os.getgid())
+    return ""
+
+
+def ensure_language_cases(language: Language) -> None:
+    failures = language.failing_cases()
+    if failures:
+        raise ConfigError(
+            "language {!r}: {} of its own test cases fail, so no data was touched:\n  {}".format(
+                language.code, len(failures), "\n  ".join(failures))
+        )
+
+
+def preflight(ctx) -> None:
+    """Refuse bad settings before any heavy work, whatever stages were selected."""
+    ensure_language_cases(ctx.language)
+    ensure_writable(ctx.paths.root)
+
+
+def inputs(ctx) -> dict:
+    return {"language": ctx.language.code}
+
+
+def run(ctx) -> dict:
+    from importers.audio import decoder_report
+
+    preflight(ctx)
+    log.info("language %s: %d test cases pass", ctx.language.code, len(ctx.language.cases))
+    free_gb = shutil.disk_usage(str(ctx.paths.root)).free / 1e9
+    log.info("data root %s: writable, %.1f GB free", ctx.paths.root, free_gb)
+    if free_gb < LOW_DISK_GB:
+        log.warning("less than %d GB free: a large corpus needs several times its archive size", LOW_DISK_GB)
+    ok, report = decoder_report()
+    log.info("audio decoding: %s", report)
+    if not ok:
+        raise DstrainError("no MP3 decoder: install sox (with libsox-fmt-mp3) or ffmpeg, "
+                           "or a libsndfile >= 1.1 for the soundfile package")
+    return {"counts": {"free_gb": round(free_gb, 1)}, "outputs": "ok"}

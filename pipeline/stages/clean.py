@@ -1,0 +1,155 @@
+"""clean: merge the datasets, check every row, and keep dev/test sentences out of train."""
+import hashlib
+import logging
+import os
+import wave
+from collections import Counter
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from anyascii import anyascii
+
+from importers.audio import SAMPLE_RATE
+from importers.deepspeech_csv import REJECTS_HEADER, Reject, Sample, read_samples, write_rows, write_samples
+from pipeline.atomic import write_text
+from pipeline.errors import StageError
+from pipeline.language import ENGLISH_LETTERS
+from pipeline.paths import SPLITS, ImportedDataset
+
+log = logging.getLogger("dstrain")
+#: A header may carry small extra chunks (LIST, fact) beyond the canonical 44 bytes.
+HEADER_SLACK_SECONDS = 0.01
+
+
+def allowed_characters(ctx) -> str:
+    letters = ENGLISH_LETTERS if ctx.config.settings.english_compatible else ctx.language.letters
+    return " " + letters
+
+
+def to_english(transcript: str) -> str:
+    return " ".join(anyascii(transcript).lower().split())
+
+
+def wav_problem(wav: Path, listed_size: int) -> Optional[str]:
+    """Why a WAV cannot feed DeepSpeech, or None."""
+    try:
+        size = wav.stat().st_size
+        with wave.open(str(wav), "rb") as handle:
+            rate, channels, width, frames = (handle.getframerate(), handle.getnchannels(),
+                                             handle.getsampwidth(), handle.getnframes())
+    except FileNotFoundError:
+        return "missing file"
+    except (wave.Error, EOFError, OSError) as exc:
+        return "unreadable WAV header: {}".format(exc)
+    if (rate, channels, width) != (SAMPLE_RATE, 1, 2):
+        return "{} Hz, {} channel(s), {}-bit; DeepSpeech needs 16000 Hz mono 16-bit".format(rate, channels, width * 8)
+    if frames == 0:
+        return "no audio samples"
+    declared = frames / rate
+    on_disk = (size - 44) / (rate * width)
+    if abs(declared - on_disk) > HEADER_SLACK_SECONDS:
+        return "header says {:.3f}s but the file holds {:.3f}s (truncated?)".format(declared, on_disk)
+    if size != listed_size:
+        return "file is {} bytes, CSV says {}".format(size, listed_size)
+    return None
+
+
+def inputs(ctx) -> dict:
+    return {
+        "datasets": [d.key for d in ctx.config.datasets],
+        "shared_transcripts": ctx.config.settings.clean.shared_transcripts,
+        "allowed": allowed_characters(ctx),
+        "english_compatible": ctx.config.settings.english_compatible,
+    }
+
+
+def run(ctx) -> dict:
+    allowed = set(allowed_characters(ctx))
+    english = ctx.config.settings.english_compatible
+    clean_dir = ctx.paths.clean
+    kept: Dict[str, List[Sample]] = {split: [] for split in SPLITS}
+    seconds: Counter = Counter()
+    quarantine: List[Reject] = []
+    first_seen: Dict[str, str] = {}
+    for split in SPLITS:
+        for dataset in ctx.config.datasets:
+            imported = ImportedDataset(ctx.paths.imported(dataset.key))
+            for sample in read_samples(imported.csv(split)):
+                wav = imported.dir / sample.wav_filename
+                where = "{}/{}".format(dataset.key, sample.wav_filename)
+                transcript = to_english(sample.transcript) if english else sample.transcript
+                problem = wav_problem(wav, sample.wav_filesize)
+                if problem:
+                    quarantine.append(Reject(split, where, "bad_audio", problem))
+                    continue
+                outside = sorted(set(transcript) - allowed)
+                if outside or not transcript.strip():
+                    quarantine.append(Reject(split, where, "outside_alphabet",
+                                             "characters {} in {!r}".format("".join(outside), transcript)))
+                    continue
+                key = os.path.realpath(str(wav))
+                if key in first_seen:
+                    quarantine.append(Reject(split, where, "duplicate", "already in " + first_seen[key]))
+                    continue
+                first_seen[key] = split
+                relative = os.path.relpath(str(wav), str(clean_dir))
+                kept[split].append(Sample(relative, sample.wav_filesize, transcript))
+                seconds[split] += (sample.wav_filesize - 44) / (SAMPLE_RATE * 2)
+
+    held_out = {s.transcript for split in ("dev", "test") for s in kept[split]}
+    shared = sorted({s.transcript for s in kept["train"]} & held_out)
+    policy = ctx.config.settings.clean.shared_transcripts
+    if policy == "drop" and shared:
+        shared_set = set(shared)
+        for sample in kept["train"]:
+            if sample.transcript in shared_set:
+                quarantine.append(Reject("train", sample.wav_filename, "shared_transcript",
+                                         "sentence also in dev/test: " + sample.transcript))
+                seconds["train"] -= (sample.wav_filesize - 44) / (SAMPLE_RATE * 2)
+        kept["train"] = [s for s in kept["train"] if s.transcript not in shared_set]
+
+    for split in SPLITS:
+        write_samples(ctx.paths.clean_csv(split), kept[split])
+    write_rows(ctx.paths.quarantine, REJECTS_HEADER, quarantine)
+    reasons = Counter(q.reason for q in quarantine)
+    write_text(ctx.paths.clean_report, _report(ctx, kept, seconds, reasons, shared, policy))
+    for split in SPLITS:
+        log.info("%-5s %7d clips %8.2f h", split, len(kept[split]), seconds[split] / 3600)
+    log.info("quarantined %d (%s); %d sentences shared between train and dev/test (%s)",
+             len(quarantine), ", ".join("{} {}".format(n, r) for r, n in sorted(reasons.items())) or "none",
+             len(shared), "removed from train" if policy == "drop" else "kept")
+    if not kept["train"]:
+        raise StageError("no training clip survived cleaning; see {}".format(ctx.paths.quarantine))
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        digest.update(ctx.paths.clean_csv(split).read_bytes())
+    counts = {split: len(kept[split]) for split in SPLITS}
+    counts.update(quarantined=len(quarantine), shared_transcripts=len(shared))
+    return {"counts": counts, "outputs": digest.hexdigest()}
+
+
+def _report(ctx, kept, seconds, reasons, shared, policy) -> str:
+    lines = [
+        "# Cleaned data for run `{}` ({})".format(ctx.config.run_name, ctx.language.name),
+        "",
+        "| split | clips | hours |",
+        "|---|---:|---:|",
+    ]
+    lines += ["| {} | {} | {:.2f} |".format(s, len(kept[s]), seconds[s] / 3600) for s in SPLITS]
+    lines += ["", "## Quarantined (see quarantine.csv)", ""]
+    if reasons:
+        lines += ["| reason | clips |", "|---|---:|"]
+        lines += ["| {} | {} |".format(r, n) for r, n in sorted(reasons.items())]
+    else:
+        lines.append("Nothing was quarantined.")
+    lines += [
+        "",
+        "## Sentences in both train and dev/test",
+        "",
+        "{} sentences were found in both. Policy `{}`: {}.".format(
+            len(shared), policy,
+            "their training clips were removed, so the test measures unseen sentences" if policy == "drop"
+            else "they were kept; the test results will look better than they are"),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""import: each dataset into ``imported/<lang>/<dataset>/``, shared by every run of the language.
+
+Each dataset has its own completion record, so a change to one dataset's
+parameters re-imports only that dataset.
+"""
+import logging
+
+from importers import get_importer
+from importers.fetch import verified_sha256
+from pipeline.atomic import read_json, write_json
+from pipeline.errors import StageError
+from pipeline.paths import ImportedDataset
+from pipeline.runner import digest
+
+log = logging.getLogger("dstrain")
+
+
+def dataset_fingerprint(ctx, dataset) -> str:
+    importer = get_importer(dataset.importer)
+    archive = importer.archive_path(dataset.params, ctx.paths.sources)
+    return digest({
+        "importer": [dataset.importer, getattr(importer, "VERSION", 0)],
+        "params": dataset.params.model_dump(mode="json"),
+        "normalizer": ctx.language.normalizer_fingerprint(),
+        "source": verified_sha256(archive),
+    })
+
+
+def inputs(ctx) -> dict:
+    return {d.key: dataset_fingerprint(ctx, d) for d in ctx.config.datasets}
+
+
+def run(ctx) -> dict:
+    counts, outputs = {}, {}
+    for dataset in ctx.config.datasets:
+        importer = get_importer(dataset.importer)
+        out = ImportedDataset(ctx.paths.imported(dataset.key))
+        wanted = dataset_fingerprint(ctx, dataset)
+        record = read_json(out.record)
+        if record and record.get("fingerprint") == wanted:
+            log.info("%s: already imported", dataset.key)
+        else:
+            archive = importer.archive_path(dataset.params, ctx.paths.sources)
+            sha256 = verified_sha256(archive)
+            if sha256 is None:
+                raise StageError("{} changed since it was verified; rerun the download stage".format(archive))
+            manifest = importer.prepare(archive, sha256, out.dir, ctx.language.normalize, dataset.params,
+                                        ctx.config.workers)
+            record = {"fingerprint": wanted, "counts": manifest["counts"], "rejected": manifest["rejected"]}
+            write_json(out.record, record)
+        counts[dataset.key] = record["counts"]
+        outputs[dataset.key] = record["fingerprint"]
+    return {"counts": counts, "outputs": outputs}

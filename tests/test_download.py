@@ -1,0 +1,133 @@
+"""Downloads over a real local HTTP server: resume, verification, placement by hand, the Data Collective."""
+import hashlib
+import importlib.util
+import json
+import shutil
+
+import pytest
+
+from importers import fetch
+from tests.conftest import RELEASE, clean_env, dstrain, write_config
+from tests.http_server import FileServer
+
+NAME = "{}-fr.tar.gz".format(RELEASE)
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture()
+def served(cv_archive, tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    shutil.copy(cv_archive, www / NAME)
+    with FileServer(www) as server:
+        yield server, www / NAME
+
+
+def gets(server):
+    return [r for r in server.requests if r["method"] == "GET" and r["path"] == "/" + NAME]
+
+
+def test_a_dropped_connection_is_resumed_with_range(served, tmp_path):
+    server, archive = served
+    size = archive.stat().st_size
+    server.cut_after["/" + NAME] = size // 3
+    data = tmp_path / "data"
+    config = write_config(tmp_path / "c.toml", data, sha256(archive), server.url + "/" + NAME)
+    proc = dstrain("run", "-l", "fr", "--config", config, "--to", "download")
+    assert "interrupted" in proc.stderr and "resuming" in proc.stderr
+    requests = gets(server)
+    assert len(requests) == 2 and "Range" not in requests[0]
+    resumed_at = int(requests[1]["Range"][len("bytes="):-1])
+    assert 0 < resumed_at <= size // 3  # from the last whole block received
+    assert (data / "sources" / NAME).read_bytes() == archive.read_bytes()
+    assert not (data / "sources" / (NAME + ".part")).exists()
+
+
+def test_a_partial_file_from_an_earlier_run_is_resumed(served, tmp_path):
+    server, archive = served
+    data = tmp_path / "data"
+    (data / "sources").mkdir(parents=True)
+    (data / "sources" / (NAME + ".part")).write_bytes(archive.read_bytes()[:5000])
+    config = write_config(tmp_path / "c.toml", data, sha256(archive), server.url + "/" + NAME)
+    dstrain("run", "-l", "fr", "--config", config, "--to", "import")
+    assert [r.get("Range") for r in gets(server)] == ["bytes=5000-"]
+    assert sha256(data / "sources" / NAME) == sha256(archive)
+    assert (data / "imported" / "fr" / "common_voice" / "train.csv").exists()
+
+
+def test_wrong_sha256_is_refused_and_never_used(served, tmp_path):
+    server, archive = served
+    data = tmp_path / "data"
+    wrong = "0" * 64
+    config = write_config(tmp_path / "c.toml", data, wrong, server.url + "/" + NAME)
+    proc = dstrain("run", "-l", "fr", "--config", config, "--to", "alphabet", check=False)
+    assert proc.returncode == 1
+    assert "stage download failed" in proc.stderr
+    assert "has sha256 {} but {} was expected".format(sha256(archive), wrong) in proc.stderr
+    assert "resume with:\n    dstrain run -l fr --config" in proc.stderr
+    assert not (data / "sources" / NAME).exists()
+    assert (data / "sources" / (NAME + ".sha256-mismatch")).exists()
+    assert not (data / "imported").exists()
+    assert not (data / "runs" / "fr" / "state" / "download.json").exists()
+
+
+def test_a_missing_archive_names_the_exact_path(tmp_path):
+    data = tmp_path / "data"
+    config = write_config(tmp_path / "c.toml", data)
+    proc = dstrain("run", "-l", "fr", "--config", config, check=False)
+    assert proc.returncode == 1
+    assert "Place it at exactly this path:\n    {}".format(data / "sources" / NAME) in proc.stderr
+
+
+def test_a_hand_placed_archive_with_a_different_sha256_is_refused(cv_archive, tmp_path):
+    data = tmp_path / "data"
+    (data / "sources").mkdir(parents=True)
+    shutil.copy(cv_archive, data / "sources" / NAME)
+    config = write_config(tmp_path / "c.toml", data, "f" * 64)
+    proc = dstrain("run", "-l", "fr", "--config", config, check=False)
+    assert proc.returncode == 1 and "was expected" in proc.stderr
+    assert not (data / "sources" / NAME).exists()
+
+
+def test_a_verified_archive_is_not_hashed_again(cv_archive, tmp_path, monkeypatch):
+    archive = tmp_path / NAME
+    shutil.copy(cv_archive, archive)
+    digest = fetch.adopt(archive, sha256(cv_archive), "test")
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("re-hashed a verified archive")
+
+    monkeypatch.setattr(fetch, "_hash_file", no_hashing)
+    assert fetch.adopt(archive, sha256(cv_archive), "test") == digest
+    archive.touch()  # a changed file is verified again
+    with pytest.raises(AssertionError, match="re-hashed"):
+        fetch.adopt(archive, sha256(cv_archive), "test")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("datacollective") is None, reason="needs dstrain[mdc]")
+def test_mozilla_data_collective_download_keeps_the_key_secret(served, tmp_path):
+    server, archive = served
+    key = "mdc-secret-key-123456"
+    details = {"id": "cv-fr", "filename": NAME, "checksum": sha256(archive), "sizeBytes": archive.stat().st_size}
+    server.reply_json("GET", "/api/datasets/cv-fr", details)
+    server.reply_json("POST", "/api/datasets/cv-fr/download",
+                      {"downloadUrl": server.url + "/" + NAME, "sizeBytes": details["sizeBytes"],
+                       "checksum": details["checksum"]}, token=key)
+    data = tmp_path / "data"
+    config = write_config(tmp_path / "c.toml", data, sha256(archive))
+    env = clean_env(MDC_API_KEY=key, MDC_API_URL=server.url + "/api", HOME=str(tmp_path),
+                    DSTRAIN_DATASET__COMMON_VOICE__MDC_DATASET_ID="cv-fr")
+    proc = dstrain("run", "-l", "fr", "--config", config, "--to", "download", env=env)
+    assert sha256(data / "sources" / NAME) == sha256(archive)
+    logged = proc.stdout + proc.stderr + "".join(p.read_text() for p in data.rglob("*.log"))
+    assert key not in logged and key not in (data / "runs" / "fr" / "config.json").read_text()
+    assert key not in dstrain("config", "-l", "fr", "--config", config, env=env).stdout
+    assert json.loads((data / "sources" / (NAME + ".verified.json")).read_text())["origin"] == "mdc:cv-fr"
+
+    no_key = clean_env(DSTRAIN_DATASET__COMMON_VOICE__MDC_DATASET_ID="cv-fr")
+    (data / "sources" / NAME).unlink()
+    proc = dstrain("run", "-l", "fr", "--config", config, "--to", "download", env=no_key, check=False)
+    assert proc.returncode == 1 and "set MDC_API_KEY" in proc.stderr
