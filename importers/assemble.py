@@ -36,9 +36,9 @@ def judge(clip, transcript: str, max_seconds: float):
     if not clip.ok:
         return clip.reason, clip.detail
     if clip.seconds > max_seconds:
-        return "too_long", "{:.2f}s > {}s".format(clip.seconds, max_seconds)
+        return "too_long", f"{clip.seconds:.2f}s > {max_seconds}s"
     if clip.seconds / FRAME_SECONDS < len(transcript):
-        return "too_short", "{:.2f}s for {} characters".format(clip.seconds, len(transcript))
+        return "too_short", f"{clip.seconds:.2f}s for {len(transcript)} characters"
     return None
 
 
@@ -77,9 +77,9 @@ def assemble(
     log.info(
         "%s: kept %s, rejected %d (%s)",
         out.dir.name,
-        ", ".join("{} {}".format(len(kept[s]), s) for s in SPLITS),
+        ", ".join(f"{len(kept[s])} {s}" for s in SPLITS),
         len(rejects),
-        ", ".join("{} {}".format(n, r) for r, n in sorted(reasons.items())) or "none",
+        ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "none",
     )
     return manifest
 

@@ -29,7 +29,8 @@ class Params(BaseModel):
     release: str = Field(pattern=r"^cv-corpus-[A-Za-z0-9._-]+$",
                          description="release name, e.g. cv-corpus-21.0-2025-03-14")
     locale: str = Field(pattern=r"^[A-Za-z0-9-]+$", description="Common Voice locale, e.g. fr")
-    archive: Optional[str] = Field(None, description="archive file name in sources/ (default <release>-<locale>.tar.gz)")
+    archive: Optional[str] = Field(
+        None, description="archive file name in sources/ (default <release>-<locale>.tar.gz)")
     url: Optional[str] = Field(None, description="where to download the archive from")
     sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     mdc_dataset_id: Optional[str] = Field(None, description="Mozilla Data Collective dataset id (needs MDC_API_KEY)")
@@ -37,23 +38,22 @@ class Params(BaseModel):
 
 
 def archive_path(params: Params, sources: Path) -> Path:
-    return Path(sources) / (params.archive or "{}-{}.tar.gz".format(params.release, params.locale))
+    return Path(sources) / (params.archive or f"{params.release}-{params.locale}.tar.gz")
 
 
 def download(params: Params, sources: Path) -> str:
     return obtain(
         archive_path(params, sources), params.sha256, params.url, params.mdc_dataset_id,
-        "Download it from {} (or set mdc_dataset_id and MDC_API_KEY, or url, for this dataset).".format(HOMEPAGE),
+        f"Download it from {HOMEPAGE} (or set mdc_dataset_id and MDC_API_KEY, or url, for this dataset).",
     )
 
 
 def _corpus_dir(extracted: Path, params: Params, archive: Path) -> Path:
-    found = sorted(extracted.glob("*/{}/train.tsv".format(params.locale)))
+    found = sorted(extracted.glob(f"*/{params.locale}/train.tsv"))
     if not found:
         raise DstrainError(
-            "{} holds no <release>/{}/train.tsv; is it the Common Voice archive for locale {!r}?".format(
-                archive.name, params.locale, params.locale
-            )
+            f"{archive.name} holds no <release>/{params.locale}/train.tsv; "
+            f"is it the Common Voice archive for locale {params.locale!r}?"
         )
     return found[0].parent
 
@@ -71,14 +71,14 @@ def prepare(archive: Path, sha256: str, out_dir: Path, normalize: Callable[[str]
     for split in SPLITS:
         tsv = corpus / (split + ".tsv")
         if not tsv.exists():
-            raise DstrainError("{} is missing from {}".format(tsv.relative_to(out.extracted), archive.name))
+            raise DstrainError(f"{tsv.relative_to(out.extracted)} is missing from {archive.name}")
         for row in read_tsv(tsv, required=("path", "sentence")):
-            where = "{}.tsv:{}".format(split, row.line)
+            where = f"{split}.tsv:{row.line}"
             if row.problem:
                 rejects.append(Reject(split, where, "unreadable_row", row.problem))
                 continue
             name, sentence = row.fields["path"], row.fields["sentence"]
-            source = "{} {}".format(where, name)
+            source = f"{where} {name}"
             if not sentence.strip():
                 rejects.append(Reject(split, source, "empty_label", ""))
                 continue

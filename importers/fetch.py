@@ -49,7 +49,7 @@ def _remember(archive: Path, sha256: str, origin: str) -> None:
 def _hash_file(path: Path, hasher=None, label: str = "verifying"):
     hasher = hasher or hashlib.sha256()
     with path.open("rb") as handle, tqdm(
-        total=path.stat().st_size, unit="B", unit_scale=True, desc="{} {}".format(label, path.name), leave=False
+        total=path.stat().st_size, unit="B", unit_scale=True, desc=f"{label} {path.name}", leave=False
     ) as bar:
         for block in iter(lambda: handle.read(CHUNK), b""):
             hasher.update(block)
@@ -63,9 +63,8 @@ def _check(actual: str, expected: Optional[str], path: Path, archive: Path, orig
         bad = archive.with_name(archive.name + ".sha256-mismatch")
         os.replace(str(path), str(bad))
         raise SourceError(
-            "{} has sha256 {} but {} was expected; it was not used and was moved to {}. "
-            "Check the configured sha256, or the file's origin ({}).".format(
-                archive.name, actual, expected, bad, origin)
+            f"{archive.name} has sha256 {actual} but {expected} was expected; it was not used and was moved to {bad}. "
+            f"Check the configured sha256, or the file's origin ({origin})."
         )
 
 
@@ -92,7 +91,7 @@ def fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 2.
     total = None
     session = requests.Session()
     for attempt in range(ATTEMPTS):
-        headers = {"Range": "bytes={}-".format(offset)} if offset else {}
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
             with session.get(url, headers=headers, stream=True, timeout=(15, 120)) as resp:
                 if resp.status_code == 416 and offset:  # the part file is already whole
@@ -100,7 +99,7 @@ def fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 2.
                 if offset and resp.status_code == 200:  # the server ignored Range: start over
                     offset, hasher = 0, hashlib.sha256()
                 if 400 <= resp.status_code < 500:
-                    raise SourceError("{} answered HTTP {} for {}".format(url, resp.status_code, archive.name))
+                    raise SourceError(f"{url} answered HTTP {resp.status_code} for {archive.name}")
                 resp.raise_for_status()
                 length = resp.headers.get("Content-Length")
                 total = offset + int(length) if length is not None else None
@@ -114,15 +113,16 @@ def fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 2.
                         bar.update(len(block))
             if total is None or offset >= total:
                 break
-            reason = "connection closed at {} of {} bytes".format(offset, total)
+            reason = f"connection closed at {offset} of {total} bytes"
         except SourceError:
             raise
         except requests.RequestException as exc:
             reason = str(exc)
         if attempt == ATTEMPTS - 1:
             raise SourceError(
-                "could not download {} after {} attempts: {}; the partial file {} is kept and the next "
-                "run resumes it".format(url, ATTEMPTS, reason, part)
+                f"could not download {url} after {ATTEMPTS} attempts: {reason}; "
+                f"the partial file {part} is kept and the next "
+                "run resumes it"
             )
         wait = retry_wait * 2 ** attempt
         log.warning("download of %s interrupted (%s); resuming in %.0fs", archive.name, reason, wait)
@@ -138,21 +138,21 @@ def fetch_mdc(dataset_id: str, archive: Path, sha256: Optional[str]) -> str:
     """Download from the Mozilla Data Collective; the API key is read from ``MDC_API_KEY`` by its client."""
     if not os.environ.get("MDC_API_KEY"):
         raise SourceError(
-            "downloading {} from the Mozilla Data Collective needs an API key: set MDC_API_KEY "
-            "(from your account's API page) in the environment".format(archive.name)
+            f"downloading {archive.name} from the Mozilla Data Collective needs an API key: set MDC_API_KEY "
+            "(from your account's API page) in the environment"
         )
     try:
         from datacollective import download_dataset
     except ImportError:
         raise SourceError(
             "the Mozilla Data Collective client is not installed: pip install 'dstrain[mdc]' "
-            "(it needs Python >= 3.11.4), or download {} yourself into {}".format(archive.name, archive.parent)
+            f"(it needs Python >= 3.11.4), or download {archive.name} yourself into {archive.parent}"
         ) from None
     staging = archive.parent / ".mdc"
     try:
         got = Path(download_dataset(dataset_id, download_directory=str(staging), show_progress=True))
     except Exception as exc:  # the client raises many types; the message is what the user needs
-        raise SourceError("Mozilla Data Collective download of {} failed: {}".format(dataset_id, exc)) from None
+        raise SourceError(f"Mozilla Data Collective download of {dataset_id} failed: {exc}") from None
     os.replace(str(got), str(archive))
     return adopt(archive, sha256, "mdc:" + dataset_id)
 
@@ -167,7 +167,5 @@ def obtain(archive: Path, sha256: Optional[str], url: Optional[str], mdc_dataset
     if mdc_dataset_id:
         return fetch_mdc(mdc_dataset_id, archive, sha256)
     raise SourceError(
-        "{} is not in {}. {} Place it at exactly this path:\n    {}".format(
-            archive.name, archive.parent, how_to_get, archive
-        )
+        f"{archive.name} is not in {archive.parent}. {how_to_get} Place it at exactly this path:\n    {archive}"
     )

@@ -29,11 +29,11 @@ def read_tsv(path: Path, required=()) -> Iterator[TsvRow]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield TsvRow(number, None, "not valid UTF-8 ({} at byte {})".format(exc.reason, exc.start))
+                yield TsvRow(number, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})")
                 continue
             fields = dict(zip(header, text.split("\t")))
             absent = [name for name in required if name not in fields]
             if absent:
-                yield TsvRow(number, None, "too few fields: no {}".format(absent[0]))
+                yield TsvRow(number, None, f"too few fields: no {absent[0]}")
                 continue
             yield TsvRow(number, fields, None)

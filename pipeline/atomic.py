@@ -10,7 +10,7 @@ def temporary_path(final):
     """Yield a sibling temporary path; rename it onto ``final`` only on success."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(".{}.tmp-{}".format(final.name, os.getpid()))
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     try:
         yield tmp
         os.replace(str(tmp), str(final))

@@ -23,10 +23,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            click.secho("error: {}".format(exc), fg="red", err=True)
+            click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(2)
         except DstrainError as exc:
-            click.secho("error: {}".format(exc), fg="red", err=True)
+            click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(1)
 
 
@@ -35,7 +35,8 @@ def _settings_options(func):
         click.option("--language", "-l", help="Language code, e.g. fr (see `dstrain languages`)."),
         click.option("--data-root", type=click.Path(file_okay=False),
                      help="Directory for downloads, imports and runs [default: ./data, /data in the container]."),
-        click.option("--run", "run_name", help="Run name, so one language can have several runs [default: the language code]."),
+        click.option("--run", "run_name",
+                     help="Run name, so one language can have several runs [default: the language code]."),
         click.option("--datasets", help="Comma-separated subset of the language's datasets to use."),
         click.option("--workers", type=int, help="Parallel audio workers [default: every core]."),
         click.option("--english-compatible/--native-alphabet", default=None,
@@ -154,11 +155,11 @@ def status(**settings):
 
     ctx = _context(_resolve(**settings))
     states = stage_states(STAGES, ctx)
-    click.echo("run {} ({}), data root {}".format(ctx.config.run_name, ctx.language.code, ctx.paths.root))
+    click.echo(f"run {ctx.config.run_name} ({ctx.language.code}), data root {ctx.paths.root}")
     click.echo("{:<10} {:<8} {:<21} {:>9}  {}".format("stage", "state", "finished", "seconds", "counts"))
     for stage in STAGES:
         record = ctx.record(stage.name) or {}
-        counts = ", ".join("{}={}".format(k, v) for k, v in record.get("counts", {}).items())
+        counts = ", ".join(f"{k}={v}" for k, v in record.get("counts", {}).items())
         click.echo("{:<10} {:<8} {:<21} {:>9}  {}".format(
             stage.name, states[stage.name], record.get("finished", "-"), record.get("seconds", "-"), counts))
 

@@ -94,7 +94,7 @@ def select(
     first = names.index(start) if start else 0
     last = names.index(stop) if stop else len(names) - 1
     if first > last:
-        raise ConfigError("--from {} comes after --to {}".format(start, stop))
+        raise ConfigError(f"--from {start} comes after --to {stop}")
     return list(stages[first : last + 1])
 
 
@@ -116,9 +116,8 @@ def run_stages(
         for up in stage.after:
             if up not in chosen and states[up] != "done":
                 raise ConfigError(
-                    "stage {} needs {}, which is {}; run `{}` without --from/--only first".format(
-                        stage.name, up, states[up], resume_command
-                    )
+                    f"stage {stage.name} needs {up}, which is {states[up]}; "
+                    f"run `{resume_command}` without --from/--only first"
                 )
     for stage in selected:
         current = fingerprint(stage, ctx)
@@ -176,8 +175,8 @@ class StageFailed(DstrainError):
     def __init__(self, stage: str, cause: str, log_path: str, resume_command: str):
         self.stage = stage
         super().__init__(
-            "stage {} failed: {}\n  log: {}\n  Everything finished before it is kept. "
-            "Fix the cause, then resume with:\n    {}".format(stage, cause, log_path, resume_command)
+            f"stage {stage} failed: {cause}\n  log: {log_path}\n  Everything finished before it is kept. "
+            f"Fix the cause, then resume with:\n    {resume_command}"
         )
 
 

@@ -28,21 +28,21 @@ def dstrain(*args, env=None, check=True, **kwargs) -> subprocess.CompletedProces
     proc = subprocess.run([DSTRAIN, *map(str, args)], capture_output=True, text=True,
                           env=env or clean_env(), timeout=600, **kwargs)
     if check and proc.returncode != 0:
-        raise AssertionError("dstrain {} exited {}\n{}\n{}".format(args, proc.returncode, proc.stdout, proc.stderr))
+        raise AssertionError(f"dstrain {args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
 def write_config(path: Path, data_root: Path, archive_sha256=None, url=None, **clean) -> Path:
     lines = [
-        'data_root = "{}"'.format(data_root),
+        f'data_root = "{data_root}"',
         "workers = 2",
         "[dataset.common_voice]",
-        'release = "{}"'.format(RELEASE),
+        f'release = "{RELEASE}"',
         "max_duration = 5.0",
     ]
     if archive_sha256:
-        lines.append('sha256 = "{}"'.format(archive_sha256))
+        lines.append(f'sha256 = "{archive_sha256}"')
     if url:
-        lines.append('url = "{}"'.format(url))
+        lines.append(f'url = "{url}"')
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -57,7 +57,8 @@ FR_ROWS: List[Row] = [
     Row("train", "fr_bad_toolong.mp3", "Une phrase lente.",
         spoken="une phrase lente, lente, très lente, qui dure vraiment longtemps, bien plus que la limite",
         speed=80),
-    Row("train", "fr_bad_utf8.mp3", "", raw_line=b"client\tfr_bad_utf8.mp3\tid\tCaf\xe9 cr\xe8me\t\t2\t0\t\t\t\t\tfr\t\n"),
+    Row("train", "fr_bad_utf8.mp3", "",
+        raw_line=b"client\tfr_bad_utf8.mp3\tid\tCaf\xe9 cr\xe8me\t\t2\t0\t\t\t\t\tfr\t\n"),
     Row("train", "fr_shared_01.mp3", "La lune brille."),
     Row("dev", "fr_dev_01.mp3", "Le soleil se lève à l'est."),
     Row("dev", "fr_dev_02.mp3", "La lune brille."),
@@ -88,7 +89,7 @@ def build_common_voice(out_dir: Path, rows=FR_ROWS, release="cv-corpus-99.0-2099
     ``extra_clips`` adds that many more good training rows (for benchmarks).
     """
     rows = list(rows) + [
-        Row("train", "fr_extra_{:05d}.mp3".format(i), "phrase numéro {}".format(_words(i)))
+        Row("train", f"fr_extra_{i:05d}.mp3", f"phrase numéro {_words(i)}")
         for i in range(extra_clips)
     ]
     stage = Path(tempfile.mkdtemp(dir=str(out_dir)))
@@ -113,11 +114,11 @@ def build_common_voice(out_dir: Path, rows=FR_ROWS, release="cv-corpus-99.0-2099
             if row.raw_line is not None:
                 lines.append(row.raw_line)
                 continue
-            values = ("client{:03d}".format(n % 7), row.clip, "sid{}".format(n), row.sentence, "", "2", "0",
+            values = (f"client{n % 7:03d}", row.clip, f"sid{n}", row.sentence, "", "2", "0",
                       "", "", "", "", locale, "")
             lines.append(("\t".join(values) + "\n").encode("utf-8"))
         (corpus / (split + ".tsv")).write_bytes(b"".join(lines))
-    archive = out_dir / "{}-{}.tar.gz".format(release, locale)
+    archive = out_dir / f"{release}-{locale}.tar.gz"
     with tarfile.open(str(archive), "w:gz") as tar:
         tar.add(str(stage / release), arcname=release)
     return archive

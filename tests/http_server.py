@@ -46,11 +46,11 @@ class FileServer:
                     start = int(match.group(1))
                     if start >= len(data):
                         self.send_response(416)
-                        self.send_header("Content-Range", "bytes */{}".format(len(data)))
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
                         self.end_headers()
                         return
                     self.send_response(206)
-                    self.send_header("Content-Range", "bytes {}-{}/{}".format(start, len(data) - 1, len(data)))
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
                     self.send_response(200)
                 body = data[start:]
@@ -84,7 +84,7 @@ class FileServer:
 
     @property
     def url(self) -> str:
-        return "http://127.0.0.1:{}".format(self.httpd.server_address[1])
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def __enter__(self):
         self.thread.start()

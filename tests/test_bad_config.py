@@ -27,7 +27,7 @@ def test_unknown_key_in_config_file(tmp_path):
     config = tmp_path / "dstrain.toml"
     config.write_text('languag = "fr"\n[clean]\nshared_transcript = "drop"\n')
     proc = dstrain("run", "--config", config, "--data-root", tmp_path / "data", check=False)
-    refused(proc, "unknown setting 'languag' (from file {})".format(config),
+    refused(proc, f"unknown setting 'languag' (from file {config})",
             "unknown setting 'clean.shared_transcript'")
 
 
@@ -74,7 +74,7 @@ def test_unwritable_data_root_is_refused_with_the_fix():
         cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), cwd=str(home))
-        refused(proc, "the data root {} is not writable".format(root), "belongs to uid 0", "sudo chown -R",
+        refused(proc, f"the data root {root} is not writable", "belongs to uid 0", "sudo chown -R",
                 "Never run dstrain")
         assert list(root.iterdir()) == []
     finally:
@@ -94,6 +94,6 @@ def test_config_shows_each_layer(tmp_path):
     lines = {line.split()[0]: line for line in out.splitlines()}
     assert lines["workers"].endswith("[flag --workers]") and " 3 " in lines["workers"]
     assert lines["english_compatible"].endswith("[env DSTRAIN_ENGLISH_COMPATIBLE]")
-    assert lines["data_root"].endswith("[file {}]".format(config))
+    assert lines["data_root"].endswith(f"[file {config}]")
     assert lines["dataset.common_voice.locale"].endswith("[language fr]")
     assert lines["clean.shared_transcripts"].endswith("[default]")

@@ -42,7 +42,7 @@ def test_good_rows_survive_and_bad_rows_are_rejected_for_the_right_reason(finish
     good = [r for r in FR_ROWS if r.clip not in FR_EXPECTED_REJECTS]
     for row in good:
         wav = row.clip.replace(".mp3", ".wav")
-        assert wav in kept, "good row {} was lost: {}".format(row.clip, rejects.get(row.clip))
+        assert wav in kept, f"good row {row.clip} was lost: {rejects.get(row.clip)}"
         split, csv_row = kept[wav]
         assert split == row.split
         assert csv_row["transcript"] == FR.normalize(row.sentence)
@@ -87,7 +87,7 @@ def test_manifest_counts_every_reason(finished_run):
     assert manifest["rejected"] == {"empty_audio": 1, "empty_label": 1, "invalid_label": 2, "missing_audio": 1,
                                     "too_long": 1, "too_short": 1, "undecodable_audio": 1, "unreadable_row": 1}
     assert manifest["source"]["sha256"] == hashlib.sha256(
-        (data / "sources" / "{}-fr.tar.gz".format(RELEASE)).read_bytes()).hexdigest()
+        (data / "sources" / f"{RELEASE}-fr.tar.gz").read_bytes()).hexdigest()
 
 
 def test_clean_keeps_dev_sentences_out_of_train(finished_run):
@@ -121,7 +121,7 @@ def test_rerun_after_completion_does_no_work(finished_run):
     before = {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file() and "logs" not in p.parts}
     proc = dstrain("run", "--language", "fr", "--config", config, "--to", "alphabet")
     for stage in ("download", "import", "clean", "alphabet"):
-        assert "✓ {:<9} up to date".format(stage) in proc.stderr
+        assert f"✓ {stage:<9} up to date" in proc.stderr
     changed = [p for p, m in before.items() if p.stat().st_mtime_ns != m and p.name not in (
         "check.json", "config.json")]
     assert changed == []

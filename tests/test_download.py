@@ -10,7 +10,7 @@ from importers import fetch
 from tests.conftest import RELEASE, clean_env, dstrain, write_config
 from tests.http_server import FileServer
 
-NAME = "{}-fr.tar.gz".format(RELEASE)
+NAME = f"{RELEASE}-fr.tar.gz"
 
 
 def sha256(path):
@@ -66,7 +66,7 @@ def test_wrong_sha256_is_refused_and_never_used(served, tmp_path):
     proc = dstrain("run", "-l", "fr", "--config", config, "--to", "alphabet", check=False)
     assert proc.returncode == 1
     assert "stage download failed" in proc.stderr
-    assert "has sha256 {} but {} was expected".format(sha256(archive), wrong) in proc.stderr
+    assert f"has sha256 {sha256(archive)} but {wrong} was expected" in proc.stderr
     assert "resume with:\n    dstrain run -l fr --config" in proc.stderr
     assert not (data / "sources" / NAME).exists()
     assert (data / "sources" / (NAME + ".sha256-mismatch")).exists()

@@ -20,11 +20,11 @@ def ensure_writable(root: Path) -> None:
             pass
     except OSError as exc:
         raise ConfigError(
-            "the data root {} is not writable ({}).{} Give it to your user once, on the host:\n"
-            "    sudo chown -R {}:{} {}\n"
+            f"the data root {root} is not writable ({exc.strerror or exc}).{_owner(root)} "
+            "Give it to your user once, on the host:\n"
+            f"    sudo chown -R {os.getuid()}:{os.getgid()} {root}\n"
             "then run dstrain as yourself. Never run dstrain or docker compose with sudo: files it "
-            "creates as root lock out every later run.".format(
-                root, exc.strerror or exc, _owner(root), os.getuid(), os.getgid(), root)
+            "creates as root lock out every later run."
         ) from None
 
 
@@ -35,8 +35,8 @@ def _owner(root: Path) -> str:
             stat = path.stat()
         except OSError:
             continue
-        return " {} belongs to uid {} gid {}, and you are uid {} gid {}.".format(
-            path, stat.st_uid, stat.st_gid, os.getuid(), os.getgid())
+        return (f" {path} belongs to uid {stat.st_uid} gid {stat.st_gid}, "
+                f"and you are uid {os.getuid()} gid {os.getgid()}.")
     return ""
 
 

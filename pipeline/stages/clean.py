@@ -40,17 +40,17 @@ def wav_problem(wav: Path, listed_size: int) -> Optional[str]:
     except FileNotFoundError:
         return "missing file"
     except (wave.Error, EOFError, OSError) as exc:
-        return "unreadable WAV header: {}".format(exc)
+        return f"unreadable WAV header: {exc}"
     if (rate, channels, width) != (SAMPLE_RATE, 1, 2):
-        return "{} Hz, {} channel(s), {}-bit; DeepSpeech needs 16000 Hz mono 16-bit".format(rate, channels, width * 8)
+        return f"{rate} Hz, {channels} channel(s), {width * 8}-bit; DeepSpeech needs 16000 Hz mono 16-bit"
     if frames == 0:
         return "no audio samples"
     declared = frames / rate
     on_disk = (size - 44) / (rate * width)
     if abs(declared - on_disk) > HEADER_SLACK_SECONDS:
-        return "header says {:.3f}s but the file holds {:.3f}s (truncated?)".format(declared, on_disk)
+        return f"header says {declared:.3f}s but the file holds {on_disk:.3f}s (truncated?)"
     if size != listed_size:
-        return "file is {} bytes, CSV says {}".format(size, listed_size)
+        return f"file is {size} bytes, CSV says {listed_size}"
     return None
 
 
@@ -76,7 +76,7 @@ def run(ctx) -> dict:
             imported = ImportedDataset(ctx.paths.imported(dataset.key))
             for sample in read_samples(imported.csv(split)):
                 wav = imported.dir / sample.wav_filename
-                where = "{}/{}".format(dataset.key, sample.wav_filename)
+                where = f"{dataset.key}/{sample.wav_filename}"
                 transcript = to_english(sample.transcript) if english else sample.transcript
                 problem = wav_problem(wav, sample.wav_filesize)
                 if problem:
@@ -116,10 +116,10 @@ def run(ctx) -> dict:
     for split in SPLITS:
         log.info("%-5s %7d clips %8.2f h", split, len(kept[split]), seconds[split] / 3600)
     log.info("quarantined %d (%s); %d sentences shared between train and dev/test (%s)",
-             len(quarantine), ", ".join("{} {}".format(n, r) for r, n in sorted(reasons.items())) or "none",
+             len(quarantine), ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "none",
              len(shared), "removed from train" if policy == "drop" else "kept")
     if not kept["train"]:
-        raise StageError("no training clip survived cleaning; see {}".format(ctx.paths.quarantine))
+        raise StageError(f"no training clip survived cleaning; see {ctx.paths.quarantine}")
     digest = hashlib.sha256()
     for split in SPLITS:
         digest.update(ctx.paths.clean_csv(split).read_bytes())
@@ -130,16 +130,16 @@ def run(ctx) -> dict:
 
 def _report(ctx, kept, seconds, reasons, shared, policy) -> str:
     lines = [
-        "# Cleaned data for run `{}` ({})".format(ctx.config.run_name, ctx.language.name),
+        f"# Cleaned data for run `{ctx.config.run_name}` ({ctx.language.name})",
         "",
         "| split | clips | hours |",
         "|---|---:|---:|",
     ]
-    lines += ["| {} | {} | {:.2f} |".format(s, len(kept[s]), seconds[s] / 3600) for s in SPLITS]
+    lines += [f"| {s} | {len(kept[s])} | {seconds[s] / 3600:.2f} |" for s in SPLITS]
     lines += ["", "## Quarantined (see quarantine.csv)", ""]
     if reasons:
         lines += ["| reason | clips |", "|---|---:|"]
-        lines += ["| {} | {} |".format(r, n) for r, n in sorted(reasons.items())]
+        lines += [f"| {r} | {n} |" for r, n in sorted(reasons.items())]
     else:
         lines.append("Nothing was quarantined.")
     lines += [

@@ -31,7 +31,7 @@ def run(ctx) -> dict:
         try:
             digests[dataset.key] = importer.download(dataset.params, ctx.paths.sources)
         except SourceError as exc:
-            raise SourceError("dataset {}: {}{}".format(dataset.key, exc, skip_hint(ctx, dataset.key))) from None
+            raise SourceError(f"dataset {dataset.key}: {exc}{skip_hint(ctx, dataset.key)}") from None
         log.info("%s: %s verified (sha256 %s)", dataset.key,
                  importer.archive_path(dataset.params, ctx.paths.sources).name, digests[dataset.key][:12])
     return {"counts": {"datasets": len(digests)}, "outputs": digests}

@@ -43,7 +43,7 @@ def run(ctx) -> dict:
             archive = importer.archive_path(dataset.params, ctx.paths.sources)
             sha256 = verified_sha256(archive)
             if sha256 is None:
-                raise StageError("{} changed since it was verified; rerun the download stage".format(archive))
+                raise StageError(f"{archive} changed since it was verified; rerun the download stage")
             manifest = importer.prepare(archive, sha256, out.dir, ctx.language.normalize, dataset.params,
                                         ctx.config.workers)
             record = {"fingerprint": wanted, "counts": manifest["counts"], "rejected": manifest["rejected"]}
