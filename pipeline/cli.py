@@ -191,6 +191,27 @@ def languages():
             code, lang.name, lang.locale, entry.origin, ", ".join(d.key for d in lang.datasets) or "-"))
 
 
+@cli.command("new-language")
+@click.argument("code")
+@click.option("--name", required=True, help="The language's English name, e.g. Breton.")
+@click.option("--locale", help="Its locale tag, e.g. br-FR [default: CODE].")
+@click.option("--letters", default="abcdefghijklmnopqrstuvwxyz'", show_default=True,
+              help="Every lower-case letter a transcript may hold.")
+@click.option("--dir", "directory", type=click.Path(file_okay=False),
+              help="Where to write CODE.py [default: the languages/ folder of this checkout].")
+def new_language(code, name, locale, letters, directory):
+    """Write languages/CODE.py from a commented template, ready to fill in.
+
+    Then run `dstrain check --language CODE` until its test cases pass.
+    See docs/adding-a-language.md.
+    """
+    import languages
+    from pipeline.scaffold import new_language as scaffold
+
+    target = scaffold(code, name, locale or code, letters, directory or languages.__path__[0])
+    click.echo(f"wrote {target}\nnext: answer its QUESTIONs, then `dstrain check --language {code}`")
+
+
 def main():
     cli(prog_name="dstrain")
 

@@ -1,5 +1,6 @@
 """Small corpora in their real on-disk formats, with real speech made by espeak-ng."""
 import random
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -121,6 +122,7 @@ def build_common_voice(out_dir: Path, rows=FR_ROWS, release="cv-corpus-99.0-2099
     archive = out_dir / f"{release}-{locale}.tar.gz"
     with tarfile.open(str(archive), "w:gz") as tar:
         tar.add(str(stage / release), arcname=release)
+    shutil.rmtree(str(stage))
     return archive
 
 

@@ -22,6 +22,7 @@ PYTHON=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test,mdc]'
+.venv/bin/python -m pip install -q ./tests/plugin_language   # a language shipped as its own pip package
 
 echo "== lint (ruff, Python 3.8 target) and Python 3.8 compatibility (vermin)"
 .venv/bin/ruff check pipeline importers languages tests bench

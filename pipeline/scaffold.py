@@ -1,0 +1,89 @@
+"""`dstrain new-language`: a commented starting point for a new language module."""
+import re
+from pathlib import Path
+from string import Template
+
+from pipeline.errors import ConfigError
+
+TEMPLATE = Template('''\
+"""$name for dstrain.
+
+Answer the questions in the comments, run `dstrain check --language $code`
+until its test cases pass, then train.  See docs/adding-a-language.md.
+"""
+import re
+import unicodedata
+from typing import Optional
+
+from pipeline.language import DatasetSpec, Language
+
+# QUESTION 1: which letters does a clean $name transcript use?
+# List every lower-case letter, with its accents, plus the apostrophe if words
+# contain one.  The model can only ever write these characters (and spaces).
+LETTERS = "$letters"
+
+# QUESTION 2: which symbols are read aloud, and how?  ("%" is said "percent"...)
+SPOKEN_SYMBOLS = {
+    # "%": " percent ",
+    # "&": " and ",
+}
+
+_SYMBOLS = re.compile("|".join(re.escape(s) for s in SPOKEN_SYMBOLS) or "(?!)")
+_DIGITS = re.compile(r"\\d")
+_NOT_A_LETTER = re.compile("[^" + re.escape(LETTERS) + "]+")
+
+
+def normalize(label: str) -> Optional[str]:
+    """The sentence as the model should learn it, or None to reject it."""
+    text = unicodedata.normalize("NFKC", label)
+    # QUESTION 3: how are numbers said?  Rejecting sentences with digits is
+    # the safe default: "1984" can be a year or a number.
+    if _DIGITS.search(text):
+        return None
+    text = _SYMBOLS.sub(lambda m: SPOKEN_SYMBOLS[m.group(0)], text).lower()
+    # QUESTION 4: are letters of other scripts a reason to reject the sentence?
+    # Here anything that is not in LETTERS separates words.
+    text = " ".join(_NOT_A_LETTER.sub(" ", text).split())
+    return text or None
+
+
+# QUESTION 5: examples of real sentences and what they must become.  They run
+# before every pipeline run; add one for every rule above.
+CASES = (
+    ("", None),
+    ("123", None),
+    ("?!", None),
+    # ("A real sentence, with punctuation!", "a real sentence with punctuation"),
+)
+
+LANGUAGE = Language(
+    code="$code",
+    name="$name",
+    locale="$locale",
+    normalize=normalize,
+    cases=CASES,
+    letters=LETTERS,
+    # QUESTION 6: which corpora?  Common Voice's locale code for $name, and its
+    # release; `dstrain languages` lists what other languages use.
+    datasets=(
+        DatasetSpec("common_voice", {"release": "$release", "locale": "$cv_locale"}),
+    ),
+    # QUESTION 7: "data" builds the alphabet from your transcripts; "english"
+    # transliterates to ASCII for transfer learning from the English model.
+    alphabet="data",
+)
+''')
+
+DEFAULT_RELEASE = "cv-corpus-21.0-2025-03-14"
+
+
+def new_language(code: str, name: str, locale: str, letters: str, directory: Path) -> Path:
+    if not re.match(r"^[a-z]{2,3}(_[a-z0-9]+)?$", code):
+        raise ConfigError(f"language code {code!r}: use an ISO 639 code such as 'br' or 'eo'")
+    target = Path(directory) / (code + ".py")
+    if target.exists():
+        raise ConfigError(f"{target} already exists; edit it, or remove it first")
+    target.write_text(TEMPLATE.substitute(
+        code=code, name=name, locale=locale, letters=letters.replace("\\", "\\\\").replace('"', '\\"'),
+        release=DEFAULT_RELEASE, cv_locale=code), encoding="utf-8")
+    return target
