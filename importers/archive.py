@@ -27,15 +27,16 @@ def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) 
     target.mkdir(parents=True)
     root = target.resolve()
     skipped = 0
-    with tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size,
-                       desc="extract " + archive.name, leave=False) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+    reader = tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size,
+                           desc="extract " + archive.name, leave=False)
+    with reader as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
         for member in tar:
             parts = PurePosixPath(member.name).parts
             dest = root.joinpath(*parts) if parts else root
             if member.name.startswith("/") or ".." in parts or root not in (dest, *dest.parents):
                 raise DstrainError(
-                    "{}: refusing member {!r}, its path leaves the extraction directory; "
-                    "the archive is corrupt or malicious".format(archive, member.name)
+                    f"{archive}: refusing member {member.name!r}, its path leaves the extraction directory; "
+                    "the archive is corrupt or malicious"
                 )
             if not keep(member.name):
                 continue

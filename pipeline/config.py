@@ -119,7 +119,7 @@ def _unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError("setting {!r} is both a value and a section".format(dotted))
+                raise ConfigError(f"setting {dotted!r} is both a value and a section")
         node[parts[-1]] = value
     return nested
 
@@ -130,9 +130,9 @@ def read_config_file(path) -> Dict[str, Any]:
         with path.open("rb") as handle:
             return _flatten(tomllib.load(handle))
     except FileNotFoundError:
-        raise ConfigError("config file {} does not exist".format(path)) from None
+        raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("config file {} is not valid TOML: {}".format(path, exc)) from None
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
 def read_environment(environ: Mapping[str, str]) -> Dict[str, Any]:
@@ -147,7 +147,7 @@ def _language_layer(language: Language) -> Dict[str, Any]:
     flat = {"english_compatible": language.alphabet == "english"}
     for spec in language.datasets:
         for key, value in spec.params.items():
-            flat["dataset.{}.{}".format(spec.key, key)] = value
+            flat[f"dataset.{spec.key}.{key}"] = value
     return flat
 
 
@@ -157,7 +157,7 @@ def _describe_errors(exc: ValidationError, sources: Mapping[str, str], values: M
         key = ".".join(str(part) for part in err["loc"])
         where = sources.get(key, "default")
         if err["type"] == "extra_forbidden":
-            lines.append("unknown setting {!r} (from {})".format(key, where))
+            lines.append(f"unknown setting {key!r} (from {where})")
         else:
             lines.append("{}: {} (got {!r} from {})".format(key, err["msg"], values.get(key), where))
     return "\n  ".join(lines)
@@ -227,8 +227,8 @@ def _resolve_datasets(settings: Settings, language: Language) -> Tuple[ResolvedD
             problems = "; ".join(
                 "{}: {}".format(".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()
             )
-            raise ConfigError("dataset.{}: {}".format(key, problems)) from None
+            raise ConfigError(f"dataset.{key}: {problems}") from None
         resolved.append(ResolvedDataset(key, spec.importer, params))
     if not resolved:
-        raise ConfigError("no dataset selected for language {!r}".format(language.code))
+        raise ConfigError(f"no dataset selected for language {language.code!r}")
     return tuple(resolved)

@@ -56,9 +56,9 @@ class Language:
             try:
                 got = self.normalize(raw)
             except Exception as exc:  # a crash in a rule is a failed case, not a traceback
-                got = "<raised {}: {}>".format(type(exc).__name__, exc)
+                got = f"<raised {type(exc).__name__}: {exc}>"
             if got != expected:
-                failures.append("normalize({!r}) gave {!r}, expected {!r}".format(raw, got, expected))
+                failures.append(f"normalize({raw!r}) gave {got!r}, expected {expected!r}")
         return failures
 
     def normalizer_fingerprint(self) -> str:
@@ -122,13 +122,11 @@ def available_languages() -> Dict[str, LanguageEntry]:
         origin = "plugin " + (ep.dist.name if getattr(ep, "dist", None) else ep.value)
         if not isinstance(lang, Language):
             raise ConfigError(
-                "entry point {} = {} is not a pipeline.language.Language".format(ep.name, ep.value)
+                f"entry point {ep.name} = {ep.value} is not a pipeline.language.Language"
             )
         if lang.code in found:
             raise ConfigError(
-                "language {!r} is defined twice: {} and {}".format(
-                    lang.code, found[lang.code].origin, origin
-                )
+                f"language {lang.code!r} is defined twice: {found[lang.code].origin} and {origin}"
             )
         found[lang.code] = LanguageEntry(lang, origin)
     return found

@@ -30,8 +30,8 @@ def fake_distribution(site: Path, module: str, source: str, entry: str) -> None:
     (site / (module + ".py")).write_text(source, encoding="utf-8")
     info = site / (module + "-0.1.dist-info")
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: {}\nVersion: 0.1\n".format(module))
-    (info / "entry_points.txt").write_text("[dstrain.languages]\n{}\n".format(entry))
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[dstrain.languages]\n{entry}\n")
 
 
 BROKEN = '''
@@ -101,7 +101,7 @@ def test_new_language_writes_a_module_that_passes_its_own_check(tmp_path):
     out = dstrain("new-language", "br", "--name", "Breton", "--locale", "br-FR",
                   "--letters", "abcdefghijklmnopqrstuvwxyzñùê'", "--dir", site).stdout
     module = site / "br.py"
-    assert "wrote {}".format(module) in out
+    assert f"wrote {module}" in out
     source = module.read_text()
     assert source.count("QUESTION") >= 5 and 'LETTERS = "abcdefghijklmnopqrstuvwxyzñùê\'"' in source
     fake_distribution(site, "br_entry", "from br import LANGUAGE\n", "br = br_entry:LANGUAGE")
