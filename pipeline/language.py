@@ -105,21 +105,25 @@ def _builtin_languages() -> Dict[str, LanguageEntry]:
     return found
 
 
-def _plugin_entry_points() -> list:
-    from importlib.metadata import entry_points
+def _plugin_entry_points() -> List[Tuple[str, Any]]:
+    """(distribution name, entry point) for every language plugin; the same API on Python 3.8 to 3.12."""
+    from importlib.metadata import distributions
 
-    eps = entry_points()
-    if hasattr(eps, "select"):  # Python >= 3.10
-        return list(eps.select(group=ENTRY_POINT_GROUP))
-    return list(eps.get(ENTRY_POINT_GROUP, []))  # Python 3.8, 3.9
+    found = {}
+    for dist in distributions():
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP:
+                # A distribution seen twice on sys.path (e.g. editable and installed) counts once.
+                found.setdefault((dist.metadata["Name"], ep.name), ep)
+    return [(name, ep) for (name, _), ep in found.items()]
 
 
 def available_languages() -> Dict[str, LanguageEntry]:
     """Built-in languages plus plugins; two providers of one code is an error."""
     found = _builtin_languages()
-    for ep in _plugin_entry_points():
+    for dist_name, ep in _plugin_entry_points():
         lang = ep.load()
-        origin = "plugin " + (ep.dist.name if getattr(ep, "dist", None) else ep.value)
+        origin = "plugin " + dist_name
         if not isinstance(lang, Language):
             raise ConfigError(
                 f"entry point {ep.name} = {ep.value} is not a pipeline.language.Language"

@@ -28,5 +28,23 @@ echo "== lint (ruff, Python 3.8 target) and Python 3.8 compatibility (vermin)"
 .venv/bin/ruff check pipeline importers languages tests bench
 .venv/bin/vermin -q -t=3.8- --no-tips --violations --exclude-regex '^(tests|bench)/' pipeline importers languages
 
-echo "== tests"
+# The training image runs the pipeline on Python 3.8: run the suite there too when one is installed.
+find_python38() {
+    local candidate
+    for candidate in "$HOME"/.pyenv/versions/3.8.*/bin/python /usr/bin/python3.8 /usr/local/bin/python3.8; do
+        [[ -x "$candidate" ]] && "$candidate" -c "pass" 2>/dev/null && { echo "$candidate"; return; }
+    done
+}
+PY38=${PY38:-$(find_python38)}
+if [[ -n "$PY38" ]]; then
+    echo "== tests on Python 3.8 ($PY38)"
+    [[ -x .venv38/bin/python ]] || "$PY38" -m venv .venv38
+    .venv38/bin/python -m pip install -q --upgrade pip
+    .venv38/bin/python -m pip install -q -e '.[test]' ./tests/plugin_language
+    .venv38/bin/python -m pytest -q -p no:cacheprovider "$@"
+else
+    echo "== no Python 3.8 interpreter found: relying on vermin for 3.8 compatibility"
+fi
+
+echo "== tests on $(.venv/bin/python --version)"
 exec .venv/bin/python -m pytest -q "$@"
