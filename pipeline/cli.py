@@ -120,7 +120,7 @@ def run(start, stop, only, force, **settings):
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from pipeline.atomic import write_json
+    from pipeline.atomic import read_json, write_json
     from pipeline.runner import run_stages, select
     from pipeline.stages import STAGES
     from pipeline.stages.check import preflight
@@ -129,7 +129,8 @@ def run(start, stop, only, force, **settings):
     ctx = _context(config)
     selected = select(STAGES, start, stop, only)
     preflight(ctx)
-    write_json(ctx.paths.config_file, config.redacted())
+    if read_json(ctx.paths.config_file) != config.redacted():
+        write_json(ctx.paths.config_file, config.redacted())
     log.info("run %s: language %s, data root %s", config.run_name, config.language.code, ctx.paths.root)
     with logging_redirect_tqdm([log]):
         run_stages(STAGES, ctx, selected, force, _resume_command())

@@ -107,10 +107,12 @@ def run_stages(
 ) -> None:
     """Run the selected stages in order, skipping those already done."""
     names = [s.name for s in stages]
-    unknown = [f for f in force if f not in names]
-    if unknown:
-        raise ConfigError("--force {}: no such stage; stages are: {}".format(unknown[0], ", ".join(names)))
     chosen = {s.name for s in selected}
+    for name in force:
+        if name not in names:
+            raise ConfigError(f"--force {name}: no such stage; stages are: {', '.join(names)}")
+        if name not in chosen:
+            raise ConfigError(f"--force {name}: that stage is not among those selected by --from/--to/--only")
     states = stage_states(stages, ctx)
     for stage in selected:
         for up in stage.after:
@@ -120,16 +122,9 @@ def run_stages(
                     f"run `{resume_command}` without --from/--only first"
                 )
     for stage in selected:
-        current = fingerprint(stage, ctx)
         record = ctx.record(stage.name)
-        upstream_done = all(ctx.record(up) is not None for up in stage.after)
-        if (
-            record is not None
-            and record.get("fingerprint") == current
-            and upstream_done
-            and not stage.always
-            and stage.name not in force
-        ):
+        done = record is not None and record.get("fingerprint") == fingerprint(stage, ctx)
+        if done and not stage.always and stage.name not in force:
             log.info("✓ %-9s up to date (finished %s)", stage.name, record.get("finished", "?"))
             continue
         _run_one(stage, ctx, resume_command)
