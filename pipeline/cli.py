@@ -113,10 +113,11 @@ def cli(verbose):
 @click.option("--only", metavar="STAGE", help="Run just this stage.")
 @click.option("--force", multiple=True, metavar="STAGE", help="Redo this stage even if it is done (repeatable).")
 def run(start, stop, only, force, **settings):
-    """Run the pipeline: check, download, import, clean, alphabet.
+    """Run the pipeline's stages in order (`dstrain status` lists them).
 
     Stages that are already done with the same inputs are skipped; a stage
-    whose inputs changed is redone, and so is everything after it.
+    whose inputs changed is redone, and so is everything after it. After a
+    crash or Ctrl-C, run the same command again to resume.
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
