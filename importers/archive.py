@@ -1,7 +1,10 @@
-"""Safe, streaming extraction of source archives (tar, tar.gz, tar.bz2, tar.xz)."""
+"""Safe extraction of source archives: tar (streamed; plain, gz, bz2, xz) and zip."""
+import contextlib
 import logging
 import shutil
+import stat
 import tarfile
+import zipfile
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -27,24 +30,23 @@ def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) 
     target.mkdir(parents=True)
     root = target.resolve()
     skipped = 0
-    reader = tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size,
-                           desc="extract " + archive.name, leave=False)
-    with reader as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
-        for member in tar:
-            parts = PurePosixPath(member.name).parts
+    members = _zip_members if zipfile.is_zipfile(str(archive)) else _tar_members
+    with members(archive) as entries:
+        for name, kind, open_member in entries:
+            parts = PurePosixPath(name).parts
             dest = root.joinpath(*parts) if parts else root
-            if member.name.startswith("/") or ".." in parts or root not in (dest, *dest.parents):
+            if name.startswith("/") or ".." in parts or root not in (dest, *dest.parents):
                 raise DstrainError(
-                    f"{archive}: refusing member {member.name!r}, its path leaves the extraction directory; "
+                    f"{archive}: refusing member {name!r}, its path leaves the extraction directory; "
                     "the archive is corrupt or malicious"
                 )
-            if not keep(member.name):
+            if not keep(name):
                 continue
-            if member.isdir():
+            if kind == "dir":
                 dest.mkdir(parents=True, exist_ok=True)
-            elif member.isfile():
+            elif kind == "file":
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(member) as src, dest.open("wb") as out:
+                with open_member() as src, dest.open("wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
             else:  # links and devices could point anywhere; sources never need them
                 skipped += 1
@@ -52,3 +54,34 @@ def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) 
         log.warning("%s: skipped %d links or special files", archive.name, skipped)
     write_json(marker, {"identity": identity, "archive": archive.name})
     return target
+
+
+@contextlib.contextmanager
+def _tar_members(archive: Path):
+    """(name, kind, opener) for each member, read in one pass: a .tar.gz cannot be read out of order."""
+    reader = tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size,
+                           desc="extract " + archive.name, leave=False)
+    with reader as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+        yield ((m.name, "dir" if m.isdir() else "file" if m.isfile() else "other",
+                lambda m=m: tar.extractfile(m)) for m in tar)
+
+
+@contextlib.contextmanager
+def _zip_members(archive: Path):
+    """(name, kind, opener) for each member; the progress counts compressed bytes."""
+    with zipfile.ZipFile(str(archive)) as zip_file:
+        infos = zip_file.infolist()
+        with tqdm(total=sum(i.compress_size for i in infos), unit="B", unit_scale=True,
+                  desc="extract " + archive.name, leave=False) as bar:
+            def entries():
+                for info in infos:
+                    yield info.filename, _zip_kind(info), lambda info=info: zip_file.open(info)
+                    bar.update(info.compress_size)
+            yield entries()
+
+
+def _zip_kind(info: zipfile.ZipInfo) -> str:
+    if info.is_dir():
+        return "dir"
+    # The file type from the Unix mode bits; zips made elsewhere, or by writestr, leave it 0.
+    return "file" if stat.S_IFMT(info.external_attr >> 16) in (0, stat.S_IFREG) else "other"

@@ -7,6 +7,7 @@ that cannot train, and writes the CSVs, ``rejects.csv`` and ``manifest.json``.
 import logging
 import os
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple
@@ -15,7 +16,7 @@ from tqdm import tqdm
 
 from importers.audio import FRAME_SECONDS, convert_all
 from importers.deepspeech_csv import REJECTS_HEADER, Reject, Sample, write_rows, write_samples
-from pipeline.atomic import write_json
+from pipeline.atomic import write_json, write_text
 from pipeline.paths import SPLITS, ImportedDataset
 
 log = logging.getLogger("dstrain")
@@ -29,6 +30,15 @@ class Candidate(NamedTuple):
     #: The WAV's name inside ``clips/``.
     wav_name: str
     transcript: str
+
+
+def claim_clips(out: ImportedDataset, source_sha256: str) -> None:
+    """Keep converted WAVs across a crash, but never reuse those of another source archive."""
+    marker = out.clips / ".source-sha256"
+    if out.clips.exists() and (not marker.exists() or marker.read_text() != source_sha256):
+        shutil.rmtree(str(out.clips))
+    if not marker.exists():
+        write_text(marker, source_sha256)
 
 
 def judge(clip, transcript: str, max_seconds: float):
@@ -50,7 +60,7 @@ def assemble(
     workers: int,
     manifest: Dict[str, Any],
 ) -> Dict[str, Any]:
-    out.clips.mkdir(parents=True, exist_ok=True)
+    claim_clips(out, manifest["source"]["sha256"])
     jobs = [(str(c.audio), str(out.clips / c.wav_name)) for c in candidates]
     kept: Dict[str, List[Sample]] = {split: [] for split in SPLITS}
     seconds: Counter = Counter()

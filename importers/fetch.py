@@ -16,13 +16,13 @@ from tqdm import tqdm
 
 from pipeline.atomic import read_json, write_json
 from pipeline.errors import DstrainError
-from pipeline.paths import partial, verified_record
+from pipeline.paths import partial, partial_validator, verified_record
 
 log = logging.getLogger("dstrain")
 CHUNK = 1 << 20
 #: Small network reads: bytes of a read cut short by a dropped connection are lost.
 NET_CHUNK = 1 << 16
-ATTEMPTS = 6
+ATTEMPTS = 5
 
 
 class SourceError(DstrainError):
@@ -82,25 +82,44 @@ def adopt(archive: Path, sha256: Optional[str], origin: str) -> str:
     return actual
 
 
-def fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 2.0) -> str:
-    """Download with HTTP Range resume, retries with backoff, streaming sha256, ``.part`` then rename."""
+def _validator(resp) -> Optional[str]:
+    """What If-Range can use to make sure a resumed download continues the same file."""
+    etag = resp.headers.get("ETag")
+    if etag and not etag.startswith("W/"):  # If-Range needs a strong validator
+        return etag
+    return resp.headers.get("Last-Modified")
+
+
+def fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 1.0) -> str:
+    """Download with HTTP Range resume, retries with backoff, streaming sha256, ``.part`` then rename.
+
+    A partial file is continued only when the server can prove it is the same
+    file (If-Range), or when a pinned sha256 will catch a splice of two versions.
+    """
     part = partial(archive)
     archive.parent.mkdir(parents=True, exist_ok=True)
+    validator = (read_json(partial_validator(archive)) or {}).get(url)
+    if part.exists() and not (validator or sha256):
+        part.unlink()
     offset = part.stat().st_size if part.exists() else 0
     hasher = _hash_file(part, label="resuming") if offset else hashlib.sha256()
     total = None
     session = requests.Session()
     for attempt in range(ATTEMPTS):
         headers = {"Range": f"bytes={offset}-"} if offset else {}
+        if offset and validator:
+            headers["If-Range"] = validator
         try:
             with session.get(url, headers=headers, stream=True, timeout=(15, 120)) as resp:
                 if resp.status_code == 416 and offset:  # the part file is already whole
                     break
-                if offset and resp.status_code == 200:  # the server ignored Range: start over
-                    offset, hasher = 0, hashlib.sha256()
                 if 400 <= resp.status_code < 500:
                     raise SourceError(f"{url} answered HTTP {resp.status_code} for {archive.name}")
                 resp.raise_for_status()
+                if resp.status_code == 200:  # a whole file: Range ignored, or the file changed (If-Range)
+                    offset, hasher = 0, hashlib.sha256()
+                    validator = _validator(resp)
+                    write_json(partial_validator(archive), {url: validator})
                 length = resp.headers.get("Content-Length")
                 total = offset + int(length) if length is not None else None
                 with part.open("ab" if offset else "wb") as out, tqdm(
@@ -121,8 +140,7 @@ def fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 2.
         if attempt == ATTEMPTS - 1:
             raise SourceError(
                 f"could not download {url} after {ATTEMPTS} attempts: {reason}; "
-                f"the partial file {part} is kept and the next "
-                "run resumes it"
+                f"the partial file {part} is kept and the next run resumes it"
             )
         wait = retry_wait * 2 ** attempt
         log.warning("download of %s interrupted (%s); resuming in %.0fs", archive.name, reason, wait)
@@ -130,6 +148,7 @@ def fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 2.
     actual = hasher.hexdigest()
     _check(actual, sha256, part, archive, url)
     os.replace(str(part), str(archive))
+    partial_validator(archive).unlink(missing_ok=True)
     _remember(archive, actual, url)
     return actual
 

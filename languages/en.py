@@ -11,7 +11,7 @@ import unicodedata
 from typing import Optional
 
 from languages import _text
-from pipeline.language import ENGLISH_LETTERS, DatasetSpec, Language
+from pipeline.language import ENGLISH_LETTERS, DatasetSpec, Language, ModelMetadata
 
 # Before NFKD: it turns ½ into "1⁄2" (a digit: rejected), and the acute
 # accent ´ (typed for an apostrophe) into a space and a combining mark.
@@ -125,4 +125,9 @@ LANGUAGE = Language(
     letters=ENGLISH_LETTERS,
     datasets=(DatasetSpec("common_voice", {"release": "cv-corpus-21.0-2025-03-14", "locale": "en"}),),
     alphabet="english",
+    metadata=ModelMetadata(
+        model_name="deepspeech-en",
+        language="en-US",
+        description="An English model for DeepSpeech, trained on Common Voice with dstrain",
+    ),
 )

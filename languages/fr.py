@@ -13,7 +13,7 @@ import unicodedata
 from typing import Optional
 
 from languages import _text
-from pipeline.language import DatasetSpec, Language
+from pipeline.language import DatasetSpec, Language, ModelMetadata, TextSource
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzàâçéèêëîïôœùûüÿ'"
 
@@ -142,6 +142,16 @@ CASES = (
     ("mot_clé / autre | fin", "mot clé autre fin"),
 )
 
+# The language-model texts of the commonvoice-fr DeepSpeech model (release lm-0.1 of that project).
+_LM_RELEASE = "https://github.com/Common-Voice/commonvoice-fr/releases/download/lm-0.1/"
+LM_SOURCES = (
+    TextSource("wikipedia", _LM_RELEASE + "wiki.txt.xz", None, "commonvoice-fr-lm-0.1-wiki.txt.xz",
+               "CC BY-SA 3.0 (French Wikipedia)"),
+    TextSource("assemblee_nationale", _LM_RELEASE + "debats-assemblee-nationale.txt.xz", None,
+               "commonvoice-fr-lm-0.1-debats-assemblee-nationale.txt.xz",
+               "Assemblée nationale open data (data.assemblee-nationale.fr), reuse with attribution"),
+)
+
 LANGUAGE = Language(
     code="fr",
     name="French",
@@ -149,6 +159,35 @@ LANGUAGE = Language(
     normalize=normalize,
     cases=CASES,
     letters=LETTERS,
-    datasets=(DatasetSpec("common_voice", {"release": "cv-corpus-21.0-2025-03-14", "locale": "fr"}),),
+    datasets=(
+        DatasetSpec("common_voice", {"release": "cv-corpus-21.0-2025-03-14", "locale": "fr"}),
+        # Speakers whose records are bogus, from the original pipeline's lingua_libre_skiplist.txt.
+        DatasetSpec("lingua_libre", {
+            "qid": "Q21", "iso639_3": "fra", "english_name": "French",
+            "url": "https://lingualibre.org/datasets/Q21-fra-French.zip",
+            "skip": ("Modjou/.*", "Olivier Yao/.*", "Misnograder/.*", "Morielijah/.*", "KrystjanM/.*",
+                     "Ngeorges05/.*", "NKUATE/.*", "Poldjko1/.*", "Lepticed7/.*"),
+        }),
+        # The two books the original pipeline skipped.
+        DatasetSpec("m_ailabs", {
+            "language": "fr_FR", "url": "https://data.solak.de/data/Training/stt_tts/fr_FR.tgz",
+            "skip_books": ("monsieur_lecoq", "les_mysteres_de_paris"),
+        }),
+        DatasetSpec("openslr57", {"url": "https://www.openslr.org/resources/57/African_Accented_French.tar.gz"}),
+        DatasetSpec("trainingspeech", {
+            "release": "2019-04-11_fr_FR",
+            "url": "https://deepspeech-storage-mirror.s3.fr-par.scw.cloud/2019-04-11_fr_FR.zip",
+        }),
+    ),
     alphabet="data",
+    lm_sources=LM_SOURCES,
+    # As the original pipeline's fr/metadata.sh.
+    metadata=ModelMetadata(
+        author="DeepSpeech-FR-Team",
+        model_name="deepspeech-fr",
+        contact_info="https://discourse.mozilla.org/c/voice/fr",
+        license="MIT-0",
+        language="fr-FR",
+        description="A free and re-usable French model for DeepSpeech",
+    ),
 )

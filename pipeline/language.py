@@ -8,7 +8,7 @@ import hashlib
 import importlib
 import inspect
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from pipeline.errors import ConfigError
@@ -34,6 +34,40 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
+class TextSource:
+    """Sentences for the language model: one text file, one sentence per line (.txt, .gz, .bz2 or .xz)."""
+
+    name: str
+    #: None: the file is placed by hand in ``sources/``.
+    url: Optional[str]
+    #: Checked before use; None records the first sha256 seen and warns.
+    sha256: Optional[str]
+    #: Its name in ``sources/``.
+    filename: str
+    licence: str
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What DeepSpeech's export writes into a model and its metadata file (the --export_* flags).
+
+    An empty model_name, language or description is filled from the language, see Language.model_metadata.
+    """
+
+    author: str = "dstrain"
+    model_name: str = ""
+    model_version: str = "0.1.0"
+    contact_info: str = "not given"
+    #: An SPDX identifier.
+    license: str = "MPL-2.0"
+    #: A BCP 47 tag such as fr-FR.
+    language: str = ""
+    min_ds_version: str = "0.9.0"
+    max_ds_version: str = "0.9.3"
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Language:
     code: str
     name: str
@@ -48,6 +82,19 @@ class Language:
     #: "data": the alphabet is the characters seen in the cleaned transcripts.
     #: "english": DeepSpeech's English alphabet (transcripts transliterated).
     alphabet: str = "data"
+    #: Text for the language model, besides the training transcripts.
+    lm_sources: Tuple[TextSource, ...] = ()
+    metadata: ModelMetadata = ModelMetadata()
+
+    def model_metadata(self) -> ModelMetadata:
+        """The metadata with its blanks filled from the language itself."""
+        meta = self.metadata
+        return replace(
+            meta,
+            model_name=meta.model_name or f"deepspeech-{self.code}",
+            language=meta.language or self.locale,
+            description=meta.description or f"A DeepSpeech 0.9.3 model for {self.name}, trained with dstrain.",
+        )
 
     def failing_cases(self) -> List[str]:
         """Describe each inline test case whose result differs from the expected one."""

@@ -54,6 +54,113 @@ class DataRoot:
     def alphabet(self) -> Path:
         return self.run / "alphabet.txt"
 
+    @property
+    def lm(self) -> Path:
+        return self.run / "lm"
+
+    @property
+    def lm_corpus(self) -> Path:
+        return self.lm / "corpus.txt"
+
+    def lm_vocab(self, top_k: int) -> Path:
+        return self.lm / f"vocab-{top_k}.txt"
+
+    @property
+    def lm_arpa(self) -> Path:
+        return self.lm / "lm.arpa"
+
+    @property
+    def lm_filtered_arpa(self) -> Path:
+        return self.lm / "lm_filtered.arpa"
+
+    @property
+    def lm_binary(self) -> Path:
+        return self.lm / "lm.binary"
+
+    @property
+    def scorer(self) -> Path:
+        return self.lm / "kenlm.scorer"
+
+    @property
+    def lm_report(self) -> Path:
+        return self.lm / "report.md"
+
+    def lm_step(self, step: str) -> Path:
+        """The record of one step of the lm stage (corpus, model, scorer), so a rerun redoes only what changed."""
+        return self.lm / (step + ".done.json")
+
+    # Training, evaluation, export and packaging.
+    @property
+    def checkpoints(self) -> Path:
+        """DeepSpeech's own checkpoint directory for this run."""
+        return self.run / "checkpoints"
+
+    @property
+    def training_progress(self) -> Path:
+        """The pipeline's count of finished epochs: DeepSpeech restarts its own at 0 on every resume."""
+        return self.checkpoints / "dstrain-progress.json"
+
+    @property
+    def best_backup(self) -> Path:
+        """Hard links to the best checkpoint, kept while a resumed DeepSpeech could overwrite it."""
+        return self.checkpoints / "dstrain-best"
+
+    @property
+    def summaries(self) -> Path:
+        return self.run / "summaries"
+
+    @property
+    def feature_cache(self) -> Path:
+        """A file prefix: TensorFlow writes features.index, features.data-* beside it."""
+        return self.run / "cache" / "features"
+
+    @property
+    def reports(self) -> Path:
+        return self.run / "reports"
+
+    @property
+    def metrics(self) -> Path:
+        return self.reports / "metrics.json"
+
+    @property
+    def test_output(self) -> Path:
+        return self.reports / "test_output.json"
+
+    @property
+    def loss_curve(self) -> Path:
+        return self.reports / "loss.png"
+
+    @property
+    def report_md(self) -> Path:
+        return self.reports / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.reports / "report.html"
+
+    @property
+    def models(self) -> Path:
+        return self.run / "models"
+
+    def model(self, extension: str) -> Path:
+        """output_graph.tflite, .pb or .pbmm; DeepSpeech's default export name."""
+        return self.models / ("output_graph." + extension)
+
+    def model_metadata(self, extension: str) -> Path:
+        """The metadata file DeepSpeech writes beside an exported model."""
+        return self.models / ("output_graph." + extension + ".md")
+
+    def model_zip(self, name: str) -> Path:
+        return self.models / (name + ".zip")
+
+    def export_scratch(self, kind: str) -> Path:
+        """Where one DeepSpeech export writes before its files are moved into ``models/``."""
+        return self.models / (".export-" + kind)
+
+    @property
+    def package(self) -> Path:
+        return self.run / "package"
+
 
 class ImportedDataset:
     """The layout of ``imported/<lang>/<dataset>/``, written by an importer's ``prepare``."""
@@ -93,3 +200,8 @@ def verified_record(archive: Path) -> Path:
 def partial(path: Path) -> Path:
     """The in-flight name of a download."""
     return path.with_name(path.name + ".part")
+
+
+def partial_validator(path: Path) -> Path:
+    """The ETag or Last-Modified of the file a ``.part`` is a piece of."""
+    return path.with_name(path.name + ".part.json")

@@ -10,9 +10,9 @@ import json
 import logging
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from pipeline import __version__
 from pipeline.atomic import read_json, write_json
@@ -27,6 +27,8 @@ log = logging.getLogger("dstrain")
 class Context:
     config: Config
     paths: DataRoot
+    #: Stages named by --force; train must then discard its checkpoints.
+    forced: FrozenSet[str] = frozenset()
 
     @property
     def language(self):
@@ -113,6 +115,7 @@ def run_stages(
             raise ConfigError(f"--force {name}: no such stage; stages are: {', '.join(names)}")
         if name not in chosen:
             raise ConfigError(f"--force {name}: that stage is not among those selected by --from/--to/--only")
+    ctx = replace(ctx, forced=frozenset(force))
     states = stage_states(stages, ctx)
     for stage in selected:
         for up in stage.after:

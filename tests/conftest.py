@@ -36,6 +36,7 @@ def write_config(path: Path, data_root: Path, archive_sha256=None, url=None, **c
     lines = [
         f'data_root = "{data_root}"',
         "workers = 2",
+        'datasets = ["common_voice"]',
         "[dataset.common_voice]",
         f'release = "{RELEASE}"',
         "max_duration = 5.0",

@@ -1,4 +1,5 @@
 """A real HTTP server on loopback that serves files with Range support and can drop connections."""
+import hashlib
 import json
 import re
 import threading
@@ -40,8 +41,12 @@ class FileServer:
                     self.send_error(404)
                     return
                 data = target.read_bytes()
+                etag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
                 start = 0
                 match = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
+                if_range = self.headers.get("If-Range")
+                if match and if_range is not None and if_range != etag:
+                    match = None  # the file changed since the client's piece: send it whole
                 if match:
                     start = int(match.group(1))
                     if start >= len(data):
@@ -56,6 +61,7 @@ class FileServer:
                 body = data[start:]
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
+                self.send_header("ETag", etag)
                 self.end_headers()
                 cut = server.cut_after.pop(self.path, None)
                 if cut is not None:

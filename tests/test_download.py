@@ -58,6 +58,35 @@ def test_a_partial_file_from_an_earlier_run_is_resumed(served, tmp_path):
     assert (data / "imported" / "fr" / "common_voice" / "train.csv").exists()
 
 
+def test_a_partial_file_of_a_changed_source_is_not_spliced(served, tmp_path):
+    server, archive = served
+    size = archive.stat().st_size
+    data = tmp_path / "data"
+    sources = data / "sources"
+    sources.mkdir(parents=True)
+    url = server.url + "/" + NAME
+    # A piece of an older version of the file, remembered with that version's ETag; no sha256 pinned.
+    (sources / (NAME + ".part")).write_bytes(b"x" * (size // 2))
+    (sources / (NAME + ".part.json")).write_text(json.dumps({url: '"etag-of-the-older-file"'}))
+    config = write_config(tmp_path / "c.toml", data, url=url)
+    dstrain("run", "-l", "fr", "--config", config, "--to", "download")
+    request = gets(server)[-1]
+    assert request["If-Range"] == '"etag-of-the-older-file"' and request["Range"] == f"bytes={size // 2}-"
+    assert sha256(sources / NAME) == sha256(archive)  # the server sent it whole; nothing was spliced
+    assert not (sources / (NAME + ".part.json")).exists()
+
+
+def test_a_partial_file_that_cannot_be_proven_is_started_over(served, tmp_path):
+    server, archive = served
+    sources = tmp_path / "data" / "sources"
+    sources.mkdir(parents=True)
+    (sources / (NAME + ".part")).write_bytes(b"x" * 1000)  # no validator, no sha256: cannot resume safely
+    config = write_config(tmp_path / "c.toml", tmp_path / "data", url=server.url + "/" + NAME)
+    dstrain("run", "-l", "fr", "--config", config, "--to", "download")
+    assert "Range" not in gets(server)[-1]
+    assert sha256(sources / NAME) == sha256(archive)
+
+
 def test_wrong_sha256_is_refused_and_never_used(served, tmp_path):
     server, archive = served
     data = tmp_path / "data"

@@ -116,7 +116,8 @@ def test_english_compatible_mode_transliterates_and_uses_the_english_alphabet(cv
     (data / "sources").mkdir(parents=True)
     shutil.copy(cv_archive, data / "sources" / cv_archive.name)
     env = clean_env(DSTRAIN_DATASET__COMMON_VOICE__RELEASE="cv-corpus-99.0-2099-01-01")
-    dstrain("run", "-l", "fr", "--data-root", data, "--english-compatible", "--to", "alphabet", env=env)
+    dstrain("run", "-l", "fr", "--data-root", data, "--datasets", "common_voice", "--english-compatible",
+            "--to", "alphabet", env=env)
     labels = [line for line in (data / "runs/fr/alphabet.txt").read_text().split("\n")
               if line and not line.startswith("#")]
     assert labels == [" "] + list("abcdefghijklmnopqrstuvwxyz'")

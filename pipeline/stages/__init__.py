@@ -1,6 +1,6 @@
 """The stages of a run, in order.  Each module provides ``inputs(ctx)`` and ``run(ctx)``."""
 from pipeline.runner import Stage
-from pipeline.stages import alphabet, check, clean, download, importing
+from pipeline.stages import alphabet, check, clean, download, evaluate, export, importing, lm, package, train
 
 STAGES = (
     Stage("check", "data root, disk space, decoders and the language's own test cases",
@@ -11,5 +11,16 @@ STAGES = (
     Stage("clean", "merge datasets, validate every row, keep dev/test sentences out of train",
           ("import",), clean.inputs, clean.run),
     Stage("alphabet", "the characters the model outputs", ("clean",), alphabet.inputs, alphabet.run),
+    Stage("lm", "language model and scorer from the language's texts, without dev/test sentences",
+          ("clean", "alphabet"), lm.inputs, lm.run),
+    # train needs no scorer: it runs after lm in a full run, but --from train works while lm is not done.
+    Stage("train", "DeepSpeech learns the acoustic model; resumes from its last checkpoint",
+          ("clean", "alphabet"), train.inputs, train.run),
+    Stage("evaluate", "WER and CER on the test set, loss curve, report and advice",
+          ("clean", "train"), evaluate.inputs, evaluate.run),
+    Stage("export", "the best checkpoint as .tflite, .pb/.pbmm and DeepSpeech's zip, with the metadata",
+          ("alphabet", "train"), export.inputs, export.run),
+    Stage("package", "release tarballs, the best checkpoint, a model card and SHA256SUMS",
+          ("train", "evaluate", "export"), package.inputs, package.run),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)

@@ -1,0 +1,270 @@
+"""CCPMF: conferences of the Centre de Conférences Pierre Mendès-France (French ministry of the economy), 2012-2020.
+
+data.economie.gouv.fr publishes one zip split into numbered parts
+(``transcriptionsxml_audiomp3_mefr_ccpmf_2012-2020_2.zip.001`` to ``.040``)
+that are joined byte for byte.  That zip holds a second one,
+``transcriptionsXML_audioMP3_MEFR_CCPMF_2012-2020.zip``, whose
+``transcriptionsXML_audioMP3_MEFR_CCPMF_2012-2020/<year>/`` folders hold one
+MP3 per recording (hours long) and an XML transcript of it.  Their names start
+with the date, ``20130624_AssisesEuropeennes_1_wmv_0_fre_minefi.xml``, but an
+MP3 is not always named exactly like its XML: they are paired by date, then by
+the most name parts in common.
+
+The XML root holds ``<row timestamp="<start s>" timedur="<duration s>">text</row>``
+elements in time order.  Consecutive rows are joined into one segment while
+the silence between them is at most ``max_gap`` and the segment stays within
+``max_duration``.  Numbers are spelled out (importers.spoken_numbers), each MP3 is
+decoded once and cut (importers.recordings).  The XML names no speakers, and
+the recordings of one day are parts of one event with the same speakers, so
+the split is by day (importers.split).
+"""
+import os
+import re
+import shutil
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+
+from pydantic import Field, field_validator
+from tqdm import tqdm
+
+from importers.archive import extract
+from importers.assemble import Candidate, assemble, claim_clips
+from importers.deepspeech_csv import Reject
+from importers.fetch import adopt, fetch, obtain
+from importers.recordings import Recording, Segment, cut_all
+from importers.rows import labelled
+from importers.split import SpeakerSplit, split_of
+from importers.spoken_numbers import spell_numbers, supported
+from pipeline.errors import DstrainError
+from pipeline.paths import ImportedDataset, verified_record
+
+VERSION = 1  # bump when the output of prepare changes for the same input
+#: Published by the ministry on data.economie.gouv.fr under the Licence Ouverte.
+LICENCE = "Licence Ouverte / Open Licence 2.0 (Etalab)"
+HOMEPAGE = "https://data.economie.gouv.fr/explore/dataset/transcriptionsxml_audiomp3_mefr_ccpmf_2012-2020/"
+ARCHIVE = "transcriptionsxml_audiomp3_mefr_ccpmf_2012-2020_2.zip"
+_DATE = re.compile(r"^[0-9]{8}$")
+
+
+class Params(SpeakerSplit):
+    language: str = Field("fr", description="num2words language that spells out the transcripts' numbers")
+    archive: str = Field(ARCHIVE, description="the whole zip's file name in sources/")
+    parts: Tuple[str, ...] = Field(
+        (), description="URLs of the zip's numbered parts (.zip.001, .zip.002, ...), in order; they are joined")
+    url: Optional[str] = Field(None, description="where to download the whole zip from, when it is one file")
+    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="of the whole zip")
+    max_duration: float = Field(10.0, gt=0, description="longest segment, in seconds")
+    max_gap: float = Field(0.3, ge=0, description="longest silence between two rows joined into a segment, in seconds")
+
+    @field_validator("language")
+    @classmethod
+    def _num2words_knows_it(cls, value):
+        if not supported(value):
+            raise ValueError(f"num2words has no language {value!r}")
+        return value
+
+
+def archive_path(params: Params, sources: Path) -> Path:
+    return Path(sources) / params.archive
+
+
+def download(params: Params, sources: Path) -> str:
+    archive = archive_path(params, sources)
+    pieces = [] if archive.exists() else _fetch_parts(params, archive)
+    if not pieces:
+        return obtain(archive, params.sha256, params.url, None,
+                      f"Download its parts from {HOMEPAGE} (attachments) into that directory, or set parts "
+                      "(their URLs, in order) or url for this dataset.")
+    _join(pieces, archive)
+    digest = adopt(archive, params.sha256, f"joined from {len(pieces)} parts")
+    for piece in pieces:  # the zip is verified: the parts would only double the disk used
+        piece.unlink()
+        verified_record(piece).unlink(missing_ok=True)
+    return digest
+
+
+def _fetch_parts(params: Params, archive: Path) -> List[Path]:
+    """The numbered parts, downloaded if ``parts`` names them, else those placed by hand beside the archive."""
+    if not params.parts:
+        return sorted(p for p in archive.parent.glob(archive.name + ".[0-9][0-9][0-9]"))
+    pieces = [archive.with_name(f"{archive.name}.{number:03d}") for number in range(1, len(params.parts) + 1)]
+    for url, piece in zip(params.parts, pieces):
+        if not piece.exists():  # a part is renamed into place only once whole
+            fetch(url, piece, None)
+    return pieces
+
+
+def _join(pieces: List[Path], archive: Path) -> None:
+    joined = archive.with_name(archive.name + ".joining")
+    with joined.open("wb") as out, tqdm(total=sum(p.stat().st_size for p in pieces), unit="B", unit_scale=True,
+                                        desc="join " + archive.name, leave=False) as bar:
+        for piece in pieces:
+            with piece.open("rb") as part:
+                for block in iter(lambda part=part: part.read(1 << 20), b""):
+                    out.write(block)
+                    bar.update(len(block))
+    os.replace(str(joined), str(archive))
+
+
+def _unpack(archive: Path, sha256: str, out: ImportedDataset) -> Path:
+    """Extract the zip, then each zip inside it, deleting an inner zip once it is extracted."""
+    extracted = extract(archive, out.extracted, sha256)
+    for inner in sorted(extracted.rglob("*.zip")):
+        extract(inner, inner.with_suffix(""), sha256 + "/" + inner.name)
+        inner.unlink()
+    return extracted
+
+
+def _score(xml: Path, mp3: Path) -> Tuple[bool, int]:
+    """How well an MP3's name matches an XML's: the same name, then the parts in the same places."""
+    a, b = xml.stem.split("_"), mp3.stem.split("_")
+    return xml.stem == mp3.stem, sum(x == y for x, y in zip(a, b))
+
+
+def _pairs(xmls: List[Path], mp3s: List[Path]) -> Tuple[List[Tuple[Path, Optional[Path]]], List[Path]]:
+    """Each XML with the MP3 of the same date whose name matches it best; and the MP3s left over."""
+    def date(path: Path) -> str:
+        return path.stem.split("_")[0]
+
+    ranked = sorted(((_score(x, m), x, m) for x in xmls for m in mp3s if date(x) == date(m)),
+                    key=lambda t: (not t[0][0], -t[0][1], t[1], t[2]))
+    audio_of: Dict[Path, Path] = {}
+    used = set()
+    for _, xml, mp3 in ranked:
+        if xml not in audio_of and mp3 not in used:
+            audio_of[xml] = mp3
+            used.add(mp3)
+    return [(x, audio_of.get(x)) for x in xmls], [m for m in mp3s if m not in used]
+
+
+def _name(path: Path) -> str:
+    """How rejects.csv names a file: its folder (the year) and its name."""
+    return f"{path.parent.name}/{path.name}"
+
+
+class Row(NamedTuple):
+    number: int
+    start: float
+    end: float
+    text: str
+
+
+def _rows(xml: Path, where: str, split: str, rejects: List[Reject]) -> List[Optional[Row]]:
+    """The XML's rows in order; None stands for an unreadable row, whose reject is recorded."""
+    try:
+        root = ElementTree.parse(str(xml)).getroot()
+    except ElementTree.ParseError as exc:
+        rejects.append(Reject(split, where, "unreadable_row", f"not well-formed XML: {exc}"))
+        return []
+    rows: List[Optional[Row]] = []
+    for number, element in enumerate(root.iter("row"), start=1):
+        try:
+            start, length = float(element.attrib["timestamp"]), float(element.attrib["timedur"])
+        except (KeyError, ValueError):
+            problem = f"needs numbers in timestamp and timedur, has {dict(element.attrib)}"
+            rejects.append(Reject(split, f"{where} row {number}", "unreadable_row", problem))
+            rows.append(None)
+            continue
+        if start < 0 or length < 0:
+            rejects.append(Reject(split, f"{where} row {number}", "unreadable_row", "negative timestamp or timedur"))
+            rows.append(None)
+            continue
+        rows.append(Row(number, start, start + length, " ".join("".join(element.itertext()).split())))
+    return rows
+
+
+def segments(rows: List[Optional[Row]], max_seconds: float, max_gap: float) -> List[List[Row]]:
+    """Runs of consecutive rows, each run as long as it may be; an unreadable row ends a run."""
+    runs: List[List[Row]] = []
+    for row in rows:
+        run = runs[-1] if runs else None
+        if (row is not None and run and run[-1] is not None and run[-1].start <= row.start
+                and row.start - run[-1].end <= max_gap and row.end - run[0].start <= max_seconds):
+            run.append(row)
+        else:
+            runs.append([row])
+    return [run for run in runs if run[0] is not None]
+
+
+def prepare(archive: Path, sha256: str, out_dir: Path, normalize: Callable[[str], Optional[str]],
+            params: Params, workers: int) -> dict:
+    out = ImportedDataset(out_dir)
+    extracted = _unpack(archive, sha256, out)
+    found = sorted(extracted.rglob("*"))
+    xmls = [p for p in found if p.suffix.lower() == ".xml"]
+    if not xmls:
+        raise DstrainError(f"{archive.name} holds no XML transcripts; is it the CCPMF archive?")
+    pairs, unpaired = _pairs(xmls, [p for p in found if p.suffix.lower() == ".mp3"])
+
+    def split_for(path: Path) -> str:  # by day: a day's recordings are one event's, with the same speakers
+        day = path.stem.split("_")[0]
+        return split_of(day if _DATE.match(day) else path.stem, params.split)
+
+    rejects: List[Reject] = [Reject(split_for(m), _name(m), "no_transcript", "no XML of the same date")
+                             for m in unpaired]
+    candidates, recordings, seen = [], [], {}
+    for xml, mp3 in pairs:
+        split, where = split_for(xml), _name(xml)
+        if mp3 is None:
+            rejects.append(Reject(split, where, "missing_audio", "no MP3 of the same date"))
+            continue
+        if xml.stem in seen:  # clip names start with it
+            rejects.append(Reject(split, where, "duplicate", "a transcript of the same name is at " + seen[xml.stem]))
+            continue
+        seen[xml.stem] = where
+        pieces = []
+        for run in segments(_rows(xml, where, split, rejects), params.max_duration, params.max_gap):
+            start, end = run[0].start, max(row.end for row in run)
+            source = f"{where} " + (f"row {run[0].number}" if len(run) == 1 else
+                                    f"rows {run[0].number}-{run[-1].number}")
+            text = spell_numbers(" ".join(row.text for row in run), params.language)
+            label = labelled(split, source, text, normalize, rejects)
+            if label:
+                wav = f"{xml.stem}_{round(start * 1000):08d}_{round(end * 1000):08d}.wav"
+                pieces.append(Segment(start, end, str(out.clips / wav)))
+                candidates.append(Candidate(split, source, out.clips / wav, wav, label))
+        if pieces:
+            recordings.append(Recording(str(mp3), tuple(pieces), str(_decoded(out) / (xml.stem + ".wav"))))
+    candidates, rejects = _cut(out, sha256, recordings, candidates, rejects, workers)
+    return assemble(out, candidates, rejects, params.max_duration, workers, {
+        "importer": "ccpmf",
+        "importer_version": VERSION,
+        "source": {"archive": archive.name, "sha256": sha256, "url": params.url or HOMEPAGE},
+        "licence": LICENCE,
+        "segments": {"max_duration": params.max_duration, "max_gap": params.max_gap},
+        "numbers": {"spelled_by": "num2words", "language": params.language},
+        "split": {"by": "day", "shares": list(params.split)},
+    })
+
+
+def _decoded(out: ImportedDataset) -> Path:
+    """Where whole recordings are decoded while they are cut."""
+    return out.dir / "decoded"
+
+
+def _cut(out: ImportedDataset, sha256: str, recordings: List[Recording], candidates: List[Candidate],
+         rejects: List[Reject], workers: int):
+    """Cut every segment; those that cannot be cut move from the candidates to the rejects."""
+    claim_clips(out, sha256)  # as assemble would: clips of another archive are not reused
+    _decoded(out).mkdir(exist_ok=True)
+    failed = {}
+    with tqdm(total=sum(len(r.segments) for r in recordings), unit="segment", desc="cut " + out.dir.name) as bar:
+        for recording, clips in zip(recordings, cut_all(recordings, workers, bar)):
+            for segment, clip in zip(recording.segments, clips):
+                if not clip.ok:
+                    failed[segment.wav] = clip
+    shutil.rmtree(str(_decoded(out)))
+    # Segments of an earlier segmentation (other max_duration or max_gap): no CSV can name them.
+    wanted = {c.wav_name for c in candidates}
+    for stale in out.clips.glob("*.wav"):
+        if stale.name not in wanted:
+            stale.unlink()
+    kept = []
+    for cand in candidates:
+        clip = failed.get(str(cand.audio))
+        if clip is None:
+            kept.append(cand)
+        else:
+            rejects.append(Reject(cand.split, cand.source, clip.reason, clip.detail))
+    return kept, rejects

@@ -1,0 +1,141 @@
+"""OpenSLR 57, African Accented French: ``African_Accented_French/{speech,transcripts}/<split>/...``.
+
+The audio is ``speech/<split>/<subcorpus>/<speaker>/<clip>.wav``.  Each
+subcorpus has one transcript file under ``transcripts/<split>/`` (listed
+below), one clip a line: an id, whitespace, the text.  Subcorpora write the id
+differently (the clip's name without ``.wav``, the same ending in ``.tdf``, or
+a path on the creators' machine); its base name names the clip.
+
+The official split is kept, with devtest joining dev.  A train speaker also
+heard in dev or test is left out of train, so speakers stay apart.
+"""
+from pathlib import Path
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from importers.archive import extract
+from importers.assemble import Candidate, assemble, wav_name
+from importers.deepspeech_csv import Reject
+from importers.fetch import obtain
+from importers.rows import labelled
+from pipeline.errors import DstrainError
+from pipeline.paths import ImportedDataset
+
+VERSION = 1  # bump when the output of prepare changes for the same input
+LICENCE = "Apache-2.0"
+HOMEPAGE = "https://www.openslr.org/57/"
+URL = "https://www.openslr.org/resources/57/African_Accented_French.tar.gz"
+#: The transcripts of each subcorpus, as the corpus ships them.
+TRANSCRIPTS = (
+    "transcripts/train/yaounde/fn_text.txt",
+    "transcripts/train/ca16_conv/transcripts.txt",
+    "transcripts/train/ca16_read/conditioned.txt",
+    "transcripts/dev/niger_west_african_fr/transcripts.txt",
+    "transcripts/devtest/ca16_read/conditioned.txt",
+    "transcripts/test/ca16/prompts.txt",
+)
+#: The corpus' split directories, and the split each feeds.
+SPLIT_OF = {"train": "train", "dev": "dev", "devtest": "dev", "test": "test"}
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    archive: str = Field("African_Accented_French.tar.gz", description="archive file name in sources/")
+    url: Optional[str] = Field(URL, description="where to download the archive from")
+    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    max_duration: float = Field(15.0, gt=0, description="longest clip kept, in seconds")
+
+
+class Row(NamedTuple):
+    split: str
+    source: str
+    wav: Path
+    #: The clip's directory under ``speech/<split>/``; None when the clip is missing.
+    speaker: Optional[str]
+    text: str
+
+
+def archive_path(params: Params, sources: Path) -> Path:
+    return Path(sources) / params.archive
+
+
+def download(params: Params, sources: Path) -> str:
+    return obtain(archive_path(params, sources), params.sha256, params.url, None, f"Download it from {HOMEPAGE}.")
+
+
+def _clip_name(ident: str) -> str:
+    base = ident.rsplit("/", 1)[-1]
+    if base.endswith(".tdf"):
+        return base[:-len(".tdf")] + ".wav"
+    return base if base.endswith(".wav") else base + ".wav"
+
+
+def _rows(corpus: Path, archive: Path, rejects: List[Reject]):
+    """Every transcript line, and every clip no line names, as a ``no_transcript`` reject."""
+    speech = corpus / "speech"
+    clips: Dict[Tuple[str, str], Path] = {}
+    for official in SPLIT_OF:
+        for wav in sorted((speech / official).glob("**/*.wav")):
+            clips.setdefault((official, wav.name), wav)
+    rows, named = [], {}
+    for name in TRANSCRIPTS:
+        path = corpus / name
+        if not path.exists():
+            raise DstrainError(f"{name} is missing from {archive.name}; is it the OpenSLR 57 archive?")
+        official = name.split("/")[1]
+        split = SPLIT_OF[official]
+        for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+            if not raw.strip():
+                continue
+            ident, *rest = raw.split(None, 1)
+            key = (official, _clip_name(ident.decode("utf-8", errors="replace")))
+            source = f"{name}:{number} {key[1]}"
+            if key in named:
+                rejects.append(Reject(split, source, "duplicate", "clip already listed at " + named[key]))
+                continue
+            named[key] = source
+            try:
+                text = b"".join(rest).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                rejects.append(Reject(split, source, "unreadable_row",
+                                      f"not valid UTF-8 ({exc.reason} at byte {exc.start})"))
+                continue
+            wav = clips.get(key)
+            speaker = wav.parent.relative_to(speech / official).as_posix() if wav else None
+            rows.append(Row(split, source, wav or speech / official / key[1], speaker, text))
+    for key, wav in sorted(clips.items()):
+        if key not in named:
+            rejects.append(Reject(SPLIT_OF[key[0]], wav.relative_to(corpus).as_posix(), "no_transcript",
+                                  "no transcript line names this clip"))
+    return rows
+
+
+def prepare(archive: Path, sha256: str, out_dir: Path, normalize: Callable[[str], Optional[str]],
+            params: Params, workers: int) -> dict:
+    out = ImportedDataset(out_dir)
+    extracted = extract(archive, out.extracted, sha256)
+    corpus = extracted / "African_Accented_French"
+    if not corpus.is_dir():
+        raise DstrainError(f"{archive.name} holds no African_Accented_French/; is it the OpenSLR 57 archive?")
+    candidates, rejects = [], []
+    rows = _rows(corpus, archive, rejects)
+    heard_in_eval = {row.speaker for row in rows if row.split != "train" and row.speaker}
+    for row in rows:
+        if row.split == "train" and row.speaker in heard_in_eval:
+            rejects.append(Reject(row.split, row.source, "speaker_overlap",
+                                  f"speaker {row.speaker} is also in dev or test"))
+            continue
+        label = labelled(row.split, row.source, row.text, normalize, rejects)
+        if label:
+            # Prefixed with the corpus' split: base names are only unique within one.
+            wav = wav_name(row.wav.relative_to(corpus / "speech").parts[0] + "-" + row.wav.name)
+            candidates.append(Candidate(row.split, row.source, row.wav, wav, label))
+    return assemble(out, candidates, rejects, params.max_duration, workers, {
+        "importer": "openslr57",
+        "importer_version": VERSION,
+        "source": {"archive": archive.name, "sha256": sha256, "url": params.url or HOMEPAGE},
+        "licence": LICENCE,
+        "split": {"by": "official", "devtest": "dev", "speakers": "train loses speakers heard in dev or test"},
+    })

@@ -1,0 +1,157 @@
+"""evaluate: test the best checkpoint on the run's test set, and explain the result.
+
+Decodes with the run's scorer when the lm stage made one; without it, says so.
+Writes reports/test_output.json (DeepSpeech's own), reports/metrics.json, the
+loss curve and the report (Markdown, and HTML with the picture inside).
+"""
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from importers.deepspeech_csv import read_samples
+from pipeline import report, trainer
+from pipeline.atomic import temporary_path, write_json
+from pipeline.errors import StageError
+from pipeline.progress import Progress
+
+log = logging.getLogger("dstrain")
+
+
+def scorer_in_use(ctx) -> Optional[Path]:
+    """The run's scorer, when the lm stage made one."""
+    if ctx.record("lm") is not None and ctx.paths.scorer.is_file():
+        return ctx.paths.scorer
+    return None
+
+
+def scorer_identity(ctx) -> Optional[str]:
+    """Changes whenever the scorer in use does, so the stages that read it become stale."""
+    return ctx.record("lm")["outputs"] if scorer_in_use(ctx) else None
+
+
+def inputs(ctx) -> dict:
+    settings = ctx.config.settings
+    return {
+        "scorer": scorer_identity(ctx),
+        "alpha_beta": [settings.lm.alpha, settings.lm.beta],
+        "evaluate": settings.evaluate.model_dump(mode="json"),
+        "test_batch_size": settings.train.test_batch_size,
+    }
+
+
+class _Failed(Exception):
+    def __init__(self, outcome: trainer.Outcome):
+        super().__init__(outcome.returncode)
+        self.outcome = outcome
+
+
+def _test(ctx, scorer: Optional[Path]) -> List[Dict[str, Any]]:
+    """DeepSpeech's test output, halving the batch size while it runs out of memory."""
+    settings = ctx.config.settings
+    batch = settings.train.test_batch_size
+    while True:
+        try:
+            with temporary_path(ctx.paths.test_output) as tmp:
+                flags = trainer.test_flags(ctx, ctx.paths.clean_csv("test"), tmp, scorer, batch)
+                outcome = trainer.run(trainer.command(settings, flags), trainer.environment(settings))
+                if not outcome.ok:
+                    raise _Failed(outcome)
+                return json.loads(tmp.read_text(encoding="utf-8"))
+        except _Failed as failed:
+            outcome = failed.outcome
+            if outcome.out_of_memory and batch // 2 >= settings.train.min_batch_size:
+                log.warning("out of memory: test batch size %d halved to %d", batch, batch // 2)
+                batch //= 2
+                continue
+            raise StageError("DeepSpeech's test failed (exit code {}); its last lines:\n    {}".format(
+                outcome.returncode, "\n    ".join(outcome.tail))) from None
+
+
+def rates(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """WER and CER as DeepSpeech computes them: total edits over total length, capped at 1."""
+    words = sum(s["word_length"] for s in samples)
+    chars = sum(s["char_length"] for s in samples)
+    return {
+        "clips": len(samples),
+        "wer": min(1.0, sum(s["word_distance"] for s in samples) / words) if words else None,
+        "cer": min(1.0, sum(s["char_distance"] for s in samples) / chars) if chars else None,
+        "mean_loss": sum(s["loss"] for s in samples) / len(samples) if samples else None,
+    }
+
+
+def dataset_of(wav: str, language: str) -> Optional[str]:
+    """The dataset a clip came from, read from its path: .../imported/<lang>/<dataset>/..."""
+    parts = Path(os.path.normpath(wav)).parts
+    for i in range(len(parts) - 3):
+        if parts[i] == "imported" and parts[i + 1] == language:
+            return parts[i + 2]
+    return None
+
+
+def ranked(samples: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """DeepSpeech's order: by WER, then by falling loss, so the worst end with its most confident mistakes."""
+    by_loss = sorted(samples, key=lambda s: s["loss"], reverse=True)
+    return sorted(by_loss, key=lambda s: s["wer"])
+
+
+def examples(samples: List[Dict[str, Any]], count: int) -> Dict[str, List[Dict[str, Any]]]:
+    """Best, median and worst samples; with few samples, each shows once."""
+    order = ranked(samples)
+    count = min(count, max(1, len(order) // 3))
+    middle = len(order) // 2
+    keys = ("wav_filename", "src", "res", "wer", "cer", "loss")
+    pick = {
+        "best": order[:count],
+        "median": order[max(0, middle - count // 2):middle + count - count // 2],
+        "worst": order[-count:],
+    }
+    return {name: [{k: s[k] for k in keys} for s in chosen] for name, chosen in pick.items()}
+
+
+def run(ctx) -> dict:
+    paths = ctx.paths
+    settings = ctx.config.settings
+    if not any(True for _ in read_samples(paths.clean_csv("test"))):
+        raise StageError(f"the test set is empty ({paths.clean_csv('test')}): there is nothing to evaluate on")
+    scorer = scorer_in_use(ctx)
+    if scorer is None:
+        note = (f"No scorer ({paths.scorer} was not built): the test decodes without a language model, so its "
+                "WER is far higher than with one. Run the lm stage, then this one again.")
+        log.warning(note)
+    else:
+        note = f"Decoded with the scorer {scorer} (alpha {settings.lm.alpha}, beta {settings.lm.beta})"
+        log.info(note)
+    samples = _test(ctx, scorer)
+    if not samples:
+        raise StageError(f"DeepSpeech wrote no test results into {paths.test_output}")
+
+    datasets: Dict[str, List[Dict[str, Any]]] = {}
+    for sample in samples:
+        name = dataset_of(sample["wav_filename"], ctx.language.code)
+        if name is not None:
+            datasets.setdefault(name, []).append(sample)
+    progress = Progress.load(paths.training_progress, paths.metrics)
+    training = progress.metrics() if progress else {}
+    test = {
+        "scorer": str(scorer) if scorer else None,
+        "lm_alpha": settings.lm.alpha if scorer else None,
+        "lm_beta": settings.lm.beta if scorer else None,
+        "note": note,
+        "overall": rates(samples),
+        "datasets": {name: rates(group) for name, group in sorted(datasets.items())},
+        "examples": examples(samples, settings.evaluate.report_count),
+    }
+    test["advice"] = report.advice(training, test)
+    metrics = {"training": training, "test": test}
+    write_json(paths.metrics, metrics)
+    report.write(paths, f"run {ctx.config.run_name} ({ctx.language.name})", metrics)
+    overall = test["overall"]
+    log.info("test: %d clips, WER %.3f, CER %.3f%s", overall["clips"], overall["wer"], overall["cer"],
+             "" if scorer else " (without a scorer)")
+    for line in test["advice"]:
+        log.info("advice: %s", line)
+    log.info("report: %s", paths.report_html)
+    return {"counts": {"clips": overall["clips"], "wer": round(overall["wer"], 4), "cer": round(overall["cer"], 4)},
+            "outputs": {"overall": overall, "datasets": test["datasets"], "scorer": scorer_identity(ctx)}}

@@ -1,0 +1,130 @@
+"""export: the best checkpoint as the models DeepSpeech 0.9.3's clients load.
+
+``output_graph.tflite`` (the TensorFlow Lite runtime: Android, Raspberry Pi,
+deepspeech-tflite), ``output_graph.pb`` and, when TensorFlow's
+convert_graphdef_memmapped_format is at hand, ``output_graph.pbmm`` (the
+``deepspeech`` packages), and DeepSpeech's zip (the TFLite model with the
+scorer).  Every model carries the language's metadata.
+"""
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, Optional
+
+from pipeline import trainer
+from pipeline.atomic import temporary_path
+from pipeline.errors import StageError
+from pipeline.stages.evaluate import scorer_identity, scorer_in_use
+from pipeline.tools import run_tool
+
+log = logging.getLogger("dstrain")
+#: DeepSpeech's file extension for each export.
+EXTENSIONS = {"pb": "pb", "tflite": "tflite"}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def converter(ctx) -> Optional[str]:
+    """convert_graphdef_memmapped_format, as configured (a command on PATH or a path), if it exists."""
+    return shutil.which(ctx.config.settings.export.convert_graphdef_memmapped_format)
+
+
+def zip_name(ctx) -> str:
+    """Named after the language tag, as the original pipeline's fr-fr.zip."""
+    return ctx.language.model_metadata().language.lower()
+
+
+def inputs(ctx) -> dict:
+    x = ctx.config.settings.export
+    return {
+        "formats": sorted(x.formats),
+        "beam_width": x.beam_width,
+        "metadata": dataclasses.asdict(ctx.language.model_metadata()),
+        "scorer": scorer_identity(ctx) if "zip" in x.formats else None,
+        "pbmm": "pb" in x.formats and converter(ctx) is not None,
+    }
+
+
+def _export(ctx, kind: str, scorer: Optional[Path]) -> Path:
+    """Run one DeepSpeech export into a scratch directory; returns DeepSpeech's --export_dir."""
+    settings = ctx.config.settings
+    scratch = ctx.paths.export_scratch(kind)
+    shutil.rmtree(str(scratch), ignore_errors=True)
+    # --export_zip wants an existing, empty directory and zips it into <directory>.zip beside it.
+    export_dir = scratch / zip_name(ctx) if kind == "zip" else scratch
+    export_dir.mkdir(parents=True)
+    outcome = trainer.run(trainer.command(settings, trainer.export_flags(ctx, kind, export_dir, scorer)),
+                          trainer.environment(settings))
+    if not outcome.ok:
+        raise StageError("DeepSpeech's {} export failed (exit code {}); its last lines:\n    {}".format(
+            kind, outcome.returncode, "\n    ".join(outcome.tail)))
+    return export_dir
+
+
+def _move_model(ctx, kind: str, export_dir: Path) -> Path:
+    extension = EXTENSIONS[kind]
+    model = export_dir / ("output_graph." + extension)
+    if not model.is_file():
+        raise StageError(f"DeepSpeech's {kind} export wrote no {model.name} in {export_dir}")
+    metadata = sorted(export_dir.glob("*.md"))
+    if metadata:  # <author>_<model name>_<version>.md, DeepSpeech's record of the model's metadata
+        os.replace(str(metadata[0]), str(ctx.paths.model_metadata(extension)))
+    os.replace(str(model), str(ctx.paths.model(extension)))
+    return ctx.paths.model(extension)
+
+
+def _memmapped(ctx, pb: Path) -> Optional[Path]:
+    tool = converter(ctx)
+    pbmm = ctx.paths.model("pbmm")
+    if tool is None:
+        log.warning("no .pbmm: %s was not found (export.convert_graphdef_memmapped_format). The .pb works with "
+                    "the same deepspeech packages; it only loads slower and takes more memory.",
+                    ctx.config.settings.export.convert_graphdef_memmapped_format)
+        return None
+    with temporary_path(pbmm) as tmp:
+        run_tool([tool, "--in_graph=" + str(pb), "--out_graph=" + str(tmp)])
+    return pbmm
+
+
+def run(ctx) -> dict:
+    paths = ctx.paths
+    formats = ctx.config.settings.export.formats
+    scorer = scorer_in_use(ctx)
+    paths.models.mkdir(parents=True, exist_ok=True)
+    produced: Dict[str, Path] = {}
+    for kind in ("tflite", "pb", "zip"):
+        if kind not in formats:
+            continue
+        if kind == "zip" and scorer is None:
+            log.warning("no zip: DeepSpeech's --export_zip packs the scorer with the model, and this run has none "
+                        "(%s); run the lm stage, then export again", paths.scorer)
+            continue
+        export_dir = _export(ctx, kind, scorer)
+        if kind == "zip":
+            os.replace(str(export_dir.parent / (export_dir.name + ".zip")), str(paths.model_zip(zip_name(ctx))))
+            produced["zip"] = paths.model_zip(zip_name(ctx))
+        else:
+            produced[kind] = _move_model(ctx, kind, export_dir)
+        shutil.rmtree(str(paths.export_scratch(kind)))
+    if "pb" in produced:
+        pbmm = _memmapped(ctx, produced["pb"])
+        if pbmm is not None:
+            produced["pbmm"] = pbmm
+    # What an earlier export left and this one did not make would be packaged by mistake.
+    kept = set(produced.values()) | {paths.model_metadata(EXTENSIONS[k]) for k in produced if k in EXTENSIONS}
+    for stale in paths.models.iterdir():
+        if stale.is_file() and stale not in kept:
+            stale.unlink()
+    digests = {path.name: sha256_file(path) for path in produced.values()}
+    for name, digest in sorted(digests.items()):
+        log.info("%s  sha256 %s", paths.models / name, digest)
+    return {"counts": {"models": len(produced)}, "outputs": digests}

@@ -1,0 +1,374 @@
+"""train: DeepSpeech 0.9.3 learns the acoustic model, in the run's own checkpoints.
+
+The stage is done only when training has finished: every configured epoch,
+counted across resumes, or an early stop.  A rerun after a crash continues from
+the last checkpoint for the epochs still to train; out of memory halves the
+batch sizes and resumes.  Starting from another model is explicit: fine tuning
+when its alphabet is this run's, transfer learning when it is not.
+"""
+import hashlib
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, NamedTuple, Optional
+
+from importers.deepspeech_csv import read_samples
+from pipeline import checkpoints, trainer
+from pipeline.errors import ConfigError, StageError
+from pipeline.progress import Progress
+
+log = logging.getLogger("dstrain")
+
+#: Settings that change what is learnt; changing one makes the stage stale (it then trains what is left).
+HYPERPARAMETERS = ("epochs", "train_batch_size", "dev_batch_size", "learning_rate", "dropout_rate", "early_stop",
+                   "es_epochs", "es_min_delta", "reduce_lr_on_plateau", "plateau_epochs", "plateau_reduction",
+                   "augment")
+
+
+def read_labels(path: Path) -> List[str]:
+    """The labels of a DeepSpeech alphabet file, read as its C++ Alphabet::init does (v0.9.3).
+
+    One label per line; a line starting with '#' is a comment; '\\#' is the label '#'; empty lines are skipped.
+    """
+    labels = []
+    # Its getline_crossplatform ends a line at \n, \r\n or \r.
+    for line in re.split(r"\r\n|\r|\n", path.read_text(encoding="utf-8")):
+        if line == "\\#":
+            labels.append("#")
+        elif line and not line.startswith("#"):
+            labels.append(line)
+    return labels
+
+
+def _digest(path: Path) -> Optional[str]:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+
+
+class Source(NamedTuple):
+    directory: Path
+    #: "fine_tuning" or "transfer_learning".
+    mode: str
+    reason: str
+    #: "best" when the source has a best-dev checkpoint (release checkpoints do), else "last".
+    load_train: str
+    drop_source_layers: int
+    #: The source was trained with --train_cudnn and this run is not.
+    load_cudnn: bool
+
+
+def _source_alphabet(ctx) -> Optional[Path]:
+    t = ctx.config.settings.train
+    if t.source_checkpoint is None:
+        return None
+    return t.source_alphabet or t.source_checkpoint / "alphabet.txt"
+
+
+def _transfer(ctx) -> Optional[bool]:
+    """Whether the source's labels differ from this run's; None when either alphabet cannot be read."""
+    if ctx.config.settings.lm.bytes_output_mode:
+        return False  # every text is UTF-8 bytes: DeepSpeech's docs say to fine-tune
+    try:
+        return read_labels(_source_alphabet(ctx)) != read_labels(ctx.paths.alphabet)
+    except OSError:
+        return None
+
+
+def lineage(ctx) -> Dict[str, Any]:
+    """What fixes the shape of the checkpoints: it cannot change while they exist."""
+    t = ctx.config.settings.train
+    return {
+        "n_hidden": t.n_hidden,
+        "alphabet": _digest(ctx.paths.alphabet),
+        "bytes_output_mode": ctx.config.settings.lm.bytes_output_mode,
+        # cuDNN and mixed-precision checkpoints hold variables the other graphs lack (flags.py v0.9.3).
+        "train_cudnn": t.train_cudnn,
+        "automatic_mixed_precision": t.automatic_mixed_precision,
+    }
+
+
+def source_identity(ctx) -> Optional[Dict[str, Any]]:
+    """The model training starts from, by content: the data root is ./data on the host and /data in Docker."""
+    t = ctx.config.settings.train
+    if t.source_checkpoint is None:
+        return None
+    directory = t.source_checkpoint
+    return {
+        "state": _digest(directory / checkpoints.BEST_STATE) or _digest(directory / checkpoints.LAST_STATE),
+        "alphabet": _digest(_source_alphabet(ctx)),
+        "drop_source_layers": t.drop_source_layers if _transfer(ctx) else 0,
+    }
+
+
+def inputs(ctx) -> dict:
+    t = ctx.config.settings.train
+    return {"lineage": lineage(ctx), "source": source_identity(ctx),
+            "hyperparameters": {name: getattr(t, name) for name in HYPERPARAMETERS}}
+
+
+def _describe_alphabets(theirs: List[str], ours: List[str]) -> str:
+    only_theirs = [c for c in theirs if c not in ours]
+    only_ours = [c for c in ours if c not in theirs]
+    if not only_theirs and not only_ours:
+        return "the same characters in another order, so the output layer does not match"
+    parts = []
+    if only_theirs:
+        parts.append("only in the source: " + " ".join(repr(c) for c in only_theirs[:12]))
+    if only_ours:
+        parts.append("only in this run: " + " ".join(repr(c) for c in only_ours[:12]))
+    return "the alphabets differ (" + "; ".join(parts) + ")"
+
+
+def source(ctx) -> Optional[Source]:
+    """The checkpoint to start from, checked, with the mode its alphabet implies."""
+    settings = ctx.config.settings
+    t = settings.train
+    if t.source_checkpoint is None:
+        if t.source_alphabet is not None:
+            raise ConfigError("train.source_alphabet is set but train.source_checkpoint is not")
+        return None
+    directory = t.source_checkpoint
+    if not directory.is_dir():
+        raise ConfigError(f"train.source_checkpoint: {directory} is not a directory")
+    load = "best" if checkpoints.has_best(directory) else "last" if checkpoints.has_last(directory) else None
+    if load is None:
+        raise ConfigError(f"train.source_checkpoint: {directory} holds no DeepSpeech checkpoint "
+                          f"({checkpoints.BEST_STATE} or {checkpoints.LAST_STATE} naming an existing .index)")
+    alphabet = _source_alphabet(ctx)
+    if not alphabet.is_file():
+        raise ConfigError(f"the source checkpoint's alphabet is unknown: there is no {alphabet}; "
+                          "set train.source_alphabet to the alphabet it was trained with")
+    flags = checkpoints.read_flags(directory)
+    if flags.get("n_hidden") and int(flags["n_hidden"]) != t.n_hidden:
+        raise ConfigError(f"the source checkpoint was trained with n_hidden {flags['n_hidden']} (its "
+                          f"{checkpoints.FLAGS_FILE}); set train.n_hidden = {flags['n_hidden']} to start from it")
+    load_cudnn = flags.get("train_cudnn") == "true" and not t.train_cudnn
+    theirs, ours = read_labels(alphabet), read_labels(ctx.paths.alphabet)
+    english = " (english_compatible is on: this run uses DeepSpeech's English alphabet)" \
+        if settings.english_compatible else ""
+    if settings.lm.bytes_output_mode:
+        mode, drop = "fine_tuning", 0
+        reason = "bytes output mode: every alphabet is UTF-8 bytes, so the output layer fits as it is"
+    elif theirs == ours:
+        mode, drop = "fine_tuning", 0
+        reason = (f"the source alphabet ({alphabet}) is this run's: {len(ours)} labels in the same order{english}; "
+                  "every layer is kept")
+    else:
+        mode, drop = "transfer_learning", t.drop_source_layers
+        reason = (f"{_describe_alphabets(theirs, ours)}{english}; the last {drop} layer(s) are learnt anew "
+                  f"(train.drop_source_layers = {drop})")
+    return Source(directory, mode, reason, load, drop, load_cudnn)
+
+
+def _mode(found: Optional[Source]) -> Dict[str, Any]:
+    if found is None:
+        return {"mode": "from_scratch", "reason": "train.source_checkpoint is not set"}
+    return {"mode": found.mode, "reason": found.reason, "source_checkpoint": str(found.directory.absolute()),
+            "drop_source_layers": found.drop_source_layers, "load_cudnn": found.load_cudnn}
+
+
+def _has_checkpoints(directory: Path) -> bool:
+    return any(directory.glob("train-*.index")) or any(directory.glob("best_dev-*.index"))
+
+
+def _describe_lineage(found: Dict[str, Any], keys) -> str:
+    return ", ".join(f"{key} {found.get(key)}" for key in keys)
+
+
+def _refuse(ctx, old: Dict[str, Any], new: Dict[str, Any]) -> StageError:
+    changed = [key for key in new if old.get(key) != new[key]]
+    return StageError(
+        "the checkpoints in {} belong to other settings ({} changed), and a checkpoint cannot change its "
+        "shape.\n  they were trained with: {}\n  the settings now ask for: {}\n"
+        "  To keep them and train these settings apart, add --run NAME (a new run).\n"
+        "  To throw them away and train again from the start, add --force train "
+        "(this deletes {}).".format(ctx.paths.checkpoints, ", ".join(changed), _describe_lineage(old, new),
+                                   _describe_lineage(new, new), ctx.paths.checkpoints))
+
+
+def _discard(ctx) -> None:
+    directory = ctx.paths.checkpoints
+    count = sum(1 for p in directory.rglob("*") if p.is_file()) if directory.exists() else 0
+    log.warning("--force train: deleting the %d files in %s, the feature cache and the TensorBoard summaries; "
+                "training starts over", count, directory)
+    for path in (directory, ctx.paths.feature_cache.parent, ctx.paths.summaries):
+        shutil.rmtree(str(path), ignore_errors=True)
+
+
+def _check_data(ctx) -> None:
+    for split in ("train", "dev"):
+        if not any(True for _ in read_samples(ctx.paths.clean_csv(split))):
+            raise StageError(f"the {split} set is empty ({ctx.paths.clean_csv(split)}): DeepSpeech needs "
+                             "training clips, and dev clips to pick the best model and stop early")
+
+
+def _load_progress(ctx) -> Progress:
+    paths = ctx.paths
+    current = lineage(ctx)
+    progress = Progress.load(paths.training_progress, paths.metrics)
+    if "train" in ctx.forced:
+        _discard(ctx)
+        progress = None
+    elif progress is None and _has_checkpoints(paths.checkpoints):
+        raise StageError(f"{paths.checkpoints} holds checkpoints that dstrain did not record "
+                         f"({paths.training_progress} is missing), so it cannot tell how far they went. "
+                         "Move them away, or add --force train to delete them and start over.")
+    elif progress is not None and progress["lineage"] != current:
+        if _has_checkpoints(paths.checkpoints):
+            raise _refuse(ctx, progress["lineage"], current)
+        progress = None  # nothing was saved under the old settings
+    if progress is None:
+        progress = Progress.new(paths.training_progress, paths.metrics, current, ctx.config.settings.train)
+    return progress
+
+
+def _start(ctx, progress: Progress, found: Optional[Source]) -> trainer.Start:
+    t = ctx.config.settings.train
+    directory = ctx.paths.checkpoints
+    if checkpoints.has_last(directory):
+        changed = progress["learning_rate"] not in (None, t.learning_rate)
+        if changed:
+            log.info("the learning rate changed from %g to %g: DeepSpeech is told to use it instead of the "
+                     "checkpoint's", progress["learning_rate"], t.learning_rate)
+        return trainer.Start(directory, "last", reset_learning_rate=changed)
+    if found is not None:
+        # The source's saved learning rate is its own training's, not this run's.
+        return trainer.Start(found.directory, found.load_train, found.drop_source_layers, found.load_cudnn, True)
+    return trainer.Start(directory, "init")
+
+
+def _feature_cache(ctx, progress: Progress) -> Optional[Path]:
+    t = ctx.config.settings.train
+    if not t.feature_cache:
+        return None
+    if t.augment:
+        log.info("feature cache off: with augmentations it would freeze the first epoch's augmented features")
+        return None
+    cache = ctx.paths.feature_cache
+    data = _digest(ctx.paths.clean_csv("train"))
+    if progress["feature_cache_data"] != data:
+        if cache.parent.exists():
+            log.info("the training set changed: clearing the feature cache %s", cache.parent)
+            shutil.rmtree(str(cache.parent))
+        progress["feature_cache_data"] = data
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    for lock in cache.parent.glob("*.lockfile"):
+        # Left by a killed run; TensorFlow refuses to fill the cache while one exists.
+        lock.unlink()
+    return cache
+
+
+def _halve_batches(ctx, progress: Progress) -> None:
+    floor = ctx.config.settings.train.min_batch_size
+    old = (progress["train_batch_size"], progress["dev_batch_size"])
+    new = tuple(max(floor, size // 2) for size in old)
+    if new == old:
+        raise StageError(
+            f"DeepSpeech ran out of memory with batch sizes {old[0]} (train) and {old[1]} (dev), and "
+            f"train.min_batch_size = {floor} allows no smaller. Lower train.n_hidden, turn on "
+            "train.automatic_mixed_precision, drop the longest clips, or use a GPU with more memory.")
+    progress["train_batch_size"], progress["dev_batch_size"] = new
+    # It happened in the epoch being trained, the one after those done.
+    progress.event("out_of_memory", epoch=progress["epochs_done"], train_batch_size=[old[0], new[0]],
+                   dev_batch_size=[old[1], new[1]])
+    log.warning("out of memory: batch sizes %d/%d (train/dev) halved to %d/%d; resuming from the last checkpoint",
+                old[0], old[1], new[0], new[1])
+
+
+def _finished(ctx, progress: Progress) -> bool:
+    return progress["stopped_early"] or progress["epochs_done"] >= ctx.config.settings.train.epochs
+
+
+def _train_once(ctx, progress: Progress, found: Optional[Source]) -> trainer.Outcome:
+    settings = ctx.config.settings
+    t = settings.train
+    directory = ctx.paths.checkpoints
+    start = _start(ctx, progress, found)
+    remaining = t.epochs - progress["epochs_done"]
+    flags = trainer.train_flags(ctx, start, remaining, progress["train_batch_size"], progress["dev_batch_size"],
+                                _feature_cache(ctx, progress))
+    cmd = trainer.command(settings, flags)
+    checkpoints.relativize(directory)
+    best = progress["best"]
+    if best is not None:
+        checkpoints.protect_best(directory, ctx.paths.best_backup, best["checkpoint"])
+    if start.reset_learning_rate:
+        progress["current_learning_rate"] = t.learning_rate
+    progress["learning_rate"] = t.learning_rate
+    progress["train_data"] = _digest(ctx.paths.clean_csv("train"))
+    log.info("training epochs %d to %d of %d (%s)", progress["epochs_done"] + 1, t.epochs, t.epochs,
+             "continuing from the last checkpoint" if start.load_train == "last"
+             else "from scratch" if start.load_train == "init" else f"from {start.load_dir}")
+    progress.begin(cmd, start.load_train, start.load_dir, remaining)
+    outcome = None
+    try:
+        outcome = trainer.run(cmd, trainer.environment(settings), progress.feed)
+    finally:
+        if best is not None and checkpoints.restore_best(directory, ctx.paths.best_backup, best["checkpoint"]):
+            log.warning("after the resume DeepSpeech saved a worse 'best' model; epoch %d's (dev loss %s) is kept",
+                        best["epoch"], best["dev_loss"])
+        checkpoints.relativize(directory)
+        checkpoints.prune(directory)
+        if outcome is None:
+            progress.end("aborted", -1)
+    return outcome
+
+
+def run(ctx) -> dict:
+    t = ctx.config.settings.train
+    _check_data(ctx)
+    progress = _load_progress(ctx)
+    if _has_checkpoints(ctx.paths.checkpoints):
+        found = None  # the run goes on from its own checkpoints
+        if progress["source"] != source_identity(ctx):
+            log.warning("train.source_checkpoint changed (or is gone) since this run started from it: the run "
+                        "goes on from its own checkpoints without reading it. To start from it, add --force train.")
+    else:
+        found = source(ctx)
+        progress["mode"], progress["source"] = _mode(found), source_identity(ctx)
+        progress.save()
+    configured = [t.train_batch_size, t.dev_batch_size]
+    if progress["configured_batch"] != configured:  # a new setting replaces sizes halved for the old one
+        progress["configured_batch"] = configured
+        progress["train_batch_size"], progress["dev_batch_size"] = configured
+        progress.save()
+    mode = progress["mode"]
+    log.info("training mode: %s: %s", mode["mode"].replace("_", " "), mode["reason"])
+    if _finished(ctx, progress):
+        log.info("training already finished (%d epochs%s); raise train.epochs to train more, "
+                 "or add --force train to start over", progress["epochs_done"],
+                 ", stopped early" if progress["stopped_early"] else "")
+        if progress["train_data"] != _digest(ctx.paths.clean_csv("train")):
+            log.warning("the training set changed since this model was trained, and it was not retrained: "
+                        "raise train.epochs to go on training on the new set, or add --force train")
+    elif progress["epochs_done"]:
+        log.info("resuming: %d of %d epochs were done", progress["epochs_done"], t.epochs)
+    while not _finished(ctx, progress):
+        outcome = _train_once(ctx, progress, found)
+        done = progress["epochs_done"]
+        if outcome.ok and _finished(ctx, progress):
+            progress.end("finished", 0)
+        elif outcome.ok:
+            progress.end("stopped", 0)
+            raise StageError(f"DeepSpeech stopped after {done} of {t.epochs} epochs without an error (was it "
+                             "interrupted?); running the same command continues from the last checkpoint")
+        elif outcome.out_of_memory:
+            progress.end("out_of_memory", outcome.returncode)
+            _halve_batches(ctx, progress)
+        else:
+            progress.end("crashed", outcome.returncode)
+            raise StageError("DeepSpeech failed (exit code {}) after {} of {} epochs; its last lines:\n    {}\n"
+                             "  The finished epochs are kept: the same command continues from the last "
+                             "checkpoint.".format(outcome.returncode, done, t.epochs, "\n    ".join(outcome.tail)))
+    best = progress["best"] or {}
+    if not checkpoints.has_best(ctx.paths.checkpoints):
+        raise StageError(f"training finished but {ctx.paths.checkpoints} has no best-dev checkpoint")
+    counts = {"epochs": progress["epochs_done"], "best_epoch": best.get("epoch"),
+              "best_dev_loss": best.get("dev_loss"), "mode": mode["mode"],
+              "out_of_memory_retries": sum(1 for e in progress["events"] if e["event"] == "out_of_memory")}
+    return {"counts": counts, "outputs": {"lineage": progress["lineage"], "epochs": progress["epochs_done"],
+                                          "stopped_early": progress["stopped_early"],
+                                          "best": best.get("checkpoint")}}

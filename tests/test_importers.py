@@ -1,0 +1,264 @@
+"""Lingua Libre, M-AILABS, OpenSLR 57 and TrainingSpeech, each on a small archive in its real format."""
+import csv
+import hashlib
+import json
+import shutil
+import stat
+import wave
+import zipfile
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from importers import get_importer
+from importers.archive import extract
+from importers.split import split_of
+from languages.fr import LANGUAGE as FR
+from pipeline.errors import DstrainError
+from pipeline.paths import SPLITS
+from tests.conftest import dstrain
+from tests.formats import (
+    KEPT,
+    LINGUA_LIBRE,
+    M_AILABS,
+    OPENSLR57,
+    SHARES,
+    TRAININGSPEECH,
+    build_lingua_libre,
+    build_m_ailabs,
+    build_openslr57,
+    build_trainingspeech,
+)
+from tests.http_server import FileServer
+
+CORPORA = {"lingua_libre": LINGUA_LIBRE, "m_ailabs": M_AILABS, "openslr57": OPENSLR57,
+           "trainingspeech": TRAININGSPEECH}
+#: Short enough for the slow "montagne" to be too long.
+MAX_DURATION = {"lingua_libre": 4.0}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_csv(path: Path):
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    www = tmp_path_factory.mktemp("www")
+    archives = {"lingua_libre": build_lingua_libre(www), "m_ailabs": build_m_ailabs(www),
+                "openslr57": build_openslr57(www), "trainingspeech": build_trainingspeech(www)}
+    with FileServer(www) as server:
+        yield server, archives
+
+
+def import_over_http(name: str, served, root: Path):
+    """Download with the French parameters (plus this server's URL and sha256), then prepare."""
+    server, archives = served
+    module = get_importer(name)
+    values = dict(FR.dataset(name).params, url=f"{server.url}/{archives[name].name}",
+                  sha256=sha256(archives[name]))
+    if "split" in module.Params.model_fields:
+        values["split"] = SHARES
+    if name in MAX_DURATION:
+        values["max_duration"] = MAX_DURATION[name]
+    params = module.Params(**values)
+    digest = module.download(params, root / "sources")
+    manifest = module.prepare(module.archive_path(params, root / "sources"), digest, root / name,
+                              FR.normalize, params, 2)
+    return manifest, root / name
+
+
+@pytest.fixture(scope="module")
+def imported(served, tmp_path_factory):
+    """Every corpus imported once, shared by the assertions below."""
+    root = tmp_path_factory.mktemp("imported")
+    return {name: import_over_http(name, served, root) for name in CORPORA}
+
+
+@pytest.mark.parametrize("name", sorted(CORPORA))
+def test_exactly_the_good_rows_are_kept_in_their_split(imported, name):
+    _, directory = imported[name]
+    clips = CORPORA[name]
+    kept = {}
+    for split in SPLITS:
+        for row in read_csv(directory / (split + ".csv")):
+            assert row["transcript"] not in kept, "a transcript appears twice"
+            kept[row["transcript"]] = split
+            assert int(row["wav_filesize"]) == (directory / row["wav_filename"]).stat().st_size
+    assert kept == {FR.normalize(c.text): c.split for c in clips if c.outcome == KEPT}
+    assert set(kept.values()) == set(SPLITS), "the small corpus fills every split"
+
+
+@pytest.mark.parametrize("name", sorted(CORPORA))
+def test_every_other_row_is_rejected_for_its_reason(imported, name):
+    _, directory = imported[name]
+    clips = CORPORA[name]
+    got = []
+    for reject in read_csv(directory / "rejects.csv"):
+        key = max((c.key for c in clips if reject["source"].endswith(c.key)), key=len)
+        got.append((key, reject["reason"], reject["split"]))
+    assert sorted(got) == sorted((c.key, c.outcome, c.split) for c in clips if c.outcome != KEPT)
+
+
+@pytest.mark.parametrize("name", sorted(CORPORA))
+def test_speakers_never_cross_splits(imported, name):
+    _, directory = imported[name]
+    group_of = {FR.normalize(c.text): c.group for c in CORPORA[name] if c.outcome == KEPT}
+    splits_of = {}
+    for split in SPLITS:
+        for row in read_csv(directory / (split + ".csv")):
+            splits_of.setdefault(group_of[row["transcript"]], set()).add(split)
+    assert all(len(splits) == 1 for splits in splits_of.values()), splits_of
+
+
+@pytest.mark.parametrize("name", sorted(CORPORA))
+def test_manifest_records_source_licence_and_counts(imported, served, name):
+    manifest, directory = imported[name]
+    _, archives = served
+    clips = CORPORA[name]
+    assert manifest == json.loads((directory / "manifest.json").read_text())
+    assert manifest["importer"] == name and manifest["licence"]
+    assert manifest["source"] == {"archive": archives[name].name, "sha256": sha256(archives[name]),
+                                  "url": manifest["source"]["url"]}
+    assert manifest["source"]["url"].endswith("/" + archives[name].name)
+    assert manifest["counts"] == {s: sum(c.outcome == KEPT and c.split == s for c in clips) for s in SPLITS}
+    reasons = [c.outcome for c in clips if c.outcome != KEPT]
+    assert manifest["rejected"] == {reason: reasons.count(reason) for reason in sorted(set(reasons))}
+
+
+@pytest.mark.parametrize("name", sorted(CORPORA))
+def test_the_split_is_the_same_on_every_import(imported, served, tmp_path, name):
+    _, first = imported[name]
+    _, again = import_over_http(name, served, tmp_path)
+    for output in ("train.csv", "dev.csv", "test.csv", "rejects.csv"):
+        assert (again / output).read_bytes() == (first / output).read_bytes()
+
+
+def test_ogg_recordings_become_16khz_mono_16bit_wavs(imported):
+    _, directory = imported["lingua_libre"]
+    for split in SPLITS:
+        for row in read_csv(directory / (split + ".csv")):
+            with wave.open(str(directory / row["wav_filename"])) as wav:
+                assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+
+
+def test_speaker_hash_is_pinned_and_follows_the_shares():
+    # Pinned: a change would move speakers between splits, leaking test voices into train.
+    assert [split_of(s, SHARES) for s in ("Alice", "Bob (Robert)", "Dédé")] == ["train", "dev", "test"]
+    names = [f"speaker{i}" for i in range(20000)]
+    counts = {s: 0 for s in SPLITS}
+    for speaker in names:
+        counts[split_of(speaker, (0.8, 0.1, 0.1))] += 1
+    assert abs(counts["train"] / len(names) - 0.8) < 0.02 and abs(counts["test"] / len(names) - 0.1) < 0.02
+    assert {split_of(speaker, (1, 0, 0)) for speaker in names[:200]} == {"train"}
+    assert {split_of(speaker, (0, 0, 1)) for speaker in names[:200]} == {"test"}
+
+
+@pytest.mark.parametrize("field, value, phrase", [
+    ("split", (0.5, 0.5, 0.5), "add up to 1"),
+    ("skip", ("Modjou/(",), "is not a regular expression"),
+])
+def test_bad_parameters_are_refused(field, value, phrase):
+    params = dict(FR.dataset("lingua_libre").params)
+    params[field] = value
+    with pytest.raises(ValidationError, match=phrase):
+        get_importer("lingua_libre").Params(**params)
+
+
+def test_zip_extraction_refuses_escaping_paths_and_skips_links(tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(str(evil), "w") as zip_file:
+        zip_file.writestr("ok/../../escape.txt", b"owned")
+    with pytest.raises(DstrainError, match="leaves the extraction directory"):
+        extract(evil, tmp_path / "out", "sha")
+    assert not (tmp_path / "escape.txt").exists()
+
+    links = tmp_path / "links.zip"
+    with zipfile.ZipFile(str(links), "w") as zip_file:
+        link = zipfile.ZipInfo("corpus/passwd")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zip_file.writestr(link, "/etc/passwd")
+        zip_file.writestr("corpus/word.ogg", b"data")
+    target = extract(links, tmp_path / "links", "sha")
+    assert not (target / "corpus/passwd").exists() and (target / "corpus/word.ogg").read_bytes() == b"data"
+
+
+def write_config(path: Path, data: Path, served, **overrides) -> Path:
+    """A config for the Lingua Libre and M-AILABS archives of the test server; ``overrides`` per dataset."""
+    server, archives = served
+    lines = [f'data_root = "{data}"', "workers = 2"]
+    for name in ("lingua_libre", "m_ailabs"):
+        values = {"url": f"{server.url}/{archives[name].name}", "sha256": sha256(archives[name]),
+                  "split": list(SHARES), "max_duration": MAX_DURATION.get(name, 15.0)}
+        values.update(overrides.get(name, {}))
+        lines += [f"[dataset.{name}]"] + [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_import(config: Path, check=True):
+    return dstrain("run", "-l", "fr", "--datasets", "lingua_libre,m_ailabs", "--config", config, "--to", "import",
+                   check=check)
+
+
+def files(data: Path):
+    return {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file() and "logs" not in p.parts}
+
+
+def test_rerun_does_nothing_and_a_new_skip_list_reimports_only_its_dataset(served, tmp_path):
+    data = tmp_path / "data"
+    config = write_config(tmp_path / "c.toml", data, served)
+    run_import(config)
+    imported = data / "imported" / "fr"
+    assert {r["transcript"] for r in read_csv(imported / "lingua_libre/train.csv")} == {"bonjour", "maison",
+                                                                                       "l'école"}
+
+    before = files(data)
+    proc = run_import(config)
+    assert "✓ download  up to date" in proc.stderr and "✓ import    up to date" in proc.stderr
+    after = files(data)
+    assert [p.name for p, m in before.items() if after.get(p) != m] == ["check.json"]
+
+    before = files(data)
+    config = write_config(tmp_path / "c.toml", data, served, lingua_libre={"skip": ["Modjou/.*", "Alice/.*"]})
+    proc = run_import(config)
+    assert "m_ailabs: already imported" in proc.stderr and "▶ import" in proc.stderr
+    assert all(before[p] == m for p, m in files(data / "imported/fr/m_ailabs").items())
+    assert {r["transcript"] for r in read_csv(imported / "lingua_libre/train.csv")} == {"l'école"}
+    skipped = {r["source"] for r in read_csv(imported / "lingua_libre/rejects.csv") if r["reason"] == "skipped"}
+    assert skipped == {"Q21-fra-French/Alice/bonjour.ogg", "Q21-fra-French/Alice/maison.ogg",
+                       "Q21-fra-French/Modjou/chat.ogg"}
+
+
+@pytest.mark.parametrize("setting, cause", [
+    ({"url": "/gone/Q21-fra-French.zip"}, "answered HTTP 404"),
+    ({"sha256": "0" * 64}, "was expected"),
+])
+def test_a_broken_source_fails_its_dataset_and_says_how_to_skip_it(served, tmp_path, setting, cause):
+    server, _ = served
+    data = tmp_path / "data"
+    if "url" in setting:
+        setting = {"url": server.url + setting["url"]}
+    proc = run_import(write_config(tmp_path / "c.toml", data, served, lingua_libre=setting), check=False)
+    assert proc.returncode == 1
+    assert "stage download failed: dataset lingua_libre:" in proc.stderr and cause in proc.stderr
+    assert "add --datasets m_ailabs (or set datasets in your config)" in proc.stderr
+    assert "resume with:\n    dstrain run -l fr --datasets lingua_libre,m_ailabs --config" in proc.stderr
+    assert not (data / "imported").exists()
+
+
+def test_a_placed_archive_is_used_without_a_download(served, tmp_path):
+    """Offline use: the archive put in sources/ by hand is verified and imported."""
+    _, archives = served
+    data = tmp_path / "data"
+    (data / "sources").mkdir(parents=True)
+    for name in ("lingua_libre", "m_ailabs"):
+        shutil.copy(str(archives[name]), str(data / "sources" / archives[name].name))
+    nowhere = {"url": "http://127.0.0.1:9/unreachable"}
+    run_import(write_config(tmp_path / "c.toml", data, served, lingua_libre=nowhere, m_ailabs=nowhere))
+    assert (data / "imported/fr/m_ailabs/train.csv").exists()

@@ -1,0 +1,51 @@
+"""The DeepSpeech command line dstrain writes, and the log lines it reads, pinned to DeepSpeech 0.9.3's."""
+from pathlib import Path
+
+from pipeline import trainer
+
+
+def test_each_flag_and_value_is_one_argv_item_and_booleans_take_an_equals_sign():
+    argv = trainer.argv({
+        "export_description": "Un modèle libre, réutilisable",
+        "early_stop": False,
+        "export_tflite": True,
+        "augment": ["volume[p=0.1,dbfs=-10:-40]", "pitch[p=0.1]"],
+        "drop_source_layers": None,
+        "learning_rate": 1e-05,
+        "alphabet_config_path": Path("data/alphabet.txt"),
+    })
+    assert argv == [
+        "--export_description", "Un modèle libre, réutilisable",
+        "--early_stop=false",
+        "--export_tflite=true",
+        "--augment", "volume[p=0.1,dbfs=-10:-40]", "--augment", "pitch[p=0.1]",
+        "--learning_rate", "1e-05",
+        "--alphabet_config_path", str(Path("data/alphabet.txt").absolute()),
+    ]
+
+
+def test_the_lines_of_train_py_are_understood():
+    lines = {
+        "I Finished training epoch 3 - loss: 41.200000": trainer.Event("train_loss", 3, 41.2),
+        "I Finished validating epoch 3 on /data/runs/fr/clean/dev.csv - loss: 45.500000":
+            trainer.Event("dev_loss", 3, 45.5, "/data/runs/fr/clean/dev.csv"),
+        "I Saved new best validating model with loss 45.500000 to: /data/runs/fr/checkpoints/best_dev-1234":
+            trainer.Event("best_saved", None, 45.5, "/data/runs/fr/checkpoints/best_dev-1234"),
+        "I Early stop triggered as the loss did not improve the last 25 epochs": trainer.Event("early_stop", None, 25),
+        "I Encountered a plateau, reducing learning rate to 1.0000000656873453e-05":
+            trainer.Event("plateau", None, 1.0000000656873453e-05),
+        "I FINISHED optimization in 1:02:03.456789": trainer.Event("finished", None, None, "1:02:03.456789"),
+        "I Finished training epoch 0 - loss: inf": trainer.Event("train_loss", 0, float("inf")),
+    }
+    for line, event in lines.items():
+        assert trainer.parse(line) == event, line
+    for other in ("I Training epoch 3...", "I Saved best validating model with reduced learning rate to: /x",
+                  "Epoch 3 |   Training | Elapsed Time: 0:01:02 | Steps: 10 | Loss: 41.200000"):
+        assert trainer.parse(other) is None
+
+
+def test_tensorflow_out_of_memory_is_recognised():
+    assert trainer.OUT_OF_MEMORY.search(
+        "tensorflow.python.framework.errors_impl.ResourceExhaustedError: 2 root error(s) found.")
+    assert trainer.OUT_OF_MEMORY.search("  (0) Resource exhausted: OOM when allocating tensor with shape[64,1024]")
+    assert not trainer.OUT_OF_MEMORY.search("I Loading most recent checkpoint from /data/checkpoints/train-10")
