@@ -178,6 +178,8 @@ LANGUAGE = Language(
             "release": "2019-04-11_fr_FR",
             "url": "https://deepspeech-storage-mirror.s3.fr-par.scw.cloud/2019-04-11_fr_FR.zip",
         }),
+        # The ministry's conferences, cut at 4.5 s as the original pipeline's import_ccpmf.sh did.
+        DatasetSpec("ccpmf", {"language": "fr", "max_duration": 4.5}),
     ),
     alphabet="data",
     lm_sources=LM_SOURCES,

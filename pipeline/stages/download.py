@@ -7,12 +7,12 @@ from importers.fetch import SourceError, verified_sha256
 log = logging.getLogger("dstrain")
 
 
-def skip_hint(ctx, failed: str) -> str:
-    others = [d.key for d in ctx.config.datasets if d.key != failed]
+def skip_hint(ctx, failed) -> str:
+    others = [d.key for d in ctx.config.datasets if d.key not in failed]
     if not others:
         return ""
-    return ("\n  To go on without it, add --datasets {} (or set datasets in your config) "
-            "and run the same command again.".format(",".join(others)))
+    return (f"\n  To go on without {', '.join(failed)}, add --datasets {','.join(others)} "
+            "(or set datasets in your config) and run the same command again.")
 
 
 def inputs(ctx) -> dict:
@@ -25,13 +25,20 @@ def inputs(ctx) -> dict:
 
 
 def run(ctx) -> dict:
-    digests = {}
+    """Try every dataset, so one unreachable source does not hold up the others' downloads."""
+    digests, failures = {}, {}
     for dataset in ctx.config.datasets:
         importer = get_importer(dataset.importer)
         try:
             digests[dataset.key] = importer.download(dataset.params, ctx.paths.sources)
         except SourceError as exc:
-            raise SourceError(f"dataset {dataset.key}: {exc}{skip_hint(ctx, dataset.key)}") from None
+            log.error("%s: %s", dataset.key, exc)
+            failures[dataset.key] = str(exc)
+            continue
         log.info("%s: %s verified (sha256 %s)", dataset.key,
                  importer.archive_path(dataset.params, ctx.paths.sources).name, digests[dataset.key][:12])
+    if failures:
+        problems = "\n".join(f"  dataset {key}: {cause}" for key, cause in failures.items())
+        raise SourceError(f"{len(failures)} of {len(ctx.config.datasets)} datasets could not be obtained:\n"
+                          f"{problems}{skip_hint(ctx, list(failures))}")
     return {"counts": {"datasets": len(digests)}, "outputs": digests}
