@@ -4,7 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3-venv espeak-ng lame sox libsox-fmt-mp3 util-linux)
+# Speech for test corpora; KenLM's build (tests build it once, cached, with docker/build_kenlm.sh) and the
+# kenlm Python module's; setpriv for running as an ordinary user.
+APT_PACKAGES=(python3-venv python3-dev espeak-ng lame sox libsox-fmt-mp3 util-linux
+              build-essential cmake libboost-program-options-dev libboost-system-dev libboost-thread-dev
+              libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
