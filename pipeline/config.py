@@ -286,6 +286,7 @@ def read_environment(environ: Mapping[str, str]) -> Dict[str, Any]:
 
 def _language_layer(language: Language) -> Dict[str, Any]:
     flat = {"english_compatible": language.alphabet == "english"}
+    flat.update(language.defaults)
     for spec in language.datasets:
         for key, value in spec.params.items():
             flat[f"dataset.{spec.key}.{key}"] = value

@@ -85,6 +85,9 @@ class Language:
     #: Text for the language model, besides the training transcripts.
     lm_sources: Tuple[TextSource, ...] = ()
     metadata: ModelMetadata = ModelMetadata()
+    #: Settings that differ from the global defaults for this language, as dotted keys
+    #: ({"train.dropout_rate": 0.25}); a config file, the environment and flags still override them.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def model_metadata(self) -> ModelMetadata:
         """The metadata with its blanks filled from the language itself."""

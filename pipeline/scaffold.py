@@ -71,6 +71,9 @@ LANGUAGE = Language(
     # QUESTION 7: "data" builds the alphabet from your transcripts; "english"
     # transliterates to ASCII for transfer learning from the English model.
     alphabet="data",
+    # QUESTION 8 (optional): settings that differ for $name, for example a smaller
+    # model while there are few hours of speech (`dstrain config` lists them all).
+    # defaults={"train.n_hidden": 1024},
 )
 ''')
 

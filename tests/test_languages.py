@@ -125,3 +125,25 @@ def test_english_compatible_mode_transliterates_and_uses_the_english_alphabet(cv
         transcripts = [row["transcript"] for row in csv.DictReader(handle)]
     assert "bonjour a tous et bienvenue" in transcripts and "le train part a l'heure" in transcripts
     assert all(t.isascii() for t in transcripts)
+
+
+WITH_DEFAULTS = BROKEN.replace('label.upper()', 'label').replace(
+    'datasets=', 'defaults={"train.dropout_rate": 0.2, "lm.alpha": 0.6}, datasets=')
+
+
+def test_a_language_sets_its_own_defaults_below_the_config_file(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    fake_distribution(site, "tuned_lang", WITH_DEFAULTS, "xb = tuned_lang:LANGUAGE")
+    config = tmp_path / "c.toml"
+    config.write_text("[lm]\nalpha = 0.9\n")
+    out = dstrain("config", "-l", "xb", "--config", config, env=clean_env(PYTHONPATH=str(site))).stdout
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert " 0.2 " in lines["train.dropout_rate"] and lines["train.dropout_rate"].endswith("[language xb]")
+    assert " 0.9 " in lines["lm.alpha"] and lines["lm.alpha"].endswith(f"[file {config}]")
+
+    site2 = tmp_path / "site2"
+    site2.mkdir()
+    fake_distribution(site2, "typo_lang", WITH_DEFAULTS.replace("dropout_rate", "dropout"), "xb = typo_lang:LANGUAGE")
+    proc = dstrain("config", "-l", "xb", env=clean_env(PYTHONPATH=str(site2)), check=False)
+    assert proc.returncode == 2 and "unknown setting 'train.dropout' (from language xb)" in proc.stderr
