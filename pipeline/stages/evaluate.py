@@ -91,9 +91,9 @@ def dataset_of(wav: str, language: str) -> Optional[str]:
 
 
 def ranked(samples: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """DeepSpeech's order: by WER, then by falling loss, so the worst end with its most confident mistakes."""
-    by_loss = sorted(samples, key=lambda s: s["loss"], reverse=True)
-    return sorted(by_loss, key=lambda s: s["wer"])
+    """By WER, then CER (so "best" reads as best when many share a WER), then by falling loss, so the
+    worst end with the model's most confident mistakes."""
+    return sorted(samples, key=lambda s: (s["wer"], s["cer"], -s["loss"]))
 
 
 def examples(samples: List[Dict[str, Any]], count: int) -> Dict[str, List[Dict[str, Any]]]:
