@@ -1,6 +1,6 @@
 """Import throughput against the original pipeline's approach, and the cost of a no-op rerun.
 
-    .venv/bin/python bench/import_throughput.py [--clips 500] [--workers N]
+    .venv/bin/python bench/import_throughput.py [--clips 1000] [--workers N]
 
 Builds a Common Voice release of N espeak-ng clips, then prints:
 - clips/s of `dstrain run --to import` (extraction, TSV reading, normalisation,
@@ -49,15 +49,15 @@ def sox_baseline(archive: Path, workdir: Path, workers: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=500)
+    parser.add_argument("--clips", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dstrain-bench-"))
     try:
         print(f"building a Common Voice release of {args.clips} espeak-ng clips...", flush=True)
-        archive = build_common_voice(work, rows=[r for r in FR_ROWS if "bad" not in r.clip],
-                                     extra_clips=args.clips - len(FR_ROWS))
+        good = [r for r in FR_ROWS if "bad" not in r.clip]
+        archive = build_common_voice(work, rows=good, extra_clips=args.clips - len(good))
         data = work / "data"
         (data / "sources").mkdir(parents=True)
         shutil.copy(str(archive), str(data / "sources" / archive.name))
