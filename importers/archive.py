@@ -13,6 +13,7 @@ from pipeline.atomic import read_json, write_json
 from pipeline.errors import DstrainError
 
 log = logging.getLogger("dstrain")
+READ_SIZE = 1 << 20
 DONE = ".extracted.json"
 
 
@@ -59,9 +60,10 @@ def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) 
 @contextlib.contextmanager
 def _tar_members(archive: Path):
     """(name, kind, opener) for each member, read in one pass: a .tar.gz cannot be read out of order."""
-    reader = tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size,
+    reader = tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size, unit="B", unit_scale=True,
                            desc="extract " + archive.name, leave=False)
-    with reader as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+    # Large reads: tarfile's default 10 KiB would cost a progress-bar update every 10 KiB.
+    with reader as raw, tarfile.open(fileobj=raw, mode="r|*", bufsize=READ_SIZE) as tar:
         yield ((m.name, "dir" if m.isdir() else "file" if m.isfile() else "other",
                 lambda m=m: tar.extractfile(m)) for m in tar)
 
