@@ -10,11 +10,11 @@ import re
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional
 
 from tqdm import tqdm
 
-from importers.audio import FRAME_SECONDS, convert_all
+from importers.audio import FRAME_SECONDS, Clip, convert_all
 from importers.deepspeech_csv import REJECTS_HEADER, Reject, Sample, write_rows, write_samples
 from pipeline.atomic import write_json, write_text
 from pipeline.paths import SPLITS, ImportedDataset
@@ -59,13 +59,20 @@ def assemble(
     max_seconds: float,
     workers: int,
     manifest: Dict[str, Any],
+    converted: Optional[Dict[str, Clip]] = None,
 ) -> Dict[str, Any]:
+    """Judge and write; ``converted`` (WAV name -> clip) is for importers that convert clips themselves."""
     claim_clips(out, manifest["source"]["sha256"])
-    jobs = [(str(c.audio), str(out.clips / c.wav_name)) for c in candidates]
     kept: Dict[str, List[Sample]] = {split: [] for split in SPLITS}
     seconds: Counter = Counter()
-    with tqdm(total=len(jobs), unit="clip", desc="convert " + out.dir.name) as bar:
-        for cand, clip in zip(candidates, convert_all(jobs, workers, bar)):
+    with tqdm(total=len(candidates), unit="clip", desc="convert " + out.dir.name,
+              disable=converted is not None) as bar:
+        if converted is None:
+            jobs = [(str(c.audio), str(out.clips / c.wav_name)) for c in candidates]
+            clips: Iterable[Clip] = convert_all(jobs, workers, bar)
+        else:
+            clips = (converted[c.wav_name] for c in candidates)
+        for cand, clip in zip(candidates, clips):
             problem = judge(clip, cand.transcript, max_seconds)
             if problem:
                 rejects.append(Reject(cand.split, cand.source, problem[0], problem[1]))

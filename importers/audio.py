@@ -6,17 +6,22 @@ A clip libsndfile cannot read gets one more try with sox or ffmpeg when they
 are installed.  Each WAV is written to a temporary name and renamed, so a WAV
 that exists is whole and a rerun after a crash converts only what is missing.
 """
+import io
 import multiprocessing
 import os
 import shutil
 import subprocess
+import tempfile
+import threading
 import wave
 from pathlib import Path
-from typing import Iterable, List, NamedTuple, Optional, Tuple
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 SAMPLE_RATE = 16000
 #: DeepSpeech computes one feature frame per 20 ms; CTC needs one per character.
 FRAME_SECONDS = 0.02
+#: Clips read from an archive but not yet converted, at most (about 30 KB each for Common Voice).
+IN_FLIGHT = 256
 
 
 class Clip(NamedTuple):
@@ -52,7 +57,8 @@ def _decode(src: Path):
     import soundfile
     import soxr
 
-    data, rate = soundfile.read(str(src), dtype="float32", always_2d=True)
+    data, rate = soundfile.read(src if isinstance(src, io.BytesIO) else str(src), dtype="float32",
+                                always_2d=True)
     mono = data.mean(axis=1)
     if rate != SAMPLE_RATE and len(mono):
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
@@ -82,6 +88,25 @@ def _external(src: Path, dst: Path, tool: str) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def convert_bytes(job: Tuple[str, bytes, str]) -> Clip:
+    """Convert one clip read from an archive (name, content, destination); never raises."""
+    name, data, dst = job
+    if not data:
+        return Clip(False, reason="empty_audio", detail="0 bytes")
+    try:
+        pcm = _decode(io.BytesIO(data))
+    except Exception:  # let the file-based path try the external decoders and word the reason
+        with tempfile.NamedTemporaryFile(suffix="-" + os.path.basename(name), dir=os.path.dirname(dst)) as tmp:
+            tmp.write(data)
+            tmp.flush()
+            clip = convert((tmp.name, dst))
+        return clip._replace(detail=clip.detail.replace(os.path.basename(tmp.name), os.path.basename(name)))
+    if len(pcm) == 0:
+        return Clip(False, reason="empty_audio", detail="decodes to no samples")
+    _write_wav(Path(dst), pcm)
+    return _done(Path(dst))
 
 
 def convert(job: Tuple[str, str]) -> Clip:
@@ -119,6 +144,35 @@ def _tidy(message: str, src: Path) -> str:
 
 def _done(dst: Path) -> Clip:
     return Clip(True, seconds=wav_seconds(dst), size=dst.stat().st_size)
+
+
+def convert_stream(jobs: Iterable[Tuple[str, bytes, str]], workers: int, progress) -> Iterator[Tuple[str, Clip]]:
+    """(name, clip) for clips read one by one from an archive, converted as they arrive.
+
+    At most ``IN_FLIGHT`` clips are held in memory: the pool's feeder thread
+    waits for results before it reads further into the archive.
+    """
+    if workers <= 1:
+        for job in jobs:
+            yield job[0], convert_bytes(job)
+            progress.update(1)
+        return
+    room = threading.BoundedSemaphore(IN_FLIGHT)
+
+    def bounded():
+        for job in jobs:
+            room.acquire()
+            yield job
+
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for name, clip in pool.imap(_named_convert_bytes, bounded(), chunksize=4):
+            room.release()
+            progress.update(1)
+            yield name, clip
+
+
+def _named_convert_bytes(job: Tuple[str, bytes, str]) -> Tuple[str, Clip]:
+    return job[0], convert_bytes(job)
 
 
 def convert_all(jobs: List[Tuple[str, str]], workers: int, progress) -> Iterable[Clip]:

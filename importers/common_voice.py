@@ -1,16 +1,21 @@
 """Mozilla Common Voice: ``cv-corpus-<version>/<locale>/{train,dev,test}.tsv`` plus ``clips/*.mp3``.
 
 Common Voice's own train/dev/test split is kept: it already keeps speakers
-apart and is what published results are measured on.
+apart and is what published results are measured on.  The MP3s are decoded
+straight from the archive, so a 25 GB release needs no extracted copy on disk.
 """
 import logging
+import os
+import tarfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
 
-from importers.archive import extract
-from importers.assemble import Candidate, assemble, wav_name
+from importers.archive import READ_SIZE
+from importers.assemble import Candidate, assemble, claim_clips, wav_name
+from importers.audio import Clip, convert, convert_stream
 from importers.deepspeech_csv import Reject
 from importers.fetch import obtain
 from importers.tsv import read_tsv
@@ -48,31 +53,68 @@ def download(params: Params, sources: Path) -> str:
     )
 
 
-def _corpus_dir(extracted: Path, params: Params, archive: Path) -> Path:
-    found = sorted(extracted.glob(f"*/{params.locale}/train.tsv"))
-    if not found:
-        raise DstrainError(
-            f"{archive.name} holds no <release>/{params.locale}/train.tsv; "
-            f"is it the Common Voice archive for locale {params.locale!r}?"
-        )
-    return found[0].parent
+def _members(archive: Path, desc: str) -> Iterator[Tuple[List[str], tarfile.TarFile, tarfile.TarInfo]]:
+    """Each regular file of the archive with its path split, read in one streaming pass."""
+    reader = tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size, unit="B", unit_scale=True,
+                           desc=desc, leave=False)
+    with reader as raw, tarfile.open(fileobj=raw, mode="r|*", bufsize=READ_SIZE) as tar:
+        for member in tar:
+            if member.isfile():
+                yield member.name.split("/"), tar, member
+
+
+def _read_tsvs(archive: Path, locale: str) -> Dict[str, bytes]:
+    """The split TSVs of the locale; stops reading as soon as it has them."""
+    wanted = {split + ".tsv": split for split in SPLITS}
+    found: Dict[str, bytes] = {}
+    for parts, tar, member in _members(archive, "read TSVs " + archive.name):
+        if len(parts) == 3 and parts[1] == locale and parts[2] in wanted:
+            found[wanted[parts[2]]] = tar.extractfile(member).read()
+            if len(found) == len(SPLITS):
+                break
+    missing = [split + ".tsv" for split in SPLITS if split not in found]
+    if missing:
+        raise DstrainError(f"{archive.name} holds no <release>/{locale}/{missing[0]}; "
+                           f"is it the Common Voice archive for locale {locale!r}?")
+    return found
+
+
+def _convert_clips(archive: Path, locale: str, out: ImportedDataset, wanted: Iterable[str],
+                   workers: int) -> Dict[str, Clip]:
+    """Decode the wanted clips straight from the archive: no extracted copy of the MP3s on disk.
+
+    WAVs already converted by an interrupted run are kept; a clip the TSVs name
+    but the archive lacks is reported missing.
+    """
+    results: Dict[str, Clip] = {}
+    todo: Dict[str, str] = {}
+    for name in wanted:
+        dst = out.clips / wav_name(name)
+        if dst.exists():
+            results[name] = convert((name, str(dst)))  # reads the WAV's header only
+        else:
+            todo[os.path.basename(name)] = str(dst)
+
+    def jobs():
+        for parts, tar, member in _members(archive, "read clips " + archive.name):
+            if len(parts) == 4 and parts[1] == locale and parts[2] == "clips" and parts[3] in todo:
+                yield parts[3], tar.extractfile(member).read(), todo.pop(parts[3])
+
+    with tqdm(total=len(todo), unit="clip", desc="convert " + out.dir.name) as bar:
+        for name, clip in convert_stream(jobs(), workers, bar):
+            results[name] = clip
+    for name in todo:
+        results[name] = Clip(False, reason="missing_audio", detail="not in the archive: " + name)
+    return results
 
 
 def prepare(archive: Path, sha256: str, out_dir: Path, normalize: Callable[[str], Optional[str]],
             params: Params, workers: int) -> dict:
     out = ImportedDataset(out_dir)
-
-    def in_locale(name: str) -> bool:
-        parts = name.split("/")
-        return len(parts) < 2 or parts[1] == params.locale
-
-    corpus = _corpus_dir(extract(archive, out.extracted, sha256, keep=in_locale), params, archive)
+    claim_clips(out, sha256)
     candidates, rejects = [], []
-    for split in SPLITS:
-        tsv = corpus / (split + ".tsv")
-        if not tsv.exists():
-            raise DstrainError(f"{tsv.relative_to(out.extracted)} is missing from {archive.name}")
-        for row in read_tsv(tsv, required=("path", "sentence")):
+    for split, content in _read_tsvs(archive, params.locale).items():
+        for row in read_tsv(content, required=("path", "sentence"), name=f"{split}.tsv"):
             where = f"{split}.tsv:{row.line}"
             if row.problem:
                 rejects.append(Reject(split, where, "unreadable_row", row.problem))
@@ -86,7 +128,9 @@ def prepare(archive: Path, sha256: str, out_dir: Path, normalize: Callable[[str]
             if not label:
                 rejects.append(Reject(split, source, "invalid_label", sentence))
                 continue
-            candidates.append(Candidate(split, source, corpus / "clips" / name, wav_name(name), label))
+            candidates.append(Candidate(split, source, Path(name), wav_name(name), label))
+    clips = _convert_clips(archive, params.locale, out, {str(c.audio) for c in candidates}, workers)
+    converted = {c.wav_name: clips[str(c.audio)] for c in candidates}
     return assemble(out, candidates, rejects, params.max_duration, workers, {
         "importer": "common_voice",
         "importer_version": VERSION,
@@ -94,4 +138,4 @@ def prepare(archive: Path, sha256: str, out_dir: Path, normalize: Callable[[str]
         "release": params.release,
         "locale": params.locale,
         "licence": LICENCE,
-    })
+    }, converted=converted)

@@ -1,6 +1,7 @@
 """Reading corpus TSVs the way they really are: quotes are literal, and one bad line is one bad row."""
+import io
 from pathlib import Path
-from typing import Dict, Iterator, NamedTuple, Optional
+from typing import Dict, Iterator, NamedTuple, Optional, Union
 
 
 class TsvRow(NamedTuple):
@@ -10,14 +11,17 @@ class TsvRow(NamedTuple):
     problem: Optional[str]
 
 
-def read_tsv(path: Path, required=()) -> Iterator[TsvRow]:
+def read_tsv(path: Union[Path, bytes], required=(), name: str = "") -> Iterator[TsvRow]:
     """Yield every data line of a tab-separated file with a header line.
 
     Common Voice sentences hold unbalanced quotes, so no quoting is applied: a
     field runs to the next tab.  A line that is not UTF-8 or lacks a required
     column is reported as a problem and the lines after it are still read.
+    ``path`` may also be the file's content, read from an archive; ``name`` names it in errors.
     """
-    with Path(path).open("rb") as handle:
+    handle = io.BytesIO(path) if isinstance(path, bytes) else Path(path).open("rb")
+    path = name or path
+    with handle:
         header = handle.readline().decode("utf-8-sig").rstrip("\r\n").split("\t")
         missing = [name for name in required if name not in header]
         if missing:
