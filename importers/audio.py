@@ -20,6 +20,8 @@ from typing import Iterable, Iterator, List, NamedTuple, Optional, Tuple
 SAMPLE_RATE = 16000
 #: DeepSpeech computes one feature frame per 20 ms; CTC needs one per character.
 FRAME_SECONDS = 0.02
+#: What the wave module writes before the samples of a mono 16-bit file.
+WAV_HEADER_BYTES = 44
 #: Clips read from an archive but not yet converted, at most (about 30 KB each for Common Voice).
 IN_FLIGHT = 256
 
@@ -65,7 +67,7 @@ def _decode(src: Path):
     return numpy.round(numpy.clip(mono, -1.0, 1.0) * 32767).astype("<i2")
 
 
-def _write_wav(dst: Path, pcm) -> None:
+def _write_wav(dst: Path, pcm) -> Clip:
     tmp = dst.with_name(dst.name + ".part")
     with wave.open(str(tmp), "wb") as wav:
         wav.setnchannels(1)
@@ -73,6 +75,7 @@ def _write_wav(dst: Path, pcm) -> None:
         wav.setframerate(SAMPLE_RATE)
         wav.writeframes(pcm.tobytes())
     os.replace(str(tmp), str(dst))
+    return Clip(True, seconds=len(pcm) / SAMPLE_RATE, size=WAV_HEADER_BYTES + 2 * len(pcm))
 
 
 def _external(src: Path, dst: Path, tool: str) -> None:
@@ -105,8 +108,7 @@ def convert_bytes(job: Tuple[str, bytes, str]) -> Clip:
         return clip._replace(detail=clip.detail.replace(os.path.basename(tmp.name), os.path.basename(name)))
     if len(pcm) == 0:
         return Clip(False, reason="empty_audio", detail="decodes to no samples")
-    _write_wav(Path(dst), pcm)
-    return _done(Path(dst))
+    return _write_wav(Path(dst), pcm)
 
 
 def convert(job: Tuple[str, str]) -> Clip:
@@ -133,8 +135,7 @@ def convert(job: Tuple[str, str]) -> Clip:
         return _done(dst)
     if len(pcm) == 0:
         return Clip(False, reason="empty_audio", detail="decodes to no samples")
-    _write_wav(dst, pcm)
-    return _done(dst)
+    return _write_wav(dst, pcm)
 
 
 def _tidy(message: str, src: Path) -> str:
@@ -144,6 +145,15 @@ def _tidy(message: str, src: Path) -> str:
 
 def _done(dst: Path) -> Clip:
     return Clip(True, seconds=wav_seconds(dst), size=dst.stat().st_size)
+
+
+def _pool(workers: int):
+    # Loaded once here, the decoding libraries are inherited by every forked worker.
+    import numpy  # noqa: F401
+    import soundfile  # noqa: F401
+    import soxr  # noqa: F401
+
+    return multiprocessing.get_context("fork").Pool(workers)
 
 
 def convert_stream(jobs: Iterable[Tuple[str, bytes, str]], workers: int, progress) -> Iterator[Tuple[str, Clip]]:
@@ -164,7 +174,7 @@ def convert_stream(jobs: Iterable[Tuple[str, bytes, str]], workers: int, progres
             room.acquire()
             yield job
 
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with _pool(workers) as pool:
         for name, clip in pool.imap(_named_convert_bytes, bounded(), chunksize=4):
             room.release()
             progress.update(1)
@@ -183,7 +193,7 @@ def convert_all(jobs: List[Tuple[str, str]], workers: int, progress) -> Iterable
             progress.update(1)
         return
     chunk = max(1, min(64, len(jobs) // (workers * 8)))
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with _pool(workers) as pool:
         for clip in pool.imap(convert, jobs, chunksize=chunk):
             progress.update(1)
             yield clip
