@@ -41,6 +41,7 @@ def sox_baseline(archive: Path, workdir: Path, workers: int) -> float:
         subprocess.run(["sox", str(mp3), "-r", "16000", "-c", "1", "-b", "16", str(out / (mp3.stem + ".wav"))],
                        check=True, stderr=subprocess.DEVNULL)
 
+    os.sync()
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:  # threads only wait: each clip is its own sox process
         list(pool.map(one, mp3s))
@@ -63,6 +64,7 @@ def main() -> None:
         shutil.copy(str(archive), str(data / "sources" / archive.name))
         config = write_config(work / "dstrain.toml", data)
         run = [DSTRAIN, "run", "-l", "fr", "--config", str(config), "--workers", str(args.workers)]
+        os.sync()  # the corpus just written must not be flushed to disk during a measurement
         subprocess.run(run + ["--to", "import"], check=True, env=clean_env(), stderr=subprocess.DEVNULL)
         record = json.loads((data / "runs/fr/state/import.json").read_text())
         rows = sum(record["counts"]["common_voice"].values())

@@ -62,12 +62,7 @@ def test_bad_stage_name(tmp_path):
 
 
 def test_unwritable_data_root_is_refused_with_the_fix():
-    # Under /tmp itself, so another user can reach it (pytest's tmp_path is private to root).
-    home = Path(tempfile.mkdtemp(prefix="dstrain-unwritable-"))
-    home.chmod(0o755)
-    root = home / "data"
-    root.mkdir(mode=0o755)
-    cmd = [DSTRAIN, "run", "-l", "fr", "--data-root", str(root), "--to", "alphabet"]
+    cmd = [DSTRAIN, "run", "-l", "fr", "--data-root", "DATA", "--to", "alphabet"]
     if os.getuid() == 0:  # root writes anywhere: run as an ordinary user, as the container does
         setpriv = shutil.which("setpriv")
         if setpriv is None:
@@ -75,7 +70,13 @@ def test_unwritable_data_root_is_refused_with_the_fix():
         cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
         if subprocess.run(cmd[:4] + [sys.executable, "-c", "pass"], capture_output=True).returncode != 0:
             pytest.skip("this Python is not usable by another user (installed under root's home)")
+    # Under /tmp itself, so another user can reach it (pytest's tmp_path is private to root).
+    home = Path(tempfile.mkdtemp(prefix="dstrain-unwritable-"))
     try:
+        home.chmod(0o755)
+        root = home / "data"
+        root.mkdir(mode=0o755)
+        cmd[cmd.index("DATA")] = str(root)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), cwd=str(home))
         refused(proc, f"the data root {root} is not writable", "belongs to uid 0", "sudo chown -R",
                 "Never run dstrain")
