@@ -75,7 +75,7 @@ def test_unwritable_data_root_is_refused_with_the_fix():
     try:
         home.chmod(0o755)
         root = home / "data"
-        root.mkdir(mode=0o755)
+        root.mkdir(mode=0o755 if os.getuid() == 0 else 0o555)  # an ordinary user: make it read-only
         cmd[cmd.index("DATA")] = str(root)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), cwd=str(home))
         refused(proc, f"the data root {root} is not writable", "belongs to uid 0", "sudo chown -R",
