@@ -138,10 +138,8 @@ def fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 1.
         except requests.RequestException as exc:
             reason = str(exc)
         if attempt == ATTEMPTS - 1:
-            raise SourceError(
-                f"could not download {url} after {ATTEMPTS} attempts: {reason}; "
-                f"the partial file {part} is kept and the next run resumes it"
-            )
+            kept = f"; the partial file {part} is kept and the next run resumes it" if offset else ""
+            raise SourceError(f"could not download {url} after {ATTEMPTS} attempts: {reason}{kept}")
         wait = retry_wait * 2 ** attempt
         log.warning("download of %s interrupted (%s); resuming in %.0fs", archive.name, reason, wait)
         time.sleep(wait)
