@@ -1,6 +1,9 @@
 """alphabet: the characters the model will output, in DeepSpeech's alphabet.txt format."""
 import logging
+import re
 from collections import Counter
+from pathlib import Path
+from typing import List
 
 from importers.deepspeech_csv import read_samples
 from pipeline.atomic import write_text
@@ -10,6 +13,21 @@ from pipeline.paths import SPLITS
 
 log = logging.getLogger("dstrain")
 RARE = 5
+
+
+def read_labels(path: Path) -> List[str]:
+    """The labels of a DeepSpeech alphabet file, read as its C++ Alphabet::init does (v0.9.3).
+
+    One label per line; a line starting with '#' is a comment; '\\#' is the label '#'; empty lines are skipped.
+    """
+    labels = []
+    # Its getline_crossplatform ends a line at \n, \r\n or \r.
+    for line in re.split(r"\r\n|\r|\n", path.read_text(encoding="utf-8")):
+        if line == "\\#":
+            labels.append("#")
+        elif line and not line.startswith("#"):
+            labels.append(line)
+    return labels
 
 
 def alphabet_text(characters) -> str:

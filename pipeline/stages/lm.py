@@ -21,21 +21,11 @@ from pipeline.errors import StageError
 from pipeline.language import TextSource
 from pipeline.paths import verified_record
 from pipeline.runner import digest
+from pipeline.stages.alphabet import read_labels
 from pipeline.stages.clean import to_english
 
 log = logging.getLogger("dstrain")
 TRANSCRIPTS = "training transcripts"
-
-
-def alphabet_characters(path: Path) -> str:
-    """The labels of a DeepSpeech alphabet.txt (comments skipped, ``\\#`` unescaped)."""
-    labels = []
-    for line in path.read_text(encoding="utf-8").split("\n"):
-        if line.startswith("\\#"):
-            labels.append("#")
-        elif line and not line.startswith("#"):
-            labels.append(line)
-    return "".join(labels)
 
 
 def inputs(ctx) -> dict:
@@ -120,7 +110,7 @@ def _build_corpus(ctx, sources: Sequence[TextSource], vocab: Path) -> Dict[str, 
     rules = corpus.Rules(
         normalize=ctx.language.normalize,
         transform=to_english if ctx.config.settings.english_compatible else None,
-        allowed=None if lm.bytes_output_mode else alphabet_characters(paths.alphabet),
+        allowed=None if lm.bytes_output_mode else "".join(read_labels(paths.alphabet)),
         held_out=held_out,
         codepoints=lm.bytes_output_mode,
     )

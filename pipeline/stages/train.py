@@ -8,7 +8,6 @@ when its alphabet is this run's, transfer learning when it is not.
 """
 import hashlib
 import logging
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional
@@ -17,6 +16,7 @@ from importers.deepspeech_csv import read_samples
 from pipeline import checkpoints, trainer
 from pipeline.errors import ConfigError, StageError
 from pipeline.progress import Progress
+from pipeline.stages.alphabet import read_labels
 
 log = logging.getLogger("dstrain")
 
@@ -24,21 +24,6 @@ log = logging.getLogger("dstrain")
 HYPERPARAMETERS = ("epochs", "train_batch_size", "dev_batch_size", "learning_rate", "dropout_rate", "early_stop",
                    "es_epochs", "es_min_delta", "reduce_lr_on_plateau", "plateau_epochs", "plateau_reduction",
                    "augment")
-
-
-def read_labels(path: Path) -> List[str]:
-    """The labels of a DeepSpeech alphabet file, read as its C++ Alphabet::init does (v0.9.3).
-
-    One label per line; a line starting with '#' is a comment; '\\#' is the label '#'; empty lines are skipped.
-    """
-    labels = []
-    # Its getline_crossplatform ends a line at \n, \r\n or \r.
-    for line in re.split(r"\r\n|\r|\n", path.read_text(encoding="utf-8")):
-        if line == "\\#":
-            labels.append("#")
-        elif line and not line.startswith("#"):
-            labels.append(line)
-    return labels
 
 
 def _digest(path: Path) -> Optional[str]:
