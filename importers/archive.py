@@ -31,7 +31,7 @@ def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) 
     target.mkdir(parents=True)
     root = target.resolve()
     skipped = 0
-    members = _zip_members if zipfile.is_zipfile(str(archive)) else _tar_members
+    members = _zip_members if zipfile.is_zipfile(str(archive)) else tar_members
     with members(archive) as entries:
         for name, kind, open_member in entries:
             parts = PurePosixPath(name).parts
@@ -58,10 +58,10 @@ def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) 
 
 
 @contextlib.contextmanager
-def _tar_members(archive: Path):
+def tar_members(archive: Path, desc: str = ""):
     """(name, kind, opener) for each member, read in one pass: a .tar.gz cannot be read out of order."""
     reader = tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size, unit="B", unit_scale=True,
-                           desc="extract " + archive.name, leave=False)
+                           desc=desc or "extract " + archive.name, leave=False)
     # Large reads: tarfile's default 10 KiB would cost a progress-bar update every 10 KiB.
     with reader as raw, tarfile.open(fileobj=raw, mode="r|*", bufsize=READ_SIZE) as tar:
         yield ((m.name, "dir" if m.isdir() else "file" if m.isfile() else "other",

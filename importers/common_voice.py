@@ -6,14 +6,13 @@ straight from the archive, so a 25 GB release needs no extracted copy on disk.
 """
 import logging
 import os
-import tarfile
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from importers.archive import READ_SIZE
+from importers.archive import tar_members
 from importers.assemble import Candidate, assemble, claim_clips, wav_name
 from importers.audio import Clip, convert, convert_stream
 from importers.deepspeech_csv import Reject
@@ -53,23 +52,22 @@ def download(params: Params, sources: Path) -> str:
     )
 
 
-def _members(archive: Path, desc: str) -> Iterator[Tuple[List[str], tarfile.TarFile, tarfile.TarInfo]]:
-    """Each regular file of the archive with its path split, read in one streaming pass."""
-    reader = tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size, unit="B", unit_scale=True,
-                           desc=desc, leave=False)
-    with reader as raw, tarfile.open(fileobj=raw, mode="r|*", bufsize=READ_SIZE) as tar:
-        for member in tar:
-            if member.isfile():
-                yield member.name.split("/"), tar, member
+def _files(archive: Path, desc: str) -> Iterator[Tuple[List[str], Callable]]:
+    """Each regular file of the archive, its path split, and how to open it; one streaming pass."""
+    with tar_members(archive, desc) as entries:
+        for name, kind, open_member in entries:
+            if kind == "file":
+                yield name.split("/"), open_member
 
 
 def _read_tsvs(archive: Path, locale: str) -> Dict[str, bytes]:
     """The split TSVs of the locale; stops reading as soon as it has them."""
     wanted = {split + ".tsv": split for split in SPLITS}
     found: Dict[str, bytes] = {}
-    for parts, tar, member in _members(archive, "read TSVs " + archive.name):
+    for parts, open_member in _files(archive, "read TSVs " + archive.name):
         if len(parts) == 3 and parts[1] == locale and parts[2] in wanted:
-            found[wanted[parts[2]]] = tar.extractfile(member).read()
+            with open_member() as member:
+                found[wanted[parts[2]]] = member.read()
             if len(found) == len(SPLITS):
                 break
     missing = [split + ".tsv" for split in SPLITS if split not in found]
@@ -96,9 +94,11 @@ def _convert_clips(archive: Path, locale: str, out: ImportedDataset, wanted: Ite
             todo[os.path.basename(name)] = str(dst)
 
     def jobs():
-        for parts, tar, member in _members(archive, "read clips " + archive.name):
+        for parts, open_member in _files(archive, "read clips " + archive.name):
             if len(parts) == 4 and parts[1] == locale and parts[2] == "clips" and parts[3] in todo:
-                yield parts[3], tar.extractfile(member).read(), todo.pop(parts[3])
+                with open_member() as member:
+                    data = member.read()
+                yield parts[3], data, todo.pop(parts[3])
 
     with tqdm(total=len(todo), unit="clip", desc="convert " + out.dir.name) as bar:
         for name, clip in convert_stream(jobs(), workers, bar):
