@@ -34,6 +34,11 @@ class Clip(NamedTuple):
     detail: str = ""
 
 
+def pcm_seconds(wav_size: int) -> float:
+    """The length of one of our WAVs (mono, 16-bit, 16 kHz, canonical header) from its size."""
+    return (wav_size - WAV_HEADER_BYTES) / (SAMPLE_RATE * 2)
+
+
 def wav_seconds(path: Path) -> float:
     with wave.open(str(path), "rb") as wav:
         return wav.getnframes() / float(wav.getframerate())

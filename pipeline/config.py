@@ -30,6 +30,13 @@ SECRET_WORDS = re.compile(r"key|token|secret|password", re.IGNORECASE)
 REDACTED = "<redacted>"
 
 
+def _listed(value, separators: str):
+    """A list given as one string (from the environment or a flag) split at ``separators``; lists pass as they are."""
+    if isinstance(value, str):
+        return tuple(part for part in re.split(separators, value.strip()) if part)
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -93,9 +100,7 @@ class LmSettings(_Section):
     @field_validator("sources", "prune", mode="before")
     @classmethod
     def _split_words(cls, value):
-        if isinstance(value, str):
-            return tuple(part for part in re.split(r"[\s,|]+", value) if part)
-        return value
+        return _listed(value, r"[\s,|]+")
 
     @field_validator("prune")
     @classmethod
@@ -163,9 +168,7 @@ class ExportSettings(_Section):
     @field_validator("formats", mode="before")
     @classmethod
     def _split_formats(cls, value):
-        if isinstance(value, str):
-            return tuple(part for part in re.split(r"[\s,]+", value) if part)
-        return value
+        return _listed(value, r"[\s,]+")
 
     @field_validator("formats")
     @classmethod
@@ -198,9 +201,7 @@ class Settings(_Section):
     @field_validator("datasets", mode="before")
     @classmethod
     def _split_list(cls, value):
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+        return _listed(value, r"\s*,\s*")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional
 
 from anyascii import anyascii
 
-from importers.audio import SAMPLE_RATE
+from importers.audio import SAMPLE_RATE, WAV_HEADER_BYTES, pcm_seconds
 from importers.deepspeech_csv import REJECTS_HEADER, Reject, Sample, read_samples, write_rows, write_samples
 from pipeline.atomic import write_text
 from pipeline.errors import StageError
@@ -46,7 +46,7 @@ def wav_problem(wav: Path, listed_size: int) -> Optional[str]:
     if frames == 0:
         return "no audio samples"
     declared = frames / rate
-    on_disk = (size - 44) / (rate * width)
+    on_disk = (size - WAV_HEADER_BYTES) / (rate * width)
     if abs(declared - on_disk) > HEADER_SLACK_SECONDS:
         return f"header says {declared:.3f}s but the file holds {on_disk:.3f}s (truncated?)"
     if size != listed_size:
@@ -94,7 +94,7 @@ def run(ctx) -> dict:
                 first_seen[key] = split
                 relative = os.path.relpath(str(wav), str(clean_dir))
                 kept[split].append(Sample(relative, sample.wav_filesize, transcript))
-                seconds[split] += (sample.wav_filesize - 44) / (SAMPLE_RATE * 2)
+                seconds[split] += pcm_seconds(sample.wav_filesize)
 
     held_out = {s.transcript for split in ("dev", "test") for s in kept[split]}
     shared = sorted({s.transcript for s in kept["train"]} & held_out)
@@ -105,7 +105,7 @@ def run(ctx) -> dict:
             if sample.transcript in shared_set:
                 quarantine.append(Reject("train", sample.wav_filename, "shared_transcript",
                                          "sentence also in dev/test: " + sample.transcript))
-                seconds["train"] -= (sample.wav_filesize - 44) / (SAMPLE_RATE * 2)
+                seconds["train"] -= pcm_seconds(sample.wav_filesize)
         kept["train"] = [s for s in kept["train"] if s.transcript not in shared_set]
 
     for split in SPLITS:
