@@ -37,6 +37,10 @@ class Context:
     def record(self, stage: str) -> Optional[Dict[str, Any]]:
         return read_json(self.paths.record(stage))
 
+    def step_done(self, stage: str, record: Optional[Dict[str, Any]], fingerprint: str) -> bool:
+        """Whether a part of ``stage`` with its own record (a dataset, an LM step) is done: --force redoes it."""
+        return record is not None and record.get("fingerprint") == fingerprint and stage not in self.forced
+
 
 @dataclass(frozen=True)
 class Stage:

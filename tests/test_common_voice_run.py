@@ -126,6 +126,16 @@ def test_rerun_after_completion_does_no_work(finished_run):
     assert changed == ["check.json"]  # the environment checks run every time; nothing else is touched
 
 
+def test_force_import_imports_again(finished_run, tmp_path):
+    data, _, _ = finished_run
+    copy = tmp_path / "data"
+    shutil.copytree(str(data), str(copy))
+    config = write_config(tmp_path / "dstrain.toml", copy)
+    proc = dstrain("run", "-l", "fr", "--config", config, "--only", "import", "--force", "import")
+    assert "▶ import" in proc.stderr and "already imported" not in proc.stderr
+    assert "common_voice: kept 10 train, 3 dev, 3 test" in proc.stderr
+
+
 def test_status_and_config_describe_the_run(finished_run):
     data, config, _ = finished_run
     status = dstrain("status", "--language", "fr", "--config", config).stdout

@@ -247,6 +247,13 @@ def test_rerun_with_unchanged_inputs_does_nothing(lm_run):
     assert len(scorer_calls(lm_run.scorer_log)) == 1
 
 
+def test_force_rebuilds_every_step(lm_run, tmp_path):
+    run = lm_run.copy(tmp_path)
+    proc = dstrain("run", "-l", "fr", "--config", run.config, "--only", "lm", "--force", "lm", env=run.env())
+    assert "▶ lm" in proc.stderr and "up to date" not in proc.stderr.split("▶ lm", 1)[1]
+    assert len(scorer_calls(run.scorer_log)) == 1
+
+
 def test_changed_text_source_rebuilds_corpus_model_and_scorer(lm_run, tmp_path):
     run = lm_run.copy(tmp_path)
     served_dir = run.server.root

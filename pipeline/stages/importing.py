@@ -37,7 +37,7 @@ def run(ctx) -> dict:
         out = ImportedDataset(ctx.paths.imported(dataset.key))
         wanted = dataset_fingerprint(ctx, dataset)
         record = read_json(out.record)
-        if record and record.get("fingerprint") == wanted:
+        if ctx.step_done("import", record, wanted):
             log.info("%s: already imported", dataset.key)
         else:
             archive = importer.archive_path(dataset.params, ctx.paths.sources)

@@ -43,7 +43,7 @@ def inputs(ctx) -> dict:
 def _step(ctx, name: str, key: str, outputs: List[Path]) -> Optional[dict]:
     """The step's record if it is done with this key and its outputs are still there."""
     record = read_json(ctx.paths.lm_step(name))
-    if record and record.get("key") == key and all(path.exists() for path in outputs):
+    if ctx.step_done("lm", record, key) and all(path.exists() for path in outputs):
         log.info("%s: up to date", name)
         return record
     return None
@@ -67,7 +67,7 @@ def run(ctx) -> dict:
     record = _step(ctx, "corpus", corpus_key, [paths.lm_corpus, vocab])
     if record is None:
         counts = _build_corpus(ctx, sources, vocab)
-        record = {"key": corpus_key, "counts": counts}
+        record = {"fingerprint": corpus_key, "counts": counts}
         write_json(paths.lm_step("corpus"), record)
     counts = record["counts"]
 
@@ -76,14 +76,14 @@ def run(ctx) -> dict:
     if _step(ctx, "model", model_key, [paths.lm_binary]) is None:
         kenlm.build_model(kenlm.find_tools(lm.kenlm_bin), lm, paths.lm_corpus, vocab, paths.lm_arpa,
                           paths.lm_filtered_arpa, paths.lm_binary)
-        write_json(paths.lm_step("model"), {"key": model_key})
+        write_json(paths.lm_step("model"), {"fingerprint": model_key})
     log.info("language model: %s (%.1f MB)", paths.lm_binary, paths.lm_binary.stat().st_size / 1e6)
 
     scorer_key = digest({"model": model_key, "alpha": lm.alpha, "beta": lm.beta,
                          "bytes_output_mode": lm.bytes_output_mode})
     if _step(ctx, "scorer", scorer_key, [paths.scorer]) is None:
         scorer.package(ctx, lm.alpha, lm.beta)
-        write_json(paths.lm_step("scorer"), {"key": scorer_key})
+        write_json(paths.lm_step("scorer"), {"fingerprint": scorer_key})
     log.info("scorer: %s (alpha %s, beta %s)", paths.scorer, lm.alpha, lm.beta)
     return {"counts": counts, "outputs": scorer_key}
 
