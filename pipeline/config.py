@@ -114,6 +114,17 @@ class LmSettings(_Section):
         return prune
 
 
+class OptimizeSettings(_Section):
+    """DeepSpeech's lm_optimizer.py: the alpha and beta that decode the dev set best (off by default: slow)."""
+
+    enabled: bool = Field(False, description="search alpha and beta after training, and ship the scorer with them")
+    script: Optional[Path] = Field(
+        None, description="DeepSpeech v0.9.3's lm_optimizer.py (in its source tree, not in the pip package)")
+    trials: int = Field(600, ge=1, description="(alpha, beta) pairs tried; each decodes the whole dev set")
+    alpha_max: float = Field(5.0, gt=0, description="alpha is searched in [0, alpha_max]")
+    beta_max: float = Field(5.0, gt=0, description="beta is searched in [0, beta_max]")
+
+
 class TrainSettings(_Section):
     """DeepSpeech 0.9.3 training; the defaults are the original French pipeline's, else DeepSpeech's own."""
 
@@ -192,6 +203,7 @@ class Settings(_Section):
     clean: CleanSettings = CleanSettings()
     lm: LmSettings = LmSettings()
     train: TrainSettings = TrainSettings()
+    optimize: OptimizeSettings = OptimizeSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
     export: ExportSettings = ExportSettings()
     dataset: Dict[str, Dict[str, Any]] = Field(

@@ -2,6 +2,7 @@
 from typing import Any, Dict, List, Optional
 
 from pipeline.atomic import read_json
+from pipeline.decoding import Decoder
 from pipeline.paths import ImportedDataset
 
 
@@ -22,11 +23,11 @@ def datasets(ctx) -> List[Dict[str, Any]]:
     return found
 
 
-def render(ctx, files: Dict[str, List[str]], metrics: Dict[str, Any], has_scorer: bool) -> str:
+def render(ctx, files: Dict[str, List[str]], metrics: Dict[str, Any], decoder: Decoder) -> str:
     """``files``: each package file and what it holds."""
+    has_scorer = decoder.scorer is not None
     meta = ctx.language.model_metadata()
-    settings = ctx.config.settings
-    t = settings.train
+    t = ctx.config.settings.train
     lang = ctx.language.code
     training = metrics.get("training") or {}
     test = metrics.get("test") or {}
@@ -94,7 +95,8 @@ def render(ctx, files: Dict[str, List[str]], metrics: Dict[str, Any], has_scorer
             value = ", ".join(value) or "none"
         lines.append(f"| {name} | {value} |")
     if has_scorer:
-        lines.append(f"| scorer alpha, beta | {settings.lm.alpha}, {settings.lm.beta} |")
+        found = " (found on the dev set by dstrain's optimize stage)" if decoder.origin == "optimized" else ""
+        lines.append(f"| scorer alpha, beta | {decoder.alpha:g}, {decoder.beta:g}{found} |")
 
     scorer_arg = " --scorer kenlm.scorer" if has_scorer else ""
     lines += [

@@ -89,6 +89,19 @@ class DataRoot:
         """The record of one step of the lm stage (corpus, model, scorer), so a rerun redoes only what changed."""
         return self.lm / (step + ".done.json")
 
+    @property
+    def optimize(self) -> Path:
+        return self.run / "optimize"
+
+    @property
+    def optimized_scorer(self) -> Path:
+        """The scorer rebuilt with the alpha and beta the optimize stage found."""
+        return self.optimize / "kenlm.scorer"
+
+    @property
+    def optimize_result(self) -> Path:
+        return self.optimize / "alpha_beta.json"
+
     # Training, evaluation, export and packaging.
     @property
     def checkpoints(self) -> Path:

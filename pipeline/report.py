@@ -38,9 +38,11 @@ def advice(training: Dict[str, Any], test: Dict[str, Any]) -> List[str]:
                     "to check that the audio matches its sentence; or start from a trained model "
                     "(transfer learning, train.source_checkpoint).")
     elif wer is not None and cer is not None and wer >= 0.1 and wer >= WORDS_PER_CHAR_ERROR * cer:
+        tune = ("" if test.get("alpha_beta") == "optimized" else
+                " Let the optimize stage find the alpha and beta that suit this model (optimize.enabled = true).")
         tips.append(f"Words are often wrong (WER {wer:.1%}) although few characters are (CER {cer:.1%}): the "
                     "sounds are heard but the words are not chosen well, which is the scorer's part. Give the "
-                    "language model more, or more fitting, text in the language, and tune alpha and beta.")
+                    "language model more, or more fitting, text in the language." + tune)
     train = _series(training, "train_loss")
     dev = _series(training, "dev_loss")
     epochs = [e["epoch"] for e in training.get("epochs", [])]

@@ -1,8 +1,8 @@
 """DeepSpeech's scorer package (``kenlm.scorer``): the KenLM binary, the vocabulary as a trie over the
 alphabet, and the decoder's default alpha and beta.
 
-Built by DeepSpeech 0.9.3's ``generate_scorer_package``.  The ``lm`` stage builds it with the configured
-alpha/beta; ``optimize`` rebuilds it with the ones it found, through :func:`package`.
+Built by DeepSpeech 0.9.3's ``generate_scorer_package``.  The ``lm`` stage builds ``lm/kenlm.scorer`` with
+the configured alpha/beta; ``optimize`` builds ``optimize/kenlm.scorer`` with the ones it found.
 """
 from pathlib import Path
 from typing import List, Optional
@@ -44,9 +44,8 @@ def build(tool: Path, alphabet: Optional[Path], lm_binary: Path, vocab: Path, pa
                 TOOL, lm_binary, "\n    ".join(said) or "nothing"))
 
 
-def package(ctx, alpha: float, beta: float) -> Path:
-    """(Re)build the run's ``lm/kenlm.scorer`` from its LM with these defaults; returns its path."""
+def package(ctx, alpha: float, beta: float, path: Path) -> None:
+    """Package the run's language model into a scorer at ``path`` with these default alpha and beta."""
     lm = ctx.config.settings.lm
     build(find(lm.scorer_tool), None if lm.bytes_output_mode else ctx.paths.alphabet, ctx.paths.lm_binary,
-          ctx.paths.lm_vocab(lm.top_k), ctx.paths.scorer, alpha, beta)
-    return ctx.paths.scorer
+          ctx.paths.lm_vocab(lm.top_k), path, alpha, beta)

@@ -135,14 +135,8 @@ def train_flags(ctx, start: Start, epochs: int, train_batch: int, dev_batch: int
     return flags
 
 
-def _decoder_flags(ctx, scorer: Optional[Path], beam_width: int) -> Dict[str, Any]:
-    lm = ctx.config.settings.lm
-    if scorer is None:
-        return {"beam_width": beam_width}
-    return {"scorer_path": scorer, "lm_alpha": lm.alpha, "lm_beta": lm.beta, "beam_width": beam_width}
-
-
-def test_flags(ctx, test_csv: Path, output: Path, scorer: Optional[Path], batch: int) -> Dict[str, Any]:
+def test_flags(ctx, test_csv: Path, output: Path, decoder, batch: int) -> Dict[str, Any]:
+    """``decoder``: a :class:`pipeline.decoding.Decoder`."""
     e = ctx.config.settings.evaluate
     flags = _model_flags(ctx)
     flags.update({
@@ -152,8 +146,33 @@ def test_flags(ctx, test_csv: Path, output: Path, scorer: Optional[Path], batch:
         "load_evaluate": "best",
         "test_output_file": output,
         "report_count": e.report_count,
+        "beam_width": e.beam_width,
     })
-    flags.update(_decoder_flags(ctx, scorer, e.beam_width))
+    if decoder.scorer is not None:
+        flags.update({"scorer_path": decoder.scorer, "lm_alpha": decoder.alpha, "lm_beta": decoder.beta})
+    return flags
+
+
+def optimizer_command(settings, script: Path, flags: Dict[str, Any]) -> List[str]:
+    """DeepSpeech's lm_optimizer.py takes the training flags, plus its own three."""
+    return [trainer_python(settings), "-u", str(script)] + argv(flags)
+
+
+def optimizer_flags(ctx, dev_csv: Path, scorer: Path, batch: int) -> Dict[str, Any]:
+    o = ctx.config.settings.optimize
+    flags = _model_flags(ctx)
+    flags.update({
+        # lm_optimizer.py decodes its --test_files; dstrain gives it the dev set, so the test set stays unseen.
+        "test_files": dev_csv,
+        "test_batch_size": batch,
+        "checkpoint_dir": ctx.paths.checkpoints,
+        "load_evaluate": "best",
+        "scorer_path": scorer,
+        "beam_width": ctx.config.settings.evaluate.beam_width,
+        "n_trials": o.trials,
+        "lm_alpha_max": o.alpha_max,
+        "lm_beta_max": o.beta_max,
+    })
     return flags
 
 
@@ -227,6 +246,29 @@ def run(cmd: Sequence[str], env: Dict[str, str], on_line: Optional[Callable[[str
     return Outcome(proc.returncode, out_of_memory, list(tail))
 
 
+class Failed(Exception):
+    """DeepSpeech exited with an error; raised inside an attempt given to :func:`halving_batch`."""
+
+    def __init__(self, outcome: Outcome):
+        super().__init__(outcome.returncode)
+        self.outcome = outcome
+
+
+def halving_batch(settings, batch: int, what: str, attempt: Callable[[int], Any]) -> Any:
+    """``attempt(batch)``, with the batch halved while DeepSpeech runs out of memory."""
+    while True:
+        try:
+            return attempt(batch)
+        except Failed as failed:
+            outcome = failed.outcome
+            if outcome.out_of_memory and batch // 2 >= settings.train.min_batch_size:
+                log.warning("out of memory: %s batch size %d halved to %d", what, batch, batch // 2)
+                batch //= 2
+                continue
+            raise StageError("DeepSpeech's {} failed (exit code {}); its last lines:\n    {}".format(
+                what, outcome.returncode, "\n    ".join(outcome.tail))) from None
+
+
 # -- reading its log -----------------------------------------------------------
 
 class Event(NamedTuple):
@@ -260,3 +302,35 @@ def parse(line: str) -> Optional[Event]:
             return Event(kind, int(epoch) if epoch is not None else None,
                          float(value) if value is not None else None, groups.get("detail") or "")
     return None
+
+
+# lm_optimizer.py's own lines: optuna's log of each trial, then its final print.
+_TRIAL = re.compile(r"Trial (?P<number>\d+) (?P<state>finished|pruned)(?: with value: (?P<value>\S+) and parameters: "
+                    r"\{'lm_alpha': (?P<alpha>[^,]+), 'lm_beta': (?P<beta>[^}]+)\})?")
+_BEST = re.compile(r"^Best params: lm_alpha=(?P<alpha>\S+) and lm_beta=(?P<beta>\S+) with WER=(?P<value>\S+)$")
+
+
+class Trial(NamedTuple):
+    number: int
+    #: None for a trial optuna stopped early (pruned) because it was going worse than the others.
+    value: Optional[float]
+    alpha: Optional[float]
+    beta: Optional[float]
+
+
+def parse_trial(line: str) -> Optional[Trial]:
+    match = _TRIAL.search(line)
+    if not match:
+        return None
+    number = int(match["number"])
+    if match["state"] == "pruned" or match["value"] is None:
+        return Trial(number, None, None, None)
+    return Trial(number, float(match["value"]), float(match["alpha"]), float(match["beta"]))
+
+
+def parse_best(line: str) -> Optional[Trial]:
+    """The final line: the best alpha and beta, and their WER (CER for a character-based scorer)."""
+    match = _BEST.match(line)
+    if not match:
+        return None
+    return Trial(-1, float(match["value"]), float(match["alpha"]), float(match["beta"]))

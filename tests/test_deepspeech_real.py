@@ -2,6 +2,9 @@
 
 It needs TRAINER_PYTHON (default python3) able to import deepspeech_training, as in the Docker image;
 elsewhere it is skipped.  Run just these with: pytest -m deepspeech
+
+The alpha/beta search also needs DeepSpeech's lm_optimizer.py (LM_OPTIMIZER, a path), its
+generate_scorer_package (GENERATE_SCORER_PACKAGE) and KenLM (built by docker/build_kenlm.sh).
 """
 import json
 import os
@@ -11,6 +14,7 @@ import subprocess
 import pytest
 
 from tests.conftest import dstrain, write_config
+from tests.test_training import REPO
 
 pytestmark = pytest.mark.deepspeech
 
@@ -58,3 +62,27 @@ def test_the_test_output_and_the_report_are_written(real_run):
 def test_the_tflite_model_is_exported_with_its_metadata(real_run):
     assert (real_run / "models" / "output_graph.tflite").stat().st_size > 10000
     assert "language: fr-FR" in (real_run / "models" / "output_graph.tflite.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def real_optimized(real_run, tmp_path_factory):
+    script, tool = os.environ.get("LM_OPTIMIZER"), os.environ.get("GENERATE_SCORER_PACKAGE")
+    if not (script and tool):
+        pytest.skip("set LM_OPTIMIZER and GENERATE_SCORER_PACKAGE to DeepSpeech 0.9.3's lm_optimizer.py and tool")
+    kenlm = tmp_path_factory.mktemp("kenlm")
+    subprocess.run(["bash", str(REPO / "docker" / "build_kenlm.sh"), str(kenlm)], check=True, timeout=1800)
+    config = real_run.parents[2] / "dstrain.toml"
+    config.write_text(config.read_text() + "\n".join([
+        "[lm]", "sources = []", f'kenlm_bin = "{kenlm / "bin"}"', f'scorer_tool = "{tool}"', 'memory = "64M"',
+        "[optimize]", "enabled = true", f'script = "{script}"', "trials = 3", "[evaluate]", "beam_width = 50", ""]))
+    dstrain("run", "-l", "fr", "--config", config, "--from", "lm", "--to", "evaluate")
+    return real_run
+
+
+def test_the_real_optimizer_finds_a_pair_and_the_test_decodes_with_it(real_optimized):
+    result = json.loads((real_optimized / "optimize" / "alpha_beta.json").read_text())
+    assert 0 <= result["alpha"] <= 5 and 0 <= result["beta"] <= 5
+    assert len(json.loads((real_optimized / "optimize" / "trials.json").read_text())) == 3
+    test = json.loads((real_optimized / "reports" / "metrics.json").read_text())["test"]
+    assert (test["lm_alpha"], test["lm_beta"], test["alpha_beta"]) == (result["alpha"], result["beta"], "optimized")
+    assert test["scorer"] == str(real_optimized / "optimize" / "kenlm.scorer")

@@ -74,17 +74,18 @@ class Scenario:
         shutil.copytree(str(prepared), str(self.data))
         self.tools = tools
         self.record = tmp_path / "deepspeech-calls.jsonl"
+        self.sections = {"train": {"epochs": 10, "n_hidden": 64, "train_batch_size": 4, "dev_batch_size": 4,
+                                   "test_batch_size": 4, "early_stop": False},
+                         "export": {"convert_graphdef_memmapped_format": str(self.tools["converter"])}}
         self.configure(**sections)
 
     def configure(self, **sections) -> None:
-        base = {"train": {"epochs": 10, "n_hidden": 64, "train_batch_size": 4, "dev_batch_size": 4,
-                          "test_batch_size": 4, "early_stop": False},
-                "export": {"convert_graphdef_memmapped_format": str(self.tools["converter"])}}
+        """Change these settings, keeping those set before; rewrites the config file."""
         for name, values in sections.items():
-            base.setdefault(name, {}).update(values)
+            self.sections.setdefault(name, {}).update(values)
         self.config = write_config(self.root / "dstrain.toml", self.data)
         with self.config.open("a") as handle:
-            for name, values in base.items():
+            for name, values in self.sections.items():
                 handle.write(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items()))
 
     def with_lm(self, kenlm_dir: Path) -> "Scenario":

@@ -1,6 +1,6 @@
 """The stages of a run, in order.  Each module provides ``inputs(ctx)`` and ``run(ctx)``."""
 from pipeline.runner import Stage
-from pipeline.stages import alphabet, check, clean, download, evaluate, export, importing, lm, package, train
+from pipeline.stages import alphabet, check, clean, download, evaluate, export, importing, lm, optimize, package, train
 
 STAGES = (
     Stage("check", "data root, disk space, decoders and the language's own test cases",
@@ -16,6 +16,10 @@ STAGES = (
     # train needs no scorer: it runs after lm in a full run, but --from train works while lm is not done.
     Stage("train", "DeepSpeech learns the acoustic model; resumes from its last checkpoint",
           ("clean", "alphabet"), train.inputs, train.run),
+    # Before evaluate, so the test measures the decoder that is shipped.  It reads lm's record itself:
+    # switched off, it must not require lm.
+    Stage("optimize", "optional: the scorer's alpha and beta that decode the dev set best",
+          ("clean", "alphabet", "train"), optimize.inputs, optimize.run),
     Stage("evaluate", "WER and CER on the test set, loss curve, report and advice",
           ("clean", "train"), evaluate.inputs, evaluate.run),
     Stage("export", "the best checkpoint as .tflite, .pb/.pbmm and DeepSpeech's zip, with the metadata",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pipeline.errors import ConfigError, DstrainError
 from pipeline.language import Language
+from pipeline.stages.optimize import find_script
 
 log = logging.getLogger("dstrain")
 LOW_DISK_GB = 20
@@ -53,6 +54,8 @@ def preflight(ctx) -> None:
     """Refuse bad settings before any heavy work, whatever stages were selected."""
     ensure_language_cases(ctx.language)
     ensure_writable(ctx.paths.root)
+    if ctx.config.settings.optimize.enabled:
+        find_script(ctx.config.settings)
 
 
 def inputs(ctx) -> dict:

@@ -1,6 +1,7 @@
 """evaluate: test the best checkpoint on the run's test set, and explain the result.
 
-Decodes with the run's scorer when the lm stage made one; without it, says so.
+Decodes as pipeline.decoding says: the run's scorer, with the alpha and beta the
+optimize stage found when it ran; without a scorer it says so.
 Writes reports/test_output.json (DeepSpeech's own), reports/metrics.json, the
 loss curve and the report (Markdown, and HTML with the picture inside).
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from importers.deepspeech_csv import read_samples
-from pipeline import report, trainer
+from pipeline import decoding, report, trainer
 from pipeline.atomic import temporary_path, write_json
 from pipeline.errors import StageError
 from pipeline.progress import Progress
@@ -19,54 +20,28 @@ from pipeline.progress import Progress
 log = logging.getLogger("dstrain")
 
 
-def scorer_in_use(ctx) -> Optional[Path]:
-    """The run's scorer, when the lm stage made one."""
-    if ctx.record("lm") is not None and ctx.paths.scorer.is_file():
-        return ctx.paths.scorer
-    return None
-
-
-def scorer_identity(ctx) -> Optional[str]:
-    """Changes whenever the scorer in use does, so the stages that read it become stale."""
-    return ctx.record("lm")["outputs"] if scorer_in_use(ctx) else None
-
-
 def inputs(ctx) -> dict:
     settings = ctx.config.settings
     return {
-        "scorer": scorer_identity(ctx),
-        "alpha_beta": [settings.lm.alpha, settings.lm.beta],
+        "decoder": decoding.in_use(ctx).identity,
         "evaluate": settings.evaluate.model_dump(mode="json"),
         "test_batch_size": settings.train.test_batch_size,
     }
 
 
-class _Failed(Exception):
-    def __init__(self, outcome: trainer.Outcome):
-        super().__init__(outcome.returncode)
-        self.outcome = outcome
-
-
-def _test(ctx, scorer: Optional[Path]) -> List[Dict[str, Any]]:
+def _test(ctx, decoder: decoding.Decoder) -> List[Dict[str, Any]]:
     """DeepSpeech's test output, halving the batch size while it runs out of memory."""
     settings = ctx.config.settings
-    batch = settings.train.test_batch_size
-    while True:
-        try:
-            with temporary_path(ctx.paths.test_output) as tmp:
-                flags = trainer.test_flags(ctx, ctx.paths.clean_csv("test"), tmp, scorer, batch)
-                outcome = trainer.run(trainer.command(settings, flags), trainer.environment(settings))
-                if not outcome.ok:
-                    raise _Failed(outcome)
-                return json.loads(tmp.read_text(encoding="utf-8"))
-        except _Failed as failed:
-            outcome = failed.outcome
-            if outcome.out_of_memory and batch // 2 >= settings.train.min_batch_size:
-                log.warning("out of memory: test batch size %d halved to %d", batch, batch // 2)
-                batch //= 2
-                continue
-            raise StageError("DeepSpeech's test failed (exit code {}); its last lines:\n    {}".format(
-                outcome.returncode, "\n    ".join(outcome.tail))) from None
+
+    def attempt(batch: int) -> List[Dict[str, Any]]:
+        with temporary_path(ctx.paths.test_output) as tmp:
+            flags = trainer.test_flags(ctx, ctx.paths.clean_csv("test"), tmp, decoder, batch)
+            outcome = trainer.run(trainer.command(settings, flags), trainer.environment(settings))
+            if not outcome.ok:
+                raise trainer.Failed(outcome)
+            return json.loads(tmp.read_text(encoding="utf-8"))
+
+    return trainer.halving_batch(settings, settings.train.test_batch_size, "test", attempt)
 
 
 def rates(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -115,15 +90,18 @@ def run(ctx) -> dict:
     settings = ctx.config.settings
     if not any(True for _ in read_samples(paths.clean_csv("test"))):
         raise StageError(f"the test set is empty ({paths.clean_csv('test')}): there is nothing to evaluate on")
-    scorer = scorer_in_use(ctx)
+    decoder = decoding.in_use(ctx)
+    scorer = decoder.scorer
     if scorer is None:
         note = (f"No scorer ({paths.scorer} was not built): the test decodes without a language model, so its "
                 "WER is far higher than with one. Run the lm stage, then this one again.")
         log.warning(note)
     else:
-        note = f"Decoded with the scorer {scorer} (alpha {settings.lm.alpha}, beta {settings.lm.beta})"
+        note = "Decoded with the scorer {} (alpha {:g}, beta {:g}{})".format(
+            scorer, decoder.alpha, decoder.beta,
+            ", found on the dev set by the optimize stage" if decoder.origin == "optimized" else "")
         log.info(note)
-    samples = _test(ctx, scorer)
+    samples = _test(ctx, decoder)
     if not samples:
         raise StageError(f"DeepSpeech wrote no test results into {paths.test_output}")
 
@@ -136,8 +114,9 @@ def run(ctx) -> dict:
     training = progress.metrics() if progress else {}
     test = {
         "scorer": str(scorer) if scorer else None,
-        "lm_alpha": settings.lm.alpha if scorer else None,
-        "lm_beta": settings.lm.beta if scorer else None,
+        "lm_alpha": decoder.alpha if scorer else None,
+        "lm_beta": decoder.beta if scorer else None,
+        "alpha_beta": decoder.origin if scorer else None,
         "note": note,
         "overall": rates(samples),
         "datasets": {name: rates(group) for name, group in sorted(datasets.items())},
@@ -154,4 +133,4 @@ def run(ctx) -> dict:
         log.info("advice: %s", line)
     log.info("report: %s", paths.report_html)
     return {"counts": {"clips": overall["clips"], "wer": round(overall["wer"], 4), "cer": round(overall["cer"], 4)},
-            "outputs": {"overall": overall, "datasets": test["datasets"], "scorer": scorer_identity(ctx)}}
+            "outputs": {"overall": overall, "datasets": test["datasets"], "decoder": decoder.identity}}

@@ -14,10 +14,9 @@ import shutil
 from pathlib import Path
 from typing import Dict, Optional
 
-from pipeline import trainer
+from pipeline import decoding, trainer
 from pipeline.atomic import temporary_path
 from pipeline.errors import StageError
-from pipeline.stages.evaluate import scorer_identity, scorer_in_use
 from pipeline.tools import run_tool
 
 log = logging.getLogger("dstrain")
@@ -49,7 +48,7 @@ def inputs(ctx) -> dict:
         "formats": sorted(x.formats),
         "beam_width": x.beam_width,
         "metadata": dataclasses.asdict(ctx.language.model_metadata()),
-        "scorer": scorer_identity(ctx) if "zip" in x.formats else None,
+        "decoder": decoding.in_use(ctx).identity if "zip" in x.formats else None,
         "pbmm": "pb" in x.formats and converter(ctx) is not None,
     }
 
@@ -98,7 +97,7 @@ def _memmapped(ctx, pb: Path) -> Optional[Path]:
 def run(ctx) -> dict:
     paths = ctx.paths
     formats = ctx.config.settings.export.formats
-    scorer = scorer_in_use(ctx)
+    scorer = decoding.in_use(ctx).scorer
     paths.models.mkdir(parents=True, exist_ok=True)
     produced: Dict[str, Path] = {}
     for kind in ("tflite", "pb", "zip"):

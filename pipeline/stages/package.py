@@ -13,10 +13,9 @@ import tarfile
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from pipeline import checkpoints, model_card
+from pipeline import checkpoints, decoding, model_card
 from pipeline.atomic import read_json, temporary_path, write_text
 from pipeline.errors import StageError
-from pipeline.stages.evaluate import scorer_identity, scorer_in_use
 from pipeline.stages.export import sha256_file, zip_name
 
 log = logging.getLogger("dstrain")
@@ -27,7 +26,7 @@ Member = Union[Path, tuple]
 
 def inputs(ctx) -> dict:
     return {
-        "scorer": scorer_identity(ctx),
+        "decoder": decoding.in_use(ctx).identity,
         "metadata": dataclasses.asdict(ctx.language.model_metadata()),
         "datasets": [d.key for d in ctx.config.datasets],
     }
@@ -75,7 +74,8 @@ def _checkpoint_members(ctx) -> List[Member]:
 def run(ctx) -> dict:
     paths = ctx.paths
     lang = ctx.language.code
-    scorer: Optional[Path] = scorer_in_use(ctx)
+    decoder = decoding.in_use(ctx)
+    scorer: Optional[Path] = decoder.scorer
     extras = ([scorer] if scorer else []) + [paths.alphabet]
     paths.package.mkdir(parents=True, exist_ok=True)
     files: Dict[str, List[str]] = {}
@@ -101,7 +101,7 @@ def run(ctx) -> dict:
         files[exported_zip.name] = ["output_graph.tflite", "kenlm.scorer", "metadata (.md)"]
 
     metrics = read_json(paths.metrics) or {}
-    write_text(paths.package / "README.md", model_card.render(ctx, files, metrics, scorer is not None))
+    write_text(paths.package / "README.md", model_card.render(ctx, files, metrics, decoder))
     kept = set(files) | {"README.md", SUMS}
     for stale in paths.package.iterdir():
         if stale.name not in kept:

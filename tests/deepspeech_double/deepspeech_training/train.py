@@ -13,7 +13,7 @@ Environment variables read by the double only:
   DS_DOUBLE_OOM_ABOVE_BATCH=n     run out of memory with a train or test batch above n...
   DS_DOUBLE_OOM_AT_EPOCH=k        ...when training epoch k of this invocation (default 0)
   DS_DOUBLE_DEV_LOSSES=a,b,...    the dev loss of each epoch, counted over the checkpoint's whole life
-  DS_DOUBLE_RECORD=file           append each invocation's argv and parsed flags to this JSON-lines file
+  DS_DOUBLE_RECORD=file           append each invocation's program, argv and parsed flags to this JSON-lines file
 """
 import csv
 import json
@@ -379,6 +379,13 @@ def package_zip():
     log_info(f"Exported packaged model {archive}")
 
 
+def record_invocation(program):
+    record = os.environ.get("DS_DOUBLE_RECORD")
+    if record:
+        with open(record, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"program": program, "argv": sys.argv[1:], "flags": FLAGS}) + "\n")
+
+
 def main():
     global FLAGS
     try:
@@ -387,10 +394,7 @@ def main():
         sys.stderr.write(f"FATAL Flags parsing error: {exc}\n")
         sys.stderr.write("Pass --helpshort or --helpfull to see help on flags.\n")
         sys.exit(1)
-    record = os.environ.get("DS_DOUBLE_RECORD")
-    if record:
-        with open(record, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"argv": sys.argv[1:], "flags": FLAGS}) + "\n")
+    record_invocation("train")
     FLAGS["save_checkpoint_dir"] = FLAGS["save_checkpoint_dir"] or FLAGS["checkpoint_dir"]
     FLAGS["load_checkpoint_dir"] = FLAGS["load_checkpoint_dir"] or FLAGS["checkpoint_dir"]
     Config.labels = 256 if FLAGS["bytes_output_mode"] else labels(FLAGS["alphabet_config_path"])
