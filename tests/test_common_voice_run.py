@@ -159,8 +159,8 @@ def test_changed_setting_redoes_only_what_depends_on_it(finished_run, tmp_path):
     states = {line.split()[0]: line.split()[1]
               for line in dstrain("status", "-l", "fr", "--config", moved, env=env).stdout.splitlines()[2:]}
     assert states == {"check": "done", "download": "done", "import": "done", "clean": "stale",
-                      "alphabet": "stale", "lm": "pending", "train": "pending", "evaluate": "pending",
-                      "export": "pending", "package": "pending"}
+                      "alphabet": "stale", "lm": "pending", "train": "pending", "optimize": "pending",
+                      "evaluate": "pending", "export": "pending", "package": "pending"}
     proc = dstrain("run", "-l", "fr", "--config", moved, "--to", "alphabet", env=env)
     assert "✓ import    up to date" in proc.stderr
     assert "▶ clean" in proc.stderr and "▶ alphabet" in proc.stderr
