@@ -102,6 +102,10 @@ class DataRoot:
     def optimize_result(self) -> Path:
         return self.optimize / "alpha_beta.json"
 
+    @property
+    def optimize_trials(self) -> Path:
+        return self.optimize / "trials.json"
+
     # Training, evaluation, export and packaging.
     @property
     def checkpoints(self) -> Path:

@@ -85,8 +85,7 @@ def _search(ctx, lm_scorer: Path) -> trainer.Trial:
         return best[0]
 
     found = trainer.halving_batch(settings, settings.train.dev_batch_size, "alpha/beta search", attempt)
-    ctx.paths.optimize.mkdir(parents=True, exist_ok=True)
-    write_json(ctx.paths.optimize / "trials.json", [t._asdict() for t in trials])
+    write_json(ctx.paths.optimize_trials, [t._asdict() for t in trials])
     return found
 
 
