@@ -82,6 +82,8 @@ def test_evaluate_export_and_package_use_the_found_pair(optimized):
     assert (test_call["flags"]["lm_alpha"], test_call["flags"]["lm_beta"]) == (alpha, beta)
     test = scenario.metrics()["test"]
     assert (test["lm_alpha"], test["lm_beta"], test["alpha_beta"]) == (alpha, beta, "optimized")
+    # The note goes into the model card: no path of the machine that trained.
+    assert test["note"].startswith("Decoded with the scorer optimize/kenlm.scorer (alpha ")
     assert "found on the dev set" in test["note"]
     zip_call = next(c for c in scenario.calls() if c["flags"]["export_zip"])
     assert zip_call["flags"]["scorer_path"] == str(optimized_scorer)

@@ -97,8 +97,9 @@ def run(ctx) -> dict:
                 "WER is far higher than with one. Run the lm stage, then this one again.")
         log.warning(note)
     else:
+        # Relative to the run: the note goes into the published model card.
         note = "Decoded with the scorer {} (alpha {:g}, beta {:g}{})".format(
-            scorer, decoder.alpha, decoder.beta,
+            scorer.relative_to(paths.run), decoder.alpha, decoder.beta,
             ", found on the dev set by the optimize stage" if decoder.origin == "optimized" else "")
         log.info(note)
     samples = _test(ctx, decoder)
