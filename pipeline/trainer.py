@@ -135,19 +135,23 @@ def train_flags(ctx, start: Start, epochs: int, train_batch: int, dev_batch: int
     return flags
 
 
-def test_flags(ctx, test_csv: Path, output: Path, decoder, batch: int) -> Dict[str, Any]:
-    """``decoder``: a :class:`pipeline.decoding.Decoder`."""
-    e = ctx.config.settings.evaluate
+def _decode_flags(ctx, csv: Path, batch: int) -> Dict[str, Any]:
+    """Decoding ``csv`` with the best checkpoint: evaluate.py's test, and each trial of lm_optimizer.py."""
     flags = _model_flags(ctx)
     flags.update({
-        "test_files": test_csv,
+        "test_files": csv,
         "test_batch_size": batch,
         "checkpoint_dir": ctx.paths.checkpoints,
         "load_evaluate": "best",
-        "test_output_file": output,
-        "report_count": e.report_count,
-        "beam_width": e.beam_width,
+        "beam_width": ctx.config.settings.evaluate.beam_width,
     })
+    return flags
+
+
+def test_flags(ctx, test_csv: Path, output: Path, decoder, batch: int) -> Dict[str, Any]:
+    """``decoder``: a :class:`pipeline.decoding.Decoder`."""
+    flags = _decode_flags(ctx, test_csv, batch)
+    flags.update({"test_output_file": output, "report_count": ctx.config.settings.evaluate.report_count})
     if decoder.scorer is not None:
         flags.update({"scorer_path": decoder.scorer, "lm_alpha": decoder.alpha, "lm_beta": decoder.beta})
     return flags
@@ -159,20 +163,11 @@ def optimizer_command(settings, script: Path, flags: Dict[str, Any]) -> List[str
 
 
 def optimizer_flags(ctx, dev_csv: Path, scorer: Path, batch: int) -> Dict[str, Any]:
+    """lm_optimizer.py decodes its --test_files; dstrain gives it the dev set, so the test set stays unseen."""
     o = ctx.config.settings.optimize
-    flags = _model_flags(ctx)
-    flags.update({
-        # lm_optimizer.py decodes its --test_files; dstrain gives it the dev set, so the test set stays unseen.
-        "test_files": dev_csv,
-        "test_batch_size": batch,
-        "checkpoint_dir": ctx.paths.checkpoints,
-        "load_evaluate": "best",
-        "scorer_path": scorer,
-        "beam_width": ctx.config.settings.evaluate.beam_width,
-        "n_trials": o.trials,
-        "lm_alpha_max": o.alpha_max,
-        "lm_beta_max": o.beta_max,
-    })
+    flags = _decode_flags(ctx, dev_csv, batch)
+    flags.update({"scorer_path": scorer, "n_trials": o.trials, "lm_alpha_max": o.alpha_max,
+                  "lm_beta_max": o.beta_max})
     return flags
 
 
