@@ -65,8 +65,19 @@ def tar_members(archive: Path, desc: str = ""):
     reader = tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size, unit="B", unit_scale=True,
                            desc=desc or "extract " + archive.name, leave=False)
     with reader as raw, tarfile.open(fileobj=raw, mode="r|*", bufsize=READ_SIZE) as tar:
-        yield ((m.name, "dir" if m.isdir() else "file" if m.isfile() else "other",
-                lambda m=m: tar.extractfile(m)) for m in tar)
+        yield _forgetting(tar)
+
+
+def _forgetting(tar: tarfile.TarFile):
+    """The members in order, each dropped once passed: tarfile keeps every TarInfo it has read, which for
+    a Common Voice release (a million clips) is about a gigabyte."""
+    while True:
+        member = tar.next()
+        if member is None:
+            return
+        yield (member.name, "dir" if member.isdir() else "file" if member.isfile() else "other",
+               lambda m=member: tar.extractfile(m))
+        tar.members.clear()
 
 
 @contextlib.contextmanager

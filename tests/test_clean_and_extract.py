@@ -1,5 +1,6 @@
 """clean validates every row it merges; extraction never writes outside its directory."""
 import csv
+import gc
 import io
 import shutil
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from importers.archive import extract
+from importers.archive import extract, tar_members
 from pipeline.errors import DstrainError
 from tests.conftest import dstrain, write_config
 
@@ -84,3 +85,23 @@ def test_extraction_skips_links(tmp_path):
         tar.addfile(link)
     target = extract(archive, tmp_path / "out", "sha")
     assert not (target / "corpus" / "passwd").exists() and (target / ".extracted.json").exists()
+
+
+def test_reading_a_tar_keeps_no_member_behind(tmp_path):
+    """A Common Voice release has a million members: tarfile alone would keep every TarInfo it read."""
+    archive = tmp_path / "many.tar.gz"
+    with tarfile.open(str(archive), "w:gz") as tar:
+        for i in range(3000):
+            info = tarfile.TarInfo(f"cv-corpus/fr/clips/clip_{i:05d}.mp3")
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"mp3"))
+    del tar, info  # the writer keeps its own members
+    alive = None
+    with tar_members(archive) as entries:
+        for i, (name, kind, open_member) in enumerate(entries):
+            with open_member() as member:
+                assert (name, kind, member.read()) == (f"cv-corpus/fr/clips/clip_{i:05d}.mp3", "file", b"mp3")
+            if i == 2500:
+                gc.collect()
+                alive = sum(isinstance(o, tarfile.TarInfo) for o in gc.get_objects())
+    assert i == 2999 and alive is not None and alive < 10
