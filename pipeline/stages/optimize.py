@@ -43,12 +43,11 @@ def inputs(ctx) -> dict:
     if not settings.optimize.enabled:
         return {"enabled": False}
     lm = ctx.record("lm")
+    # Not the script's location nor the batch size: they change nothing found, and a search takes hours.
     return {
-        # Not the script's location: moving it changes nothing found.
         "optimize": settings.optimize.model_dump(mode="json", exclude={"script"}),
         "lm": lm["outputs"] if lm else None,
         "beam_width": settings.evaluate.beam_width,
-        "dev_batch_size": settings.train.dev_batch_size,
     }
 
 
