@@ -121,6 +121,8 @@ class OptimizeSettings(_Section):
     script: Optional[Path] = Field(
         None, description="DeepSpeech v0.9.3's lm_optimizer.py (in its source tree, not in the pip package)")
     trials: int = Field(600, ge=1, description="(alpha, beta) pairs tried; each decodes the whole dev set")
+    trials_per_round: int = Field(
+        50, ge=1, description="trials per lm_optimizer.py run; a crash loses at most the round under way")
     alpha_max: float = Field(5.0, gt=0, description="alpha is searched in [0, alpha_max]")
     beta_max: float = Field(5.0, gt=0, description="beta is searched in [0, beta_max]")
 

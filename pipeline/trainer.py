@@ -162,11 +162,11 @@ def optimizer_command(settings, script: Path, flags: Dict[str, Any]) -> List[str
     return [trainer_python(settings), "-u", str(script)] + argv(flags)
 
 
-def optimizer_flags(ctx, dev_csv: Path, scorer: Path, batch: int) -> Dict[str, Any]:
+def optimizer_flags(ctx, dev_csv: Path, scorer: Path, batch: int, trials: int) -> Dict[str, Any]:
     """lm_optimizer.py decodes its --test_files; dstrain gives it the dev set, so the test set stays unseen."""
     o = ctx.config.settings.optimize
     flags = _decode_flags(ctx, dev_csv, batch)
-    flags.update({"scorer_path": scorer, "n_trials": o.trials, "lm_alpha_max": o.alpha_max,
+    flags.update({"scorer_path": scorer, "n_trials": trials, "lm_alpha_max": o.alpha_max,
                   "lm_beta_max": o.beta_max})
     return flags
 

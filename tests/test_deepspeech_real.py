@@ -82,7 +82,8 @@ def real_optimized(real_run, tmp_path_factory):
 def test_the_real_optimizer_finds_a_pair_and_the_test_decodes_with_it(real_optimized):
     result = json.loads((real_optimized / "optimize" / "alpha_beta.json").read_text())
     assert 0 <= result["alpha"] <= 5 and 0 <= result["beta"] <= 5
-    assert len(json.loads((real_optimized / "optimize" / "trials.json").read_text())) == 3
+    (round_,) = json.loads((real_optimized / "optimize" / "trials.json").read_text())["rounds"]
+    assert len(round_["reported"]) == 3 and all(t["value"] is not None for t in round_["reported"])
     test = json.loads((real_optimized / "reports" / "metrics.json").read_text())["test"]
     assert (test["lm_alpha"], test["lm_beta"], test["alpha_beta"]) == (result["alpha"], result["beta"], "optimized")
     assert test["scorer"] == str(real_optimized / "optimize" / "kenlm.scorer")

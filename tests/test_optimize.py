@@ -32,29 +32,35 @@ def trie(scorer):
 
 
 def announced_best(scenario):
-    """What lm_optimizer.py itself printed last, as the stage log kept it."""
+    """The best of the pairs lm_optimizer.py itself printed in every run, as the stage log kept them."""
     log = (scenario.run_dir / "logs" / "optimize.log").read_text()
-    match = re.findall(r"Best params: lm_alpha=(\S+) and lm_beta=(\S+) with WER=(\S+)", log)[-1]
-    return tuple(float(v) for v in match)
+    found = re.findall(r"Best params: lm_alpha=(\S+) and lm_beta=(\S+) with WER=(\S+)", log)
+    return min((tuple(float(v) for v in match) for match in found), key=lambda pair: pair[2])
+
+
+def search(**changes):
+    return dict({"enabled": True, "script": str(SCRIPT), "trials": 7, "trials_per_round": 3, "alpha_max": 3.0,
+                 "beta_max": 4.0}, **changes)
 
 
 @pytest.fixture(scope="module")
 def optimized(prepared, tools, kenlm_dir, tmp_path_factory):  # noqa: F811
     scenario = Scenario(tmp_path_factory.mktemp("optimize"), prepared, tools,
-                        train={"epochs": 2}, optimize={"enabled": True, "script": str(SCRIPT), "trials": 7,
-                                                       "alpha_max": 3.0, "beta_max": 4.0}).with_lm(kenlm_dir)
+                        train={"epochs": 2}, optimize=search()).with_lm(kenlm_dir)
     proc = scenario.run("--to", "package")
     return scenario, proc
 
 
 def test_the_search_runs_on_the_dev_set_with_the_lm_scorer_and_configured_ranges(optimized):
     scenario, proc = optimized
-    (call,) = optimizer_calls(scenario)
-    assert call["flags"]["test_files"] == str(scenario.run_dir / "clean" / "dev.csv")
-    assert call["flags"]["scorer_path"] == str(scenario.run_dir / "lm" / "kenlm.scorer")
-    assert (call["flags"]["n_trials"], call["flags"]["lm_alpha_max"], call["flags"]["lm_beta_max"]) == (7, 3.0, 4.0)
-    assert call["flags"]["test_batch_size"] == 4 and call["flags"]["load_evaluate"] == "best"
-    assert call["flags"]["beam_width"] == 1024
+    calls = optimizer_calls(scenario)
+    assert [c["flags"]["n_trials"] for c in calls] == [3, 3, 1]  # rounds of optimize.trials_per_round
+    for call in calls:
+        assert call["flags"]["test_files"] == str(scenario.run_dir / "clean" / "dev.csv")
+        assert call["flags"]["scorer_path"] == str(scenario.run_dir / "lm" / "kenlm.scorer")
+        assert (call["flags"]["lm_alpha_max"], call["flags"]["lm_beta_max"]) == (3.0, 4.0)
+        assert call["flags"]["test_batch_size"] == 4 and call["flags"]["load_evaluate"] == "best"
+        assert call["flags"]["beam_width"] == 1024
     assert "alpha/beta: 100%" in proc.stderr and "7/7" in proc.stderr
 
 
@@ -63,7 +69,8 @@ def test_the_best_pair_is_written_and_the_scorer_rebuilt_with_it(optimized):
     alpha, beta, wer = announced_best(scenario)
     result = json.loads((scenario.run_dir / "optimize" / "alpha_beta.json").read_text())
     assert (result["alpha"], result["beta"], result["dev_error_rate"]) == (alpha, beta, wer)
-    assert len(json.loads((scenario.run_dir / "optimize" / "trials.json").read_text())) == 7
+    rounds = json.loads((scenario.run_dir / "optimize" / "trials.json").read_text())["rounds"]
+    assert [len(r["reported"]) for r in rounds] == [3, 3, 1]
     lm_build, rebuild = scorer_calls(scenario)
     assert option(lm_build, "default_alpha") != repr(alpha)
     assert (option(rebuild, "default_alpha"), option(rebuild, "default_beta")) == (repr(alpha), repr(beta))
@@ -99,14 +106,20 @@ def test_a_rerun_searches_nothing_and_more_trials_redo_only_what_follows_trainin
     again = scenario.run("--to", "package")
     assert "✓ optimize  up to date" in again.stderr and len(scenario.calls()) == calls
 
+    # Two more trials: one round of two, after the seven already done; nothing is trained again.
+    before = json.loads((scenario.run_dir / "optimize" / "alpha_beta.json").read_text())
     scenario.configure(optimize={"trials": 9})
-    scenario.run("--to", "package", DS_DOUBLE_SEED="3")
+    proc = scenario.run("--to", "package")
+    assert "7 trials were done before, 9 asked for" in proc.stderr
     new = scenario.calls()[calls:]
     assert [c["program"] for c in new if c["flags"]["train_files"]] == []
-    assert [c["flags"]["n_trials"] for c in new if c["program"] == "lm_optimizer"] == [9]
-    assert any(c["flags"]["test_files"] and c["program"] == "train" for c in new)  # evaluated again
+    assert [c["flags"]["n_trials"] for c in new if c["program"] == "lm_optimizer"] == [2]
     alpha, _, _ = announced_best(scenario)
-    assert json.loads((scenario.run_dir / "optimize" / "alpha_beta.json").read_text())["alpha"] == alpha
+    after = json.loads((scenario.run_dir / "optimize" / "alpha_beta.json").read_text())
+    assert after["alpha"] == alpha
+    # The test is decoded again only if the new trials found a better pair.
+    evaluated = any(c["flags"]["test_files"] and c["program"] == "train" for c in new)
+    assert evaluated == (after["alpha"] != before["alpha"])
 
     # Switched off, the run decodes with the lm stage's scorer and its configured pair again.
     scenario.configure(optimize={"enabled": False})
@@ -123,3 +136,26 @@ def test_switched_on_without_the_script_is_refused_before_any_work(tmp_path):
     assert proc.returncode != 0
     assert "optimize.script is not set" in proc.stderr and "lm_optimizer.py" in proc.stderr
     assert not (tmp_path / "data" / "runs" / "fr" / "state" / "check.json").exists()
+
+
+def test_a_crash_loses_only_the_round_under_way(prepared, tools, kenlm_dir, tmp_path):  # noqa: F811
+    scenario = Scenario(tmp_path, prepared, tools, train={"epochs": 2}, optimize=search()).with_lm(kenlm_dir)
+    crashed = scenario.run("--to", "optimize", check=False, DS_DOUBLE_CRASH_AFTER_CALLS="2")
+    assert crashed.returncode == 1 and "stage optimize failed" in crashed.stderr
+    rounds = json.loads((scenario.run_dir / "optimize" / "trials.json").read_text())["rounds"]
+    assert [r["trials"] for r in rounds] == [3, 3]
+    assert not (scenario.run_dir / "state" / "optimize.json").exists()
+
+    resumed = scenario.run("--to", "optimize")
+    assert "6 trials were done before, 7 asked for" in resumed.stderr
+    assert [c["flags"]["n_trials"] for c in optimizer_calls(scenario)] == [3, 3, 1, 1]  # the crashed run, then 1
+    alpha, beta, _ = announced_best(scenario)
+    result = json.loads((scenario.run_dir / "optimize" / "alpha_beta.json").read_text())
+    assert (result["alpha"], result["beta"]) == (alpha, beta)
+
+
+def test_forcing_the_stage_starts_the_search_afresh(prepared, tools, kenlm_dir, tmp_path):  # noqa: F811
+    scenario = Scenario(tmp_path, prepared, tools, train={"epochs": 2}, optimize=search()).with_lm(kenlm_dir)
+    scenario.run("--to", "optimize")
+    scenario.run("--to", "optimize", "--force", "optimize")
+    assert [c["flags"]["n_trials"] for c in optimizer_calls(scenario)] == [3, 3, 1, 3, 3, 1]

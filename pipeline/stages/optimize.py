@@ -8,19 +8,21 @@ lowest WER (CER for a character-based scorer).  Only the dev set is decoded, so 
 was left out of the language model too, still measures the model fairly.
 
 Writes ``optimize/alpha_beta.json`` and ``optimize/kenlm.scorer``; evaluate, export and package
-then decode with them (pipeline.decoding).  optuna keeps its trials in memory, so a crash loses
-them: the stage starts its search again.
+then decode with them (pipeline.decoding).  lm_optimizer.py keeps its trials in memory, so the search
+runs in rounds (``optimize.trials_per_round``), each saved to ``optimize/trials.json`` as it ends: a
+crash loses only the round under way.
 """
 import logging
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List
 
 from tqdm import tqdm
 
 from importers.deepspeech_csv import read_samples
 from pipeline import scorer, trainer
-from pipeline.atomic import write_json
+from pipeline.atomic import read_json, write_json
 from pipeline.errors import ConfigError, StageError
+from pipeline.runner import digest
 
 log = logging.getLogger("dstrain")
 HOW_TO_GET = ("lm_optimizer.py is at the top of DeepSpeech v0.9.3's source tree (git clone --branch v0.9.3 "
@@ -43,49 +45,75 @@ def inputs(ctx) -> dict:
     if not settings.optimize.enabled:
         return {"enabled": False}
     lm = ctx.record("lm")
-    # Not the script's location nor the batch size: they change nothing found, and a search takes hours.
+    # Not the script's location, the rounds' size nor the batch size: they change nothing found, and a
+    # search takes hours.
     return {
-        "optimize": settings.optimize.model_dump(mode="json", exclude={"script"}),
+        "optimize": settings.optimize.model_dump(mode="json", exclude={"script", "trials_per_round"}),
         "lm": lm["outputs"] if lm else None,
         "beam_width": settings.evaluate.beam_width,
     }
 
 
-def _search(ctx, lm_scorer: Path) -> trainer.Trial:
+def _round(ctx, script: Path, lm_scorer: Path, batch: int, trials: int, bar: tqdm) -> Dict[str, Any]:
+    """One lm_optimizer.py run of ``trials`` trials: its best pair and every trial it reported."""
     settings = ctx.config.settings
-    script = find_script(settings)
-    trials: List[trainer.Trial] = []
+    seen: List[trainer.Trial] = []
     best: List[trainer.Trial] = []
 
-    def attempt(batch: int) -> trainer.Trial:
-        trials.clear()
-        best.clear()
-        flags = trainer.optimizer_flags(ctx, ctx.paths.clean_csv("dev"), lm_scorer, batch)
-        with tqdm(total=settings.optimize.trials, unit="trial", desc="alpha/beta") as bar:
-            def on_line(line: str) -> None:
-                trial = trainer.parse_trial(line)
-                if trial is not None:
-                    trials.append(trial)
-                    bar.update(1)
-                    found = [t for t in trials if t.value is not None]
-                    if found:
-                        bar.set_postfix(best=f"{min(t.value for t in found):.4f}")
-                final = trainer.parse_best(line)
-                if final is not None:
-                    best.append(final)
+    def on_line(line: str) -> None:
+        trial = trainer.parse_trial(line)
+        if trial is not None:
+            seen.append(trial)
+            bar.update(1)
+        final = trainer.parse_best(line)
+        if final is not None:
+            best.append(final)
 
-            outcome = trainer.run(trainer.optimizer_command(settings, script, flags),
-                                  trainer.environment(settings), on_line)
-        if not outcome.ok:
-            raise trainer.Failed(outcome)
-        if not best:
-            raise StageError("lm_optimizer.py finished without printing its best alpha and beta; its last lines:"
-                             "\n    " + "\n    ".join(outcome.tail))
-        return best[0]
+    flags = trainer.optimizer_flags(ctx, ctx.paths.clean_csv("dev"), lm_scorer, batch, trials)
+    outcome = trainer.run(trainer.optimizer_command(settings, script, flags), trainer.environment(settings), on_line)
+    if not outcome.ok:
+        bar.update(-len(seen))  # the round starts again
+        raise trainer.Failed(outcome)
+    if not best:
+        raise StageError("lm_optimizer.py finished without printing its best alpha and beta; its last lines:"
+                         "\n    " + "\n    ".join(outcome.tail))
+    return {"trials": trials, "best": best[0]._asdict(), "reported": [t._asdict() for t in seen]}
 
-    found = trainer.halving_batch(settings, settings.train.dev_batch_size, "alpha/beta search", attempt)
-    write_json(ctx.paths.optimize_trials, [t._asdict() for t in trials])
-    return found
+
+def _search(ctx, lm_scorer: Path, key: str) -> trainer.Trial:
+    """optimize.trials trials, in rounds whose results are saved as each ends, so a rerun goes on from there.
+
+    Each round is a new optuna study (lm_optimizer.py keeps its study in memory), so its first trials are
+    random again; the best of all rounds wins.
+    """
+    settings = ctx.config.settings
+    o = settings.optimize
+    script = find_script(settings)
+    saved = read_json(ctx.paths.optimize_trials) or {}
+    if saved.get("search") != key or "optimize" in ctx.forced:
+        saved = {"search": key, "rounds": []}
+        write_json(ctx.paths.optimize_trials, saved)  # a crash before the first round must not revive the old
+    done = sum(r["trials"] for r in saved["rounds"])
+    if done:
+        log.info("going on with the alpha/beta search: %d trials were done before, %d asked for", done, o.trials)
+    batch = [settings.train.dev_batch_size]  # a halved batch stays halved for the later rounds
+
+    def attempt(size: int) -> Dict[str, Any]:
+        batch[0] = size
+        return _round(ctx, script, lm_scorer, size, min(o.trials_per_round, o.trials - done), bar)
+
+    with tqdm(total=o.trials, initial=done, unit="trial", desc="alpha/beta") as bar:
+        while done < o.trials:
+            if saved["rounds"]:
+                bar.set_postfix(best=f"{_best(saved['rounds']).value:.4f}")
+            saved["rounds"].append(trainer.halving_batch(settings, batch[0], "alpha/beta search", attempt))
+            done += saved["rounds"][-1]["trials"]
+            write_json(ctx.paths.optimize_trials, saved)
+    return _best(saved["rounds"])
+
+
+def _best(rounds: List[Dict[str, Any]]) -> trainer.Trial:
+    return min((trainer.Trial(**r["best"]) for r in rounds), key=lambda t: t.value)
 
 
 def run(ctx) -> dict:
@@ -100,7 +128,10 @@ def run(ctx) -> dict:
     if not any(True for _ in read_samples(ctx.paths.clean_csv("dev"))):
         raise StageError(f"the dev set is empty ({ctx.paths.clean_csv('dev')}): there is nothing to tune on")
 
-    best = _search(ctx, ctx.paths.scorer)
+    # The trials saved so far count for this checkpoint, scorer and ranges; more trials go on from them.
+    search = inputs(ctx)
+    del search["optimize"]["trials"]
+    best = _search(ctx, ctx.paths.scorer, digest({"search": search, "train": ctx.record("train")["outputs"]}))
     log.info("best on the dev set: alpha %.4f, beta %.4f, error rate %.4f (configured: alpha %g, beta %g)",
              best.alpha, best.beta, best.value, settings.lm.alpha, settings.lm.beta)
     scorer.package(ctx, best.alpha, best.beta, ctx.paths.optimized_scorer)

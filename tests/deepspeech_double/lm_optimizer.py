@@ -3,13 +3,16 @@
 It takes exactly the flags of flags.py v0.9.3 (through the training double's parser), loads the best
 checkpoint as evaluate.py does, and runs ``--n_trials`` trials over ``--test_files``: each prints
 evaluate.py's test lines and optuna's trial line, then the script prints its ``Best params`` line.
-Trials draw alpha and beta uniformly in [0, --lm_alpha_max] x [0, --lm_beta_max] (seeded, so tests
-can predict them); a trial's WER is smallest near alpha 1.5, beta 2.5.
+Trials draw alpha and beta uniformly in [0, --lm_alpha_max] x [0, --lm_beta_max] (seeded by the run's
+number, so each run draws other pairs, as optuna would); a trial's WER is smallest near alpha 1.5, beta 2.5.
 
 Environment variables read by the double only (besides the training double's DS_DOUBLE_RECORD and
 DS_DOUBLE_OOM_ABOVE_BATCH):
   DS_DOUBLE_SEED=n                the trials' random seed (default 0)
+  DS_DOUBLE_CRASH_AFTER_CALLS=n   crash at the first trial of any lm_optimizer.py run after the n-th
+                                  (counted in DS_DOUBLE_RECORD)
 """
+import json
 import os
 import random
 import sys
@@ -39,6 +42,14 @@ def trial_dataset(alpha, beta):
     return wer
 
 
+def calls_so_far():
+    """lm_optimizer.py runs recorded in DS_DOUBLE_RECORD, this one included (1 without a record)."""
+    if not os.environ.get("DS_DOUBLE_RECORD"):
+        return 1
+    with open(os.environ["DS_DOUBLE_RECORD"], encoding="utf-8") as record:
+        return sum(json.loads(line)["program"] == "lm_optimizer" for line in record)
+
+
 def main():
     try:
         ds.FLAGS = ds.parse_flags(sys.argv[1:])
@@ -54,7 +65,11 @@ def main():
         sys.exit(1)
     if flags["scorer_path"] and not os.path.isfile(flags["scorer_path"]):
         ds.fail("RuntimeError: CreateModel failed with 'Error reading the proto buffer model file.' (0x3005)")
-    rng = random.Random(int(os.environ.get("DS_DOUBLE_SEED", "0")))
+    crash_after = os.environ.get("DS_DOUBLE_CRASH_AFTER_CALLS")
+    if crash_after is not None and calls_so_far() > int(crash_after):
+        ds.fail("Traceback (most recent call last):\n  File \"lm_optimizer.py\", line 38, in objective\n"
+                "RuntimeError: the double was told to crash in this run")
+    rng = random.Random(int(os.environ.get("DS_DOUBLE_SEED", "0")) + calls_so_far())
     best = None
     for number in range(flags["n_trials"]):
         alpha = rng.uniform(0, flags["lm_alpha_max"])
