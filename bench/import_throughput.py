@@ -1,6 +1,6 @@
 """Import throughput against the original pipeline's approach, and the cost of a no-op rerun.
 
-    .venv/bin/python bench/import_throughput.py [--clips 1000] [--workers N]
+    .venv/bin/python bench/import_throughput.py [--clips 1000] [--workers N] [--dir DIR]
 
 Builds a Common Voice release of N espeak-ng clips, then prints:
 - clips/s of `dstrain run --to import` (extraction, TSV reading, normalisation,
@@ -72,9 +72,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where to work (default: the temporary directory); /dev/shm takes the disk out")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="dstrain-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="dstrain-bench-", dir=None if args.dir is None else str(args.dir)))
     try:
         print(f"building a Common Voice release of {args.clips} espeak-ng clips...", flush=True)
         good = [r for r in FR_ROWS if "bad" not in r.clip]
