@@ -89,8 +89,8 @@ def _search(ctx, lm_scorer: Path, key: str) -> trainer.Trial:
     settings = ctx.config.settings
     o = settings.optimize
     script = find_script(settings)
-    saved = read_json(ctx.paths.optimize_trials) or {}
-    if saved.get("search") != key or "optimize" in ctx.forced:
+    saved = read_json(ctx.paths.optimize_trials)
+    if not isinstance(saved, dict) or saved.get("search") != key or "optimize" in ctx.forced:
         saved = {"search": key, "rounds": []}
         write_json(ctx.paths.optimize_trials, saved)  # a crash before the first round must not revive the old
     done = sum(r["trials"] for r in saved["rounds"])
