@@ -7,7 +7,8 @@ then prints:
 - MB/s of dstrain's corpus preparation (the lm stage's own code: French normalisation of every line,
   alphabet check, dev/test exclusion, word counts and top-k vocabulary) on every core;
 - MB/s of the original's `tr '[:upper:]' '[:lower:]' | sed 's/<s>/ /g'` on the same text;
-- peak RSS of the preparation (main process, and the largest worker) for a quarter and all of the text.
+- peak RSS of the preparation (main process, and the largest worker) for a quarter and all of the text;
+- on one core, what the per-line normalisation and the word count cost by themselves.
 Target: at least 0.5x the shell pipeline's throughput; memory flat as the input grows.
 """
 import argparse
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +130,22 @@ def shell_pipeline(text: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
+def one_core_floors(text: Path) -> dict:
+    """MB/s on one core of two unavoidable parts, on a 4 MB block: the French normalize of every line,
+    and counting the words of the result (for the vocabulary).  The corpus cannot go faster than these
+    allow, whatever the plumbing around them."""
+    block = text.read_bytes()[:corpus.BLOCK_BYTES]
+    lines = block.decode("utf-8").split("\n")
+    start = time.perf_counter()
+    kept = [t for t in map(FR.normalize, lines) if t]
+    normalize = time.perf_counter() - start
+    out = ("\n".join(kept) + "\n").encode("utf-8")
+    start = time.perf_counter()
+    Counter(out.split())
+    count = time.perf_counter() - start
+    return {"normalize": len(block) / normalize / 1e6, "count": len(block) / count / 1e6}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, default=200)
@@ -159,6 +177,9 @@ def main() -> None:
                                           ours["vocabulary"]))
         print(f"tr | sed (original)         {size / shell:8.1f} MB/s ({shell:.1f} s; lower-cases ASCII only)")
         print("ratio                       {:8.2f}x  (target >= 0.5x)".format(shell / ours["seconds"]))
+        floors = one_core_floors(text)
+        print("one core, alone             {:8.1f} MB/s French normalize per line, {:.1f} MB/s counting words".format(
+            floors["normalize"], floors["count"]))
         for label, result in ((f"{size / 4:.0f} MB", small), (f"{size:.0f} MB", ours)):
             print("peak RSS at {:<8}         main {:6.1f} MB, largest worker {:6.1f} MB, {} distinct words".format(
                 label, result["rss_main_mb"], result["rss_worker_mb"], result["vocabulary"]))
