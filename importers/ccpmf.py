@@ -36,6 +36,7 @@ from importers.recordings import Recording, Segment, cut_all
 from importers.rows import labelled
 from importers.split import SpeakerSplit, split_of
 from importers.spoken_numbers import spell_numbers, supported
+from pipeline.config import SHA256
 from pipeline.errors import DstrainError
 from pipeline.paths import ImportedDataset, verified_record
 
@@ -53,7 +54,7 @@ class Params(SpeakerSplit):
     parts: Tuple[str, ...] = Field(
         (), description="URLs of the zip's numbered parts (.zip.001, .zip.002, ...), in order; they are joined")
     url: Optional[str] = Field(None, description="where to download the whole zip from, when it is one file")
-    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="of the whole zip")
+    sha256: Optional[str] = Field(None, pattern=SHA256, description="of the whole zip")
     max_duration: float = Field(10.0, gt=0, description="longest segment, in seconds")
     max_gap: float = Field(0.3, ge=0, description="longest silence between two rows joined into a segment, in seconds")
 

@@ -18,6 +18,7 @@ from importers.audio import Clip, convert, convert_stream
 from importers.deepspeech_csv import Reject
 from importers.fetch import obtain
 from importers.tsv import read_tsv
+from pipeline.config import SHA256
 from pipeline.errors import DstrainError
 from pipeline.paths import SPLITS, ImportedDataset
 
@@ -36,7 +37,7 @@ class Params(BaseModel):
     archive: Optional[str] = Field(
         None, description="archive file name in sources/ (default <release>-<locale>.tar.gz)")
     url: Optional[str] = Field(None, description="where to download the archive from")
-    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    sha256: Optional[str] = Field(None, pattern=SHA256)
     mdc_dataset_id: Optional[str] = Field(None, description="Mozilla Data Collective dataset id (needs MDC_API_KEY)")
     max_duration: float = Field(10.0, gt=0, description="longest clip kept, in seconds")
 

@@ -21,6 +21,7 @@ from importers.deepspeech_csv import Reject
 from importers.fetch import obtain
 from importers.rows import labelled
 from importers.split import SpeakerSplit, split_of
+from pipeline.config import SHA256
 from pipeline.paths import ImportedDataset
 
 VERSION = 1  # bump when the output of prepare changes for the same input
@@ -39,7 +40,7 @@ class Params(SpeakerSplit):
         (), description="regexes for bogus records, matched at the start of '<speaker>/<word>.ogg'")
     archive: Optional[str] = Field(None, description="archive file name in sources/ (default <qid>-<iso>-<name>.zip)")
     url: Optional[str] = Field(None, description="where to download the archive from (default: lingualibre.org)")
-    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    sha256: Optional[str] = Field(None, pattern=SHA256)
     max_duration: float = Field(10.0, gt=0, description="longest clip kept, in seconds")
 
     @field_validator("skip")

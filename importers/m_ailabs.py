@@ -18,6 +18,7 @@ from importers.deepspeech_csv import Reject
 from importers.fetch import obtain
 from importers.rows import labelled
 from importers.split import SpeakerSplit, split_of
+from pipeline.config import SHA256
 from pipeline.errors import DstrainError
 from pipeline.paths import ImportedDataset
 
@@ -34,7 +35,7 @@ class Params(SpeakerSplit):
     skip_books: Tuple[str, ...] = Field((), description="book directory names to leave out, e.g. monsieur_lecoq")
     archive: Optional[str] = Field(None, description="archive file name in sources/ (default <language>.tgz)")
     url: Optional[str] = Field(None, description=f"where to download the archive from (default: {DOWNLOADS})")
-    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    sha256: Optional[str] = Field(None, pattern=SHA256)
     max_duration: float = Field(15.0, gt=0, description="longest clip kept, in seconds")
 
 

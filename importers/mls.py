@@ -21,6 +21,7 @@ from importers.audio import external_decoder
 from importers.deepspeech_csv import Reject
 from importers.fetch import obtain
 from importers.rows import labelled
+from pipeline.config import SHA256
 from pipeline.errors import DstrainError
 from pipeline.paths import SPLITS, ImportedDataset
 
@@ -38,7 +39,7 @@ class Params(BaseModel):
     format: Literal["opus", "flac"] = Field("opus", description="which of the two archives: opus (small) or flac")
     archive: Optional[str] = Field(None, description="archive file name in sources/ (default the published name)")
     url: Optional[str] = Field(None, description=f"where to download the archive from (default: {DOWNLOADS})")
-    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    sha256: Optional[str] = Field(None, pattern=SHA256)
     max_duration: float = Field(20.0, gt=0, description="longest clip kept, in seconds (MLS clips last 10 to 20 s)")
 
 

@@ -19,6 +19,7 @@ from importers.assemble import Candidate, assemble, wav_name
 from importers.deepspeech_csv import Reject
 from importers.fetch import obtain
 from importers.rows import labelled
+from pipeline.config import SHA256
 from pipeline.errors import DstrainError
 from pipeline.paths import ImportedDataset
 
@@ -44,7 +45,7 @@ class Params(BaseModel):
 
     archive: str = Field("African_Accented_French.tar.gz", description="archive file name in sources/")
     url: Optional[str] = Field(URL, description="where to download the archive from")
-    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    sha256: Optional[str] = Field(None, pattern=SHA256)
     max_duration: float = Field(15.0, gt=0, description="longest clip kept, in seconds")
 
 

@@ -20,6 +20,7 @@ from importers.deepspeech_csv import Reject
 from importers.fetch import obtain
 from importers.rows import labelled
 from importers.split import SpeakerSplit, split_of
+from pipeline.config import SHA256
 from pipeline.errors import DstrainError
 from pipeline.paths import ImportedDataset
 
@@ -36,7 +37,7 @@ class Params(SpeakerSplit):
     release: str = Field("2019-04-11_fr_FR", pattern=r"^[A-Za-z0-9._-]+$", description="release name")
     archive: Optional[str] = Field(None, description="archive file name in sources/ (default <release>.zip)")
     url: Optional[str] = Field(None, description=f"where to download the archive from (default: {MIRROR})")
-    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    sha256: Optional[str] = Field(None, pattern=SHA256)
     max_duration: float = Field(15.0, gt=0, description="longest clip kept, in seconds")
 
 

@@ -56,13 +56,15 @@ DEEPSPEECH_BETA = 1.1834137581510284
 
 #: A file name in sources/: no directory, no leading dot.
 SOURCE_FILENAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
+#: A pinned sha256 of a source, as sha256sum prints it; the importers' parameters use it too.
+SHA256 = r"^[0-9a-fA-F]{64}$"
 
 
 class TextSourceSettings(_Section):
     """Overrides one of the language's text sources (a mirror, a pinned sha256), or adds one."""
 
     url: Optional[str] = Field(None, description="where to download it (none: place the file by hand)")
-    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    sha256: Optional[str] = Field(None, pattern=SHA256)
     filename: Optional[str] = Field(None, pattern=SOURCE_FILENAME,
                                     description="its name in sources/ (default: the URL's last part)")
     licence: Optional[str] = None
