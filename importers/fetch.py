@@ -46,7 +46,7 @@ def _remember(archive: Path, sha256: str, origin: str) -> None:
     write_json(verified_record(archive), dict(_identity(archive), sha256=sha256, origin=origin))
 
 
-def _hash_file(path: Path, hasher=None, label: str = "verifying"):
+def hash_file(path: Path, hasher=None, label: str = "verifying"):
     hasher = hasher or hashlib.sha256()
     with path.open("rb") as handle, tqdm(
         total=path.stat().st_size, unit="B", unit_scale=True, desc=f"{label} {path.name}", leave=False
@@ -73,7 +73,7 @@ def adopt(archive: Path, sha256: Optional[str], origin: str) -> str:
     known = verified_sha256(archive)
     if known and (not sha256 or known.lower() == sha256.lower()):
         return known
-    actual = _hash_file(archive).hexdigest()
+    actual = hash_file(archive).hexdigest()
     _check(actual, sha256, archive, archive, origin)
     if not sha256:
         log.warning("%s: no sha256 configured, recorded %s; pin it in your config to detect changes",
@@ -102,7 +102,7 @@ def fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 1.
     if part.exists() and not (validator or sha256):
         part.unlink()
     offset = part.stat().st_size if part.exists() else 0
-    hasher = _hash_file(part, label="resuming") if offset else hashlib.sha256()
+    hasher = hash_file(part, label="resuming") if offset else hashlib.sha256()
     total = None
     session = requests.Session()
     for attempt in range(ATTEMPTS):

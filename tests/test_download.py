@@ -129,7 +129,7 @@ def test_a_verified_archive_is_not_hashed_again(cv_archive, tmp_path, monkeypatc
     def no_hashing(*args, **kwargs):
         raise AssertionError("re-hashed a verified archive")
 
-    monkeypatch.setattr(fetch, "_hash_file", no_hashing)
+    monkeypatch.setattr(fetch, "hash_file", no_hashing)
     assert fetch.adopt(archive, sha256(cv_archive), "test") == digest
     archive.touch()  # a changed file is verified again
     with pytest.raises(AssertionError, match="re-hashed"):

@@ -7,13 +7,13 @@ convert_graphdef_memmapped_format is at hand, ``output_graph.pbmm`` (the
 scorer).  Every model carries the language's metadata.
 """
 import dataclasses
-import hashlib
 import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Dict, Optional
 
+from importers.fetch import hash_file
 from pipeline import decoding, trainer
 from pipeline.atomic import temporary_path
 from pipeline.errors import StageError
@@ -22,14 +22,6 @@ from pipeline.tools import run_tool
 log = logging.getLogger("dstrain")
 #: DeepSpeech's file extension for each export.
 EXTENSIONS = {"pb": "pb", "tflite": "tflite"}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def converter(ctx) -> Optional[str]:
@@ -123,7 +115,7 @@ def run(ctx) -> dict:
     for stale in paths.models.iterdir():
         if stale.is_file() and stale not in kept:
             stale.unlink()
-    digests = {path.name: sha256_file(path) for path in produced.values()}
+    digests = {path.name: hash_file(path, label="sha256").hexdigest() for path in produced.values()}
     for name, digest in sorted(digests.items()):
         log.info("%s  sha256 %s", paths.models / name, digest)
     return {"counts": {"models": len(produced)}, "outputs": digests}

@@ -13,10 +13,11 @@ import tarfile
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
+from importers.fetch import hash_file
 from pipeline import checkpoints, decoding, model_card
 from pipeline.atomic import read_json, temporary_path, write_text
 from pipeline.errors import StageError
-from pipeline.stages.export import sha256_file, zip_name
+from pipeline.stages.export import zip_name
 
 log = logging.getLogger("dstrain")
 SUMS = "SHA256SUMS"
@@ -106,7 +107,7 @@ def run(ctx) -> dict:
     for stale in paths.package.iterdir():
         if stale.name not in kept:
             stale.unlink()
-    sums = {name: sha256_file(paths.package / name) for name in sorted(kept - {SUMS})}
+    sums = {name: hash_file(paths.package / name, label="sha256").hexdigest() for name in sorted(kept - {SUMS})}
     write_text(paths.package / SUMS, "".join(f"{digest}  {name}\n" for name, digest in sums.items()))
     log.info("package: %s (%d files, checksums in %s)", paths.package, len(sums), SUMS)
     return {"counts": {"files": len(sums) + 1}, "outputs": sums}
