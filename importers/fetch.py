@@ -183,6 +183,7 @@ def obtain(archive: Path, sha256: Optional[str], url: Optional[str], mdc_dataset
         return fetch(url, archive, sha256)
     if mdc_dataset_id:
         return fetch_mdc(mdc_dataset_id, archive, sha256)
+    archive.parent.mkdir(parents=True, exist_ok=True)  # so that `cp` to the path below works as it reads
     raise SourceError(
         f"{archive.name} is not in {archive.parent}. {how_to_get} Place it at exactly this path:\n    {archive}"
     )

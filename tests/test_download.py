@@ -109,6 +109,7 @@ def test_a_missing_archive_names_the_exact_path(tmp_path):
     proc = dstrain("run", "-l", "fr", "--config", config, check=False)
     assert proc.returncode == 1
     assert "Place it at exactly this path:\n    {}".format(data / "sources" / NAME) in proc.stderr
+    assert (data / "sources").is_dir()  # a plain `cp archive data/sources/` then does what it says
 
 
 def test_a_hand_placed_archive_with_a_different_sha256_is_refused(cv_archive, tmp_path):
