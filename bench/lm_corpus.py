@@ -7,11 +7,16 @@ then prints:
 - MB/s of dstrain's corpus preparation (the lm stage's own code: French normalisation of every line,
   alphabet check, dev/test exclusion, word counts and top-k vocabulary) on every core;
 - MB/s of the original's `tr '[:upper:]' '[:lower:]' | sed 's/<s>/ /g'` on the same text;
+- MB/s of the original's whole preparation: that shell pipeline, then the pass of DeepSpeech 0.9.3's
+  `data/lm/generate_lm.py` that lmplz reads from (lower-case each line, count its words, write it gzipped,
+  keep the top-k words), as the commonvoice-fr pipeline ran them one after the other;
 - peak RSS of the preparation (main process, and the largest worker) for a quarter and all of the text;
 - on one core, what the per-line normalisation and the word count cost by themselves.
 Target: at least 0.5x the shell pipeline's throughput; memory flat as the input grows.
 """
 import argparse
+import gzip
+import io
 import json
 import os
 import resource
@@ -130,6 +135,28 @@ def shell_pipeline(text: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
+def generate_lm_pass(lower: Path, work: Path) -> None:
+    """The work of generate_lm.py's convert_and_filter_topk, without its progress bar: each line
+    lower-cased, its words counted, the line written to lower.txt.gz; then the top 500k words written."""
+    counts: Counter = Counter()
+    with lower.open(encoding="utf-8") as lines, io.TextIOWrapper(
+            io.BufferedWriter(gzip.open(str(work / "lower.txt.gz"), "w+")), encoding="utf-8") as out:
+        for line in lines:
+            line = line.lower()
+            counts.update(line.split())
+            out.write(line)
+    top = counts.most_common(500000)
+    (work / "vocab-500000.txt").write_text("\n".join(word for word, _ in top), encoding="utf-8")
+
+
+def original_preparation(text: Path, work: Path) -> float:
+    """tr | sed, then generate_lm.py's pass over its output (in a child process, as it ran)."""
+    start = time.perf_counter()
+    shell_pipeline(text, work / "shell.txt")
+    subprocess.run([sys.executable, __file__, "--generate-lm-pass", str(work / "shell.txt"), str(work)], check=True)
+    return time.perf_counter() - start
+
+
 def one_core_floors(text: Path) -> dict:
     """MB/s on one core of two unavoidable parts, on a 4 MB block: the French normalize of every line,
     and counting the words of the result (for the vocabulary).  The corpus cannot go faster than these
@@ -151,7 +178,11 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=200)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--measure", nargs=2, metavar=("TEXT", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--generate-lm-pass", nargs=2, metavar=("LOWER", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.generate_lm_pass:
+        generate_lm_pass(Path(args.generate_lm_pass[0]), Path(args.generate_lm_pass[1]))
+        return
     if args.measure:
         print(json.dumps(measure(Path(args.measure[0]), Path(args.measure[1]), args.workers)))
         return
@@ -169,6 +200,7 @@ def main() -> None:
         ours = measure_in_child(text, work / "corpus.txt", args.workers)
         small = measure_in_child(quarter, work / "corpus-quarter.txt", args.workers)
         shell = shell_pipeline(text, work / "shell.txt")
+        original = original_preparation(text, work)
 
         print(f"input                       {size:8.1f} MB, {ours['lines']} lines")
         print(f"workers                     {args.workers}")
@@ -177,6 +209,9 @@ def main() -> None:
                                           ours["vocabulary"]))
         print(f"tr | sed (original)         {size / shell:8.1f} MB/s ({shell:.1f} s; lower-cases ASCII only)")
         print("ratio                       {:8.2f}x  (target >= 0.5x)".format(shell / ours["seconds"]))
+        print(f"original's whole preparation {size / original:7.1f} MB/s ({original:.1f} s; tr | sed, then "
+              "generate_lm.py's lower/count/gzip pass)")
+        print("ratio to it                 {:8.2f}x".format(original / ours["seconds"]))
         floors = one_core_floors(text)
         print("one core, alone             {:8.1f} MB/s French normalize per line, {:.1f} MB/s counting words".format(
             floors["normalize"], floors["count"]))
