@@ -180,7 +180,11 @@ def obtain(archive: Path, sha256: Optional[str], url: Optional[str], mdc_dataset
     if archive.exists():
         return adopt(archive, sha256, "placed by hand")
     if url:
-        return fetch(url, archive, sha256)
+        try:
+            return fetch(url, archive, sha256)
+        except SourceError as exc:  # offline, a proxy, a moved file: the user can still fetch it some other way
+            raise SourceError(f"{exc}\n  {how_to_get} A copy you get yourself goes at exactly this path:\n"
+                              f"    {archive}") from None
     if mdc_dataset_id:
         return fetch_mdc(mdc_dataset_id, archive, sha256)
     archive.parent.mkdir(parents=True, exist_ok=True)  # so that `cp` to the path below works as it reads

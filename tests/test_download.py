@@ -112,6 +112,17 @@ def test_a_missing_archive_names_the_exact_path(tmp_path):
     assert (data / "sources").is_dir()  # a plain `cp archive data/sources/` then does what it says
 
 
+def test_a_failed_download_says_where_a_copy_fetched_by_hand_goes(served, tmp_path):
+    server, _ = served
+    data = tmp_path / "data"
+    config = write_config(tmp_path / "c.toml", data, None, server.url + "/moved.tar.gz")
+    proc = dstrain("run", "-l", "fr", "--config", config, check=False)
+    assert proc.returncode == 1
+    assert "answered HTTP 404" in proc.stderr
+    assert "A copy you get yourself goes at exactly this path:\n    {}".format(data / "sources" / NAME) in proc.stderr
+    assert proc.stderr.count("answered HTTP 404") == 2  # a line while it goes on, the whole story at the end
+
+
 def test_a_hand_placed_archive_with_a_different_sha256_is_refused(cv_archive, tmp_path):
     data = tmp_path / "data"
     (data / "sources").mkdir(parents=True)

@@ -32,7 +32,7 @@ def run(ctx) -> dict:
         try:
             digests[dataset.key] = importer.download(dataset.params, ctx.paths.sources)
         except SourceError as exc:
-            log.error("%s: %s", dataset.key, exc)
+            log.error("%s: %s", dataset.key, str(exc).split("\n")[0])  # the whole story comes once, at the end
             failures[dataset.key] = str(exc)
             continue
         log.info("%s: %s verified (sha256 %s)", dataset.key,
