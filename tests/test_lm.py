@@ -275,6 +275,23 @@ def test_changed_text_source_rebuilds_corpus_model_and_scorer(lm_run, tmp_path):
     assert record["outputs"] != old_record["outputs"]  # what makes every later stage stale
 
 
+def test_every_unreachable_text_is_named_with_where_it_goes_and_how_to_skip_it(lm_run, tmp_path):
+    run = lm_run.copy(tmp_path)
+    for name in ("commonvoice-fr-lm-0.1-wiki.txt.xz", "an.txt.gz"):
+        (run.data / "sources" / name).unlink()
+    run.config.write_text(run.config.read_text().replace("/wiki.txt.xz", "/gone.txt.xz").replace(
+        "/an.txt.gz", "/gone.txt.gz"))
+    proc = run.run(check=False)
+    assert proc.returncode == 1
+    assert "2 of 2 language-model texts could not be obtained" in proc.stderr
+    for name in ("commonvoice-fr-lm-0.1-wiki.txt.xz", "an.txt.gz"):
+        assert "A copy you get yourself goes at exactly this path:\n    {}".format(
+            run.data / "sources" / name) in proc.stderr
+    assert "set lm.source.assemblee_nationale.url to a mirror" in proc.stderr
+    assert 'set sources = [] under [lm] in your config (or DSTRAIN_LM__SOURCES="")' in proc.stderr
+    assert "stage lm failed" in proc.stderr
+
+
 def test_changed_model_parameter_rebuilds_the_model_not_the_corpus(lm_run, tmp_path):
     run = lm_run.copy(tmp_path, order=3)
     corpus_before = (run.lm / "corpus.txt").stat().st_mtime_ns

@@ -7,6 +7,7 @@ changed pruning only the model, not hours of corpus work:
 - model: KenLM (``lm.binary``);
 - scorer: ``kenlm.scorer``.
 """
+import json
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -14,7 +15,7 @@ from typing import Dict, List, Optional, Sequence
 from tqdm import tqdm
 
 from importers.deepspeech_csv import read_samples
-from importers.fetch import obtain, verified_sha256
+from importers.fetch import SourceError, obtain, verified_sha256
 from pipeline import corpus, kenlm, scorer
 from pipeline.atomic import read_json, write_json, write_text
 from pipeline.errors import StageError
@@ -53,7 +54,7 @@ def run(ctx) -> dict:
     lm = ctx.config.settings.lm
     paths = ctx.paths
     sources = ctx.config.lm_sources
-    shas = {source.name: _obtain(paths.sources / source.filename, source) for source in sources}
+    shas = _obtain_all(ctx, sources)
 
     corpus_key = digest({
         "sources": shas, "normalizer": ctx.language.normalizer_fingerprint(),
@@ -88,6 +89,25 @@ def run(ctx) -> dict:
     return {"counts": counts, "outputs": scorer_key}
 
 
+def _obtain_all(ctx, sources: Sequence[TextSource]) -> Dict[str, str]:
+    """Every source's verified sha256; all are tried, so one unreachable text does not hide another."""
+    shas, failures = {}, {}
+    for source in sources:
+        try:
+            shas[source.name] = _obtain(ctx.paths.sources / source.filename, source)
+        except SourceError as exc:
+            log.error("%s: %s", source.name, str(exc).split("\n")[0])  # the whole story comes once, at the end
+            failures[source.name] = str(exc)
+    if failures:
+        others = [s.name for s in sources if s.name not in failures]
+        problems = "\n".join(f"  text {name}: {cause}" for name, cause in failures.items())
+        raise SourceError(f"{len(failures)} of {len(sources)} language-model texts could not be obtained:\n"
+                          f"{problems}\n  To go on without {', '.join(failures)}, set sources = "
+                          f"{json.dumps(others)} under [lm] in your config (or DSTRAIN_LM__SOURCES="
+                          f"\"{','.join(others)}\") and run the same command again.")
+    return shas
+
+
 def _obtain(path: Path, source: TextSource) -> str:
     """The verified sha256 of the source's file, downloading it again when the source moved on."""
     verified = read_json(verified_record(path))
@@ -95,8 +115,8 @@ def _obtain(path: Path, source: TextSource) -> str:
         if verified.get("origin") != source.url or (source.sha256 and source.sha256.lower() != verified.get("sha256")):
             log.info("%s: %s now points to another file; downloading it again", path.name, source.name)
             path.unlink()
-    how = (f"It is the language-model text {source.name!r} ({source.licence}); place it there yourself, "
-           f"set lm.source.{source.name}.url, or leave it out of lm.sources.")
+    how = (f"It is the language-model text {source.name!r} ({source.licence}): set lm.source.{source.name}.url "
+           "to a mirror, or leave it out of lm.sources.")
     return obtain(path, source.sha256, source.url, None, how)
 
 
