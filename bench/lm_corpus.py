@@ -7,7 +7,7 @@ then prints:
 - MB/s of dstrain's corpus preparation (the lm stage's own code: French normalisation of every line,
   alphabet check, dev/test exclusion, word counts and top-k vocabulary) on every core;
 - MB/s of the original's `tr '[:upper:]' '[:lower:]' | sed 's/<s>/ /g'` on the same text;
-- MB/s of the original's whole preparation: that shell pipeline, then the pass of DeepSpeech 0.9.3's
+- MB/s of the original's whole preparation: that shell pipeline, then the pass of DeepSpeech's
   `data/lm/generate_lm.py` that lmplz reads from (lower-case each line, count its words, write it gzipped,
   keep the top-k words), as the commonvoice-fr pipeline ran them one after the other;
 - peak RSS of the preparation (main process, and the largest worker) for a quarter and all of the text;
