@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import requests
 from tqdm import tqdm
@@ -191,3 +191,18 @@ def obtain(archive: Path, sha256: Optional[str], url: Optional[str], mdc_dataset
     raise SourceError(
         f"{archive.name} is not in {archive.parent}. {how_to_get} Place it at exactly this path:\n    {archive}"
     )
+
+
+def obtain_each(getters: Mapping[str, Callable[[], str]]) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """Run every getter, so one unreachable source neither holds up nor hides the others.
+
+    Returns (name -> sha256, name -> why it failed); the caller tells the whole story once, at the end.
+    """
+    shas, failures = {}, {}
+    for name, get in getters.items():
+        try:
+            shas[name] = get()
+        except SourceError as exc:
+            log.error("%s: %s", name, str(exc).split("\n")[0])
+            failures[name] = str(exc)
+    return shas, failures

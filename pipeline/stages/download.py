@@ -1,8 +1,9 @@
 """download: every selected dataset's source archive in ``sources/``, verified."""
 import logging
+from functools import partial
 
 from importers import get_importer
-from importers.fetch import SourceError, verified_sha256
+from importers.fetch import SourceError, obtain_each, verified_sha256
 
 log = logging.getLogger("dstrain")
 
@@ -24,19 +25,17 @@ def inputs(ctx) -> dict:
     return found
 
 
+def _download(ctx, dataset) -> str:
+    importer = get_importer(dataset.importer)
+    sha = importer.download(dataset.params, ctx.paths.sources)
+    log.info("%s: %s verified (sha256 %s)", dataset.key,
+             importer.archive_path(dataset.params, ctx.paths.sources).name, sha[:12])
+    return sha
+
+
 def run(ctx) -> dict:
     """Try every dataset, so one unreachable source does not hold up the others' downloads."""
-    digests, failures = {}, {}
-    for dataset in ctx.config.datasets:
-        importer = get_importer(dataset.importer)
-        try:
-            digests[dataset.key] = importer.download(dataset.params, ctx.paths.sources)
-        except SourceError as exc:
-            log.error("%s: %s", dataset.key, str(exc).split("\n")[0])  # the whole story comes once, at the end
-            failures[dataset.key] = str(exc)
-            continue
-        log.info("%s: %s verified (sha256 %s)", dataset.key,
-                 importer.archive_path(dataset.params, ctx.paths.sources).name, digests[dataset.key][:12])
+    digests, failures = obtain_each({d.key: partial(_download, ctx, d) for d in ctx.config.datasets})
     if failures:
         problems = "\n".join(f"  dataset {key}: {cause}" for key, cause in failures.items())
         raise SourceError(f"{len(failures)} of {len(ctx.config.datasets)} datasets could not be obtained:\n"

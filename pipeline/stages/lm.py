@@ -9,13 +9,14 @@ changed pruning only the model, not hours of corpus work:
 """
 import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
 from importers.deepspeech_csv import read_samples
-from importers.fetch import SourceError, obtain, verified_sha256
+from importers.fetch import SourceError, obtain, obtain_each, verified_sha256
 from pipeline import corpus, kenlm, scorer
 from pipeline.atomic import read_json, write_json, write_text
 from pipeline.errors import StageError
@@ -91,13 +92,7 @@ def run(ctx) -> dict:
 
 def _obtain_all(ctx, sources: Sequence[TextSource]) -> Dict[str, str]:
     """Every source's verified sha256; all are tried, so one unreachable text does not hide another."""
-    shas, failures = {}, {}
-    for source in sources:
-        try:
-            shas[source.name] = _obtain(ctx.paths.sources / source.filename, source)
-        except SourceError as exc:
-            log.error("%s: %s", source.name, str(exc).split("\n")[0])  # the whole story comes once, at the end
-            failures[source.name] = str(exc)
+    shas, failures = obtain_each({s.name: partial(_obtain, ctx.paths.sources / s.filename, s) for s in sources})
     if failures:
         others = [s.name for s in sources if s.name not in failures]
         problems = "\n".join(f"  text {name}: {cause}" for name, cause in failures.items())
