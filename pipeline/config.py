@@ -24,8 +24,8 @@ else:  # pragma: no cover - exercised on the image's Python 3.8
     import tomli as tomllib
 
 ENV_PREFIX = "DSTRAIN_"
-#: Environment variables with the prefix that are not settings.
-ENV_NOT_SETTINGS = {"DSTRAIN_CONFIG"}
+#: Environment variables with the prefix that are not settings (the last two are docker-compose.yml's).
+ENV_NOT_SETTINGS = {"DSTRAIN_CONFIG", "DSTRAIN_ARGS", "DSTRAIN_IMAGE"}
 SECRET_WORDS = re.compile(r"key|token|secret|password", re.IGNORECASE)
 REDACTED = "<redacted>"
 
@@ -175,10 +175,10 @@ class EvaluateSettings(_Section):
 
 class ExportSettings(_Section):
     formats: Tuple[str, ...] = Field(
-        ("tflite", "pb", "zip"), description="tflite, pb (also .pbmm when the converter exists), zip")
+        ("tflite", "pb", "zip"), description="tflite, pb (with its .pbmm), zip")
     beam_width: int = Field(500, ge=1, description="default beam width stored in the exported model")
-    convert_graphdef_memmapped_format: str = Field(
-        "convert_graphdef_memmapped_format", description="the .pb to .pbmm converter: a command or a path")
+    convert_graphdef_memmapped_format: Optional[str] = Field(
+        None, description="TensorFlow's .pb to .pbmm tool, a command or a path (default: dstrain's own converter)")
 
     @field_validator("formats", mode="before")
     @classmethod

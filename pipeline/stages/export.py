@@ -1,9 +1,9 @@
 """export: the best checkpoint as the models DeepSpeech 0.9.3's clients load.
 
 ``output_graph.tflite`` (the TensorFlow Lite runtime: Android, Raspberry Pi,
-deepspeech-tflite), ``output_graph.pb`` and, when TensorFlow's
-convert_graphdef_memmapped_format is at hand, ``output_graph.pbmm`` (the
-``deepspeech`` packages), and DeepSpeech's zip (the TFLite model with the
+deepspeech-tflite), ``output_graph.pb`` and ``output_graph.pbmm`` (the same
+graph with its weights mapped from disk: the ``deepspeech`` packages load it
+faster, in less memory), and DeepSpeech's zip (the TFLite model with the
 scorer).  Every model carries the language's metadata.
 """
 import dataclasses
@@ -16,7 +16,7 @@ from typing import Dict, Optional
 from importers.fetch import hash_file
 from pipeline import decoding, trainer
 from pipeline.atomic import temporary_path
-from pipeline.errors import StageError
+from pipeline.errors import ConfigError, StageError
 from pipeline.tools import run_tool
 
 log = logging.getLogger("dstrain")
@@ -24,9 +24,8 @@ log = logging.getLogger("dstrain")
 EXTENSIONS = {"pb": "pb", "tflite": "tflite"}
 
 
-def converter(ctx) -> Optional[str]:
-    """convert_graphdef_memmapped_format, as configured (a command on PATH or a path), if it exists."""
-    return shutil.which(ctx.config.settings.export.convert_graphdef_memmapped_format)
+#: dstrain's own .pb to .pbmm converter; the trainer's Python runs it, for TensorFlow's protobuf modules.
+MEMMAPPED = Path(__file__).resolve().parents[1] / "memmapped.py"
 
 
 def zip_name(ctx) -> str:
@@ -41,7 +40,7 @@ def inputs(ctx) -> dict:
         "beam_width": x.beam_width,
         "metadata": dataclasses.asdict(ctx.language.model_metadata()),
         "decoder": decoding.in_use(ctx).identity if "zip" in x.formats else None,
-        "pbmm": "pb" in x.formats and converter(ctx) is not None,
+        "pbmm": (x.convert_graphdef_memmapped_format or "dstrain") if "pb" in x.formats else None,
     }
 
 
@@ -73,16 +72,19 @@ def _move_model(ctx, kind: str, export_dir: Path) -> Path:
     return ctx.paths.model(extension)
 
 
-def _memmapped(ctx, pb: Path) -> Optional[Path]:
-    tool = converter(ctx)
+def _memmapped(ctx, pb: Path) -> Path:
+    settings = ctx.config.settings
+    configured = settings.export.convert_graphdef_memmapped_format
     pbmm = ctx.paths.model("pbmm")
-    if tool is None:
-        log.warning("no .pbmm: %s was not found (export.convert_graphdef_memmapped_format). The .pb works with "
-                    "the same deepspeech packages; it only loads slower and takes more memory.",
-                    ctx.config.settings.export.convert_graphdef_memmapped_format)
-        return None
     with temporary_path(pbmm) as tmp:
-        run_tool([tool, "--in_graph=" + str(pb), "--out_graph=" + str(tmp)])
+        if configured is None:
+            run_tool([trainer.trainer_python(settings), MEMMAPPED, pb, tmp])
+        else:
+            tool = shutil.which(configured)
+            if tool is None:
+                raise ConfigError(f"export.convert_graphdef_memmapped_format: {configured} is not an executable "
+                                  "command or file; leave it unset to use dstrain's own converter")
+            run_tool([tool, "--in_graph=" + str(pb), "--out_graph=" + str(tmp)])
     return pbmm
 
 
@@ -107,9 +109,7 @@ def run(ctx) -> dict:
             produced[kind] = _move_model(ctx, kind, export_dir)
         shutil.rmtree(str(paths.export_scratch(kind)))
     if "pb" in produced:
-        pbmm = _memmapped(ctx, produced["pb"])
-        if pbmm is not None:
-            produced["pbmm"] = pbmm
+        produced["pbmm"] = _memmapped(ctx, produced["pb"])
     # What an earlier export left and this one did not make would be packaged by mistake.
     kept = set(produced.values()) | {paths.model_metadata(EXTENSIONS[k]) for k in produced if k in EXTENSIONS}
     for stale in paths.models.iterdir():
