@@ -2,9 +2,11 @@
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
+from pipeline import devices, trainer
 from pipeline.errors import ConfigError, DstrainError
 from pipeline.language import Language
 from pipeline.stages.optimize import find_script
@@ -58,6 +60,24 @@ def preflight(ctx) -> None:
         find_script(ctx.config.settings)
 
 
+def _check_devices(ctx) -> None:
+    """The GPUs the trainer will use: refuse one its CUDA cannot drive, warn when there is none."""
+    python = trainer.trainer_python(ctx.config.settings)
+    try:
+        report = devices.probe(python)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        log.warning("trainer %s: no TensorFlow to ask for GPUs (%s). The stages up to lm work without it; "
+                    "train needs DeepSpeech 0.9.3's trainer (docs/training.md, or the Docker image).", python,
+                    str(exc).strip())
+        return
+    log.info("trainer %s: %s", python, devices.describe(report))
+    problems = devices.unsupported(report)
+    if problems:
+        raise ConfigError("\n  ".join(problems))
+    if not report.gpus:
+        log.warning(devices.CPU_WARNING)
+
+
 def inputs(ctx) -> dict:
     return {"language": ctx.language.code}
 
@@ -76,4 +96,5 @@ def run(ctx) -> dict:
     if not ok:
         raise DstrainError("no MP3 decoder: install sox (with libsox-fmt-mp3) or ffmpeg, "
                            "or a libsndfile >= 1.1 for the soundfile package")
+    _check_devices(ctx)
     return {"counts": {"free_gb": round(free_gb, 1)}, "outputs": "ok"}
