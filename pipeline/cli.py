@@ -6,6 +6,7 @@ these flags.  ``dstrain config`` shows the result and where each value came from
 """
 import logging
 import shlex
+import signal
 import sys
 
 import click
@@ -214,7 +215,17 @@ def new_language(code, name, locale, letters, directory):
     click.echo(f"wrote {target}\nnext: answer its QUESTIONs, then `dstrain check --language {code}`")
 
 
+def _stop_on_sigterm() -> None:
+    """docker stop, compose stop and a cancelled job send SIGTERM: stop as Ctrl-C does, so the stage under way
+    stops DeepSpeech, says how to resume, and everything finished stays done."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main():
+    _stop_on_sigterm()
     cli(prog_name="dstrain")
 
 

@@ -232,7 +232,10 @@ def run(cmd: Sequence[str], env: Dict[str, str], on_line: Optional[Callable[[str
                 on_line(line)
         proc.wait()
     finally:
-        if proc.poll() is None:  # we were interrupted: give DeepSpeech a moment to stop by itself
+        if proc.poll() is None:
+            # Interrupted (Ctrl-C, docker stop): the epochs DeepSpeech finished are saved, the one under way
+            # cannot be, so stop it now rather than let it train on unrecorded.
+            proc.terminate()
             try:
                 proc.wait(timeout=30)
             except (subprocess.TimeoutExpired, KeyboardInterrupt):
