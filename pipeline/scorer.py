@@ -12,8 +12,8 @@ from pipeline.errors import StageError
 from pipeline.tools import find_tool, run_tool
 
 TOOL = "generate_scorer_package"
-HOW_TO_GET = ("It is in DeepSpeech v0.9.3's native client archive (native_client.amd64.cpu.linux.tar.xz); the "
-              "Docker image installs it from the build argument NATIVE_CLIENT_URL. Set lm.scorer_tool to its path.")
+HOW_TO_GET = ("The Docker image has it. Elsewhere, compile it from DeepSpeech v0.9.3's source with "
+              "docker/build_scorer_tool.sh, then set lm.scorer_tool to its path.")
 
 
 def find(configured: Optional[Path]) -> Path:

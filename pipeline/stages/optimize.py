@@ -27,10 +27,14 @@ from pipeline.runner import digest
 log = logging.getLogger("dstrain")
 HOW_TO_GET = ("lm_optimizer.py is at the top of DeepSpeech v0.9.3's source tree (git clone --branch v0.9.3 "
               "https://github.com/mozilla/DeepSpeech), not in the deepspeech_training package.")
+#: Where the Docker image puts it, used when optimize.script is not set.
+IMAGE_SCRIPT = Path("/usr/local/share/deepspeech/lm_optimizer.py")
 
 
 def find_script(settings) -> Path:
     script = settings.optimize.script
+    if script is None and IMAGE_SCRIPT.is_file():
+        return IMAGE_SCRIPT
     if script is None:
         raise ConfigError("optimize.enabled is true but optimize.script is not set. " + HOW_TO_GET
                           + " Set optimize.script to its path.")
