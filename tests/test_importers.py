@@ -1,6 +1,4 @@
 """Lingua Libre, M-AILABS, OpenSLR 57 and TrainingSpeech, each on a small archive in its real format."""
-import csv
-import hashlib
 import json
 import shutil
 import stat
@@ -11,40 +9,25 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from importers import get_importer
-from importers.archive import extract
-from importers.split import split_of
-from languages.fr import LANGUAGE as FR
-from pipeline.errors import DstrainError
-from pipeline.paths import SPLITS
+from dstrain.importers.kit.split import split_of
+from dstrain.languages.fr import LANGUAGE as FR
+from dstrain.pipeline.errors import DstrainError
+from dstrain.pipeline.paths import SPLITS
+from dstrain.pipeline.registry import get_importer
+from dstrain.pipeline.sources.archive import extract
 from tests.conftest import dstrain
-from tests.formats import (
-    KEPT,
-    LINGUA_LIBRE,
-    M_AILABS,
-    OPENSLR57,
-    SHARES,
-    TRAININGSPEECH,
-    build_lingua_libre,
-    build_m_ailabs,
-    build_openslr57,
-    build_trainingspeech,
-)
+from tests.fixtures.lingua_libre import LINGUA_LIBRE, build_lingua_libre
+from tests.fixtures.m_ailabs import M_AILABS, build_m_ailabs
+from tests.fixtures.openslr57 import OPENSLR57, build_openslr57
+from tests.fixtures.outputs import read_csv, sha256
+from tests.fixtures.speech import KEPT, SHARES
+from tests.fixtures.trainingspeech import TRAININGSPEECH, build_trainingspeech
 from tests.http_server import FileServer
 
 CORPORA = {"lingua_libre": LINGUA_LIBRE, "m_ailabs": M_AILABS, "openslr57": OPENSLR57,
            "trainingspeech": TRAININGSPEECH}
 #: Short enough for the slow "montagne" to be too long.
 MAX_DURATION = {"lingua_libre": 4.0}
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def read_csv(path: Path):
-    with path.open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +42,16 @@ def served(tmp_path_factory):
 def import_over_http(name: str, served, root: Path):
     """Download with the French parameters (plus this server's URL and sha256), then prepare."""
     server, archives = served
-    module = get_importer(name)
+    corpus = get_importer(name)
     values = dict(FR.dataset(name).params, url=f"{server.url}/{archives[name].name}",
                   sha256=sha256(archives[name]))
-    if "split" in module.Params.model_fields:
+    if "split" in corpus.Params.model_fields:
         values["split"] = SHARES
     if name in MAX_DURATION:
         values["max_duration"] = MAX_DURATION[name]
-    params = module.Params(**values)
-    digest = module.download(params, root / "sources")
-    manifest = module.prepare(module.archive_path(params, root / "sources"), digest, root / name,
+    params = corpus.Params(**values)
+    digest = corpus.download(params, root / "sources")
+    manifest = corpus.prepare(corpus.archive_path(params, root / "sources"), digest, root / name,
                               FR.normalize, params, 2)
     return manifest, root / name
 

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from languages.fr import LANGUAGE as FR
-from pipeline import corpus, kenlm, scorer
-from pipeline.config import LmSettings, resolve
-from pipeline.errors import ConfigError, StageError
-from pipeline.stages.clean import to_english
+from dstrain.languages.fr import LANGUAGE as FR
+from dstrain.pipeline.config import resolve
+from dstrain.pipeline.deepspeech import scorer
+from dstrain.pipeline.errors import ConfigError, StageError
+from dstrain.pipeline.language import to_english
+from dstrain.pipeline.lm import corpus, kenlm
+from dstrain.pipeline.settings import LmSettings
 from tests.conftest import RELEASE, clean_env, dstrain
 from tests.http_server import FileServer
 

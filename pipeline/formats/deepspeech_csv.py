@@ -3,7 +3,7 @@ import csv
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
-from pipeline.atomic import temporary_path
+from dstrain.pipeline.atomic import temporary_path
 
 HEADER = ("wav_filename", "wav_filesize", "transcript")
 REJECTS_HEADER = ("split", "source", "reason", "detail")

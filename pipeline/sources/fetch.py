@@ -14,9 +14,9 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 import requests
 from tqdm import tqdm
 
-from pipeline.atomic import read_json, write_json
-from pipeline.errors import DstrainError
-from pipeline.paths import partial, partial_validator, verified_record
+from dstrain.pipeline.atomic import read_json, write_json
+from dstrain.pipeline.errors import DstrainError
+from dstrain.pipeline.paths import partial, partial_validator, verified_record
 
 log = logging.getLogger("dstrain")
 CHUNK = 1 << 20

@@ -6,7 +6,7 @@ ones for the current language model, its rebuilt scorer with those.
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from pipeline.atomic import read_json
+from dstrain.pipeline.atomic import read_json
 
 
 class Decoder(NamedTuple):

@@ -14,10 +14,10 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional
 
 from tqdm import tqdm
 
-from importers.audio import FRAME_SECONDS, Clip, convert_all
-from importers.deepspeech_csv import REJECTS_HEADER, Reject, Sample, write_rows, write_samples
-from pipeline.atomic import write_json, write_text
-from pipeline.paths import SPLITS, ImportedDataset
+from dstrain.pipeline.atomic import write_json, write_text
+from dstrain.pipeline.formats.audio import FRAME_SECONDS, Clip, convert_all
+from dstrain.pipeline.formats.deepspeech_csv import REJECTS_HEADER, Reject, Sample, write_rows, write_samples
+from dstrain.pipeline.paths import SPLITS, ImportedDataset
 
 log = logging.getLogger("dstrain")
 

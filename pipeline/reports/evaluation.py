@@ -10,7 +10,7 @@ import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from pipeline.atomic import temporary_path, write_text
+from dstrain.pipeline.atomic import temporary_path, write_text
 
 #: Above this share of wrong characters the acoustic model, not the scorer, is the weak part.
 HIGH_CER = 0.15

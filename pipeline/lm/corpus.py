@@ -19,8 +19,8 @@ from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional
 
 from tqdm import tqdm
 
-from pipeline.atomic import temporary_path
-from pipeline.errors import StageError
+from dstrain.pipeline.atomic import temporary_path
+from dstrain.pipeline.errors import StageError
 
 BLOCK_BYTES = 4 << 20
 #: Blocks queued per worker: enough to keep every core busy, few enough to keep memory flat.

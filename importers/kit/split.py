@@ -8,15 +8,14 @@ moves into train.
 import hashlib
 from typing import Sequence, Tuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from pipeline.paths import SPLITS
+from dstrain.importers.kit.contract import CorpusParams
+from dstrain.pipeline.paths import SPLITS
 
 
-class SpeakerSplit(BaseModel):
-    """The parameters of importers that split by speaker."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class SpeakerSplit(CorpusParams):
+    """The parameters of corpora that split by speaker."""
 
     split: Tuple[float, float, float] = Field(
         (0.8, 0.1, 0.1), description="shares of the speakers that go to train, dev and test, e.g. 0.8,0.1,0.1")

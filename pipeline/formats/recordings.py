@@ -3,13 +3,13 @@
 A recording of hours would not fit in memory as float samples, so it is
 decoded block by block (libsndfile, resampled by a streaming libsoxr) into a
 16 kHz mono WAV (``Recording.decoded``, deleted once cut); one libsndfile
-cannot read gets importers.audio's second try with sox or ffmpeg.  Each
+cannot read gets audio.py's second try with sox or ffmpeg.  Each
 segment is then read from that WAV and written to its own file, under a
 temporary name then renamed.  Recordings are
 handled in parallel, one per worker process.  A segment whose WAV exists is
 not cut again, so a rerun after a crash decodes only the recordings with
 segments missing.  The importer then hands the cut WAVs to
-``importers.assemble``, which finds them in place and only judges them.
+importers/kit/assemble.py, which finds them in place and only judges them.
 """
 import multiprocessing
 import os
@@ -17,7 +17,7 @@ import wave
 from pathlib import Path
 from typing import Iterable, List, NamedTuple, Tuple
 
-from importers.audio import SAMPLE_RATE, Clip, convert, wav_seconds
+from dstrain.pipeline.formats.audio import SAMPLE_RATE, Clip, convert, wav_seconds
 
 #: Seconds of source audio decoded at a time.
 BLOCK_SECONDS = 30

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from pipeline.atomic import write_text
+from dstrain.pipeline.atomic import write_text
 
 LAST_STATE = "checkpoint"
 BEST_STATE = "best_dev_checkpoint"
@@ -46,6 +46,11 @@ def has_last(directory: Path) -> bool:
 
 def has_best(directory: Path) -> bool:
     return state_name(directory, BEST_STATE) is not None
+
+
+def has_any(directory: Path) -> bool:
+    """Whether any checkpoint files are there, named by a state file or not."""
+    return any(directory.glob("train-*.index")) or any(directory.glob("best_dev-*.index"))
 
 
 def files_of(directory: Path, name: str) -> List[Path]:

@@ -1,7 +1,7 @@
 """Judging a row's transcript the same way in every importer."""
 from typing import Callable, List, Optional
 
-from importers.deepspeech_csv import Reject
+from dstrain.pipeline.formats.deepspeech_csv import Reject
 
 
 def labelled(split: str, source: str, text: str, normalize: Callable[[str], Optional[str]],

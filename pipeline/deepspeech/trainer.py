@@ -1,10 +1,10 @@
-"""The only module that knows DeepSpeech 0.9.3's command line and its log.
+"""DeepSpeech 0.9.3's command line, and running it: the only module that writes its flags.
 
 Flag names and meanings are those of ``training/deepspeech_training/util/flags.py``
 at v0.9.3.  DeepSpeech is run as ``python -m deepspeech_training.train`` under
 the trainer's Python (``DeepSpeech.py`` only calls that module's ``run_script``).
 With ``--show_progressbar=false`` no progress bar is drawn and every progress
-message becomes an info line, e.g. ``I Finished training epoch 3 - loss: 41.200000``.
+message becomes an info line that events.py reads.
 """
 import logging
 import os
@@ -15,7 +15,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
-from pipeline.errors import StageError
+from dstrain.pipeline.errors import ConfigError, StageError
 
 log = logging.getLogger("dstrain")
 
@@ -23,6 +23,8 @@ TRAIN_MODULE = "deepspeech_training.train"
 #: How TensorFlow reports a GPU (or host) allocation failure.
 OUT_OF_MEMORY = re.compile(r"ResourceExhaustedError|OOM when allocating")
 TAIL_LINES = 30
+OPTIMIZER_HOW_TO_GET = ("lm_optimizer.py is at the top of DeepSpeech v0.9.3's source tree (git clone --branch v0.9.3 "
+                        "https://github.com/mozilla/DeepSpeech), not in the deepspeech_training package.")
 
 
 # -- the command line --------------------------------------------------------
@@ -149,12 +151,24 @@ def _decode_flags(ctx, csv: Path, batch: int) -> Dict[str, Any]:
 
 
 def test_flags(ctx, test_csv: Path, output: Path, decoder, batch: int) -> Dict[str, Any]:
-    """``decoder``: a :class:`pipeline.decoding.Decoder`."""
+    """``decoder``: a :class:`decoding.Decoder`."""
     flags = _decode_flags(ctx, test_csv, batch)
     flags.update({"test_output_file": output, "report_count": ctx.config.settings.evaluate.report_count})
     if decoder.scorer is not None:
         flags.update({"scorer_path": decoder.scorer, "lm_alpha": decoder.alpha, "lm_beta": decoder.beta})
     return flags
+
+
+def find_optimizer(settings) -> Path:
+    """DeepSpeech's lm_optimizer.py, as optimize.script names it; refused before any work when it is missing."""
+    script = settings.optimize.script
+    if script is None:
+        raise ConfigError("optimize.enabled is true but optimize.script is not set. " + OPTIMIZER_HOW_TO_GET
+                          + " Set optimize.script to its path.")
+    script = script.expanduser()
+    if not script.is_file():
+        raise ConfigError(f"optimize.script: {script} is not a file. " + OPTIMIZER_HOW_TO_GET)
+    return script
 
 
 def optimizer_command(settings, script: Path, flags: Dict[str, Any]) -> List[str]:
@@ -262,70 +276,3 @@ def halving_batch(settings, batch: int, what: str, attempt: Callable[[int], Any]
                 continue
             raise StageError("DeepSpeech's {} failed (exit code {}); its last lines:\n    {}".format(
                 what, outcome.returncode, "\n    ".join(outcome.tail))) from None
-
-
-# -- reading its log -----------------------------------------------------------
-
-class Event(NamedTuple):
-    #: "train_loss", "dev_loss", "best_saved", "early_stop", "plateau" or "finished".
-    kind: str
-    #: DeepSpeech's epoch number, counted from 0 in each invocation; None when the line has none.
-    epoch: Optional[int] = None
-    value: Optional[float] = None
-    detail: str = ""
-
-
-# The lines of train.py v0.9.3 (log_progress / log_info print "I " + message).
-_LINES = (
-    ("train_loss", re.compile(r"^I Finished training epoch (?P<epoch>\d+) - loss: (?P<value>\S+)$")),
-    ("dev_loss", re.compile(r"^I Finished validating epoch (?P<epoch>\d+) on (?P<detail>.+) - loss: (?P<value>\S+)$")),
-    ("best_saved", re.compile(r"^I Saved new best validating model with loss (?P<value>\S+) to: (?P<detail>.+)$")),
-    ("early_stop", re.compile(
-        r"^I Early stop triggered as the loss did not improve the last (?P<value>\d+) epochs$")),
-    ("plateau", re.compile(r"^I Encountered a plateau, reducing learning rate to (?P<value>\S+)$")),
-    ("finished", re.compile(r"^I FINISHED optimization in (?P<detail>.+)$")),
-)
-
-
-def parse(line: str) -> Optional[Event]:
-    for kind, pattern in _LINES:
-        match = pattern.match(line)
-        if match:
-            groups = match.groupdict()
-            epoch = groups.get("epoch")
-            value = groups.get("value")
-            return Event(kind, int(epoch) if epoch is not None else None,
-                         float(value) if value is not None else None, groups.get("detail") or "")
-    return None
-
-
-# lm_optimizer.py's own lines: optuna's log of each trial, then its final print.
-_TRIAL = re.compile(r"Trial (?P<number>\d+) (?P<state>finished|pruned)(?: with value: (?P<value>\S+) and parameters: "
-                    r"\{'lm_alpha': (?P<alpha>[^,]+), 'lm_beta': (?P<beta>[^}]+)\})?")
-_BEST = re.compile(r"^Best params: lm_alpha=(?P<alpha>\S+) and lm_beta=(?P<beta>\S+) with WER=(?P<value>\S+)$")
-
-
-class Trial(NamedTuple):
-    number: int
-    #: None for a trial optuna stopped early (pruned) because it was going worse than the others.
-    value: Optional[float]
-    alpha: Optional[float]
-    beta: Optional[float]
-
-
-def parse_trial(line: str) -> Optional[Trial]:
-    match = _TRIAL.search(line)
-    if not match:
-        return None
-    number = int(match["number"])
-    if match["state"] == "pruned" or match["value"] is None:
-        return Trial(number, None, None, None)
-    return Trial(number, float(match["value"]), float(match["alpha"]), float(match["beta"]))
-
-
-def parse_best(line: str) -> Optional[Trial]:
-    """The final line: the best alpha and beta, and their WER (CER for a character-based scorer)."""
-    match = _BEST.match(line)
-    if not match:
-        return None
-    return Trial(-1, float(match["value"]), float(match["alpha"]), float(match["beta"]))

@@ -9,8 +9,8 @@ import math
 import os
 from typing import Any, Dict, List, Optional
 
-from pipeline.atomic import read_json, write_json
-from pipeline.trainer import Event, parse
+from dstrain.pipeline.atomic import read_json, write_json
+from dstrain.pipeline.deepspeech.events import Event, parse
 
 
 def _finite(value: Optional[float]) -> Optional[float]:

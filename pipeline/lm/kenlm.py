@@ -6,9 +6,9 @@ The steps and flags are those of DeepSpeech 0.9.3's ``data/lm/generate_lm.py``.
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from pipeline.atomic import temporary_path
-from pipeline.config import LmSettings
-from pipeline.tools import find_tool, run_tool
+from dstrain.pipeline.atomic import temporary_path
+from dstrain.pipeline.settings import LmSettings
+from dstrain.pipeline.tools import find_tool, run_tool
 
 TOOLS = ("lmplz", "filter", "build_binary")
 HOW_TO_GET = ("Build them with `bash docker/build_kenlm.sh PREFIX` (the Docker image has them) and set "

@@ -9,8 +9,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from pipeline.atomic import read_json, write_json
-from pipeline.errors import DstrainError
+from dstrain.pipeline.atomic import read_json, write_json
+from dstrain.pipeline.errors import DstrainError
 
 log = logging.getLogger("dstrain")
 #: tarfile's stream buffer.  Larger is slower: every 512-byte header read copies the rest of the buffer

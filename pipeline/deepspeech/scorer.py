@@ -7,9 +7,9 @@ the configured alpha/beta; ``optimize`` builds ``optimize/kenlm.scorer`` with th
 from pathlib import Path
 from typing import List, Optional
 
-from pipeline.atomic import temporary_path
-from pipeline.errors import StageError
-from pipeline.tools import find_tool, run_tool
+from dstrain.pipeline.atomic import temporary_path
+from dstrain.pipeline.errors import StageError
+from dstrain.pipeline.tools import find_tool, run_tool
 
 TOOL = "generate_scorer_package"
 HOW_TO_GET = ("It is in DeepSpeech v0.9.3's native client archive (native_client.amd64.cpu.linux.tar.xz); the "

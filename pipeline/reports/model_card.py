@@ -1,9 +1,9 @@
 """The model card: the README.md of a packaged model, for the people who will use it."""
 from typing import Any, Dict, List, Optional
 
-from pipeline.atomic import read_json
-from pipeline.decoding import Decoder
-from pipeline.paths import ImportedDataset
+from dstrain.pipeline.atomic import read_json
+from dstrain.pipeline.deepspeech.decoding import Decoder
+from dstrain.pipeline.paths import ImportedDataset
 
 
 def _rate(value: Optional[float]) -> str:
