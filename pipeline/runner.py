@@ -165,6 +165,8 @@ def start_run(config: Config, start: Optional[str] = None, stop: Optional[str] =
     """
     ctx = Context.of(config)
     selected = select(STAGES, start, stop, only)
+    # The stage logs keep everything, debug lines too; other handlers choose what they show by their level.
+    log.setLevel(logging.DEBUG)
     token = _current_run.set(object())
     try:
         preflight(ctx)
