@@ -28,10 +28,11 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 from pydantic import Field, field_validator
 from tqdm import tqdm
 
-from dstrain.importers.kit.assemble import Candidate, assemble, claim_clips
-from dstrain.importers.kit.contract import Corpus, Normalize
+from dstrain.importers.kit.assemble import Candidate, claim_clips
+from dstrain.importers.kit.contract import Corpus, Found, Job
+from dstrain.importers.kit.params import SpeakerSplit
 from dstrain.importers.kit.rows import labelled
-from dstrain.importers.kit.split import SpeakerSplit, split_of
+from dstrain.importers.kit.split import split_of
 from dstrain.importers.kit.spoken_numbers import spell_numbers, supported
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.deepspeech_csv import Reject
@@ -61,9 +62,6 @@ class Params(SpeakerSplit):
 
 class Ccpmf(Corpus):
     Params = Params
-    #: Published by the ministry on data.economie.gouv.fr under the Licence Ouverte.
-    licence = "Licence Ouverte / Open Licence 2.0 (Etalab)"
-    homepage = "https://data.economie.gouv.fr/explore/dataset/transcriptionsxml_audiomp3_mefr_ccpmf_2012-2020/"
 
     def how_to_get(self, params: Params) -> str:
         return (f"Download its parts from {self.homepage} (attachments) into that directory, or set parts "
@@ -82,14 +80,17 @@ class Ccpmf(Corpus):
             verified_record(piece).unlink(missing_ok=True)
         return digest
 
-    def prepare(self, archive: Path, sha256: str, out_dir: Path, normalize: Normalize, params: Params,
-                workers: int) -> dict:
-        out = ImportedDataset(out_dir)
-        extracted = _unpack(archive, sha256, out)
-        found = sorted(extracted.rglob("*"))
+    def describe(self, params: Params) -> dict:
+        return dict(super().describe(params),
+                    segments={"max_duration": params.max_duration, "max_gap": params.max_gap},
+                    numbers={"spelled_by": "num2words", "language": params.language})
+
+    def read(self, job: Job) -> Found:
+        params, out = job.params, job.out
+        found = sorted(_unpack(job).rglob("*"))
         xmls = [p for p in found if p.suffix.lower() == ".xml"]
         if not xmls:
-            raise DstrainError(f"{archive.name} holds no XML transcripts; is it the CCPMF archive?")
+            raise DstrainError(f"{job.archive.name} holds no XML transcripts; is it the CCPMF archive?")
         pairs, unpaired = _pairs(xmls, [p for p in found if p.suffix.lower() == ".mp3"])
 
         def split_for(path: Path) -> str:  # by day: a day's recordings are one event's, with the same speakers
@@ -115,21 +116,21 @@ class Ccpmf(Corpus):
                 source = f"{where} " + (f"row {run[0].number}" if len(run) == 1 else
                                         f"rows {run[0].number}-{run[-1].number}")
                 text = spell_numbers(" ".join(row.text for row in run), params.language)
-                label = labelled(split, source, text, normalize, rejects)
+                label = labelled(split, source, text, job.normalize, rejects)
                 if label:
                     wav = f"{xml.stem}_{round(start * 1000):08d}_{round(end * 1000):08d}.wav"
                     pieces.append(Segment(start, end, str(out.clips / wav)))
                     candidates.append(Candidate(split, source, out.clips / wav, wav, label))
             if pieces:
                 recordings.append(Recording(str(mp3), tuple(pieces), str(_decoded(out) / (xml.stem + ".wav"))))
-        candidates, rejects = _cut(out, sha256, recordings, candidates, rejects, workers)
-        return assemble(out, candidates, rejects, params.max_duration, workers, self.manifest(
-            archive, sha256, params, segments={"max_duration": params.max_duration, "max_gap": params.max_gap},
-            numbers={"spelled_by": "num2words", "language": params.language},
-            split={"by": "day", "shares": list(params.split)}))
+        return Found(*_cut(out, job.sha256, recordings, candidates, rejects, job.workers))
 
 
-CORPUS = Ccpmf()
+CORPUS = Ccpmf(
+    # Published by the ministry on data.economie.gouv.fr under the Licence Ouverte.
+    licence="Licence Ouverte / Open Licence 2.0 (Etalab)",
+    homepage="https://data.economie.gouv.fr/explore/dataset/transcriptionsxml_audiomp3_mefr_ccpmf_2012-2020/",
+    split={"by": "day"})
 
 
 def _fetch_parts(params: Params, archive: Path) -> List[Path]:
@@ -155,11 +156,11 @@ def _join(pieces: List[Path], archive: Path) -> None:
     os.replace(str(joined), str(archive))
 
 
-def _unpack(archive: Path, sha256: str, out: ImportedDataset) -> Path:
+def _unpack(job: Job) -> Path:
     """Extract the zip, then each zip inside it, deleting an inner zip once it is extracted."""
-    extracted = extract(archive, out.extracted, sha256)
+    extracted = job.extract()
     for inner in sorted(extracted.rglob("*.zip")):
-        extract(inner, inner.with_suffix(""), sha256 + "/" + inner.name)
+        extract(inner, inner.with_suffix(""), job.sha256 + "/" + inner.name)
         inner.unlink()
     return extracted
 

@@ -11,8 +11,9 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 from pydantic import Field
 from tqdm import tqdm
 
-from dstrain.importers.kit.assemble import Candidate, assemble, claim_clips, wav_name
-from dstrain.importers.kit.contract import Corpus, CorpusParams, Normalize
+from dstrain.importers.kit.assemble import Candidate, claim_clips, wav_name
+from dstrain.importers.kit.contract import Corpus, Found, Job
+from dstrain.importers.kit.params import CorpusParams
 from dstrain.importers.kit.rows import labelled
 from dstrain.importers.kit.tsv import read_tsv
 from dstrain.pipeline.errors import DstrainError
@@ -24,8 +25,6 @@ from dstrain.pipeline.sources.fetch import obtain
 
 
 class Params(CorpusParams):
-    """The archive is ``<release>-<locale>.tar.gz`` unless ``archive`` names another."""
-
     release: str = Field(pattern=r"^cv-corpus-[A-Za-z0-9._-]+$",
                          description="release name, e.g. cv-corpus-21.0-2025-03-14")
     locale: str = Field(pattern=r"^[A-Za-z0-9-]+$", description="Common Voice locale, e.g. fr")
@@ -34,23 +33,16 @@ class Params(CorpusParams):
 
 class CommonVoice(Corpus):
     Params = Params
-    licence = "CC0-1.0"
-    homepage = "https://commonvoice.mozilla.org/datasets"
-
-    def archive_name(self, params: Params) -> str:
-        return f"{params.release}-{params.locale}.tar.gz"
 
     def download(self, params: Params, sources: Path) -> str:
         return obtain(self.archive_path(params, sources), params.sha256, params.url, params.mdc_dataset_id,
                       f"Download it from {self.homepage} (or set mdc_dataset_id and MDC_API_KEY, or url, for this "
                       "dataset).")
 
-    def prepare(self, archive: Path, sha256: str, out_dir: Path, normalize: Normalize, params: Params,
-                workers: int) -> dict:
-        out = ImportedDataset(out_dir)
-        claim_clips(out, sha256)
+    def read(self, job: Job) -> Found:
+        claim_clips(job.out, job.sha256)
         candidates, rejects = [], []
-        for split, content in _read_tsvs(archive, params.locale).items():
+        for split, content in _read_tsvs(job.archive, job.params.locale).items():
             for row in read_tsv(content, required=("path", "sentence"), name=f"{split}.tsv"):
                 where = f"{split}.tsv:{row.line}"
                 if row.problem:
@@ -58,17 +50,16 @@ class CommonVoice(Corpus):
                     continue
                 name = row.fields["path"]
                 source = f"{where} {name}"
-                label = labelled(split, source, row.fields["sentence"], normalize, rejects)
+                label = labelled(split, source, row.fields["sentence"], job.normalize, rejects)
                 if label:
                     candidates.append(Candidate(split, source, Path(name), wav_name(name), label))
-        clips = _convert_clips(archive, params.locale, out, {str(c.audio) for c in candidates}, workers)
-        converted = {c.wav_name: clips[str(c.audio)] for c in candidates}
-        return assemble(out, candidates, rejects, params.max_duration, workers,
-                        self.manifest(archive, sha256, params, release=params.release, locale=params.locale),
-                        converted=converted)
+        clips = _convert_clips(job.archive, job.params.locale, job.out, {str(c.audio) for c in candidates},
+                               job.workers)
+        return Found(candidates, rejects, {c.wav_name: clips[str(c.audio)] for c in candidates})
 
 
-CORPUS = CommonVoice()
+CORPUS = CommonVoice(licence="CC0-1.0", homepage="https://commonvoice.mozilla.org/datasets",
+                     published="{release}-{locale}.tar.gz", reported=("release", "locale"))
 
 
 def _files(archive: Path, desc: str) -> Iterator[Tuple[List[str], Callable]]:

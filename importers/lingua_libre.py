@@ -9,27 +9,22 @@ There is no official split: speakers are split by hash (kit/split.py).
 import hashlib
 import re
 import zipfile
-from pathlib import Path
 from typing import Tuple
-from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
-from dstrain.importers.kit.assemble import Candidate, assemble
-from dstrain.importers.kit.contract import Corpus, Normalize
+from dstrain.importers.kit.assemble import Candidate
+from dstrain.importers.kit.contract import Corpus, Found, Job
+from dstrain.importers.kit.params import SpeakerSplit
 from dstrain.importers.kit.rows import labelled
-from dstrain.importers.kit.split import SpeakerSplit, split_of
+from dstrain.importers.kit.split import split_of
 from dstrain.pipeline.formats.deepspeech_csv import Reject
-from dstrain.pipeline.paths import ImportedDataset
-from dstrain.pipeline.sources.archive import extract
 
 _LANGUAGE_DIR = re.compile(r"^Q[0-9]+-")
 _QUALIFIER = re.compile(r"\s*\([^()]*\)$")
 
 
 class Params(SpeakerSplit):
-    """The archive is ``<qid>-<iso639_3>-<english_name>.zip``, from lingualibre.org unless ``url`` says otherwise."""
-
     qid: str = Field(pattern=r"^Q[0-9]+$", description="Lingua Libre's item for the language, e.g. Q21 (French)")
     iso639_3: str = Field(pattern=r"^[a-z]{3}$", description="ISO 639-3 code, e.g. fra")
     english_name: str = Field(min_length=1, description="the language's English name in the zip's name, e.g. French")
@@ -47,36 +42,25 @@ class Params(SpeakerSplit):
         return value
 
 
-def _name(params: Params) -> str:
-    return f"{params.qid}-{params.iso639_3}-{params.english_name}"
-
-
 class LinguaLibre(Corpus):
     Params = Params
-    #: Lingua Libre's licence for recordings; each file's own is on its Wikimedia Commons page.
-    licence = "CC-BY-SA-4.0"
-    homepage = "https://lingualibre.org/datasets/"
 
-    def archive_name(self, params: Params) -> str:
-        return _name(params) + ".zip"
+    def describe(self, params: Params) -> dict:
+        language = {"qid": params.qid, "iso639_3": params.iso639_3, "english_name": params.english_name}
+        return dict(super().describe(params), language=language)
 
-    def source_url(self, params: Params) -> str:
-        return params.url or self.homepage + quote(_name(params)) + ".zip"
-
-    def prepare(self, archive: Path, sha256: str, out_dir: Path, normalize: Normalize, params: Params,
-                workers: int) -> dict:
-        out = ImportedDataset(out_dir)
+    def read(self, job: Job) -> Found:
         # Every recording is extracted, skipped or not, so a changed skip list needs no new extraction.
-        extracted = extract(archive, out.extracted, sha256, keep=lambda name: name.endswith(".ogg"))
-        skip = [re.compile(pattern) for pattern in params.skip]
-        with zipfile.ZipFile(str(archive)) as zip_file:
+        extracted = job.extract(keep=lambda name: name.endswith(".ogg"))
+        skip = [re.compile(pattern) for pattern in job.params.skip]
+        with zipfile.ZipFile(str(job.archive)) as zip_file:
             members = sorted((i for i in zip_file.infolist() if i.filename.endswith(".ogg")),
                              key=lambda i: i.filename)
         candidates, rejects = [], []
         for info in members:
             record = _record(info.filename)
             speaker, _, word = record.partition("/")
-            split = split_of(speaker, params.split)
+            split = split_of(speaker, job.params.split)
             source = info.filename
             if not word:
                 rejects.append(Reject(split, source, "unreadable_row", "not in a speaker's directory"))
@@ -85,16 +69,17 @@ class LinguaLibre(Corpus):
             if matched is not None:
                 rejects.append(Reject(split, source, "skipped", f"matches skip pattern {matched!r}"))
                 continue
-            label = labelled(split, source, _QUALIFIER.sub("", word[:-len(".ogg")]), normalize, rejects)
+            label = labelled(split, source, _QUALIFIER.sub("", word[:-len(".ogg")]), job.normalize, rejects)
             if label:
                 candidates.append(Candidate(split, source, extracted / info.filename, _wav_name(info), label))
-        return assemble(out, candidates, rejects, params.max_duration, workers, self.manifest(
-            archive, sha256, params,
-            language={"qid": params.qid, "iso639_3": params.iso639_3, "english_name": params.english_name},
-            split={"by": "speaker", "shares": list(params.split)}))
+        return Found(candidates, rejects)
 
 
-CORPUS = LinguaLibre()
+CORPUS = LinguaLibre(
+    # Lingua Libre's licence for recordings; each file's own is on its Wikimedia Commons page.
+    licence="CC-BY-SA-4.0", homepage="https://lingualibre.org/datasets/",
+    published="{qid}-{iso639_3}-{english_name}.zip", downloads="https://lingualibre.org/datasets/",
+    split={"by": "speaker"})
 
 
 def _record(member: str) -> str:

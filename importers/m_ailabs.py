@@ -12,22 +12,18 @@ from typing import Tuple
 
 from pydantic import Field
 
-from dstrain.importers.kit.assemble import Candidate, assemble, wav_name
-from dstrain.importers.kit.contract import Corpus, Normalize
+from dstrain.importers.kit.assemble import Candidate, wav_name
+from dstrain.importers.kit.contract import Corpus, Found, Job
+from dstrain.importers.kit.params import SpeakerSplit
 from dstrain.importers.kit.rows import labelled
-from dstrain.importers.kit.split import SpeakerSplit, split_of
+from dstrain.importers.kit.split import split_of
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.deepspeech_csv import Reject
-from dstrain.pipeline.paths import ImportedDataset
-from dstrain.pipeline.sources.archive import extract
 
-DOWNLOADS = "https://data.solak.de/data/Training/stt_tts/"
 _KNOWN_SPEAKER = ("female", "male")
 
 
 class Params(SpeakerSplit):
-    """The archive is ``<language>.tgz``, from DOWNLOADS unless ``url`` says otherwise."""
-
     language: str = Field(pattern=r"^[a-z]{2}_[A-Z]{2}$", description="M-AILABS language tag, e.g. fr_FR")
     skip_books: Tuple[str, ...] = Field((), description="book directory names to leave out, e.g. monsieur_lecoq")
     max_duration: float = Field(15.0, gt=0, description="longest clip kept, in seconds")
@@ -35,43 +31,35 @@ class Params(SpeakerSplit):
 
 class MAilabs(Corpus):
     Params = Params
-    #: M-AILABS' own BSD-style licence; the LibriVox recordings are in the public domain.
-    licence = "M-AILABS (BSD-3-Clause-like), audio public domain"
-    homepage = "https://github.com/imdatceleste/m-ailabs-dataset"
 
-    def archive_name(self, params: Params) -> str:
-        return params.language + ".tgz"
-
-    def source_url(self, params: Params) -> str:
-        return params.url or f"{DOWNLOADS}{params.language}.tgz"
-
-    def prepare(self, archive: Path, sha256: str, out_dir: Path, normalize: Normalize, params: Params,
-                workers: int) -> dict:
-        out = ImportedDataset(out_dir)
-        extracted = extract(archive, out.extracted, sha256)
+    def read(self, job: Job) -> Found:
+        extracted = job.extract()
         candidates, rejects = [], []
-        for metadata, speaker, book in _books(extracted, params, archive):
-            split = split_of(speaker, params.split)
+        for metadata, speaker, book in _books(extracted, job.params, job.archive):
+            split = split_of(speaker, job.params.split)
             where = metadata.relative_to(extracted).as_posix()
             for number, raw in enumerate(metadata.read_bytes().splitlines(), start=1):
                 if not raw.strip():
                     continue
                 fields, problem = _fields(raw)
                 source = f"{where}:{number} {fields[0]}"
-                if book in params.skip_books:
+                if book in job.params.skip_books:
                     rejects.append(Reject(split, source, "skipped", f"book {book} is in skip_books"))
                 elif problem:
                     rejects.append(Reject(split, source, "unreadable_row", problem))
                 else:
-                    label = labelled(split, source, fields[2], normalize, rejects)
+                    label = labelled(split, source, fields[2], job.normalize, rejects)
                     if label:
                         clip = metadata.parent / "wavs" / (fields[0] + ".wav")
                         candidates.append(Candidate(split, source, clip, wav_name(clip.name), label))
-        return assemble(out, candidates, rejects, params.max_duration, workers, self.manifest(
-            archive, sha256, params, language=params.language, split={"by": "speaker", "shares": list(params.split)}))
+        return Found(candidates, rejects)
 
 
-CORPUS = MAilabs()
+CORPUS = MAilabs(
+    # M-AILABS' own BSD-style licence; the LibriVox recordings are in the public domain.
+    licence="M-AILABS (BSD-3-Clause-like), audio public domain",
+    homepage="https://github.com/imdatceleste/m-ailabs-dataset", published="{language}.tgz",
+    downloads="https://data.solak.de/data/Training/stt_tts/", reported=("language",), split={"by": "speaker"})
 
 
 def _books(extracted: Path, params: Params, archive: Path):

@@ -15,64 +15,50 @@ from typing import List, Literal
 
 from pydantic import Field
 
-from dstrain.importers.kit.assemble import Candidate, assemble
-from dstrain.importers.kit.contract import Corpus, CorpusParams, Normalize
+from dstrain.importers.kit.assemble import Candidate
+from dstrain.importers.kit.contract import Corpus, Found, Job
+from dstrain.importers.kit.params import CorpusParams
 from dstrain.importers.kit.rows import labelled
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.audio import external_decoder
 from dstrain.pipeline.formats.deepspeech_csv import Reject
-from dstrain.pipeline.paths import SPLITS, ImportedDataset
-from dstrain.pipeline.sources.archive import extract
+from dstrain.pipeline.paths import SPLITS
 
-DOWNLOADS = "https://dl.fbaipublicfiles.com/mls/"
 _UTTERANCE = re.compile(r"^([0-9]+)_([0-9]+)_[0-9]+$")
 
 
 class Params(CorpusParams):
-    """The archive is the published ``mls_<language>[_opus].tar.gz``, from DOWNLOADS unless ``url`` says otherwise."""
-
     language: str = Field(pattern=r"^[a-z]+$", description="MLS language name, e.g. german")
     format: Literal["opus", "flac"] = Field("opus", description="which of the two archives: opus (small) or flac")
     max_duration: float = Field(20.0, gt=0, description="longest clip kept, in seconds (MLS clips last 10 to 20 s)")
 
 
-def _name(params: Params) -> str:
-    return f"mls_{params.language}" + ("_opus" if params.format == "opus" else "")
-
-
 class MultilingualLibriSpeech(Corpus):
     Params = Params
-    licence = "CC-BY-4.0"
-    homepage = "https://www.openslr.org/94/"
 
     def archive_name(self, params: Params) -> str:
-        return _name(params) + ".tar.gz"
+        return f"mls_{params.language}" + ("_opus" if params.format == "opus" else "") + ".tar.gz"
 
-    def source_url(self, params: Params) -> str:
-        return params.url or f"{DOWNLOADS}{_name(params)}.tar.gz"
-
-    def prepare(self, archive: Path, sha256: str, out_dir: Path, normalize: Normalize, params: Params,
-                workers: int) -> dict:
-        _check_decoder(params)
-        out = ImportedDataset(out_dir)
-        suffix = "." + params.format
-        extracted = extract(archive, out.extracted, sha256,
-                            keep=lambda name: name.endswith(suffix) or name.endswith("/transcripts.txt"))
+    def read(self, job: Job) -> Found:
+        _check_decoder(job.params)
+        suffix = "." + job.params.format
+        extracted = job.extract(keep=lambda name: name.endswith(suffix) or name.endswith("/transcripts.txt"))
         found = sorted(extracted.glob("*/train/transcripts.txt"))
         if not found:
-            raise DstrainError(f"{archive.name} holds no <root>/train/transcripts.txt; is it an MLS archive?")
+            raise DstrainError(f"{job.archive.name} holds no <root>/train/transcripts.txt; is it an MLS archive?")
         corpus = found[0].parent.parent
         candidates, rejects = [], []
         for split in SPLITS:
             table = corpus / split / "transcripts.txt"
             if not table.exists():
-                raise DstrainError(f"{table.relative_to(extracted)} is missing from {archive.name}")
-            candidates += _rows(table, split, corpus / split / "audio", suffix, normalize, rejects)
-        return assemble(out, candidates, rejects, params.max_duration, workers, self.manifest(
-            archive, sha256, params, language=params.language, format=params.format, split={"by": "official"}))
+                raise DstrainError(f"{table.relative_to(extracted)} is missing from {job.archive.name}")
+            candidates += _rows(table, split, corpus / split / "audio", suffix, job.normalize, rejects)
+        return Found(candidates, rejects)
 
 
-CORPUS = MultilingualLibriSpeech()
+CORPUS = MultilingualLibriSpeech(licence="CC-BY-4.0", homepage="https://www.openslr.org/94/",
+                                 downloads="https://dl.fbaipublicfiles.com/mls/", reported=("language", "format"),
+                                 split={"by": "official"})
 
 
 def _check_decoder(params: Params) -> None:

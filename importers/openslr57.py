@@ -14,13 +14,12 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from pydantic import Field
 
-from dstrain.importers.kit.assemble import Candidate, assemble, wav_name
-from dstrain.importers.kit.contract import Corpus, CorpusParams, Normalize
+from dstrain.importers.kit.assemble import Candidate, wav_name
+from dstrain.importers.kit.contract import Corpus, Found, Job
+from dstrain.importers.kit.params import CorpusParams
 from dstrain.importers.kit.rows import labelled
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.deepspeech_csv import Reject
-from dstrain.pipeline.paths import ImportedDataset
-from dstrain.pipeline.sources.archive import extract
 
 #: The transcripts of each subcorpus, as the corpus ships them.
 TRANSCRIPTS = (
@@ -44,35 +43,29 @@ class Params(CorpusParams):
 
 class AfricanAccentedFrench(Corpus):
     Params = Params
-    licence = "Apache-2.0"
-    homepage = "https://www.openslr.org/57/"
 
-    def prepare(self, archive: Path, sha256: str, out_dir: Path, normalize: Normalize, params: Params,
-                workers: int) -> dict:
-        out = ImportedDataset(out_dir)
-        extracted = extract(archive, out.extracted, sha256)
-        corpus = extracted / "African_Accented_French"
+    def read(self, job: Job) -> Found:
+        corpus = job.extract() / "African_Accented_French"
         if not corpus.is_dir():
-            raise DstrainError(f"{archive.name} holds no African_Accented_French/; is it the OpenSLR 57 archive?")
+            raise DstrainError(f"{job.archive.name} holds no African_Accented_French/; is it the OpenSLR 57 archive?")
         candidates, rejects = [], []
-        rows = _rows(corpus, archive, rejects)
+        rows = _rows(corpus, job.archive, rejects)
         heard_in_eval = {row.speaker for row in rows if row.split != "train" and row.speaker}
         for row in rows:
             if row.split == "train" and row.speaker in heard_in_eval:
                 rejects.append(Reject(row.split, row.source, "speaker_overlap",
                                       f"speaker {row.speaker} is also in dev or test"))
                 continue
-            label = labelled(row.split, row.source, row.text, normalize, rejects)
+            label = labelled(row.split, row.source, row.text, job.normalize, rejects)
             if label:
                 # Prefixed with the corpus' split: base names are only unique within one.
                 wav = wav_name(row.wav.relative_to(corpus / "speech").parts[0] + "-" + row.wav.name)
                 candidates.append(Candidate(row.split, row.source, row.wav, wav, label))
-        return assemble(out, candidates, rejects, params.max_duration, workers, self.manifest(
-            archive, sha256, params,
-            split={"by": "official", "devtest": "dev", "speakers": "train loses speakers heard in dev or test"}))
+        return Found(candidates, rejects)
 
 
-CORPUS = AfricanAccentedFrench()
+CORPUS = AfricanAccentedFrench(licence="Apache-2.0", homepage="https://www.openslr.org/57/", split={
+    "by": "official", "devtest": "dev", "speakers": "train loses speakers heard in dev or test"})
 
 
 class Row(NamedTuple):

@@ -13,72 +13,59 @@ from pathlib import Path
 
 from pydantic import Field
 
-from dstrain.importers.kit.assemble import Candidate, assemble, wav_name
-from dstrain.importers.kit.contract import Corpus, Normalize
+from dstrain.importers.kit.assemble import Candidate, wav_name
+from dstrain.importers.kit.contract import Corpus, Found, Job
+from dstrain.importers.kit.params import SpeakerSplit
 from dstrain.importers.kit.rows import labelled
-from dstrain.importers.kit.split import SpeakerSplit, split_of
+from dstrain.importers.kit.split import split_of
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.deepspeech_csv import Reject
-from dstrain.pipeline.paths import ImportedDataset
-from dstrain.pipeline.sources.archive import extract
 
-#: The mirror DeepSpeech 0.9.3's importer downloads from.
-MIRROR = "https://deepspeech-storage-mirror.s3.fr-par.scw.cloud/"
 _FRAGMENT = re.compile(r"_[0-9]+$")
 
 
 class Params(SpeakerSplit):
-    """The archive is ``<release>.zip``, from MIRROR unless ``url`` says otherwise."""
-
     release: str = Field("2019-04-11_fr_FR", pattern=r"^[A-Za-z0-9._-]+$", description="release name")
     max_duration: float = Field(15.0, gt=0, description="longest clip kept, in seconds")
 
 
 class TrainingSpeech(Corpus):
     Params = Params
-    #: Audio from audiocite.net under Art Libre or CC licences, texts in the public domain (the project's
-    #: sources.json).
-    licence = "Art-Libre-1.3 / CC (audio, per source), public domain (texts)"
-    homepage = "https://github.com/wasertech/TrainingSpeech"
 
-    def archive_name(self, params: Params) -> str:
-        return params.release + ".zip"
-
-    def source_url(self, params: Params) -> str:
-        return params.url or f"{MIRROR}{params.release}.zip"
-
-    def prepare(self, archive: Path, sha256: str, out_dir: Path, normalize: Normalize, params: Params,
-                workers: int) -> dict:
-        out = ImportedDataset(out_dir)
-        extracted = extract(archive, out.extracted, sha256)
+    def read(self, job: Job) -> Found:
+        extracted = job.extract()
         table = extracted / "data.csv"
         if not table.exists():
-            raise DstrainError(f"{archive.name} holds no data.csv at its root; is it a TrainingSpeech release?")
+            raise DstrainError(f"{job.archive.name} holds no data.csv at its root; is it a TrainingSpeech release?")
         candidates, rejects = [], []
         # Undecodable bytes become lone surrogates, so one bad row does not stop the others.
         with table.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
             reader = csv.DictReader(handle)
             missing = {"path", "text"} - set(reader.fieldnames or ())
             if missing:
-                raise DstrainError(f"{archive.name}: data.csv has no column {sorted(missing)[0]} "
+                raise DstrainError(f"{job.archive.name}: data.csv has no column {sorted(missing)[0]} "
                                    f"(it has: {', '.join(reader.fieldnames or ())})")
             for row in reader:
                 path, text = row["path"] or "", row["text"]
-                split = split_of(_chapter(path), params.split)
+                split = split_of(_chapter(path), job.params.split)
                 source = f"data.csv:{reader.line_num} {_readable(path)}"
                 if text is None:
                     rejects.append(Reject(split, source, "unreadable_row", "too few fields: no text"))
                 elif _readable(path + text) != path + text:
                     rejects.append(Reject(split, source, "unreadable_row", "not valid UTF-8"))
                 else:
-                    label = labelled(split, source, text, normalize, rejects)
+                    label = labelled(split, source, text, job.normalize, rejects)
                     if label:
                         candidates.append(Candidate(split, source, extracted / path, wav_name(path), label))
-        return assemble(out, candidates, rejects, params.max_duration, workers, self.manifest(
-            archive, sha256, params, release=params.release, split={"by": "chapter", "shares": list(params.split)}))
+        return Found(candidates, rejects)
 
 
-CORPUS = TrainingSpeech()
+CORPUS = TrainingSpeech(
+    # Audio from audiocite.net under Art Libre or CC licences, texts in the public domain (the project's sources.json).
+    licence="Art-Libre-1.3 / CC (audio, per source), public domain (texts)",
+    homepage="https://github.com/wasertech/TrainingSpeech", published="{release}.zip", reported=("release",),
+    # The mirror DeepSpeech 0.9.3's importer downloads from.
+    downloads="https://deepspeech-storage-mirror.s3.fr-par.scw.cloud/", split={"by": "chapter"})
 
 
 def _chapter(path: str) -> str:

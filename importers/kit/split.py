@@ -6,32 +6,9 @@ corpus leaves every known speaker where it was, so nobody heard in test ever
 moves into train.
 """
 import hashlib
-from typing import Sequence, Tuple
+from typing import Sequence
 
-from pydantic import Field, field_validator
-
-from dstrain.importers.kit.contract import CorpusParams
 from dstrain.pipeline.paths import SPLITS
-
-
-class SpeakerSplit(CorpusParams):
-    """The parameters of corpora that split by speaker."""
-
-    split: Tuple[float, float, float] = Field(
-        (0.8, 0.1, 0.1), description="shares of the speakers that go to train, dev and test, e.g. 0.8,0.1,0.1")
-
-    @field_validator("split", mode="before")
-    @classmethod
-    def _from_text(cls, value):
-        # From the environment it comes as text.
-        return value.split(",") if isinstance(value, str) else value
-
-    @field_validator("split")
-    @classmethod
-    def _shares(cls, value):
-        if min(value) < 0 or abs(sum(value) - 1) > 1e-6:
-            raise ValueError("give three shares >= 0 that add up to 1, e.g. [0.8, 0.1, 0.1]")
-        return value
 
 
 def split_of(speaker: str, shares: Sequence[float]) -> str:
