@@ -21,8 +21,9 @@ from typing import Dict, List, Optional, Sequence
 from dstrain.pipeline import __version__
 from dstrain.pipeline.atomic import read_json, write_json
 from dstrain.pipeline.config import Config
+from dstrain.pipeline.digests import digest
 from dstrain.pipeline.errors import ConfigError, DstrainError
-from dstrain.pipeline.stage import Context, Stage, digest
+from dstrain.pipeline.stage import Context, Stage
 from dstrain.pipeline.stages import STAGES
 from dstrain.pipeline.stages.check import preflight
 

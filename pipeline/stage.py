@@ -1,9 +1,8 @@
-"""The stage contract: what a stage declares (``Stage``), what it is given (``Context``), and the digests its
-fingerprint is made of.  Stages import this module, never the runner nor each other."""
-import hashlib
-import json
+"""The stage contract: what a stage declares (``Stage``) and what it is given (``Context``).
+
+Stages import this module, never the runner nor each other; their fingerprints are made with digests.py.
+"""
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
 
 from dstrain.pipeline.atomic import read_json
@@ -46,15 +45,3 @@ class Stage:
     run: Callable[[Context], Dict[str, Any]]
     #: Cheap checks that run every time the stage is selected.
     always: bool = False
-
-
-def digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def file_digest(path: Path) -> Optional[str]:
-    """A file's content, for a fingerprint; None when it cannot be read."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    except OSError:
-        return None

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional
 
 from dstrain.pipeline.deepspeech import checkpoints, trainer
+from dstrain.pipeline.digests import file_digest
 from dstrain.pipeline.errors import ConfigError
 from dstrain.pipeline.formats.alphabet import read_labels
-from dstrain.pipeline.stage import file_digest
 
 log = logging.getLogger("dstrain")
 

@@ -6,11 +6,11 @@ parameters re-imports only that dataset.
 import logging
 
 from dstrain.pipeline.atomic import read_json, write_json
+from dstrain.pipeline.digests import digest
 from dstrain.pipeline.errors import StageError
 from dstrain.pipeline.paths import ImportedDataset
 from dstrain.pipeline.registry import get_importer
 from dstrain.pipeline.sources.fetch import verified_sha256
-from dstrain.pipeline.stage import digest
 
 log = logging.getLogger("dstrain")
 

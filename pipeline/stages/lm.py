@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from dstrain.pipeline.atomic import read_json, write_json, write_text
 from dstrain.pipeline.deepspeech import scorer
+from dstrain.pipeline.digests import digest
 from dstrain.pipeline.errors import StageError
 from dstrain.pipeline.formats.alphabet import read_labels
 from dstrain.pipeline.formats.deepspeech_csv import read_samples
@@ -24,7 +25,6 @@ from dstrain.pipeline.language import TextSource, to_english
 from dstrain.pipeline.lm import corpus, kenlm
 from dstrain.pipeline.paths import verified_record
 from dstrain.pipeline.sources.fetch import SourceError, obtain, obtain_each, verified_sha256
-from dstrain.pipeline.stage import digest
 
 log = logging.getLogger("dstrain")
 TRANSCRIPTS = "training transcripts"

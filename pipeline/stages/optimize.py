@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from dstrain.pipeline.atomic import read_json, write_json
 from dstrain.pipeline.deepspeech import events, scorer, trainer
+from dstrain.pipeline.digests import digest
 from dstrain.pipeline.errors import StageError
 from dstrain.pipeline.formats.deepspeech_csv import read_samples
-from dstrain.pipeline.stage import digest
 
 log = logging.getLogger("dstrain")
 def inputs(ctx) -> dict:

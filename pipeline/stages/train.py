@@ -14,9 +14,9 @@ from typing import Any, Dict, Optional
 from dstrain.pipeline.deepspeech import checkpoints, trainer
 from dstrain.pipeline.deepspeech import start as starting
 from dstrain.pipeline.deepspeech.progress import Progress
+from dstrain.pipeline.digests import file_digest
 from dstrain.pipeline.errors import StageError
 from dstrain.pipeline.formats.deepspeech_csv import read_samples
-from dstrain.pipeline.stage import file_digest
 
 log = logging.getLogger("dstrain")
 
