@@ -1,4 +1,5 @@
-"""Lingua Libre, M-AILABS, OpenSLR 57 and TrainingSpeech, each on a small archive in its real format."""
+"""Every corpus whose fixture says how to import it, on a small archive in its real format: the same checks."""
+import importlib
 import json
 import shutil
 import stat
@@ -13,43 +14,38 @@ from dstrain.importers.kit.split import split_of
 from dstrain.languages.fr import LANGUAGE as FR
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.paths import SPLITS
-from dstrain.pipeline.registry import get_importer
+from dstrain.pipeline.registry import available_importers, get_importer
 from dstrain.pipeline.sources.archive import extract
 from tests.conftest import dstrain
-from tests.fixtures.lingua_libre import LINGUA_LIBRE, build_lingua_libre
-from tests.fixtures.m_ailabs import M_AILABS, build_m_ailabs
-from tests.fixtures.openslr57 import OPENSLR57, build_openslr57
 from tests.fixtures.outputs import read_csv, sha256
 from tests.fixtures.speech import KEPT, SHARES
-from tests.fixtures.trainingspeech import TRAININGSPEECH, build_trainingspeech
 from tests.http_server import FileServer
 
-CORPORA = {"lingua_libre": LINGUA_LIBRE, "m_ailabs": M_AILABS, "openslr57": OPENSLR57,
-           "trainingspeech": TRAININGSPEECH}
-#: Short enough for the slow "montagne" to be too long.
-MAX_DURATION = {"lingua_libre": 4.0}
+#: Every corpus has a fixture module named after it (tests/fixtures/<corpus>.py).
+FIXTURES = {name: importlib.import_module("tests.fixtures." + name) for name in available_importers()}
+#: Those that say how to import them (PARAMS) get every check below; the others have a test module of their own.
+CORPORA = {name: fixture.ROWS for name, fixture in FIXTURES.items() if hasattr(fixture, "PARAMS")}
+
+
+def test_every_corpus_has_its_fixture_and_most_take_the_common_checks():
+    assert set(FIXTURES) == {"ccpmf", "common_voice", "lingua_libre", "m_ailabs", "mls", "openslr57", "trainingspeech"}
+    assert set(CORPORA) == {"lingua_libre", "m_ailabs", "openslr57", "trainingspeech"}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     www = tmp_path_factory.mktemp("www")
-    archives = {"lingua_libre": build_lingua_libre(www), "m_ailabs": build_m_ailabs(www),
-                "openslr57": build_openslr57(www), "trainingspeech": build_trainingspeech(www)}
+    archives = {name: getattr(FIXTURES[name], "build_" + name)(www) for name in CORPORA}
     with FileServer(www) as server:
         yield server, archives
 
 
 def import_over_http(name: str, served, root: Path):
-    """Download with the French parameters (plus this server's URL and sha256), then prepare."""
+    """Download with the fixture's parameters (plus this server's URL and sha256), then prepare."""
     server, archives = served
     corpus = get_importer(name)
-    values = dict(FR.dataset(name).params, url=f"{server.url}/{archives[name].name}",
-                  sha256=sha256(archives[name]))
-    if "split" in corpus.Params.model_fields:
-        values["split"] = SHARES
-    if name in MAX_DURATION:
-        values["max_duration"] = MAX_DURATION[name]
-    params = corpus.Params(**values)
+    params = corpus.Params(**dict(FIXTURES[name].PARAMS, url=f"{server.url}/{archives[name].name}",
+                                  sha256=sha256(archives[name])))
     digest = corpus.download(params, root / "sources")
     manifest = corpus.prepare(corpus.archive_path(params, root / "sources"), digest, root / name,
                               FR.normalize, params, 2)
@@ -177,7 +173,7 @@ def write_config(path: Path, data: Path, served, **overrides) -> Path:
     lines = [f'data_root = "{data}"', "workers = 2"]
     for name in ("lingua_libre", "m_ailabs"):
         values = {"url": f"{server.url}/{archives[name].name}", "sha256": sha256(archives[name]),
-                  "split": list(SHARES), "max_duration": MAX_DURATION.get(name, 15.0)}
+                  "split": list(SHARES), "max_duration": FIXTURES[name].PARAMS.get("max_duration", 15.0)}
         values.update(overrides.get(name, {}))
         lines += [f"[dataset.{name}]"] + [f"{key} = {json.dumps(value)}" for key, value in values.items()]
     path.write_text("\n".join(lines) + "\n")
