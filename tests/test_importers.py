@@ -48,7 +48,7 @@ def import_over_http(name: str, served, root: Path):
                                   sha256=sha256(archives[name])))
     digest = corpus.download(params, root / "sources")
     manifest = corpus.prepare(corpus.archive_path(params, root / "sources"), digest, root / name,
-                              FR.normalize, params, 2)
+                              FIXTURES[name].LANGUAGE.normalize, params, 2)
     return manifest, root / name
 
 
@@ -69,7 +69,7 @@ def test_exactly_the_good_rows_are_kept_in_their_split(imported, name):
             assert row["transcript"] not in kept, "a transcript appears twice"
             kept[row["transcript"]] = split
             assert int(row["wav_filesize"]) == (directory / row["wav_filename"]).stat().st_size
-    assert kept == {FR.normalize(c.text): c.split for c in clips if c.outcome == KEPT}
+    assert kept == {FIXTURES[name].LANGUAGE.normalize(c.text): c.split for c in clips if c.outcome == KEPT}
     assert set(kept.values()) == set(SPLITS), "the small corpus fills every split"
 
 
@@ -87,7 +87,7 @@ def test_every_other_row_is_rejected_for_its_reason(imported, name):
 @pytest.mark.parametrize("name", sorted(CORPORA))
 def test_speakers_never_cross_splits(imported, name):
     _, directory = imported[name]
-    group_of = {FR.normalize(c.text): c.group for c in CORPORA[name] if c.outcome == KEPT}
+    group_of = {FIXTURES[name].LANGUAGE.normalize(c.text): c.group for c in CORPORA[name] if c.outcome == KEPT}
     splits_of = {}
     for split in SPLITS:
         for row in read_csv(directory / (split + ".csv")):
