@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.conftest import DSTRAIN, clean_env, write_config  # noqa: E402
-from tests.corpora import FR_ROWS, build_common_voice  # noqa: E402
+from tests.fixtures.common_voice import FR_ROWS, build_common_voice  # noqa: E402
 
 
 def sox_baseline(archive: Path, workdir: Path, workers: int) -> float:
@@ -79,7 +79,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dstrain-bench-", dir=None if args.dir is None else str(args.dir)))
     try:
         print(f"building a Common Voice release of {args.clips} espeak-ng clips...", flush=True)
-        good = [r for r in FR_ROWS if "bad" not in r.clip]
+        good = [r for r in FR_ROWS if "bad" not in r.key]
         archive = build_common_voice(work, rows=good, extra_clips=args.clips - len(good))
         data = work / "data"
         (data / "sources").mkdir(parents=True)

@@ -32,9 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from languages.fr import LANGUAGE as FR  # noqa: E402
-from languages.fr import LETTERS  # noqa: E402
-from pipeline import corpus  # noqa: E402
+from dstrain.languages.fr import LANGUAGE as FR  # noqa: E402
+from dstrain.languages.fr import LETTERS  # noqa: E402
+from dstrain.pipeline.lm import corpus  # noqa: E402
 
 FUNCTION_WORDS = ("de la le et les des en un une du que il est pour qui dans a par sur pas au plus ne se ce "
                   "avec son sa ses ou mais elle nous vous ils on y à été très où ça après déjà").split()

@@ -13,49 +13,43 @@ the most name parts in common.
 The XML root holds ``<row timestamp="<start s>" timedur="<duration s>">text</row>``
 elements in time order.  Consecutive rows are joined into one segment while
 the silence between them is at most ``max_gap`` and the segment stays within
-``max_duration``.  Numbers are spelled out (importers.spoken_numbers), each MP3 is
-decoded once and cut (importers.recordings).  The XML names no speakers, and
+``max_duration``.  Numbers are spelled out (kit/spoken_numbers.py), each MP3 is
+decoded once and cut (pipeline/formats/recordings.py).  The XML names no speakers, and
 the recordings of one day are parts of one event with the same speakers, so
-the split is by day (importers.split).
+the split is by day (kit/split.py).
 """
 import os
 import re
 import shutil
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from pydantic import Field, field_validator
 from tqdm import tqdm
 
-from importers.archive import extract
-from importers.assemble import Candidate, assemble, claim_clips
-from importers.deepspeech_csv import Reject
-from importers.fetch import adopt, fetch, obtain
-from importers.recordings import Recording, Segment, cut_all
-from importers.rows import labelled
-from importers.split import SpeakerSplit, split_of
-from importers.spoken_numbers import spell_numbers, supported
-from pipeline.config import SHA256
-from pipeline.errors import DstrainError
-from pipeline.paths import ImportedDataset, verified_record
+from dstrain.importers.kit.assemble import Candidate, claim_clips
+from dstrain.importers.kit.contract import Corpus, Found, Job
+from dstrain.importers.kit.params import SpeakerSplit
+from dstrain.importers.kit.rows import labelled
+from dstrain.importers.kit.split import split_of
+from dstrain.importers.kit.spoken_numbers import spell_numbers, supported
+from dstrain.pipeline.errors import DstrainError
+from dstrain.pipeline.formats.deepspeech_csv import Reject
+from dstrain.pipeline.formats.recordings import Recording, Segment, cut_all
+from dstrain.pipeline.paths import ImportedDataset, verified_record
+from dstrain.pipeline.sources.archive import extract
+from dstrain.pipeline.sources.fetch import adopt, fetch
 
-VERSION = 1  # bump when the output of prepare changes for the same input
-#: Published by the ministry on data.economie.gouv.fr under the Licence Ouverte.
-LICENCE = "Licence Ouverte / Open Licence 2.0 (Etalab)"
-HOMEPAGE = "https://data.economie.gouv.fr/explore/dataset/transcriptionsxml_audiomp3_mefr_ccpmf_2012-2020/"
-ARCHIVE = "transcriptionsxml_audiomp3_mefr_ccpmf_2012-2020_2.zip"
 _DATE = re.compile(r"^[0-9]{8}$")
 
 
 class Params(SpeakerSplit):
     language: str = Field("fr", description="num2words language that spells out the transcripts' numbers")
-    archive: str = Field(ARCHIVE, description="the whole zip's file name in sources/")
+    archive: str = Field("transcriptionsxml_audiomp3_mefr_ccpmf_2012-2020_2.zip",
+                         description="the whole zip's file name in sources/")
     parts: Tuple[str, ...] = Field(
         (), description="URLs of the zip's numbered parts (.zip.001, .zip.002, ...), in order; they are joined")
-    url: Optional[str] = Field(None, description="where to download the whole zip from, when it is one file")
-    sha256: Optional[str] = Field(None, pattern=SHA256, description="of the whole zip")
-    max_duration: float = Field(10.0, gt=0, description="longest segment, in seconds")
     max_gap: float = Field(0.3, ge=0, description="longest silence between two rows joined into a segment, in seconds")
 
     @field_validator("language")
@@ -66,23 +60,77 @@ class Params(SpeakerSplit):
         return value
 
 
-def archive_path(params: Params, sources: Path) -> Path:
-    return Path(sources) / params.archive
+class Ccpmf(Corpus):
+    Params = Params
+
+    def how_to_get(self, params: Params) -> str:
+        return (f"Download its parts from {self.homepage} (attachments) into that directory, or set parts "
+                "(their URLs, in order) or url for this dataset.")
+
+    def download(self, params: Params, sources: Path) -> str:
+        """The zip as one file (placed by hand or downloaded from url), or joined from its numbered parts."""
+        archive = self.archive_path(params, sources)
+        pieces = [] if archive.exists() else _fetch_parts(params, archive)
+        if not pieces:
+            return super().download(params, sources)
+        _join(pieces, archive)
+        digest = adopt(archive, params.sha256, f"joined from {len(pieces)} parts")
+        for piece in pieces:  # the zip is verified: the parts would only double the disk used
+            piece.unlink()
+            verified_record(piece).unlink(missing_ok=True)
+        return digest
+
+    def describe(self, params: Params) -> dict:
+        return dict(super().describe(params),
+                    segments={"max_duration": params.max_duration, "max_gap": params.max_gap},
+                    numbers={"spelled_by": "num2words", "language": params.language})
+
+    def read(self, job: Job) -> Found:
+        params, out = job.params, job.out
+        found = sorted(_unpack(job).rglob("*"))
+        xmls = [p for p in found if p.suffix.lower() == ".xml"]
+        if not xmls:
+            raise DstrainError(f"{job.archive.name} holds no XML transcripts; is it the CCPMF archive?")
+        pairs, unpaired = _pairs(xmls, [p for p in found if p.suffix.lower() == ".mp3"])
+
+        def split_for(path: Path) -> str:  # by day: a day's recordings are one event's, with the same speakers
+            day = path.stem.split("_")[0]
+            return split_of(day if _DATE.match(day) else path.stem, params.split)
+
+        rejects: List[Reject] = [Reject(split_for(m), _name(m), "no_transcript", "no XML of the same date")
+                                 for m in unpaired]
+        candidates, recordings, seen = [], [], {}
+        for xml, mp3 in pairs:
+            split, where = split_for(xml), _name(xml)
+            if mp3 is None:
+                rejects.append(Reject(split, where, "missing_audio", "no MP3 of the same date"))
+                continue
+            if xml.stem in seen:  # clip names start with it
+                rejects.append(Reject(split, where, "duplicate",
+                                      "a transcript of the same name is at " + seen[xml.stem]))
+                continue
+            seen[xml.stem] = where
+            pieces = []
+            for run in segments(_rows(xml, where, split, rejects), params.max_duration, params.max_gap):
+                start, end = run[0].start, max(row.end for row in run)
+                source = f"{where} " + (f"row {run[0].number}" if len(run) == 1 else
+                                        f"rows {run[0].number}-{run[-1].number}")
+                text = spell_numbers(" ".join(row.text for row in run), params.language)
+                label = labelled(split, source, text, job.normalize, rejects)
+                if label:
+                    wav = f"{xml.stem}_{round(start * 1000):08d}_{round(end * 1000):08d}.wav"
+                    pieces.append(Segment(start, end, str(out.clips / wav)))
+                    candidates.append(Candidate(split, source, out.clips / wav, wav, label))
+            if pieces:
+                recordings.append(Recording(str(mp3), tuple(pieces), str(_decoded(out) / (xml.stem + ".wav"))))
+        return Found(*_cut(out, job.sha256, recordings, candidates, rejects, job.workers))
 
 
-def download(params: Params, sources: Path) -> str:
-    archive = archive_path(params, sources)
-    pieces = [] if archive.exists() else _fetch_parts(params, archive)
-    if not pieces:
-        return obtain(archive, params.sha256, params.url, None,
-                      f"Download its parts from {HOMEPAGE} (attachments) into that directory, or set parts "
-                      "(their URLs, in order) or url for this dataset.")
-    _join(pieces, archive)
-    digest = adopt(archive, params.sha256, f"joined from {len(pieces)} parts")
-    for piece in pieces:  # the zip is verified: the parts would only double the disk used
-        piece.unlink()
-        verified_record(piece).unlink(missing_ok=True)
-    return digest
+CORPUS = Ccpmf(
+    # Published by the ministry on data.economie.gouv.fr under the Licence Ouverte.
+    licence="Licence Ouverte / Open Licence 2.0 (Etalab)",
+    homepage="https://data.economie.gouv.fr/explore/dataset/transcriptionsxml_audiomp3_mefr_ccpmf_2012-2020/",
+    split={"by": "day"})
 
 
 def _fetch_parts(params: Params, archive: Path) -> List[Path]:
@@ -108,11 +156,11 @@ def _join(pieces: List[Path], archive: Path) -> None:
     os.replace(str(joined), str(archive))
 
 
-def _unpack(archive: Path, sha256: str, out: ImportedDataset) -> Path:
+def _unpack(job: Job) -> Path:
     """Extract the zip, then each zip inside it, deleting an inner zip once it is extracted."""
-    extracted = extract(archive, out.extracted, sha256)
+    extracted = job.extract()
     for inner in sorted(extracted.rglob("*.zip")):
-        extract(inner, inner.with_suffix(""), sha256 + "/" + inner.name)
+        extract(inner, inner.with_suffix(""), job.sha256 + "/" + inner.name)
         inner.unlink()
     return extracted
 
@@ -186,57 +234,6 @@ def segments(rows: List[Optional[Row]], max_seconds: float, max_gap: float) -> L
         else:
             runs.append([row])
     return [run for run in runs if run[0] is not None]
-
-
-def prepare(archive: Path, sha256: str, out_dir: Path, normalize: Callable[[str], Optional[str]],
-            params: Params, workers: int) -> dict:
-    out = ImportedDataset(out_dir)
-    extracted = _unpack(archive, sha256, out)
-    found = sorted(extracted.rglob("*"))
-    xmls = [p for p in found if p.suffix.lower() == ".xml"]
-    if not xmls:
-        raise DstrainError(f"{archive.name} holds no XML transcripts; is it the CCPMF archive?")
-    pairs, unpaired = _pairs(xmls, [p for p in found if p.suffix.lower() == ".mp3"])
-
-    def split_for(path: Path) -> str:  # by day: a day's recordings are one event's, with the same speakers
-        day = path.stem.split("_")[0]
-        return split_of(day if _DATE.match(day) else path.stem, params.split)
-
-    rejects: List[Reject] = [Reject(split_for(m), _name(m), "no_transcript", "no XML of the same date")
-                             for m in unpaired]
-    candidates, recordings, seen = [], [], {}
-    for xml, mp3 in pairs:
-        split, where = split_for(xml), _name(xml)
-        if mp3 is None:
-            rejects.append(Reject(split, where, "missing_audio", "no MP3 of the same date"))
-            continue
-        if xml.stem in seen:  # clip names start with it
-            rejects.append(Reject(split, where, "duplicate", "a transcript of the same name is at " + seen[xml.stem]))
-            continue
-        seen[xml.stem] = where
-        pieces = []
-        for run in segments(_rows(xml, where, split, rejects), params.max_duration, params.max_gap):
-            start, end = run[0].start, max(row.end for row in run)
-            source = f"{where} " + (f"row {run[0].number}" if len(run) == 1 else
-                                    f"rows {run[0].number}-{run[-1].number}")
-            text = spell_numbers(" ".join(row.text for row in run), params.language)
-            label = labelled(split, source, text, normalize, rejects)
-            if label:
-                wav = f"{xml.stem}_{round(start * 1000):08d}_{round(end * 1000):08d}.wav"
-                pieces.append(Segment(start, end, str(out.clips / wav)))
-                candidates.append(Candidate(split, source, out.clips / wav, wav, label))
-        if pieces:
-            recordings.append(Recording(str(mp3), tuple(pieces), str(_decoded(out) / (xml.stem + ".wav"))))
-    candidates, rejects = _cut(out, sha256, recordings, candidates, rejects, workers)
-    return assemble(out, candidates, rejects, params.max_duration, workers, {
-        "importer": "ccpmf",
-        "importer_version": VERSION,
-        "source": {"archive": archive.name, "sha256": sha256, "url": params.url or HOMEPAGE},
-        "licence": LICENCE,
-        "segments": {"max_duration": params.max_duration, "max_gap": params.max_gap},
-        "numbers": {"spelled_by": "num2words", "language": params.language},
-        "split": {"by": "day", "shares": list(params.split)},
-    })
 
 
 def _decoded(out: ImportedDataset) -> Path:

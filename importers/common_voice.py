@@ -4,53 +4,62 @@ Common Voice's own train/dev/test split is kept: it already keeps speakers
 apart and is what published results are measured on.  The MP3s are decoded
 straight from the archive, so a 25 GB release needs no extracted copy on disk.
 """
-import logging
 import os
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from tqdm import tqdm
 
-from importers.archive import tar_members
-from importers.assemble import Candidate, assemble, claim_clips, wav_name
-from importers.audio import Clip, convert, convert_stream
-from importers.deepspeech_csv import Reject
-from importers.fetch import obtain
-from importers.tsv import read_tsv
-from pipeline.config import SHA256
-from pipeline.errors import DstrainError
-from pipeline.paths import SPLITS, ImportedDataset
-
-log = logging.getLogger("dstrain")
-VERSION = 1  # bump when the output of prepare changes for the same input
-LICENCE = "CC0-1.0"
-HOMEPAGE = "https://commonvoice.mozilla.org/datasets"
+from dstrain.importers.kit.assemble import Candidate, claim_clips, wav_name
+from dstrain.importers.kit.contract import Corpus, Found, Job
+from dstrain.importers.kit.params import CorpusParams
+from dstrain.importers.kit.rows import labelled
+from dstrain.importers.kit.tsv import read_tsv
+from dstrain.pipeline.errors import DstrainError
+from dstrain.pipeline.formats.audio import Clip, convert, convert_stream
+from dstrain.pipeline.formats.deepspeech_csv import Reject
+from dstrain.pipeline.paths import SPLITS, ImportedDataset
+from dstrain.pipeline.sources.archive import tar_members
+from dstrain.pipeline.sources.fetch import obtain
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Params(CorpusParams):
     release: str = Field(pattern=r"^cv-corpus-[A-Za-z0-9._-]+$",
                          description="release name, e.g. cv-corpus-21.0-2025-03-14")
     locale: str = Field(pattern=r"^[A-Za-z0-9-]+$", description="Common Voice locale, e.g. fr")
-    archive: Optional[str] = Field(
-        None, description="archive file name in sources/ (default <release>-<locale>.tar.gz)")
-    url: Optional[str] = Field(None, description="where to download the archive from")
-    sha256: Optional[str] = Field(None, pattern=SHA256)
     mdc_dataset_id: Optional[str] = Field(None, description="Mozilla Data Collective dataset id (needs MDC_API_KEY)")
-    max_duration: float = Field(10.0, gt=0, description="longest clip kept, in seconds")
 
 
-def archive_path(params: Params, sources: Path) -> Path:
-    return Path(sources) / (params.archive or f"{params.release}-{params.locale}.tar.gz")
+class CommonVoice(Corpus):
+    Params = Params
+
+    def download(self, params: Params, sources: Path) -> str:
+        return obtain(self.archive_path(params, sources), params.sha256, params.url, params.mdc_dataset_id,
+                      f"Download it from {self.homepage} (or set mdc_dataset_id and MDC_API_KEY, or url, for this "
+                      "dataset).")
+
+    def read(self, job: Job) -> Found:
+        claim_clips(job.out, job.sha256)
+        candidates, rejects = [], []
+        for split, content in _read_tsvs(job.archive, job.params.locale).items():
+            for row in read_tsv(content, required=("path", "sentence"), name=f"{split}.tsv"):
+                where = f"{split}.tsv:{row.line}"
+                if row.problem:
+                    rejects.append(Reject(split, where, "unreadable_row", row.problem))
+                    continue
+                name = row.fields["path"]
+                source = f"{where} {name}"
+                label = labelled(split, source, row.fields["sentence"], job.normalize, rejects)
+                if label:
+                    candidates.append(Candidate(split, source, Path(name), wav_name(name), label))
+        clips = _convert_clips(job.archive, job.params.locale, job.out, {str(c.audio) for c in candidates},
+                               job.workers)
+        return Found(candidates, rejects, {c.wav_name: clips[str(c.audio)] for c in candidates})
 
 
-def download(params: Params, sources: Path) -> str:
-    return obtain(
-        archive_path(params, sources), params.sha256, params.url, params.mdc_dataset_id,
-        f"Download it from {HOMEPAGE} (or set mdc_dataset_id and MDC_API_KEY, or url, for this dataset).",
-    )
+CORPUS = CommonVoice(licence="CC0-1.0", homepage="https://commonvoice.mozilla.org/datasets",
+                     published="{release}-{locale}.tar.gz", reported=("release", "locale"))
 
 
 def _files(archive: Path, desc: str) -> Iterator[Tuple[List[str], Callable]]:
@@ -107,36 +116,3 @@ def _convert_clips(archive: Path, locale: str, out: ImportedDataset, wanted: Ite
     for name in todo:
         results[name] = Clip(False, reason="missing_audio", detail="not in the archive: " + name)
     return results
-
-
-def prepare(archive: Path, sha256: str, out_dir: Path, normalize: Callable[[str], Optional[str]],
-            params: Params, workers: int) -> dict:
-    out = ImportedDataset(out_dir)
-    claim_clips(out, sha256)
-    candidates, rejects = [], []
-    for split, content in _read_tsvs(archive, params.locale).items():
-        for row in read_tsv(content, required=("path", "sentence"), name=f"{split}.tsv"):
-            where = f"{split}.tsv:{row.line}"
-            if row.problem:
-                rejects.append(Reject(split, where, "unreadable_row", row.problem))
-                continue
-            name, sentence = row.fields["path"], row.fields["sentence"]
-            source = f"{where} {name}"
-            if not sentence.strip():
-                rejects.append(Reject(split, source, "empty_label", ""))
-                continue
-            label = normalize(sentence)
-            if not label:
-                rejects.append(Reject(split, source, "invalid_label", sentence))
-                continue
-            candidates.append(Candidate(split, source, Path(name), wav_name(name), label))
-    clips = _convert_clips(archive, params.locale, out, {str(c.audio) for c in candidates}, workers)
-    converted = {c.wav_name: clips[str(c.audio)] for c in candidates}
-    return assemble(out, candidates, rejects, params.max_duration, workers, {
-        "importer": "common_voice",
-        "importer_version": VERSION,
-        "source": {"archive": archive.name, "sha256": sha256, "url": params.url or HOMEPAGE},
-        "release": params.release,
-        "locale": params.locale,
-        "licence": LICENCE,
-    }, converted=converted)

@@ -4,30 +4,22 @@ The word is the file name.  The speaker directory is the Lingua Libre user,
 followed by " (<locutor>)" when the user recorded someone else; a word with a
 "/" in it makes deeper directories.  A qualifier that tells homographs apart
 ends the word in parentheses, "vers (préposition)", and is not spoken.
-There is no official split: speakers are split by hash (importers.split).
+There is no official split: speakers are split by hash (kit/split.py).
 """
 import hashlib
 import re
 import zipfile
-from pathlib import Path
-from typing import Callable, Optional, Tuple
-from urllib.parse import quote
+from typing import Tuple
 
 from pydantic import Field, field_validator
 
-from importers.archive import extract
-from importers.assemble import Candidate, assemble
-from importers.deepspeech_csv import Reject
-from importers.fetch import obtain
-from importers.rows import labelled
-from importers.split import SpeakerSplit, split_of
-from pipeline.config import SHA256
-from pipeline.paths import ImportedDataset
+from dstrain.importers.kit.assemble import Candidate
+from dstrain.importers.kit.contract import Corpus, Found, Job
+from dstrain.importers.kit.params import SpeakerSplit
+from dstrain.importers.kit.rows import labelled
+from dstrain.importers.kit.split import split_of
+from dstrain.pipeline.formats.deepspeech_csv import Reject
 
-VERSION = 1  # bump when the output of prepare changes for the same input
-#: Lingua Libre's licence for recordings; each file's own is on its Wikimedia Commons page.
-LICENCE = "CC-BY-SA-4.0"
-HOMEPAGE = "https://lingualibre.org/datasets/"
 _LANGUAGE_DIR = re.compile(r"^Q[0-9]+-")
 _QUALIFIER = re.compile(r"\s*\([^()]*\)$")
 
@@ -38,10 +30,6 @@ class Params(SpeakerSplit):
     english_name: str = Field(min_length=1, description="the language's English name in the zip's name, e.g. French")
     skip: Tuple[str, ...] = Field(
         (), description="regexes for bogus records, matched at the start of '<speaker>/<word>.ogg'")
-    archive: Optional[str] = Field(None, description="archive file name in sources/ (default <qid>-<iso>-<name>.zip)")
-    url: Optional[str] = Field(None, description="where to download the archive from (default: lingualibre.org)")
-    sha256: Optional[str] = Field(None, pattern=SHA256)
-    max_duration: float = Field(10.0, gt=0, description="longest clip kept, in seconds")
 
     @field_validator("skip")
     @classmethod
@@ -54,21 +42,44 @@ class Params(SpeakerSplit):
         return value
 
 
-def _name(params: Params) -> str:
-    return f"{params.qid}-{params.iso639_3}-{params.english_name}"
+class LinguaLibre(Corpus):
+    Params = Params
+
+    def describe(self, params: Params) -> dict:
+        language = {"qid": params.qid, "iso639_3": params.iso639_3, "english_name": params.english_name}
+        return dict(super().describe(params), language=language)
+
+    def read(self, job: Job) -> Found:
+        # Every recording is extracted, skipped or not, so a changed skip list needs no new extraction.
+        extracted = job.extract(keep=lambda name: name.endswith(".ogg"))
+        skip = [re.compile(pattern) for pattern in job.params.skip]
+        with zipfile.ZipFile(str(job.archive)) as zip_file:
+            members = sorted((i for i in zip_file.infolist() if i.filename.endswith(".ogg")),
+                             key=lambda i: i.filename)
+        candidates, rejects = [], []
+        for info in members:
+            record = _record(info.filename)
+            speaker, _, word = record.partition("/")
+            split = split_of(speaker, job.params.split)
+            source = info.filename
+            if not word:
+                rejects.append(Reject(split, source, "unreadable_row", "not in a speaker's directory"))
+                continue
+            matched = next((p.pattern for p in skip if p.match(record)), None)
+            if matched is not None:
+                rejects.append(Reject(split, source, "skipped", f"matches skip pattern {matched!r}"))
+                continue
+            label = labelled(split, source, _QUALIFIER.sub("", word[:-len(".ogg")]), job.normalize, rejects)
+            if label:
+                candidates.append(Candidate(split, source, extracted / info.filename, _wav_name(info), label))
+        return Found(candidates, rejects)
 
 
-def archive_path(params: Params, sources: Path) -> Path:
-    return Path(sources) / (params.archive or _name(params) + ".zip")
-
-
-def source_url(params: Params) -> str:
-    return params.url or HOMEPAGE + quote(_name(params)) + ".zip"
-
-
-def download(params: Params, sources: Path) -> str:
-    return obtain(archive_path(params, sources), params.sha256, source_url(params), None,
-                  f"Download it from {HOMEPAGE}.")
+CORPUS = LinguaLibre(
+    # Lingua Libre's licence for recordings; each file's own is on its Wikimedia Commons page.
+    licence="CC-BY-SA-4.0", homepage="https://lingualibre.org/datasets/",
+    published="{qid}-{iso639_3}-{english_name}.zip", downloads="https://lingualibre.org/datasets/",
+    split={"by": "speaker"})
 
 
 def _record(member: str) -> str:
@@ -81,38 +92,3 @@ def _wav_name(info: zipfile.ZipInfo) -> str:
     # Words repeat across speakers, so the name comes from the path.  The CRC is in it because the
     # zip is rebuilt as people re-record: a new recording must not reuse the WAV of the old one.
     return hashlib.sha256(f"{info.filename}\0{info.CRC}".encode()).hexdigest()[:20] + ".wav"
-
-
-def prepare(archive: Path, sha256: str, out_dir: Path, normalize: Callable[[str], Optional[str]],
-            params: Params, workers: int) -> dict:
-    out = ImportedDataset(out_dir)
-    # Every recording is extracted, skipped or not, so a changed skip list needs no new extraction.
-    extracted = extract(archive, out.extracted, sha256, keep=lambda name: name.endswith(".ogg"))
-    skip = [re.compile(pattern) for pattern in params.skip]
-    with zipfile.ZipFile(str(archive)) as zip_file:
-        members = sorted((i for i in zip_file.infolist() if i.filename.endswith(".ogg")),
-                         key=lambda i: i.filename)
-    candidates, rejects = [], []
-    for info in members:
-        record = _record(info.filename)
-        speaker, _, word = record.partition("/")
-        split = split_of(speaker, params.split)
-        source = info.filename
-        if not word:
-            rejects.append(Reject(split, source, "unreadable_row", "not in a speaker's directory"))
-            continue
-        matched = next((p.pattern for p in skip if p.match(record)), None)
-        if matched is not None:
-            rejects.append(Reject(split, source, "skipped", f"matches skip pattern {matched!r}"))
-            continue
-        label = labelled(split, source, _QUALIFIER.sub("", word[:-len(".ogg")]), normalize, rejects)
-        if label:
-            candidates.append(Candidate(split, source, extracted / info.filename, _wav_name(info), label))
-    return assemble(out, candidates, rejects, params.max_duration, workers, {
-        "importer": "lingua_libre",
-        "importer_version": VERSION,
-        "source": {"archive": archive.name, "sha256": sha256, "url": source_url(params)},
-        "language": {"qid": params.qid, "iso639_3": params.iso639_3, "english_name": params.english_name},
-        "licence": LICENCE,
-        "split": {"by": "speaker", "shares": list(params.split)},
-    })

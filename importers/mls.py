@@ -11,53 +11,54 @@ Beside them the archive has ``metainfo.txt``, ``segments.txt`` and the
 """
 import re
 from pathlib import Path
-from typing import Callable, List, Literal, Optional
+from typing import List, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from importers.archive import extract
-from importers.assemble import Candidate, assemble
-from importers.audio import external_decoder
-from importers.deepspeech_csv import Reject
-from importers.fetch import obtain
-from importers.rows import labelled
-from pipeline.config import SHA256
-from pipeline.errors import DstrainError
-from pipeline.paths import SPLITS, ImportedDataset
+from dstrain.importers.kit.assemble import Candidate
+from dstrain.importers.kit.contract import Corpus, Found, Job
+from dstrain.importers.kit.params import CorpusParams
+from dstrain.importers.kit.rows import labelled
+from dstrain.pipeline.errors import DstrainError
+from dstrain.pipeline.formats.audio import external_decoder
+from dstrain.pipeline.formats.deepspeech_csv import Reject
+from dstrain.pipeline.paths import SPLITS
 
-VERSION = 1  # bump when the output of prepare changes for the same input
-LICENCE = "CC-BY-4.0"
-HOMEPAGE = "https://www.openslr.org/94/"
-DOWNLOADS = "https://dl.fbaipublicfiles.com/mls/"
 _UTTERANCE = re.compile(r"^([0-9]+)_([0-9]+)_[0-9]+$")
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Params(CorpusParams):
     language: str = Field(pattern=r"^[a-z]+$", description="MLS language name, e.g. german")
     format: Literal["opus", "flac"] = Field("opus", description="which of the two archives: opus (small) or flac")
-    archive: Optional[str] = Field(None, description="archive file name in sources/ (default the published name)")
-    url: Optional[str] = Field(None, description=f"where to download the archive from (default: {DOWNLOADS})")
-    sha256: Optional[str] = Field(None, pattern=SHA256)
     max_duration: float = Field(20.0, gt=0, description="longest clip kept, in seconds (MLS clips last 10 to 20 s)")
 
 
-def _name(params: Params) -> str:
-    return f"mls_{params.language}" + ("_opus" if params.format == "opus" else "")
+class MultilingualLibriSpeech(Corpus):
+    Params = Params
+
+    def archive_name(self, params: Params) -> str:
+        return f"mls_{params.language}" + ("_opus" if params.format == "opus" else "") + ".tar.gz"
+
+    def read(self, job: Job) -> Found:
+        _check_decoder(job.params)
+        suffix = "." + job.params.format
+        extracted = job.extract(keep=lambda name: name.endswith(suffix) or name.endswith("/transcripts.txt"))
+        found = sorted(extracted.glob("*/train/transcripts.txt"))
+        if not found:
+            raise DstrainError(f"{job.archive.name} holds no <root>/train/transcripts.txt; is it an MLS archive?")
+        corpus = found[0].parent.parent
+        candidates, rejects = [], []
+        for split in SPLITS:
+            table = corpus / split / "transcripts.txt"
+            if not table.exists():
+                raise DstrainError(f"{table.relative_to(extracted)} is missing from {job.archive.name}")
+            candidates += _rows(table, split, corpus / split / "audio", suffix, job.normalize, rejects)
+        return Found(candidates, rejects)
 
 
-def archive_path(params: Params, sources: Path) -> Path:
-    return Path(sources) / (params.archive or _name(params) + ".tar.gz")
-
-
-def source_url(params: Params) -> str:
-    return params.url or f"{DOWNLOADS}{_name(params)}.tar.gz"
-
-
-def download(params: Params, sources: Path) -> str:
-    return obtain(archive_path(params, sources), params.sha256, source_url(params), None,
-                  f"Download it from {HOMEPAGE}.")
+CORPUS = MultilingualLibriSpeech(licence="CC-BY-4.0", homepage="https://www.openslr.org/94/",
+                                 downloads="https://dl.fbaipublicfiles.com/mls/", reported=("language", "format"),
+                                 split={"by": "official"})
 
 
 def _check_decoder(params: Params) -> None:
@@ -98,31 +99,3 @@ def _rows(table: Path, split: str, audio: Path, suffix: str, normalize, rejects:
             clip = audio / match.group(1) / match.group(2) / (name + suffix)
             candidates.append(Candidate(split, source, clip, name + ".wav", label))
     return candidates
-
-
-def prepare(archive: Path, sha256: str, out_dir: Path, normalize: Callable[[str], Optional[str]],
-            params: Params, workers: int) -> dict:
-    _check_decoder(params)
-    out = ImportedDataset(out_dir)
-    suffix = "." + params.format
-    extracted = extract(archive, out.extracted, sha256,
-                        keep=lambda name: name.endswith(suffix) or name.endswith("/transcripts.txt"))
-    found = sorted(extracted.glob("*/train/transcripts.txt"))
-    if not found:
-        raise DstrainError(f"{archive.name} holds no <root>/train/transcripts.txt; is it an MLS archive?")
-    corpus = found[0].parent.parent
-    candidates, rejects = [], []
-    for split in SPLITS:
-        table = corpus / split / "transcripts.txt"
-        if not table.exists():
-            raise DstrainError(f"{table.relative_to(extracted)} is missing from {archive.name}")
-        candidates += _rows(table, split, corpus / split / "audio", suffix, normalize, rejects)
-    return assemble(out, candidates, rejects, params.max_duration, workers, {
-        "importer": "mls",
-        "importer_version": VERSION,
-        "source": {"archive": archive.name, "sha256": sha256, "url": source_url(params)},
-        "language": params.language,
-        "format": params.format,
-        "licence": LICENCE,
-        "split": {"by": "official"},
-    })

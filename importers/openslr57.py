@@ -10,23 +10,17 @@ The official split is kept, with devtest joining dev.  A train speaker also
 heard in dev or test is left out of train, so speakers stay apart.
 """
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from importers.archive import extract
-from importers.assemble import Candidate, assemble, wav_name
-from importers.deepspeech_csv import Reject
-from importers.fetch import obtain
-from importers.rows import labelled
-from pipeline.config import SHA256
-from pipeline.errors import DstrainError
-from pipeline.paths import ImportedDataset
+from dstrain.importers.kit.assemble import Candidate, wav_name
+from dstrain.importers.kit.contract import Corpus, Found, Job
+from dstrain.importers.kit.params import CorpusParams
+from dstrain.importers.kit.rows import labelled
+from dstrain.pipeline.errors import DstrainError
+from dstrain.pipeline.formats.deepspeech_csv import Reject
 
-VERSION = 1  # bump when the output of prepare changes for the same input
-LICENCE = "Apache-2.0"
-HOMEPAGE = "https://www.openslr.org/57/"
-URL = "https://www.openslr.org/resources/57/African_Accented_French.tar.gz"
 #: The transcripts of each subcorpus, as the corpus ships them.
 TRANSCRIPTS = (
     "transcripts/train/yaounde/fn_text.txt",
@@ -40,13 +34,38 @@ TRANSCRIPTS = (
 SPLIT_OF = {"train": "train", "dev": "dev", "devtest": "dev", "test": "test"}
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Params(CorpusParams):
     archive: str = Field("African_Accented_French.tar.gz", description="archive file name in sources/")
-    url: Optional[str] = Field(URL, description="where to download the archive from")
-    sha256: Optional[str] = Field(None, pattern=SHA256)
+    url: Optional[str] = Field("https://www.openslr.org/resources/57/African_Accented_French.tar.gz",
+                               description="where to download the archive from")
     max_duration: float = Field(15.0, gt=0, description="longest clip kept, in seconds")
+
+
+class AfricanAccentedFrench(Corpus):
+    Params = Params
+
+    def read(self, job: Job) -> Found:
+        corpus = job.extract() / "African_Accented_French"
+        if not corpus.is_dir():
+            raise DstrainError(f"{job.archive.name} holds no African_Accented_French/; is it the OpenSLR 57 archive?")
+        candidates, rejects = [], []
+        rows = _rows(corpus, job.archive, rejects)
+        heard_in_eval = {row.speaker for row in rows if row.split != "train" and row.speaker}
+        for row in rows:
+            if row.split == "train" and row.speaker in heard_in_eval:
+                rejects.append(Reject(row.split, row.source, "speaker_overlap",
+                                      f"speaker {row.speaker} is also in dev or test"))
+                continue
+            label = labelled(row.split, row.source, row.text, job.normalize, rejects)
+            if label:
+                # Prefixed with the corpus' split: base names are only unique within one.
+                wav = wav_name(row.wav.relative_to(corpus / "speech").parts[0] + "-" + row.wav.name)
+                candidates.append(Candidate(row.split, row.source, row.wav, wav, label))
+        return Found(candidates, rejects)
+
+
+CORPUS = AfricanAccentedFrench(licence="Apache-2.0", homepage="https://www.openslr.org/57/", split={
+    "by": "official", "devtest": "dev", "speakers": "train loses speakers heard in dev or test"})
 
 
 class Row(NamedTuple):
@@ -56,14 +75,6 @@ class Row(NamedTuple):
     #: The clip's directory under ``speech/<split>/``; None when the clip is missing.
     speaker: Optional[str]
     text: str
-
-
-def archive_path(params: Params, sources: Path) -> Path:
-    return Path(sources) / params.archive
-
-
-def download(params: Params, sources: Path) -> str:
-    return obtain(archive_path(params, sources), params.sha256, params.url, None, f"Download it from {HOMEPAGE}.")
 
 
 def _clip_name(ident: str) -> str:
@@ -111,32 +122,3 @@ def _rows(corpus: Path, archive: Path, rejects: List[Reject]):
             rejects.append(Reject(SPLIT_OF[key[0]], wav.relative_to(corpus).as_posix(), "no_transcript",
                                   "no transcript line names this clip"))
     return rows
-
-
-def prepare(archive: Path, sha256: str, out_dir: Path, normalize: Callable[[str], Optional[str]],
-            params: Params, workers: int) -> dict:
-    out = ImportedDataset(out_dir)
-    extracted = extract(archive, out.extracted, sha256)
-    corpus = extracted / "African_Accented_French"
-    if not corpus.is_dir():
-        raise DstrainError(f"{archive.name} holds no African_Accented_French/; is it the OpenSLR 57 archive?")
-    candidates, rejects = [], []
-    rows = _rows(corpus, archive, rejects)
-    heard_in_eval = {row.speaker for row in rows if row.split != "train" and row.speaker}
-    for row in rows:
-        if row.split == "train" and row.speaker in heard_in_eval:
-            rejects.append(Reject(row.split, row.source, "speaker_overlap",
-                                  f"speaker {row.speaker} is also in dev or test"))
-            continue
-        label = labelled(row.split, row.source, row.text, normalize, rejects)
-        if label:
-            # Prefixed with the corpus' split: base names are only unique within one.
-            wav = wav_name(row.wav.relative_to(corpus / "speech").parts[0] + "-" + row.wav.name)
-            candidates.append(Candidate(row.split, row.source, row.wav, wav, label))
-    return assemble(out, candidates, rejects, params.max_duration, workers, {
-        "importer": "openslr57",
-        "importer_version": VERSION,
-        "source": {"archive": archive.name, "sha256": sha256, "url": params.url or HOMEPAGE},
-        "licence": LICENCE,
-        "split": {"by": "official", "devtest": "dev", "speakers": "train loses speakers heard in dev or test"},
-    })

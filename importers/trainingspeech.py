@@ -4,95 +4,72 @@ The zip holds the clips at its root, named ``<source>_<NNNN>.wav`` (16 kHz,
 16-bit, mono; a source is one chapter of one audiobook), and ``data.csv``, a
 comma-separated file with a header and quoted fields: ``path,duration,text``.
 It names no speakers (a handful of narrators read it all), so there is no
-speaker split to keep: chapters are split by hash (importers.split), which
+speaker split to keep: chapters are split by hash (kit/split.py), which
 keeps the text and voice of one chapter in one split.
 """
 import csv
 import re
 from pathlib import Path
-from typing import Callable, Optional
 
 from pydantic import Field
 
-from importers.archive import extract
-from importers.assemble import Candidate, assemble, wav_name
-from importers.deepspeech_csv import Reject
-from importers.fetch import obtain
-from importers.rows import labelled
-from importers.split import SpeakerSplit, split_of
-from pipeline.config import SHA256
-from pipeline.errors import DstrainError
-from pipeline.paths import ImportedDataset
+from dstrain.importers.kit.assemble import Candidate, wav_name
+from dstrain.importers.kit.contract import Corpus, Found, Job
+from dstrain.importers.kit.params import SpeakerSplit
+from dstrain.importers.kit.rows import labelled
+from dstrain.importers.kit.split import split_of
+from dstrain.pipeline.errors import DstrainError
+from dstrain.pipeline.formats.deepspeech_csv import Reject
 
-VERSION = 1  # bump when the output of prepare changes for the same input
-#: Audio from audiocite.net under Art Libre or CC licences, texts in the public domain (see the project's sources.json).
-LICENCE = "Art-Libre-1.3 / CC (audio, per source), public domain (texts)"
-HOMEPAGE = "https://github.com/wasertech/TrainingSpeech"
-#: The mirror DeepSpeech 0.9.3's importer downloads from.
-MIRROR = "https://deepspeech-storage-mirror.s3.fr-par.scw.cloud/"
 _FRAGMENT = re.compile(r"_[0-9]+$")
 
 
 class Params(SpeakerSplit):
     release: str = Field("2019-04-11_fr_FR", pattern=r"^[A-Za-z0-9._-]+$", description="release name")
-    archive: Optional[str] = Field(None, description="archive file name in sources/ (default <release>.zip)")
-    url: Optional[str] = Field(None, description=f"where to download the archive from (default: {MIRROR})")
-    sha256: Optional[str] = Field(None, pattern=SHA256)
     max_duration: float = Field(15.0, gt=0, description="longest clip kept, in seconds")
 
 
-def archive_path(params: Params, sources: Path) -> Path:
-    return Path(sources) / (params.archive or params.release + ".zip")
+class TrainingSpeech(Corpus):
+    Params = Params
+
+    def read(self, job: Job) -> Found:
+        extracted = job.extract()
+        table = extracted / "data.csv"
+        if not table.exists():
+            raise DstrainError(f"{job.archive.name} holds no data.csv at its root; is it a TrainingSpeech release?")
+        candidates, rejects = [], []
+        # Undecodable bytes become lone surrogates, so one bad row does not stop the others.
+        with table.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"path", "text"} - set(reader.fieldnames or ())
+            if missing:
+                raise DstrainError(f"{job.archive.name}: data.csv has no column {sorted(missing)[0]} "
+                                   f"(it has: {', '.join(reader.fieldnames or ())})")
+            for row in reader:
+                path, text = row["path"] or "", row["text"]
+                split = split_of(_chapter(path), job.params.split)
+                source = f"data.csv:{reader.line_num} {_readable(path)}"
+                if text is None:
+                    rejects.append(Reject(split, source, "unreadable_row", "too few fields: no text"))
+                elif _readable(path + text) != path + text:
+                    rejects.append(Reject(split, source, "unreadable_row", "not valid UTF-8"))
+                else:
+                    label = labelled(split, source, text, job.normalize, rejects)
+                    if label:
+                        candidates.append(Candidate(split, source, extracted / path, wav_name(path), label))
+        return Found(candidates, rejects)
 
 
-def source_url(params: Params) -> str:
-    return params.url or f"{MIRROR}{params.release}.zip"
-
-
-def download(params: Params, sources: Path) -> str:
-    return obtain(archive_path(params, sources), params.sha256, source_url(params), None,
-                  f"Download it from {HOMEPAGE}.")
+CORPUS = TrainingSpeech(
+    # Audio from audiocite.net under Art Libre or CC licences, texts in the public domain (the project's sources.json).
+    licence="Art-Libre-1.3 / CC (audio, per source), public domain (texts)",
+    homepage="https://github.com/wasertech/TrainingSpeech", published="{release}.zip", reported=("release",),
+    # The mirror DeepSpeech 0.9.3's importer downloads from.
+    downloads="https://deepspeech-storage-mirror.s3.fr-par.scw.cloud/", split={"by": "chapter"})
 
 
 def _chapter(path: str) -> str:
     return _FRAGMENT.sub("", Path(path).stem)
-
-
-def prepare(archive: Path, sha256: str, out_dir: Path, normalize: Callable[[str], Optional[str]],
-            params: Params, workers: int) -> dict:
-    out = ImportedDataset(out_dir)
-    extracted = extract(archive, out.extracted, sha256)
-    table = extracted / "data.csv"
-    if not table.exists():
-        raise DstrainError(f"{archive.name} holds no data.csv at its root; is it a TrainingSpeech release?")
-    candidates, rejects = [], []
-    # Undecodable bytes become lone surrogates, so one bad row does not stop the others.
-    with table.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"path", "text"} - set(reader.fieldnames or ())
-        if missing:
-            raise DstrainError(f"{archive.name}: data.csv has no column {sorted(missing)[0]} "
-                               f"(it has: {', '.join(reader.fieldnames or ())})")
-        for row in reader:
-            path, text = row["path"] or "", row["text"]
-            split = split_of(_chapter(path), params.split)
-            source = f"data.csv:{reader.line_num} {_readable(path)}"
-            if text is None:
-                rejects.append(Reject(split, source, "unreadable_row", "too few fields: no text"))
-            elif _readable(path + text) != path + text:
-                rejects.append(Reject(split, source, "unreadable_row", "not valid UTF-8"))
-            else:
-                label = labelled(split, source, text, normalize, rejects)
-                if label:
-                    candidates.append(Candidate(split, source, extracted / path, wav_name(path), label))
-    return assemble(out, candidates, rejects, params.max_duration, workers, {
-        "importer": "trainingspeech",
-        "importer_version": VERSION,
-        "source": {"archive": archive.name, "sha256": sha256, "url": source_url(params)},
-        "release": params.release,
-        "licence": LICENCE,
-        "split": {"by": "chapter", "shares": list(params.split)},
-    })
 
 
 def _readable(text: str) -> str:

@@ -10,8 +10,8 @@ import re
 import unicodedata
 from typing import Optional
 
-from languages import _text
-from pipeline.language import ENGLISH_LETTERS, DatasetSpec, Language, ModelMetadata
+from dstrain.languages import _text
+from dstrain.pipeline.language import ENGLISH_LETTERS, DatasetSpec, Language, ModelMetadata
 
 # Before NFKD: it turns ½ into "1⁄2" (a digit: rejected), and the acute
 # accent ´ (typed for an apostrophe) into a space and a combining mark.

@@ -12,8 +12,8 @@ import re
 import unicodedata
 from typing import Optional
 
-from languages import _text
-from pipeline.language import DatasetSpec, Language, ModelMetadata, TextSource
+from dstrain.languages import _text
+from dstrain.pipeline.language import DatasetSpec, Language, ModelMetadata, TextSource
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzàâçéèêëîïôœùûüÿ'"
 

@@ -11,8 +11,8 @@ import sys
 
 import click
 
-from pipeline import __version__
-from pipeline.errors import ConfigError, DstrainError
+from dstrain.pipeline import __version__
+from dstrain.pipeline.errors import ConfigError, DstrainError
 
 log = logging.getLogger("dstrain")
 
@@ -52,19 +52,12 @@ def _settings_options(func):
 
 
 def _resolve(language, data_root, run_name, datasets, workers, english_compatible, config_file):
-    from pipeline.config import resolve
+    from dstrain.pipeline.config import resolve
 
     return resolve(config_file, flags={
         "language": language, "data_root": data_root, "run": run_name, "datasets": datasets,
         "workers": workers, "english_compatible": english_compatible,
     })
-
-
-def _context(config):
-    from pipeline.paths import DataRoot
-    from pipeline.runner import Context
-
-    return Context(config, DataRoot(config.settings.data_root, config.run_name, config.language.code))
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -122,30 +115,22 @@ def run(start, stop, only, force, **settings):
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from pipeline.atomic import read_json, write_json
-    from pipeline.runner import run_stages, select
-    from pipeline.stages import STAGES
-    from pipeline.stages.check import preflight
+    from dstrain.pipeline.runner import start_run
 
     config = _resolve(**settings)
-    ctx = _context(config)
-    selected = select(STAGES, start, stop, only)
-    preflight(ctx)
-    if read_json(ctx.paths.config_file) != config.redacted():
-        write_json(ctx.paths.config_file, config.redacted())
-    log.info("run %s: language %s, data root %s", config.run_name, config.language.code, ctx.paths.root)
     with logging_redirect_tqdm([log]):
-        run_stages(STAGES, ctx, selected, force, _resume_command())
+        start_run(config, start, stop, only, force, _resume_command())
 
 
 @cli.command()
 @_settings_options
 def check(**settings):
     """Check the data root, the tools and the language's own test cases, and nothing else."""
-    from pipeline.runner import run_stages, select
-    from pipeline.stages import STAGES
+    from dstrain.pipeline.runner import run_stages, select
+    from dstrain.pipeline.stage import Context
+    from dstrain.pipeline.stages import STAGES
 
-    ctx = _context(_resolve(**settings))
+    ctx = Context.of(_resolve(**settings))
     run_stages(STAGES, ctx, select(STAGES, only="check"), (), _resume_command())
 
 
@@ -153,10 +138,11 @@ def check(**settings):
 @_settings_options
 def status(**settings):
     """Show each stage as done, stale (inputs changed) or pending, with times and counts."""
-    from pipeline.runner import stage_states
-    from pipeline.stages import STAGES
+    from dstrain.pipeline.runner import stage_states
+    from dstrain.pipeline.stage import Context
+    from dstrain.pipeline.stages import STAGES
 
-    ctx = _context(_resolve(**settings))
+    ctx = Context.of(_resolve(**settings))
     states = stage_states(STAGES, ctx)
     click.echo(f"run {ctx.config.run_name} ({ctx.language.code}), data root {ctx.paths.root}")
     click.echo("{:<10} {:<8} {:<21} {:>9}  {}".format("stage", "state", "finished", "seconds", "counts"))
@@ -186,7 +172,7 @@ def show_config(as_json, **settings):
 @cli.command()
 def languages():
     """List the built-in languages and those installed as plugins."""
-    from pipeline.language import available_languages
+    from dstrain.pipeline.registry import available_languages
 
     for code, entry in sorted(available_languages().items()):
         lang = entry.language
@@ -208,10 +194,10 @@ def new_language(code, name, locale, letters, directory):
     Then run `dstrain check --language CODE` until its test cases pass.
     See docs/adding-a-language.md.
     """
-    import languages
-    from pipeline.scaffold import new_language as scaffold
+    from dstrain.pipeline.registry import builtin_languages_dir
+    from dstrain.pipeline.scaffold import new_language as scaffold
 
-    target = scaffold(code, name, locale or code, letters, directory or languages.__path__[0])
+    target = scaffold(code, name, locale or code, letters, directory or builtin_languages_dir())
     click.echo(f"wrote {target}\nnext: answer its QUESTIONs, then `dstrain check --language {code}`")
 
 

@@ -1,22 +1,27 @@
 """The language contract: a language is data plus one normalisation function.
 
 A module under ``languages/`` (or a plugin registered in the entry-point group
-``dstrain.languages``) exports ``LANGUAGE = Language(...)``.  The engine never
-branches on a language code; everything it needs is in this object.
+``dstrain.languages``) does ``from dstrain.pipeline.language import Language``
+and exports ``LANGUAGE = Language(...)``.  The engine never branches on a
+language code; everything it needs is in this object.  pipeline/registry.py
+finds them.
 """
 import hashlib
-import importlib
 import inspect
-import pkgutil
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
-from pipeline.errors import ConfigError
+from anyascii import anyascii
 
-ENTRY_POINT_GROUP = "dstrain.languages"
+from dstrain.pipeline.errors import ConfigError
 
 #: The alphabet of DeepSpeech's released English model, for transfer learning.
 ENGLISH_LETTERS = "abcdefghijklmnopqrstuvwxyz'"
+
+
+def to_english(transcript: str) -> str:
+    """A normalised transcript in ENGLISH_LETTERS' terms (``english_compatible``): ASCII, lower case."""
+    return " ".join(anyascii(transcript).lower().split())
 
 
 @dataclass(frozen=True)
@@ -135,63 +140,3 @@ class Language:
                 self.code, key, ", ".join(s.key for s in self.datasets) or "none"
             )
         )
-
-
-@dataclass(frozen=True)
-class LanguageEntry:
-    language: Language
-    origin: str  # "built-in" or the distribution that provides the plugin
-
-
-def _builtin_languages() -> Dict[str, LanguageEntry]:
-    import languages
-
-    found = {}
-    for info in pkgutil.iter_modules(languages.__path__):
-        module = importlib.import_module("languages." + info.name)
-        lang = getattr(module, "LANGUAGE", None)
-        if isinstance(lang, Language):
-            found[lang.code] = LanguageEntry(lang, "built-in")
-    return found
-
-
-def _plugin_entry_points() -> List[Tuple[str, Any]]:
-    """(distribution name, entry point) for every language plugin; the same API on Python 3.8 to 3.12."""
-    from importlib.metadata import distributions
-
-    found = {}
-    for dist in distributions():
-        for ep in dist.entry_points:
-            if ep.group == ENTRY_POINT_GROUP:
-                # A distribution seen twice on sys.path (e.g. editable and installed) counts once.
-                found.setdefault((dist.metadata["Name"], ep.name), ep)
-    return [(name, ep) for (name, _), ep in found.items()]
-
-
-def available_languages() -> Dict[str, LanguageEntry]:
-    """Built-in languages plus plugins; two providers of one code is an error."""
-    found = _builtin_languages()
-    for dist_name, ep in _plugin_entry_points():
-        lang = ep.load()
-        origin = "plugin " + dist_name
-        if not isinstance(lang, Language):
-            raise ConfigError(
-                f"entry point {ep.name} = {ep.value} is not a pipeline.language.Language"
-            )
-        if lang.code in found:
-            raise ConfigError(
-                f"language {lang.code!r} is defined twice: {found[lang.code].origin} and {origin}"
-            )
-        found[lang.code] = LanguageEntry(lang, origin)
-    return found
-
-
-def get_language(code: str) -> Language:
-    found = available_languages()
-    if code not in found:
-        raise ConfigError(
-            "unknown language {!r}; available: {}. To add one: see docs/adding-a-language.md".format(
-                code, ", ".join(sorted(found)) or "none"
-            )
-        )
-    return found[code].language

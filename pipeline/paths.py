@@ -1,11 +1,14 @@
 """Every path under the data root is named here, once, for writers and checkers alike."""
+import os
 from pathlib import Path
+from typing import Optional
 
 SPLITS = ("train", "dev", "test")
+IMPORTED = "imported"
 
 
 class DataRoot:
-    """The layout of one data root (``/data`` in the container), see DESIGN.md."""
+    """The layout of one data root (``/data`` in the container), see docs/architecture.md."""
 
     def __init__(self, root, run: str, language: str):
         self.root = Path(root)
@@ -18,7 +21,16 @@ class DataRoot:
         return self.root / "sources"
 
     def imported(self, dataset: str) -> Path:
-        return self.root / "imported" / self.language / dataset
+        return self.root / IMPORTED / self.language / dataset
+
+    def dataset_of(self, clip: str) -> Optional[str]:
+        """The dataset a clip was imported into, read back from its path (as DeepSpeech reports it, through
+        whatever mount of the data root): ``.../imported/<lang>/<dataset>/...``; None for any other path."""
+        parts = Path(os.path.normpath(clip)).parts
+        for i in range(len(parts) - 3):
+            if parts[i] == IMPORTED and parts[i + 1] == self.language:
+                return parts[i + 2]
+        return None
 
     # Owned by one run.
     @property
@@ -167,8 +179,9 @@ class DataRoot:
         """The metadata file DeepSpeech writes beside an exported model."""
         return self.models / ("output_graph." + extension + ".md")
 
-    def model_zip(self, name: str) -> Path:
-        return self.models / (name + ".zip")
+    def model_zip(self, language_tag: str) -> Path:
+        """DeepSpeech's export zip, named after the model's language tag as the original pipeline's fr-fr.zip."""
+        return self.models / (language_tag.lower() + ".zip")
 
     def export_scratch(self, kind: str) -> Path:
         """Where one DeepSpeech export writes before its files are moved into ``models/``."""

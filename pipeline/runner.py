@@ -1,62 +1,35 @@
-"""The ordered stages, their completion records, and what to do when one fails.
+"""The ordered stages, their completion records, what to do when one fails, and ``start_run``.
 
 A stage is done iff its record exists and the fingerprint in it matches what
 the stage would compute now.  The fingerprint covers the stage's inputs, the
 package version and the outputs digest of every upstream record, so a changed
 upstream makes everything downstream stale.  The record is written last.
+
+``start_run`` is the library's way in: settings (their data root included) in,
+the run out, with each stage's log file fed only by that run, so two runs in
+one process keep their logs apart.  The CLI is a thin layer over it.
 """
-import hashlib
-import json
+import contextlib
+import contextvars
 import logging
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
-from pipeline import __version__
-from pipeline.atomic import read_json, write_json
-from pipeline.config import Config
-from pipeline.errors import ConfigError, DstrainError
-from pipeline.paths import DataRoot
+from dstrain.pipeline import __version__
+from dstrain.pipeline.atomic import read_json, write_json
+from dstrain.pipeline.config import Config
+from dstrain.pipeline.digests import digest
+from dstrain.pipeline.errors import ConfigError, DstrainError
+from dstrain.pipeline.stage import Context, Stage
+from dstrain.pipeline.stages import STAGES
+from dstrain.pipeline.stages.check import preflight
 
 log = logging.getLogger("dstrain")
-
-
-@dataclass(frozen=True)
-class Context:
-    config: Config
-    paths: DataRoot
-    #: Stages named by --force; train must then discard its checkpoints.
-    forced: FrozenSet[str] = frozenset()
-
-    @property
-    def language(self):
-        return self.config.language
-
-    def record(self, stage: str) -> Optional[Dict[str, Any]]:
-        return read_json(self.paths.record(stage))
-
-    def step_done(self, stage: str, record: Optional[Dict[str, Any]], fingerprint: str) -> bool:
-        """Whether a part of ``stage`` with its own record (a dataset, an LM step) is done: --force redoes it."""
-        return record is not None and record.get("fingerprint") == fingerprint and stage not in self.forced
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    help: str
-    after: Tuple[str, ...]
-    #: The values the stage reads; any change makes it stale.
-    inputs: Callable[[Context], Dict[str, Any]]
-    #: Does the work; returns {"counts": {...}, "outputs": digest-able data}.
-    run: Callable[[Context], Dict[str, Any]]
-    #: Cheap checks that run every time the stage is selected.
-    always: bool = False
-
-
-def digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+#: The run whose code is executing here; a run's log files accept only its own records.
+_current_run: contextvars.ContextVar = contextvars.ContextVar("dstrain_run", default=None)
 
 
 def fingerprint(stage: Stage, ctx: Context) -> str:
@@ -139,22 +112,16 @@ def run_stages(
 
 def _run_one(stage: Stage, ctx: Context, resume_command: str) -> None:
     log_path = ctx.paths.log(stage.name)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(str(log_path), encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
     started = time.time()
-    log.info("▶ %-9s %s", stage.name, stage.help)
-    try:
-        result = stage.run(ctx) or {}
-    except (KeyboardInterrupt, Exception) as exc:
-        if not isinstance(exc, (DstrainError, KeyboardInterrupt)):
-            log.debug("%s", traceback.format_exc())
-        cause = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or type(exc).__name__
-        raise StageFailed(stage.name, cause, str(log_path), resume_command) from exc
-    finally:
-        log.removeHandler(handler)
-        handler.close()
+    with _stage_log(log_path):
+        log.info("▶ %-9s %s", stage.name, stage.help)
+        try:
+            result = stage.run(ctx) or {}
+        except (KeyboardInterrupt, Exception) as exc:
+            if not isinstance(exc, (DstrainError, KeyboardInterrupt)):
+                log.debug("%s", traceback.format_exc())
+            cause = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or type(exc).__name__
+            raise StageFailed(stage.name, cause, str(log_path), resume_command) from exc
     finished = time.time()
     write_json(
         ctx.paths.record(stage.name),
@@ -171,6 +138,46 @@ def _run_one(stage: Stage, ctx: Context, resume_command: str) -> None:
         },
     )
     log.info("✓ %-9s done in %.1fs", stage.name, finished - started)
+
+
+@contextlib.contextmanager
+def _stage_log(path):
+    """Everything the current run logs while the stage runs goes to the stage's file, and nothing of another run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(str(path), encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    run = _current_run.get()
+    handler.addFilter(lambda record: _current_run.get() is run)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def start_run(config: Config, start: Optional[str] = None, stop: Optional[str] = None, only: Optional[str] = None,
+              force: Sequence[str] = (), resume_command: str = "dstrain run") -> Context:
+    """Run the stages these settings select, under their data root: what ``dstrain run`` does, as a library call.
+
+    Bad settings are refused before any work (the language's own test cases, a writable data root); the
+    resolved settings are written to the run's ``config.json``; finished stages are skipped.  Raises
+    ``StageFailed`` naming the stage, the cause and ``resume_command``.
+    """
+    ctx = Context.of(config)
+    selected = select(STAGES, start, stop, only)
+    # The stage logs keep everything, debug lines too; other handlers choose what they show by their level.
+    log.setLevel(logging.DEBUG)
+    token = _current_run.set(object())
+    try:
+        preflight(ctx)
+        if read_json(ctx.paths.config_file) != config.redacted():
+            write_json(ctx.paths.config_file, config.redacted())
+        log.info("run %s: language %s, data root %s", config.run_name, config.language.code, ctx.paths.root)
+        run_stages(STAGES, ctx, selected, force, resume_command)
+    finally:
+        _current_run.reset(token)
+    return ctx
 
 
 class StageFailed(DstrainError):

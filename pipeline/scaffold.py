@@ -3,7 +3,7 @@ import re
 from pathlib import Path
 from string import Template
 
-from pipeline.errors import ConfigError
+from dstrain.pipeline.errors import ConfigError
 
 TEMPLATE = Template('''\
 """$name for dstrain.
@@ -15,7 +15,7 @@ import re
 import unicodedata
 from typing import Optional
 
-from pipeline.language import DatasetSpec, Language
+from dstrain.pipeline.language import DatasetSpec, Language
 
 # QUESTION 1: which letters does a clean $name transcript use?
 # List every lower-case letter, with its accents, plus the apostrophe if words

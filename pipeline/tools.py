@@ -8,7 +8,7 @@ from collections import deque
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from pipeline.errors import ConfigError, StageError
+from dstrain.pipeline.errors import ConfigError, StageError
 
 log = logging.getLogger("dstrain")
 #: Where the Docker image installs its tools, searched after PATH.

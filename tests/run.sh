@@ -30,6 +30,7 @@ PYTHON=${PYTHON:-python3}
 
 echo "== lint (ruff, Python 3.8 target) and Python 3.8 compatibility (vermin)"
 .venv/bin/ruff check pipeline importers languages tests bench
+.venv/bin/lint-imports   # the layering: contracts in pyproject.toml, docs/architecture.md
 .venv/bin/vermin -q -t=3.8- --no-tips --violations --exclude-regex '^(tests|bench)/' pipeline importers languages
 
 # The training image runs the pipeline on Python 3.8: run the suite there too when one is installed.

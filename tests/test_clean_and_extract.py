@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from importers.archive import extract, tar_members
-from pipeline.errors import DstrainError
+from dstrain.pipeline.errors import DstrainError
+from dstrain.pipeline.sources.archive import extract, tar_members
 from tests.conftest import dstrain, write_config
 
 

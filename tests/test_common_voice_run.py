@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from languages.fr import LANGUAGE as FR
+from dstrain.languages.fr import LANGUAGE as FR
 from tests.conftest import RELEASE, clean_env, dstrain, write_config
-from tests.corpora import FR_EXPECTED_REJECTS, FR_ROWS
+from tests.fixtures.common_voice import FR_EXPECTED_REJECTS, FR_ROWS
 
 
 def read_csv(path: Path):
@@ -39,13 +39,13 @@ def test_good_rows_survive_and_bad_rows_are_rejected_for_the_right_reason(finish
             kept[Path(row["wav_filename"]).name] = (split, row)
     rejects = {Path(r["source"].split(" ")[-1]).name: r for r in read_csv(imported / "rejects.csv")}
 
-    good = [r for r in FR_ROWS if r.clip not in FR_EXPECTED_REJECTS]
+    good = [r for r in FR_ROWS if r.key not in FR_EXPECTED_REJECTS]
     for row in good:
-        wav = row.clip.replace(".mp3", ".wav")
-        assert wav in kept, f"good row {row.clip} was lost: {rejects.get(row.clip)}"
+        wav = row.key.replace(".mp3", ".wav")
+        assert wav in kept, f"good row {row.key} was lost: {rejects.get(row.key)}"
         split, csv_row = kept[wav]
         assert split == row.split
-        assert csv_row["transcript"] == FR.normalize(row.sentence)
+        assert csv_row["transcript"] == FR.normalize(row.text)
         assert int(csv_row["wav_filesize"]) == (imported / csv_row["wav_filename"]).stat().st_size
     assert len(kept) == len(good)
 

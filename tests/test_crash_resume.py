@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DSTRAIN, clean_env, dstrain, write_config
-from tests.corpora import build_common_voice
+from tests.fixtures.common_voice import build_common_voice
 
 OUTPUTS = ("imported/fr/common_voice/train.csv", "imported/fr/common_voice/dev.csv",
            "imported/fr/common_voice/test.csv", "imported/fr/common_voice/rejects.csv",

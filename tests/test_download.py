@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from importers import fetch
+from dstrain.pipeline.sources import fetch
 from tests.conftest import RELEASE, clean_env, dstrain, write_config
 from tests.http_server import FileServer
 

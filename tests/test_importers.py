@@ -1,6 +1,5 @@
-"""Lingua Libre, M-AILABS, OpenSLR 57 and TrainingSpeech, each on a small archive in its real format."""
-import csv
-import hashlib
+"""Every corpus whose fixture says how to import it, on a small archive in its real format: the same checks."""
+import importlib
 import json
 import shutil
 import stat
@@ -11,65 +10,45 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from importers import get_importer
-from importers.archive import extract
-from importers.split import split_of
-from languages.fr import LANGUAGE as FR
-from pipeline.errors import DstrainError
-from pipeline.paths import SPLITS
+from dstrain.importers.kit.split import split_of
+from dstrain.languages.fr import LANGUAGE as FR
+from dstrain.pipeline.errors import DstrainError
+from dstrain.pipeline.paths import SPLITS
+from dstrain.pipeline.registry import available_importers, get_importer
+from dstrain.pipeline.sources.archive import extract
 from tests.conftest import dstrain
-from tests.formats import (
-    KEPT,
-    LINGUA_LIBRE,
-    M_AILABS,
-    OPENSLR57,
-    SHARES,
-    TRAININGSPEECH,
-    build_lingua_libre,
-    build_m_ailabs,
-    build_openslr57,
-    build_trainingspeech,
-)
+from tests.fixtures.outputs import read_csv, sha256
+from tests.fixtures.speech import KEPT, SHARES
 from tests.http_server import FileServer
 
-CORPORA = {"lingua_libre": LINGUA_LIBRE, "m_ailabs": M_AILABS, "openslr57": OPENSLR57,
-           "trainingspeech": TRAININGSPEECH}
-#: Short enough for the slow "montagne" to be too long.
-MAX_DURATION = {"lingua_libre": 4.0}
+#: Every corpus has a fixture module named after it (tests/fixtures/<corpus>.py).
+FIXTURES = {name: importlib.import_module("tests.fixtures." + name) for name in available_importers()}
+#: Those that say how to import them (PARAMS) get every check below; the others have a test module of their own.
+CORPORA = {name: fixture.ROWS for name, fixture in FIXTURES.items() if hasattr(fixture, "PARAMS")}
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def read_csv(path: Path):
-    with path.open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
+def test_every_corpus_has_its_fixture_and_most_take_the_common_checks():
+    assert set(FIXTURES) == {"ccpmf", "common_voice", "lingua_libre", "m_ailabs", "mls", "openslr57", "trainingspeech"}
+    assert set(CORPORA) == {"lingua_libre", "m_ailabs", "openslr57", "trainingspeech"}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     www = tmp_path_factory.mktemp("www")
-    archives = {"lingua_libre": build_lingua_libre(www), "m_ailabs": build_m_ailabs(www),
-                "openslr57": build_openslr57(www), "trainingspeech": build_trainingspeech(www)}
+    archives = {name: getattr(FIXTURES[name], "build_" + name)(www) for name in CORPORA}
     with FileServer(www) as server:
         yield server, archives
 
 
 def import_over_http(name: str, served, root: Path):
-    """Download with the French parameters (plus this server's URL and sha256), then prepare."""
+    """Download with the fixture's parameters (plus this server's URL and sha256), then prepare."""
     server, archives = served
-    module = get_importer(name)
-    values = dict(FR.dataset(name).params, url=f"{server.url}/{archives[name].name}",
-                  sha256=sha256(archives[name]))
-    if "split" in module.Params.model_fields:
-        values["split"] = SHARES
-    if name in MAX_DURATION:
-        values["max_duration"] = MAX_DURATION[name]
-    params = module.Params(**values)
-    digest = module.download(params, root / "sources")
-    manifest = module.prepare(module.archive_path(params, root / "sources"), digest, root / name,
-                              FR.normalize, params, 2)
+    corpus = get_importer(name)
+    params = corpus.Params(**dict(FIXTURES[name].PARAMS, url=f"{server.url}/{archives[name].name}",
+                                  sha256=sha256(archives[name])))
+    digest = corpus.download(params, root / "sources")
+    manifest = corpus.prepare(corpus.archive_path(params, root / "sources"), digest, root / name,
+                              FIXTURES[name].LANGUAGE.normalize, params, 2)
     return manifest, root / name
 
 
@@ -90,7 +69,7 @@ def test_exactly_the_good_rows_are_kept_in_their_split(imported, name):
             assert row["transcript"] not in kept, "a transcript appears twice"
             kept[row["transcript"]] = split
             assert int(row["wav_filesize"]) == (directory / row["wav_filename"]).stat().st_size
-    assert kept == {FR.normalize(c.text): c.split for c in clips if c.outcome == KEPT}
+    assert kept == {FIXTURES[name].LANGUAGE.normalize(c.text): c.split for c in clips if c.outcome == KEPT}
     assert set(kept.values()) == set(SPLITS), "the small corpus fills every split"
 
 
@@ -108,7 +87,7 @@ def test_every_other_row_is_rejected_for_its_reason(imported, name):
 @pytest.mark.parametrize("name", sorted(CORPORA))
 def test_speakers_never_cross_splits(imported, name):
     _, directory = imported[name]
-    group_of = {FR.normalize(c.text): c.group for c in CORPORA[name] if c.outcome == KEPT}
+    group_of = {FIXTURES[name].LANGUAGE.normalize(c.text): c.group for c in CORPORA[name] if c.outcome == KEPT}
     splits_of = {}
     for split in SPLITS:
         for row in read_csv(directory / (split + ".csv")):
@@ -194,7 +173,7 @@ def write_config(path: Path, data: Path, served, **overrides) -> Path:
     lines = [f'data_root = "{data}"', "workers = 2"]
     for name in ("lingua_libre", "m_ailabs"):
         values = {"url": f"{server.url}/{archives[name].name}", "sha256": sha256(archives[name]),
-                  "split": list(SHARES), "max_duration": MAX_DURATION.get(name, 15.0)}
+                  "split": list(SHARES), "max_duration": FIXTURES[name].PARAMS.get("max_duration", 15.0)}
         values.update(overrides.get(name, {}))
         lines += [f"[dataset.{name}]"] + [f"{key} = {json.dumps(value)}" for key, value in values.items()]
     path.write_text("\n".join(lines) + "\n")

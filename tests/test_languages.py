@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.language import available_languages
+from dstrain.pipeline.language import Language
+from dstrain.pipeline.registry import available_languages
 from tests.conftest import clean_env, dstrain
-from tests.corpora import Row, build_common_voice
+from tests.fixtures.common_voice import build_common_voice
+from tests.fixtures.speech import Row
 
 PLUGIN = Path(__file__).parent / "plugin_language"
 
@@ -35,7 +37,7 @@ def fake_distribution(site: Path, module: str, source: str, entry: str) -> None:
 
 
 BROKEN = '''
-from pipeline.language import DatasetSpec, Language
+from dstrain.pipeline.language import DatasetSpec, Language
 
 LANGUAGE = Language(
     code="xb", name="Broken", locale="xb", normalize=lambda label: label.upper(),
@@ -63,6 +65,40 @@ def test_two_providers_of_one_language_is_an_error(tmp_path):
     fake_distribution(site, "other_fr", BROKEN.replace('code="xb"', 'code="fr"'), "fr = other_fr:LANGUAGE")
     proc = dstrain("languages", env=clean_env(PYTHONPATH=str(site)), check=False)
     assert proc.returncode == 2 and "language 'fr' is defined twice: built-in and plugin other_fr" in proc.stderr
+
+
+def test_a_plugin_with_the_new_import_name_loads_without_a_warning(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    fake_distribution(site, "new_lang", BROKEN.replace('code="xb"', 'code="xn"'), "xn = new_lang:LANGUAGE")
+    proc = dstrain("languages", env=clean_env(PYTHONPATH=str(site)))
+    assert "xn     Broken" in proc.stdout and "plugin new_lang" in proc.stdout
+    assert "language plugin new_lang" not in proc.stderr  # (the old-style test plugin is warned about)
+
+
+OLD_STYLE = BROKEN.replace("from dstrain.pipeline.language", "from pipeline.language").replace('code="xb"', 'code="xo"')
+
+
+def test_a_plugin_with_the_old_import_name_still_loads_and_is_told_the_new_one(tmp_path, monkeypatch):
+    """Plugins written when dstrain's modules were imported as pipeline.*: they keep working, with a warning."""
+    site = tmp_path / "site"
+    site.mkdir()
+    fake_distribution(site, "old_lang", OLD_STYLE, "xo = old_lang:LANGUAGE")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.deprecated_call(match=r"language plugin old_lang \(old_lang:LANGUAGE\) imports pipeline, "
+                                      r"pipeline.language: .*from dstrain.pipeline.language import Language"):
+        found = available_languages()
+    assert found["xo"].origin == "plugin old_lang"
+    assert isinstance(found["xo"].language, Language)  # the very class: the old name is the new module
+
+
+def test_the_old_style_plugin_package_is_served_and_the_user_told(plugin_installed):
+    """tests/plugin_language still says `from pipeline.language import ...`, as plugins published before did."""
+    proc = dstrain("languages")
+    assert "eo     Esperanto            eo       plugin dstrain-lang-eo" in proc.stdout
+    assert ("language plugin dstrain-lang-eo (dstrain_lang_eo:LANGUAGE) imports pipeline, pipeline.language: that "
+            "name is deprecated") in proc.stderr
+    assert "Write `from dstrain.pipeline.language import Language`" in proc.stderr
 
 
 @pytest.fixture(scope="module")

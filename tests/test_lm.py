@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from languages.fr import LANGUAGE as FR
-from pipeline import corpus, kenlm, scorer
-from pipeline.config import LmSettings, resolve
-from pipeline.errors import ConfigError, StageError
-from pipeline.stages.clean import to_english
+from dstrain.languages.fr import LANGUAGE as FR
+from dstrain.pipeline.config import resolve
+from dstrain.pipeline.deepspeech import scorer
+from dstrain.pipeline.errors import ConfigError, StageError
+from dstrain.pipeline.language import to_english
+from dstrain.pipeline.lm import corpus, kenlm
+from dstrain.pipeline.settings import LmSettings
 from tests.conftest import RELEASE, clean_env, dstrain
 from tests.http_server import FileServer
 
@@ -314,16 +316,16 @@ def test_changed_alpha_rebuilds_only_the_scorer(lm_run, tmp_path):
     assert argv[argv.index("--default_alpha") + 1] == "0.5" and argv[argv.index("--default_beta") + 1] == "2.0"
 
 
-def test_missing_scorer_tool_names_the_setting_and_the_image_argument(lm_run, tmp_path, monkeypatch):
+def test_missing_scorer_tool_names_the_setting_and_how_to_build_it(lm_run, tmp_path, monkeypatch):
     run = lm_run.copy(tmp_path, alpha=0.6)
     config = run.config.read_text().replace(str(run.tool), str(tmp_path / "nowhere" / "generate_scorer_package"))
     run.config.write_text(config)
     proc = run.run(check=False)
     assert proc.returncode != 0
-    assert "lm.scorer_tool" in proc.stderr and "NATIVE_CLIENT_URL" in proc.stderr
+    assert "lm.scorer_tool" in proc.stderr and "docker/build_scorer_tool.sh" in proc.stderr
     assert "nowhere/generate_scorer_package" in proc.stderr
     monkeypatch.setenv("PATH", str(tmp_path))  # and not configured: searched on PATH and /usr/local/bin
-    with pytest.raises(ConfigError, match="NATIVE_CLIENT_URL") as err:
+    with pytest.raises(ConfigError, match="build_scorer_tool.sh") as err:
         scorer.find(None)
     assert "lm.scorer_tool" in str(err.value)
 

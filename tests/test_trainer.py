@@ -1,7 +1,7 @@
 """The DeepSpeech command line dstrain writes, and the log lines it reads, pinned to DeepSpeech 0.9.3's."""
 from pathlib import Path
 
-from pipeline import trainer
+from dstrain.pipeline.deepspeech import events, trainer
 
 
 def test_each_flag_and_value_is_one_argv_item_and_booleans_take_an_equals_sign():
@@ -26,22 +26,22 @@ def test_each_flag_and_value_is_one_argv_item_and_booleans_take_an_equals_sign()
 
 def test_the_lines_of_train_py_are_understood():
     lines = {
-        "I Finished training epoch 3 - loss: 41.200000": trainer.Event("train_loss", 3, 41.2),
+        "I Finished training epoch 3 - loss: 41.200000": events.Event("train_loss", 3, 41.2),
         "I Finished validating epoch 3 on /data/runs/fr/clean/dev.csv - loss: 45.500000":
-            trainer.Event("dev_loss", 3, 45.5, "/data/runs/fr/clean/dev.csv"),
+            events.Event("dev_loss", 3, 45.5, "/data/runs/fr/clean/dev.csv"),
         "I Saved new best validating model with loss 45.500000 to: /data/runs/fr/checkpoints/best_dev-1234":
-            trainer.Event("best_saved", None, 45.5, "/data/runs/fr/checkpoints/best_dev-1234"),
-        "I Early stop triggered as the loss did not improve the last 25 epochs": trainer.Event("early_stop", None, 25),
+            events.Event("best_saved", None, 45.5, "/data/runs/fr/checkpoints/best_dev-1234"),
+        "I Early stop triggered as the loss did not improve the last 25 epochs": events.Event("early_stop", None, 25),
         "I Encountered a plateau, reducing learning rate to 1.0000000656873453e-05":
-            trainer.Event("plateau", None, 1.0000000656873453e-05),
-        "I FINISHED optimization in 1:02:03.456789": trainer.Event("finished", None, None, "1:02:03.456789"),
-        "I Finished training epoch 0 - loss: inf": trainer.Event("train_loss", 0, float("inf")),
+            events.Event("plateau", None, 1.0000000656873453e-05),
+        "I FINISHED optimization in 1:02:03.456789": events.Event("finished", None, None, "1:02:03.456789"),
+        "I Finished training epoch 0 - loss: inf": events.Event("train_loss", 0, float("inf")),
     }
     for line, event in lines.items():
-        assert trainer.parse(line) == event, line
+        assert events.parse(line) == event, line
     for other in ("I Training epoch 3...", "I Saved best validating model with reduced learning rate to: /x",
                   "Epoch 3 |   Training | Elapsed Time: 0:01:02 | Steps: 10 | Loss: 41.200000"):
-        assert trainer.parse(other) is None
+        assert events.parse(other) is None
 
 
 def test_tensorflow_out_of_memory_is_recognised():

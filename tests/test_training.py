@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from languages.fr import LANGUAGE as FR
+from dstrain.languages.fr import LANGUAGE as FR
 from tests.conftest import clean_env, dstrain, write_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,18 @@
 """The stages of a run, in order.  Each module provides ``inputs(ctx)`` and ``run(ctx)``."""
-from pipeline.runner import Stage
-from pipeline.stages import alphabet, check, clean, download, evaluate, export, importing, lm, optimize, package, train
+from dstrain.pipeline.stage import Stage
+from dstrain.pipeline.stages import (
+    alphabet,
+    check,
+    clean,
+    download,
+    evaluate,
+    export,
+    importing,
+    lm,
+    optimize,
+    package,
+    train,
+)
 
 STAGES = (
     Stage("check", "data root, disk space, decoders and the language's own test cases",

@@ -1,45 +1,16 @@
 """alphabet: the characters the model will output, in DeepSpeech's alphabet.txt format."""
 import logging
-import re
 from collections import Counter
-from pathlib import Path
-from typing import List
 
-from importers.deepspeech_csv import read_samples
-from pipeline.atomic import write_text
-from pipeline.errors import StageError
-from pipeline.language import ENGLISH_LETTERS
-from pipeline.paths import SPLITS
+from dstrain.pipeline.atomic import write_text
+from dstrain.pipeline.errors import StageError
+from dstrain.pipeline.formats.alphabet import alphabet_text
+from dstrain.pipeline.formats.deepspeech_csv import read_samples
+from dstrain.pipeline.language import ENGLISH_LETTERS
+from dstrain.pipeline.paths import SPLITS
 
 log = logging.getLogger("dstrain")
 RARE = 5
-
-
-def read_labels(path: Path) -> List[str]:
-    """The labels of a DeepSpeech alphabet file, read as its C++ Alphabet::init does (v0.9.3).
-
-    One label per line; a line starting with '#' is a comment; '\\#' is the label '#'; empty lines are skipped.
-    """
-    labels = []
-    # Its getline_crossplatform ends a line at \n, \r\n or \r.
-    for line in re.split(r"\r\n|\r|\n", path.read_text(encoding="utf-8")):
-        if line == "\\#":
-            labels.append("#")
-        elif line and not line.startswith("#"):
-            labels.append(line)
-    return labels
-
-
-def alphabet_text(characters) -> str:
-    lines = [
-        "# Each line in this file represents the Unicode codepoint (UTF-8 encoded)",
-        "# associated with a numeric label.",
-        "# A line that starts with # is a comment. You can escape it with \\# if you wish",
-        "# to use '#' as a label.",
-    ]
-    lines += ["\\#" if c == "#" else c for c in characters]
-    lines.append("# The last (non-comment) line needs to end with a newline.")
-    return "\n".join(lines) + "\n"
 
 
 def inputs(ctx) -> dict:

@@ -6,10 +6,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from pipeline import devices, trainer
-from pipeline.errors import ConfigError, DstrainError
-from pipeline.language import Language
-from pipeline.stages.optimize import find_script
+from dstrain.pipeline.deepspeech import devices, trainer
+from dstrain.pipeline.errors import ConfigError, DstrainError
+from dstrain.pipeline.formats.audio import decoder_report
+from dstrain.pipeline.language import Language
 
 log = logging.getLogger("dstrain")
 LOW_DISK_GB = 20
@@ -57,7 +57,7 @@ def preflight(ctx) -> None:
     ensure_language_cases(ctx.language)
     ensure_writable(ctx.paths.root)
     if ctx.config.settings.optimize.enabled:
-        find_script(ctx.config.settings)
+        trainer.find_optimizer(ctx.config.settings)
 
 
 def _check_devices(ctx) -> None:
@@ -83,8 +83,6 @@ def inputs(ctx) -> dict:
 
 
 def run(ctx) -> dict:
-    from importers.audio import decoder_report
-
     preflight(ctx)
     log.info("language %s: %d test cases pass", ctx.language.code, len(ctx.language.cases))
     free_gb = shutil.disk_usage(str(ctx.paths.root)).free / 1e9

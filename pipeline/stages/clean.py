@@ -7,14 +7,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from anyascii import anyascii
-
-from importers.audio import SAMPLE_RATE, WAV_HEADER_BYTES, pcm_seconds
-from importers.deepspeech_csv import REJECTS_HEADER, Reject, Sample, read_samples, write_rows, write_samples
-from pipeline.atomic import write_text
-from pipeline.errors import StageError
-from pipeline.language import ENGLISH_LETTERS
-from pipeline.paths import SPLITS, ImportedDataset
+from dstrain.pipeline.atomic import write_text
+from dstrain.pipeline.errors import StageError
+from dstrain.pipeline.formats.audio import SAMPLE_RATE, WAV_HEADER_BYTES, pcm_seconds
+from dstrain.pipeline.formats.deepspeech_csv import (
+    REJECTS_HEADER,
+    Reject,
+    Sample,
+    read_samples,
+    write_rows,
+    write_samples,
+)
+from dstrain.pipeline.language import ENGLISH_LETTERS, to_english
+from dstrain.pipeline.paths import SPLITS, ImportedDataset
 
 log = logging.getLogger("dstrain")
 #: A header may carry small extra chunks (LIST, fact) beyond the canonical 44 bytes.
@@ -24,10 +29,6 @@ HEADER_SLACK_SECONDS = 0.01
 def allowed_characters(ctx) -> str:
     letters = ENGLISH_LETTERS if ctx.config.settings.english_compatible else ctx.language.letters
     return " " + letters
-
-
-def to_english(transcript: str) -> str:
-    return " ".join(anyascii(transcript).lower().split())
 
 
 def wav_problem(wav: Path, listed_size: int) -> Optional[str]:

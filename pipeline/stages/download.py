@@ -2,8 +2,8 @@
 import logging
 from functools import partial
 
-from importers import get_importer
-from importers.fetch import SourceError, obtain_each, verified_sha256
+from dstrain.pipeline.registry import get_importer
+from dstrain.pipeline.sources.fetch import SourceError, obtain_each, verified_sha256
 
 log = logging.getLogger("dstrain")
 
@@ -26,10 +26,10 @@ def inputs(ctx) -> dict:
 
 
 def _download(ctx, dataset) -> str:
-    importer = get_importer(dataset.importer)
-    sha = importer.download(dataset.params, ctx.paths.sources)
+    corpus = get_importer(dataset.importer)
+    sha = corpus.download(dataset.params, ctx.paths.sources)
     log.info("%s: %s verified (sha256 %s)", dataset.key,
-             importer.archive_path(dataset.params, ctx.paths.sources).name, sha[:12])
+             corpus.archive_path(dataset.params, ctx.paths.sources).name, sha[:12])
     return sha
 
 

@@ -1,21 +1,20 @@
 """evaluate: test the best checkpoint on the run's test set, and explain the result.
 
-Decodes as pipeline.decoding says: the run's scorer, with the alpha and beta the
+Decodes as deepspeech/decoding.py says: the run's scorer, with the alpha and beta the
 optimize stage found when it ran; without a scorer it says so.
 Writes reports/test_output.json (DeepSpeech's own), reports/metrics.json, the
 loss curve and the report (Markdown, and HTML with the picture inside).
 """
 import json
 import logging
-import os
-from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
-from importers.deepspeech_csv import read_samples
-from pipeline import decoding, report, trainer
-from pipeline.atomic import temporary_path, write_json
-from pipeline.errors import StageError
-from pipeline.progress import Progress
+from dstrain.pipeline.atomic import temporary_path, write_json
+from dstrain.pipeline.deepspeech import decoding, trainer
+from dstrain.pipeline.deepspeech.progress import Progress
+from dstrain.pipeline.errors import StageError
+from dstrain.pipeline.formats.deepspeech_csv import read_samples
+from dstrain.pipeline.reports import evaluation
 
 log = logging.getLogger("dstrain")
 
@@ -54,15 +53,6 @@ def rates(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
         "cer": min(1.0, sum(s["char_distance"] for s in samples) / chars) if chars else None,
         "mean_loss": sum(s["loss"] for s in samples) / len(samples) if samples else None,
     }
-
-
-def dataset_of(wav: str, language: str) -> Optional[str]:
-    """The dataset a clip came from, read from its path: .../imported/<lang>/<dataset>/..."""
-    parts = Path(os.path.normpath(wav)).parts
-    for i in range(len(parts) - 3):
-        if parts[i] == "imported" and parts[i + 1] == language:
-            return parts[i + 2]
-    return None
 
 
 def ranked(samples: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -108,7 +98,7 @@ def run(ctx) -> dict:
 
     datasets: Dict[str, List[Dict[str, Any]]] = {}
     for sample in samples:
-        name = dataset_of(sample["wav_filename"], ctx.language.code)
+        name = paths.dataset_of(sample["wav_filename"])
         if name is not None:
             datasets.setdefault(name, []).append(sample)
     progress = Progress.load(paths.training_progress, paths.metrics)
@@ -123,10 +113,10 @@ def run(ctx) -> dict:
         "datasets": {name: rates(group) for name, group in sorted(datasets.items())},
         "examples": examples(samples, settings.evaluate.report_count),
     }
-    test["advice"] = report.advice(training, test)
+    test["advice"] = evaluation.advice(training, test)
     metrics = {"training": training, "test": test}
     write_json(paths.metrics, metrics)
-    report.write(paths, f"run {ctx.config.run_name} ({ctx.language.name})", metrics)
+    evaluation.write(paths, f"run {ctx.config.run_name} ({ctx.language.name})", metrics)
     overall = test["overall"]
     log.info("test: %d clips, WER %.3f, CER %.3f%s", overall["clips"], overall["wer"], overall["cer"],
              "" if scorer else " (without a scorer)")

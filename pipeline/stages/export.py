@@ -13,24 +13,19 @@ import shutil
 from pathlib import Path
 from typing import Dict, Optional
 
-from importers.fetch import hash_file
-from pipeline import decoding, trainer
-from pipeline.atomic import temporary_path
-from pipeline.errors import ConfigError, StageError
-from pipeline.tools import run_tool
+from dstrain.pipeline.atomic import temporary_path
+from dstrain.pipeline.deepspeech import decoding, trainer
+from dstrain.pipeline.errors import ConfigError, StageError
+from dstrain.pipeline.sources.fetch import hash_file
+from dstrain.pipeline.tools import run_tool
 
 log = logging.getLogger("dstrain")
 #: DeepSpeech's file extension for each export.
 EXTENSIONS = {"pb": "pb", "tflite": "tflite"}
 
 
-#: dstrain's own .pb to .pbmm converter; the trainer's Python runs it, for TensorFlow's protobuf modules.
-MEMMAPPED = Path(__file__).resolve().parents[1] / "memmapped.py"
-
-
-def zip_name(ctx) -> str:
-    """Named after the language tag, as the original pipeline's fr-fr.zip."""
-    return ctx.language.model_metadata().language.lower()
+def _zip(ctx) -> Path:
+    return ctx.paths.model_zip(ctx.language.model_metadata().language)
 
 
 def inputs(ctx) -> dict:
@@ -50,7 +45,7 @@ def _export(ctx, kind: str, scorer: Optional[Path]) -> Path:
     scratch = ctx.paths.export_scratch(kind)
     shutil.rmtree(str(scratch), ignore_errors=True)
     # --export_zip wants an existing, empty directory and zips it into <directory>.zip beside it.
-    export_dir = scratch / zip_name(ctx) if kind == "zip" else scratch
+    export_dir = scratch / _zip(ctx).stem if kind == "zip" else scratch
     export_dir.mkdir(parents=True)
     outcome = trainer.run(trainer.command(settings, trainer.export_flags(ctx, kind, export_dir, scorer)),
                           trainer.environment(settings))
@@ -78,7 +73,7 @@ def _memmapped(ctx, pb: Path) -> Path:
     pbmm = ctx.paths.model("pbmm")
     with temporary_path(pbmm) as tmp:
         if configured is None:
-            run_tool([trainer.trainer_python(settings), MEMMAPPED, pb, tmp])
+            run_tool(trainer.memmapped_command(settings, pb, tmp))
         else:
             tool = shutil.which(configured)
             if tool is None:
@@ -103,8 +98,8 @@ def run(ctx) -> dict:
             continue
         export_dir = _export(ctx, kind, scorer)
         if kind == "zip":
-            os.replace(str(export_dir.parent / (export_dir.name + ".zip")), str(paths.model_zip(zip_name(ctx))))
-            produced["zip"] = paths.model_zip(zip_name(ctx))
+            os.replace(str(export_dir.parent / (export_dir.name + ".zip")), str(_zip(ctx)))
+            produced["zip"] = _zip(ctx)
         else:
             produced[kind] = _move_model(ctx, kind, export_dir)
         shutil.rmtree(str(paths.export_scratch(kind)))

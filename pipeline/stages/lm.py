@@ -15,16 +15,16 @@ from typing import Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
-from importers.deepspeech_csv import read_samples
-from importers.fetch import SourceError, obtain, obtain_each, verified_sha256
-from pipeline import corpus, kenlm, scorer
-from pipeline.atomic import read_json, write_json, write_text
-from pipeline.errors import StageError
-from pipeline.language import TextSource
-from pipeline.paths import verified_record
-from pipeline.runner import digest
-from pipeline.stages.alphabet import read_labels
-from pipeline.stages.clean import to_english
+from dstrain.pipeline.atomic import read_json, write_json, write_text
+from dstrain.pipeline.deepspeech import scorer
+from dstrain.pipeline.digests import digest
+from dstrain.pipeline.errors import StageError
+from dstrain.pipeline.formats.alphabet import read_labels
+from dstrain.pipeline.formats.deepspeech_csv import read_samples
+from dstrain.pipeline.language import TextSource, to_english
+from dstrain.pipeline.lm import corpus, kenlm
+from dstrain.pipeline.paths import verified_record
+from dstrain.pipeline.sources.fetch import SourceError, obtain, obtain_each, verified_sha256
 
 log = logging.getLogger("dstrain")
 TRANSCRIPTS = "training transcripts"

@@ -8,7 +8,7 @@ lowest WER (CER for a character-based scorer).  Only the dev set is decoded, so 
 was left out of the language model too, still measures the model fairly.
 
 Writes ``optimize/alpha_beta.json`` and ``optimize/kenlm.scorer``; evaluate, export and package
-then decode with them (pipeline.decoding).  lm_optimizer.py keeps its trials in memory, so the search
+then decode with them (deepspeech/decoding.py).  lm_optimizer.py keeps its trials in memory, so the search
 runs in rounds (``optimize.trials_per_round``), each saved to ``optimize/trials.json`` as it ends: a
 crash loses only the round under way.
 """
@@ -18,32 +18,13 @@ from typing import Any, Dict, List
 
 from tqdm import tqdm
 
-from importers.deepspeech_csv import read_samples
-from pipeline import scorer, trainer
-from pipeline.atomic import read_json, write_json
-from pipeline.errors import ConfigError, StageError
-from pipeline.runner import digest
+from dstrain.pipeline.atomic import read_json, write_json
+from dstrain.pipeline.deepspeech import events, scorer, trainer
+from dstrain.pipeline.digests import digest
+from dstrain.pipeline.errors import StageError
+from dstrain.pipeline.formats.deepspeech_csv import read_samples
 
 log = logging.getLogger("dstrain")
-HOW_TO_GET = ("lm_optimizer.py is at the top of DeepSpeech v0.9.3's source tree (git clone --branch v0.9.3 "
-              "https://github.com/mozilla/DeepSpeech), not in the deepspeech_training package.")
-#: Where the Docker image puts it, used when optimize.script is not set.
-IMAGE_SCRIPT = Path("/usr/local/share/deepspeech/lm_optimizer.py")
-
-
-def find_script(settings) -> Path:
-    script = settings.optimize.script
-    if script is None and IMAGE_SCRIPT.is_file():
-        return IMAGE_SCRIPT
-    if script is None:
-        raise ConfigError("optimize.enabled is true but optimize.script is not set. " + HOW_TO_GET
-                          + " Set optimize.script to its path.")
-    script = script.expanduser()
-    if not script.is_file():
-        raise ConfigError(f"optimize.script: {script} is not a file. " + HOW_TO_GET)
-    return script
-
-
 def inputs(ctx) -> dict:
     settings = ctx.config.settings
     if not settings.optimize.enabled:
@@ -61,15 +42,15 @@ def inputs(ctx) -> dict:
 def _round(ctx, script: Path, lm_scorer: Path, batch: int, trials: int, bar: tqdm) -> Dict[str, Any]:
     """One lm_optimizer.py run of ``trials`` trials: its best pair and every trial it reported."""
     settings = ctx.config.settings
-    seen: List[trainer.Trial] = []
-    best: List[trainer.Trial] = []
+    seen: List[events.Trial] = []
+    best: List[events.Trial] = []
 
     def on_line(line: str) -> None:
-        trial = trainer.parse_trial(line)
+        trial = events.parse_trial(line)
         if trial is not None:
             seen.append(trial)
             bar.update(1)
-        final = trainer.parse_best(line)
+        final = events.parse_best(line)
         if final is not None:
             best.append(final)
 
@@ -84,7 +65,7 @@ def _round(ctx, script: Path, lm_scorer: Path, batch: int, trials: int, bar: tqd
     return {"trials": trials, "best": best[0]._asdict(), "reported": [t._asdict() for t in seen]}
 
 
-def _search(ctx, lm_scorer: Path, key: str) -> trainer.Trial:
+def _search(ctx, lm_scorer: Path, key: str) -> events.Trial:
     """optimize.trials trials, in rounds whose results are saved as each ends, so a rerun goes on from there.
 
     Each round is a new optuna study (lm_optimizer.py keeps its study in memory), so its first trials are
@@ -92,7 +73,7 @@ def _search(ctx, lm_scorer: Path, key: str) -> trainer.Trial:
     """
     settings = ctx.config.settings
     o = settings.optimize
-    script = find_script(settings)
+    script = trainer.find_optimizer(settings)
     saved = read_json(ctx.paths.optimize_trials)
     if not isinstance(saved, dict) or saved.get("search") != key or "optimize" in ctx.forced:
         saved = {"search": key, "rounds": []}
@@ -116,8 +97,8 @@ def _search(ctx, lm_scorer: Path, key: str) -> trainer.Trial:
     return _best(saved["rounds"])
 
 
-def _best(rounds: List[Dict[str, Any]]) -> trainer.Trial:
-    return min((trainer.Trial(**r["best"]) for r in rounds), key=lambda t: t.value)
+def _best(rounds: List[Dict[str, Any]]) -> events.Trial:
+    return min((events.Trial(**r["best"]) for r in rounds), key=lambda t: t.value)
 
 
 def run(ctx) -> dict:
@@ -142,7 +123,7 @@ def run(ctx) -> dict:
     write_json(ctx.paths.optimize_result, {
         "alpha": best.alpha, "beta": best.beta, "dev_error_rate": best.value, "trials": settings.optimize.trials,
         "configured": [settings.lm.alpha, settings.lm.beta],
-        # pipeline.decoding uses this scorer only while the lm stage's output is still this one.
+        # deepspeech/decoding.py uses this scorer only while the lm stage's output is still this one.
         "lm": lm["outputs"]})
     log.info("evaluate, export and package now decode with %s", ctx.paths.optimized_scorer)
     return {"counts": {"optimized": 1, "alpha": round(best.alpha, 4), "beta": round(best.beta, 4),

@@ -13,11 +13,11 @@ import tarfile
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from importers.fetch import hash_file
-from pipeline import checkpoints, decoding, model_card
-from pipeline.atomic import read_json, temporary_path, write_text
-from pipeline.errors import StageError
-from pipeline.stages.export import zip_name
+from dstrain.pipeline.atomic import read_json, temporary_path, write_text
+from dstrain.pipeline.deepspeech import checkpoints, decoding
+from dstrain.pipeline.errors import StageError
+from dstrain.pipeline.reports import model_card
+from dstrain.pipeline.sources.fetch import hash_file
 
 log = logging.getLogger("dstrain")
 SUMS = "SHA256SUMS"
@@ -95,7 +95,7 @@ def run(ctx) -> dict:
         log.warning("no TensorFlow model to package (export.formats has no pb)")
     name = f"checkpoint_{lang}.tar.xz"
     files[name] = write_tar(paths.package / name, _checkpoint_members(ctx))
-    exported_zip = paths.model_zip(zip_name(ctx))
+    exported_zip = paths.model_zip(ctx.language.model_metadata().language)
     if exported_zip.is_file():
         with temporary_path(paths.package / exported_zip.name) as tmp:
             shutil.copyfile(str(exported_zip), str(tmp))

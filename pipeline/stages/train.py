@@ -4,19 +4,19 @@ The stage is done only when training has finished: every configured epoch,
 counted across resumes, or an early stop.  A rerun after a crash continues from
 the last checkpoint for the epochs still to train; out of memory halves the
 batch sizes and resumes.  Starting from another model is explicit: fine tuning
-when its alphabet is this run's, transfer learning when it is not.
+when its alphabet is this run's, transfer learning when it is not (deepspeech/start.py).
 """
-import hashlib
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, Optional
 
-from importers.deepspeech_csv import read_samples
-from pipeline import checkpoints, trainer
-from pipeline.errors import ConfigError, StageError
-from pipeline.progress import Progress
-from pipeline.stages.alphabet import read_labels
+from dstrain.pipeline.deepspeech import checkpoints, trainer
+from dstrain.pipeline.deepspeech import start as starting
+from dstrain.pipeline.deepspeech.progress import Progress
+from dstrain.pipeline.digests import file_digest
+from dstrain.pipeline.errors import StageError
+from dstrain.pipeline.formats.deepspeech_csv import read_samples
 
 log = logging.getLogger("dstrain")
 
@@ -26,137 +26,10 @@ HYPERPARAMETERS = ("epochs", "train_batch_size", "dev_batch_size", "learning_rat
                    "augment")
 
 
-def _digest(path: Path) -> Optional[str]:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    except OSError:
-        return None
-
-
-class Source(NamedTuple):
-    directory: Path
-    #: "fine_tuning" or "transfer_learning".
-    mode: str
-    reason: str
-    #: "best" when the source has a best-dev checkpoint (release checkpoints do), else "last".
-    load_train: str
-    drop_source_layers: int
-    #: The source was trained with --train_cudnn and this run is not.
-    load_cudnn: bool
-
-
-def _source_alphabet(ctx) -> Optional[Path]:
-    t = ctx.config.settings.train
-    if t.source_checkpoint is None:
-        return None
-    return t.source_alphabet or t.source_checkpoint / "alphabet.txt"
-
-
-def _transfer(ctx) -> Optional[bool]:
-    """Whether the source's labels differ from this run's; None when either alphabet cannot be read."""
-    if ctx.config.settings.lm.bytes_output_mode:
-        return False  # every text is UTF-8 bytes: DeepSpeech's docs say to fine-tune
-    try:
-        return read_labels(_source_alphabet(ctx)) != read_labels(ctx.paths.alphabet)
-    except OSError:
-        return None
-
-
-def lineage(ctx) -> Dict[str, Any]:
-    """What fixes the shape of the checkpoints: it cannot change while they exist."""
-    t = ctx.config.settings.train
-    return {
-        "n_hidden": t.n_hidden,
-        "alphabet": _digest(ctx.paths.alphabet),
-        "bytes_output_mode": ctx.config.settings.lm.bytes_output_mode,
-        # cuDNN and mixed-precision checkpoints hold variables the other graphs lack (flags.py v0.9.3).
-        "train_cudnn": t.train_cudnn,
-        "automatic_mixed_precision": t.automatic_mixed_precision,
-    }
-
-
-def source_identity(ctx) -> Optional[Dict[str, Any]]:
-    """The model training starts from, by content: the data root is ./data on the host and /data in Docker."""
-    t = ctx.config.settings.train
-    if t.source_checkpoint is None:
-        return None
-    directory = t.source_checkpoint
-    return {
-        "state": _digest(directory / checkpoints.BEST_STATE) or _digest(directory / checkpoints.LAST_STATE),
-        "alphabet": _digest(_source_alphabet(ctx)),
-        "drop_source_layers": t.drop_source_layers if _transfer(ctx) else 0,
-    }
-
-
 def inputs(ctx) -> dict:
     t = ctx.config.settings.train
-    return {"lineage": lineage(ctx), "source": source_identity(ctx),
+    return {"lineage": starting.lineage(ctx), "source": starting.source_identity(ctx),
             "hyperparameters": {name: getattr(t, name) for name in HYPERPARAMETERS}}
-
-
-def _describe_alphabets(theirs: List[str], ours: List[str]) -> str:
-    only_theirs = [c for c in theirs if c not in ours]
-    only_ours = [c for c in ours if c not in theirs]
-    if not only_theirs and not only_ours:
-        return "the same characters in another order, so the output layer does not match"
-    parts = []
-    if only_theirs:
-        parts.append("only in the source: " + " ".join(repr(c) for c in only_theirs[:12]))
-    if only_ours:
-        parts.append("only in this run: " + " ".join(repr(c) for c in only_ours[:12]))
-    return "the alphabets differ (" + "; ".join(parts) + ")"
-
-
-def source(ctx) -> Optional[Source]:
-    """The checkpoint to start from, checked, with the mode its alphabet implies."""
-    settings = ctx.config.settings
-    t = settings.train
-    if t.source_checkpoint is None:
-        if t.source_alphabet is not None:
-            raise ConfigError("train.source_alphabet is set but train.source_checkpoint is not")
-        return None
-    directory = t.source_checkpoint
-    if not directory.is_dir():
-        raise ConfigError(f"train.source_checkpoint: {directory} is not a directory")
-    load = "best" if checkpoints.has_best(directory) else "last" if checkpoints.has_last(directory) else None
-    if load is None:
-        raise ConfigError(f"train.source_checkpoint: {directory} holds no DeepSpeech checkpoint "
-                          f"({checkpoints.BEST_STATE} or {checkpoints.LAST_STATE} naming an existing .index)")
-    alphabet = _source_alphabet(ctx)
-    if not alphabet.is_file():
-        raise ConfigError(f"the source checkpoint's alphabet is unknown: there is no {alphabet}; "
-                          "set train.source_alphabet to the alphabet it was trained with")
-    flags = checkpoints.read_flags(directory)
-    if flags.get("n_hidden") and int(flags["n_hidden"]) != t.n_hidden:
-        raise ConfigError(f"the source checkpoint was trained with n_hidden {flags['n_hidden']} (its "
-                          f"{checkpoints.FLAGS_FILE}); set train.n_hidden = {flags['n_hidden']} to start from it")
-    load_cudnn = flags.get("train_cudnn") == "true" and not t.train_cudnn
-    theirs, ours = read_labels(alphabet), read_labels(ctx.paths.alphabet)
-    english = " (english_compatible is on: this run uses DeepSpeech's English alphabet)" \
-        if settings.english_compatible else ""
-    if settings.lm.bytes_output_mode:
-        mode, drop = "fine_tuning", 0
-        reason = "bytes output mode: every alphabet is UTF-8 bytes, so the output layer fits as it is"
-    elif theirs == ours:
-        mode, drop = "fine_tuning", 0
-        reason = (f"the source alphabet ({alphabet}) is this run's: {len(ours)} labels in the same order{english}; "
-                  "every layer is kept")
-    else:
-        mode, drop = "transfer_learning", t.drop_source_layers
-        reason = (f"{_describe_alphabets(theirs, ours)}{english}; the last {drop} layer(s) are learnt anew "
-                  f"(train.drop_source_layers = {drop})")
-    return Source(directory, mode, reason, load, drop, load_cudnn)
-
-
-def _mode(found: Optional[Source]) -> Dict[str, Any]:
-    if found is None:
-        return {"mode": "from_scratch", "reason": "train.source_checkpoint is not set"}
-    return {"mode": found.mode, "reason": found.reason, "source_checkpoint": str(found.directory.absolute()),
-            "drop_source_layers": found.drop_source_layers, "load_cudnn": found.load_cudnn}
-
-
-def _has_checkpoints(directory: Path) -> bool:
-    return any(directory.glob("train-*.index")) or any(directory.glob("best_dev-*.index"))
 
 
 def _describe_lineage(found: Dict[str, Any], keys) -> str:
@@ -192,37 +65,22 @@ def _check_data(ctx) -> None:
 
 def _load_progress(ctx) -> Progress:
     paths = ctx.paths
-    current = lineage(ctx)
+    current = starting.lineage(ctx)
     progress = Progress.load(paths.training_progress, paths.metrics)
     if "train" in ctx.forced:
         _discard(ctx)
         progress = None
-    elif progress is None and _has_checkpoints(paths.checkpoints):
+    elif progress is None and checkpoints.has_any(paths.checkpoints):
         raise StageError(f"{paths.checkpoints} holds checkpoints that dstrain did not record "
                          f"({paths.training_progress} is missing), so it cannot tell how far they went. "
                          "Move them away, or add --force train to delete them and start over.")
     elif progress is not None and progress["lineage"] != current:
-        if _has_checkpoints(paths.checkpoints):
+        if checkpoints.has_any(paths.checkpoints):
             raise _refuse(ctx, progress["lineage"], current)
         progress = None  # nothing was saved under the old settings
     if progress is None:
         progress = Progress.new(paths.training_progress, paths.metrics, current, ctx.config.settings.train)
     return progress
-
-
-def _start(ctx, progress: Progress, found: Optional[Source]) -> trainer.Start:
-    t = ctx.config.settings.train
-    directory = ctx.paths.checkpoints
-    if checkpoints.has_last(directory):
-        changed = progress["learning_rate"] not in (None, t.learning_rate)
-        if changed:
-            log.info("the learning rate changed from %g to %g: DeepSpeech is told to use it instead of the "
-                     "checkpoint's", progress["learning_rate"], t.learning_rate)
-        return trainer.Start(directory, "last", reset_learning_rate=changed)
-    if found is not None:
-        # The source's saved learning rate is its own training's, not this run's.
-        return trainer.Start(found.directory, found.load_train, found.drop_source_layers, found.load_cudnn, True)
-    return trainer.Start(directory, "init")
 
 
 def _feature_cache(ctx, progress: Progress) -> Optional[Path]:
@@ -233,7 +91,7 @@ def _feature_cache(ctx, progress: Progress) -> Optional[Path]:
         log.info("feature cache off: with augmentations it would freeze the first epoch's augmented features")
         return None
     cache = ctx.paths.feature_cache
-    data = _digest(ctx.paths.clean_csv("train"))
+    data = file_digest(ctx.paths.clean_csv("train"))
     if progress["feature_cache_data"] != data:
         if cache.parent.exists():
             log.info("the training set changed: clearing the feature cache %s", cache.parent)
@@ -267,11 +125,11 @@ def _finished(ctx, progress: Progress) -> bool:
     return progress["stopped_early"] or progress["epochs_done"] >= ctx.config.settings.train.epochs
 
 
-def _train_once(ctx, progress: Progress, found: Optional[Source]) -> trainer.Outcome:
+def _train_once(ctx, progress: Progress, found: Optional[starting.Source]) -> trainer.Outcome:
     settings = ctx.config.settings
     t = settings.train
     directory = ctx.paths.checkpoints
-    start = _start(ctx, progress, found)
+    start = starting.choose(ctx, found, progress["learning_rate"])
     remaining = t.epochs - progress["epochs_done"]
     flags = trainer.train_flags(ctx, start, remaining, progress["train_batch_size"], progress["dev_batch_size"],
                                 _feature_cache(ctx, progress))
@@ -283,7 +141,7 @@ def _train_once(ctx, progress: Progress, found: Optional[Source]) -> trainer.Out
     if start.reset_learning_rate:
         progress["current_learning_rate"] = t.learning_rate
     progress["learning_rate"] = t.learning_rate
-    progress["train_data"] = _digest(ctx.paths.clean_csv("train"))
+    progress["train_data"] = file_digest(ctx.paths.clean_csv("train"))
     log.info("training epochs %d to %d of %d (%s)", progress["epochs_done"] + 1, t.epochs, t.epochs,
              "continuing from the last checkpoint" if start.load_train == "last"
              else "from scratch" if start.load_train == "init" else f"from {start.load_dir}")
@@ -306,14 +164,14 @@ def run(ctx) -> dict:
     t = ctx.config.settings.train
     _check_data(ctx)
     progress = _load_progress(ctx)
-    if _has_checkpoints(ctx.paths.checkpoints):
+    if checkpoints.has_any(ctx.paths.checkpoints):
         found = None  # the run goes on from its own checkpoints
-        if progress["source"] != source_identity(ctx):
+        if progress["source"] != starting.source_identity(ctx):
             log.warning("train.source_checkpoint changed (or is gone) since this run started from it: the run "
                         "goes on from its own checkpoints without reading it. To start from it, add --force train.")
     else:
-        found = source(ctx)
-        progress["mode"], progress["source"] = _mode(found), source_identity(ctx)
+        found = starting.source(ctx)
+        progress["mode"], progress["source"] = starting.mode_record(found), starting.source_identity(ctx)
         progress.save()
     configured = [t.train_batch_size, t.dev_batch_size]
     if progress["configured_batch"] != configured:  # a new setting replaces sizes halved for the old one
@@ -326,7 +184,7 @@ def run(ctx) -> dict:
         log.info("training already finished (%d epochs%s); raise train.epochs to train more, "
                  "or add --force train to start over", progress["epochs_done"],
                  ", stopped early" if progress["stopped_early"] else "")
-        if progress["train_data"] != _digest(ctx.paths.clean_csv("train")):
+        if progress["train_data"] != file_digest(ctx.paths.clean_csv("train")):
             log.warning("the training set changed since this model was trained, and it was not retrained: "
                         "raise train.epochs to go on training on the new set, or add --force train")
     elif progress["epochs_done"]:

@@ -1,0 +1,110 @@
+"""The second half of every importer: convert the audio, judge each clip, write the outputs.
+
+An importer lists candidates (clip + normalised label + split) and the rows it
+already rejected; this module converts the audio in parallel, rejects clips
+that cannot train, and writes the CSVs, ``rejects.csv`` and ``manifest.json``.
+"""
+import logging
+import os
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional
+
+from tqdm import tqdm
+
+from dstrain.pipeline.atomic import write_json, write_text
+from dstrain.pipeline.formats.audio import FRAME_SECONDS, Clip, convert_all
+from dstrain.pipeline.formats.deepspeech_csv import REJECTS_HEADER, Reject, Sample, write_rows, write_samples
+from dstrain.pipeline.paths import SPLITS, ImportedDataset
+
+log = logging.getLogger("dstrain")
+
+
+class Candidate(NamedTuple):
+    split: str
+    #: How the user finds the row again, e.g. "train.tsv:12 common_voice_fr_1.mp3".
+    source: str
+    audio: Path
+    #: The WAV's name inside ``clips/``.
+    wav_name: str
+    transcript: str
+
+
+def claim_clips(out: ImportedDataset, source_sha256: str) -> None:
+    """Keep converted WAVs across a crash, but never reuse those of another source archive."""
+    marker = out.clips / ".source-sha256"
+    if out.clips.exists() and (not marker.exists() or marker.read_text() != source_sha256):
+        shutil.rmtree(str(out.clips))
+    if not marker.exists():
+        write_text(marker, source_sha256)
+
+
+def judge(clip, transcript: str, max_seconds: float):
+    """The reason a converted clip cannot train, or None."""
+    if not clip.ok:
+        return clip.reason, clip.detail
+    if clip.seconds > max_seconds:
+        return "too_long", f"{clip.seconds:.2f}s > {max_seconds}s"
+    if clip.seconds / FRAME_SECONDS < len(transcript):
+        return "too_short", f"{clip.seconds:.2f}s for {len(transcript)} characters"
+    return None
+
+
+def assemble(
+    out: ImportedDataset,
+    candidates: List[Candidate],
+    rejects: List[Reject],
+    max_seconds: float,
+    workers: int,
+    manifest: Dict[str, Any],
+    converted: Optional[Dict[str, Clip]] = None,
+) -> Dict[str, Any]:
+    """Judge and write; ``converted`` (WAV name -> clip) is for importers that convert clips themselves."""
+    claim_clips(out, manifest["source"]["sha256"])
+    kept: Dict[str, List[Sample]] = {split: [] for split in SPLITS}
+    seconds: Counter = Counter()
+    with tqdm(total=len(candidates), unit="clip", desc="convert " + out.dir.name,
+              disable=converted is not None) as bar:
+        if converted is None:
+            jobs = [(str(c.audio), str(out.clips / c.wav_name)) for c in candidates]
+            clips: Iterable[Clip] = convert_all(jobs, workers, bar)
+        else:
+            clips = (converted[c.wav_name] for c in candidates)
+        for cand, clip in zip(candidates, clips):
+            problem = judge(clip, cand.transcript, max_seconds)
+            if problem:
+                rejects.append(Reject(cand.split, cand.source, problem[0], problem[1]))
+                continue
+            kept[cand.split].append(Sample("clips/" + cand.wav_name, clip.size, cand.transcript))
+            seconds[cand.split] += clip.seconds
+    for split in SPLITS:
+        write_samples(out.csv(split), kept[split])
+    rejects.sort(key=lambda r: (SPLITS.index(r.split), _natural(r.source)))
+    write_rows(out.rejects, REJECTS_HEADER, rejects)
+    reasons = Counter(r.reason for r in rejects)
+    manifest = dict(
+        manifest,
+        counts={split: len(kept[split]) for split in SPLITS},
+        hours={split: round(seconds[split] / 3600, 4) for split in SPLITS},
+        rejected=dict(sorted(reasons.items())),
+    )
+    write_json(out.manifest, manifest)
+    log.info(
+        "%s: kept %s, rejected %d (%s)",
+        out.dir.name,
+        ", ".join(f"{len(kept[s])} {s}" for s in SPLITS),
+        len(rejects),
+        ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "none",
+    )
+    return manifest
+
+
+def _natural(text: str):
+    """Sort key that puts "train.tsv:9" before "train.tsv:10"."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def wav_name(source_name: str) -> str:
+    return os.path.splitext(os.path.basename(source_name))[0] + ".wav"

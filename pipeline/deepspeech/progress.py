@@ -1,0 +1,137 @@
+"""The pipeline's own account of a run's training, kept beside DeepSpeech's checkpoints.
+
+DeepSpeech 0.9.3 counts epochs from 0 and forgets its best dev loss on every
+invocation, so a resumed run cannot tell from its log how far it is.  This
+record is updated as each epoch's lines are read, and written atomically, so a
+crash at any moment leaves the last finished epoch counted.
+"""
+import math
+import os
+from typing import Any, Dict, List, Optional
+
+from dstrain.pipeline.atomic import read_json, write_json
+from dstrain.pipeline.deepspeech.events import Event, parse
+
+
+def _finite(value: Optional[float]) -> Optional[float]:
+    return value if value is not None and math.isfinite(value) else None
+
+
+class Progress:
+    def __init__(self, path, metrics_path, data: Dict[str, Any]):
+        self.path = path
+        self.metrics_path = metrics_path
+        self.data = data
+        self._first_epoch = 0
+        self._train_losses: Dict[int, Optional[float]] = {}
+
+    @classmethod
+    def load(cls, path, metrics_path) -> Optional["Progress"]:
+        data = read_json(path)
+        return cls(path, metrics_path, data) if data else None
+
+    @classmethod
+    def new(cls, path, metrics_path, lineage: Dict[str, Any], train_settings) -> "Progress":
+        return cls(path, metrics_path, {
+            "lineage": lineage,
+            #: From scratch, fine tuning or transfer learning, and why; decided before the first checkpoint.
+            "mode": None,
+            "source": None,
+            "epochs_done": 0,
+            "stopped_early": False,
+            "configured_batch": [train_settings.train_batch_size, train_settings.dev_batch_size],
+            #: The sizes in use: the configured ones, halved after each out-of-memory failure.
+            "train_batch_size": train_settings.train_batch_size,
+            "dev_batch_size": train_settings.dev_batch_size,
+            #: The configured rate last passed to DeepSpeech; a change re-initialises the checkpoint's.
+            "learning_rate": None,
+            #: The rate in force, after any reduction on a plateau.
+            "current_learning_rate": train_settings.learning_rate,
+            "feature_cache_data": None,
+            #: The training set last trained on, to say when a finished model has not seen a new one.
+            "train_data": None,
+            "best": None,
+            "epochs": [],
+            "events": [],
+            "invocations": [],
+        })
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __setitem__(self, key, value):
+        self.data[key] = value
+
+    def save(self, new_training: bool = False) -> None:
+        write_json(self.path, self.data)
+        metrics = {} if new_training else read_json(self.metrics_path) or {}
+        metrics["training"] = self.metrics()
+        write_json(self.metrics_path, metrics)
+
+    def metrics(self) -> Dict[str, Any]:
+        return {key: self.data[key] for key in ("mode", "epochs_done", "stopped_early", "best", "epochs", "events",
+                                                 "invocations", "train_batch_size", "dev_batch_size")}
+
+    @property
+    def last_epoch(self) -> Optional[int]:
+        return self.data["epochs"][-1]["epoch"] if self.data["epochs"] else None
+
+    def event(self, kind: str, epoch: Optional[int] = None, **detail) -> None:
+        """Something that happened at ``epoch`` (default: the last finished one)."""
+        self.data["events"].append(dict(detail, event=kind, epoch=self.last_epoch if epoch is None else epoch))
+        self.save()
+
+    # -- one DeepSpeech invocation ----------------------------------------------
+
+    def begin(self, cmd: List[str], load: str, load_dir, epochs: int) -> None:
+        self._first_epoch = self.data["epochs_done"]
+        self._train_losses = {}
+        self.data["invocations"].append({
+            "argv": cmd,
+            "load_train": load,
+            "load_checkpoint_dir": str(load_dir),
+            "first_epoch": self._first_epoch,
+            "epochs": epochs,
+            "train_batch_size": self.data["train_batch_size"],
+            "outcome": "running",
+        })
+        self.save(new_training=True)  # the model changes: earlier test results no longer describe it
+
+    def end(self, outcome: str, returncode: int) -> None:
+        self.data["invocations"][-1].update(outcome=outcome, exit_code=returncode)
+        self.save()
+
+    def feed(self, line: str) -> None:
+        event = parse(line)
+        if event is not None:
+            self.apply(event)
+
+    def apply(self, event: Event) -> None:
+        if event.kind == "train_loss":
+            self._train_losses[event.epoch] = _finite(event.value)
+        elif event.kind == "dev_loss":
+            # The epoch's checkpoint is saved before validation starts: from here on it counts as done.
+            self.data["epochs"].append({
+                "epoch": self._first_epoch + event.epoch,
+                "train_loss": self._train_losses.pop(event.epoch, None),
+                "dev_loss": _finite(event.value),
+                "learning_rate": self.data["current_learning_rate"],
+                "train_batch_size": self.data["train_batch_size"],
+            })
+            self.data["epochs_done"] += 1
+            self.save()
+        elif event.kind == "best_saved":
+            best = self.data["best"]
+            name = os.path.basename(event.detail.strip())
+            if best is None or (event.value is not None and event.value < best["dev_loss"]):
+                self.data["best"] = {"epoch": self.last_epoch, "dev_loss": event.value, "checkpoint": name}
+                self.save()
+            else:
+                # After a resume DeepSpeech's best starts again at infinity; the better one is put back.
+                self.event("earlier_best_kept", dev_loss=event.value, kept_epoch=best["epoch"])
+        elif event.kind == "early_stop":
+            self.data["stopped_early"] = True
+            self.event("early_stop", epochs_without_improvement=int(event.value))
+        elif event.kind == "plateau":
+            self.data["current_learning_rate"] = event.value
+            self.event("plateau", learning_rate=event.value)

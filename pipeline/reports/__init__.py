@@ -1,0 +1,1 @@
+"""The reports a person reads: the evaluation report and the model card."""

@@ -1,0 +1,1 @@
+"""Getting sources into ``sources/``, datasets and language-model texts alike: downloads, verification, archives."""
