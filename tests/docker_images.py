@@ -1,0 +1,97 @@
+"""The Docker engine and the base images the container tests build on, made here because no registry is reachable.
+
+- ``dstrain-test/debian:bookworm``: Debian's minimal base made by debootstrap from the host's own mirror;
+  it serves as Dockerfile.train's builder image.
+- ``dstrain-test/tf1-standin:py37``: that Debian, a Python 3.7 copied from the host and PyPI's TensorFlow
+  1.15.5 (CPU), standing in for NVIDIA's TF1 image as Dockerfile.train's BASE_IMAGE.
+
+Each is made once and kept by the engine; a test session reuses them.
+"""
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEBIAN_IMAGE = "dstrain-test/debian:bookworm"
+STANDIN_IMAGE = "dstrain-test/tf1-standin:py37"
+#: The stand-in's TensorFlow Python, the image's TRAINER_PYTHON.
+STANDIN_PYTHON = "/opt/py37/bin/python3.7"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def docker_binary() -> str:
+    """Debian's client first: it builds with BuildKit secrets; a newer client on PATH may lack buildx."""
+    return "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else shutil.which("docker") or "docker"
+
+
+def docker(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    proc = subprocess.run([docker_binary(), *map(str, args)], **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n"
+                             f"{proc.stderr}")
+    return proc
+
+
+def engine_running() -> bool:
+    try:
+        return docker("info", check=False, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def image_exists(name: str) -> bool:
+    return docker("image", "inspect", name, check=False).returncode == 0
+
+
+def _debian_mirror() -> str:
+    """The mirror this host's apt uses, so debootstrap reaches what apt reaches."""
+    texts = [p.read_text() for p in [Path("/etc/apt/sources.list")] + sorted(Path("/etc/apt/sources.list.d")
+                                                                               .glob("*")) if p.is_file()]
+    for text in texts:
+        match = re.search(r"^URIs:\s*(\S+/debian)\s*$", text, re.MULTILINE) or re.search(
+            r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)\s+bookworm", text, re.MULTILINE)
+        if match:
+            return match.group(1)
+    return "http://deb.debian.org/debian"
+
+
+def ensure_debian_base() -> str:
+    if not image_exists(DEBIAN_IMAGE):
+        started = time.time()
+        with tempfile.TemporaryDirectory(prefix="debootstrap-") as rootfs:
+            subprocess.run(["debootstrap", "--variant=minbase", "bookworm", rootfs, _debian_mirror()],
+                           check=True, capture_output=True)
+            tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+            docker("import", "-", DEBIAN_IMAGE, stdin=tar.stdout, text=False)
+            tar.wait()
+        print(f"made {DEBIAN_IMAGE} in {time.time() - started:.0f} s")
+    return DEBIAN_IMAGE
+
+
+def _python37() -> Path:
+    found = sorted(Path.home().glob(".pyenv/versions/3.7.*"))
+    if not found:
+        raise RuntimeError("no Python 3.7 under ~/.pyenv/versions for the TF1 stand-in image")
+    return found[-1]
+
+
+def ensure_tf1_standin() -> str:
+    ensure_debian_base()
+    if not image_exists(STANDIN_IMAGE):
+        started = time.time()
+        with tempfile.TemporaryDirectory(prefix="standin-") as context:
+            # Not the host's .pth hooks (they name host paths) nor its byte-code.
+            shutil.copytree(str(_python37()), os.path.join(context, "python"), symlinks=True,
+                            ignore=shutil.ignore_patterns("*.pth", "__pycache__"))
+            docker("build", "--network", "host", "--secret", f"id=ca,src={CA_BUNDLE}", "-t", STANDIN_IMAGE,
+                   "--build-arg", f"DEBIAN_IMAGE={DEBIAN_IMAGE}",
+                   "-f", REPO / "tests" / "docker" / "tf1-standin.Dockerfile", context,
+                   env=dict(os.environ, DOCKER_BUILDKIT="1"))
+        print(f"made {STANDIN_IMAGE} in {time.time() - started:.0f} s")
+    return STANDIN_IMAGE
