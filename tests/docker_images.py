@@ -95,3 +95,39 @@ def ensure_tf1_standin() -> str:
                    env=dict(os.environ, DOCKER_BUILDKIT="1"))
         print(f"made {STANDIN_IMAGE} in {time.time() - started:.0f} s")
     return STANDIN_IMAGE
+
+
+TRAIN_IMAGE = "dstrain-test/train:latest"
+#: The vendored DeepSpeech v0.9.3 source (../shared/vendor/README.md), unless DEEPSPEECH_SOURCE names another.
+VENDORED_SOURCE = REPO.parent / "shared" / "vendor" / "DeepSpeech-0.9.3.tar.gz"
+VENDORED_SHA256 = "d1981e510f2803f2021985d82209963751d671247a8f10614f0af152c9276f4e"
+
+
+def deepspeech_source() -> Path:
+    return Path(os.environ.get("DEEPSPEECH_SOURCE") or VENDORED_SOURCE)
+
+
+def standin_settings(deepspeech_url: str, uid: int = 1000, gid: int = 1000) -> dict:
+    """docker-compose.yml's variables (as .env holds them) for building on the stand-in bases, here."""
+    return {
+        "UID": str(uid), "GID": str(gid),
+        "BASE_IMAGE": STANDIN_IMAGE, "BUILDER_IMAGE": DEBIAN_IMAGE, "TRAINER_PYTHON": STANDIN_PYTHON,
+        # The stand-in's own python3 is the trainer's 3.7: the pipeline gets Debian's.
+        "PIPELINE_PYTHON": "/usr/bin/python3", "PIPELINE_APT": "python3 python3-venv",
+        "DEEPSPEECH_URL": deepspeech_url, "DEEPSPEECH_SHA256": VENDORED_SHA256,
+        # No bridge network on these machines (DEVELOPERS.md).
+        "BUILD_NETWORK": "host", "NETWORK_MODE": "host",
+        "DSTRAIN_IMAGE": TRAIN_IMAGE, "COMPOSE_PROFILES": "cpu",
+    }
+
+
+def build_train_image(deepspeech_url: str, uid: int = 1000, gid: int = 1000, tag: str = TRAIN_IMAGE):
+    """Dockerfile.train on the stand-ins, as `docker build` would; the engine's layer cache makes a rebuild cheap."""
+    ensure_tf1_standin()
+    settings = standin_settings(deepspeech_url, uid, gid)
+    args = [f"{name}={settings[name]}" for name in ("UID", "GID", "BASE_IMAGE", "BUILDER_IMAGE", "TRAINER_PYTHON",
+                                                     "PIPELINE_PYTHON", "PIPELINE_APT", "DEEPSPEECH_URL",
+                                                     "DEEPSPEECH_SHA256")]
+    return docker("build", "--network", "host", "--secret", f"id=ca,src={CA_BUNDLE}", "-t", tag,
+                  *[item for arg in args for item in ("--build-arg", arg)], "-f", REPO / "Dockerfile.train", REPO,
+                  env=dict(os.environ, DOCKER_BUILDKIT="1"), timeout=3600)
