@@ -161,6 +161,19 @@ def test_crash_at_epoch_3_of_10_then_rerun_trains_the_remaining_7(crashed_then_r
         assert (scenario.run_dir / "state" / (name + ".json")).exists()
 
 
+def test_a_better_best_after_the_resume_replaces_the_one_from_before_the_crash(prepared, tools, kenlm_dir, tmp_path):
+    # Found by the real trainer: the best protected before the resume was put back over a better new one.
+    scenario = Scenario(tmp_path, prepared, tools).with_lm(kenlm_dir)
+    losses = "30,20,10,40,35,30,25,8,6,5"
+    scenario.run("--to", "train", check=False, DS_DOUBLE_CRASH_AT_EPOCH="3", DS_DOUBLE_DEV_LOSSES=losses)
+    resumed = scenario.run("--to", "train", DS_DOUBLE_DEV_LOSSES=losses)
+    training = scenario.metrics()["training"]
+    assert training["best"]["epoch"] == 9 and training["best"]["dev_loss"] == 5.0
+    assert scenario.best_checkpoint() == training["best"]["checkpoint"]
+    assert [e["event"] for e in training["events"]].count("earlier_best_kept") == 4
+    assert "is kept" not in resumed.stderr
+
+
 def test_a_worse_best_saved_after_the_resume_does_not_replace_the_real_best(crashed_then_resumed):
     scenario, _, _, resumed = crashed_then_resumed
     training = scenario.metrics()["training"]

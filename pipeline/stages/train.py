@@ -150,9 +150,11 @@ def _train_once(ctx, progress: Progress, found: Optional[starting.Source]) -> tr
     try:
         outcome = trainer.run(cmd, trainer.environment(settings), progress.feed)
     finally:
-        if best is not None and checkpoints.restore_best(directory, ctx.paths.best_backup, best["checkpoint"]):
+        # The best as recorded now: a later epoch may have beaten the one protected before the resume.
+        kept = progress["best"]
+        if best is not None and checkpoints.restore_best(directory, ctx.paths.best_backup, kept["checkpoint"]):
             log.warning("after the resume DeepSpeech saved a worse 'best' model; epoch %d's (dev loss %s) is kept",
-                        best["epoch"], best["dev_loss"])
+                        kept["epoch"], kept["dev_loss"])
         checkpoints.relativize(directory)
         checkpoints.prune(directory)
         if outcome is None:
