@@ -5,6 +5,7 @@ config file (--config or DSTRAIN_CONFIG), DSTRAIN_* environment variables and
 these flags.  ``dstrain config`` shows the result and where each value came from.
 """
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -204,7 +205,13 @@ def new_language(code, name, locale, letters, directory):
 def _stop_on_sigterm() -> None:
     """docker stop, compose stop and a cancelled job send SIGTERM: stop as Ctrl-C does, so the stage under way
     stops DeepSpeech, says how to resume, and everything finished stays done."""
+    main = os.getpid()
+
     def interrupt(signum, frame):
+        if os.getpid() != main:  # a forked worker (the import's pool) ends as its pool asks, quietly
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
