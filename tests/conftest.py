@@ -5,10 +5,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpora import build_common_voice
+from tests.fixtures.common_voice import build_common_voice
 
 DSTRAIN = str(Path(sys.executable).with_name("dstrain"))
 RELEASE = "cv-corpus-99.0-2099-01-01"
+#: Set by tests/run.sh, which installs the real trainer and Docker engine: their tests then fail, never skip.
+REQUIRE_REAL_TOOLS = os.environ.get("REQUIRE_REAL_TOOLS") == "1"
+
+
+def need_real(available: bool, why: str) -> None:
+    """Skip a test of a real tool that is not here, or fail it where tests/run.sh promised the tool."""
+    if not available:
+        (pytest.fail if REQUIRE_REAL_TOOLS else pytest.skip)(why)
 
 
 @pytest.fixture(scope="session")
