@@ -111,7 +111,7 @@ def standin_settings(deepspeech_url: str, uid: int = 1000, gid: int = 1000) -> d
     """docker-compose.yml's variables (as .env holds them) for building on the stand-in bases, here."""
     return {
         "UID": str(uid), "GID": str(gid),
-        "BASE_IMAGE": STANDIN_IMAGE, "BUILDER_IMAGE": DEBIAN_IMAGE, "TRAINER_PYTHON": STANDIN_PYTHON,
+        "BASE_IMAGE": STANDIN_IMAGE, "BUILDER_IMAGE": DEBIAN_IMAGE, "BASE_PYTHON": STANDIN_PYTHON,
         # The stand-in's own python3 is the trainer's 3.7: the pipeline gets Debian's.
         "PIPELINE_PYTHON": "/usr/bin/python3", "PIPELINE_APT": "python3 python3-venv",
         "DEEPSPEECH_URL": deepspeech_url, "DEEPSPEECH_SHA256": VENDORED_SHA256,
@@ -121,13 +121,16 @@ def standin_settings(deepspeech_url: str, uid: int = 1000, gid: int = 1000) -> d
     }
 
 
-def build_train_image(deepspeech_url: str, uid: int = 1000, gid: int = 1000, tag: str = TRAIN_IMAGE):
-    """Dockerfile.train on the stand-ins, as `docker build` would; the engine's layer cache makes a rebuild cheap."""
+def build_train_image(deepspeech_url: str, uid: int = 1000, gid: int = 1000, tag: str = TRAIN_IMAGE,
+                      context: Path = REPO, extra=()):
+    """Dockerfile.train of ``context`` on the stand-ins, as `docker build` would; the engine's layer cache makes a
+    rebuild cheap.  ``extra``: more `docker build` arguments, e.g. --no-cache."""
     ensure_tf1_standin()
     settings = standin_settings(deepspeech_url, uid, gid)
-    args = [f"{name}={settings[name]}" for name in ("UID", "GID", "BASE_IMAGE", "BUILDER_IMAGE", "TRAINER_PYTHON",
-                                                     "PIPELINE_PYTHON", "PIPELINE_APT", "DEEPSPEECH_URL",
-                                                     "DEEPSPEECH_SHA256")]
+    args = [f"{name}={settings[name]}" for name in ("UID", "GID", "BASE_IMAGE", "BUILDER_IMAGE", "PIPELINE_PYTHON",
+                                                     "PIPELINE_APT", "DEEPSPEECH_URL", "DEEPSPEECH_SHA256")]
+    args.append(f"TRAINER_PYTHON={settings['BASE_PYTHON']}")
     return docker("build", "--network", "host", "--secret", f"id=ca,src={CA_BUNDLE}", "-t", tag,
-                  *[item for arg in args for item in ("--build-arg", arg)], "-f", REPO / "Dockerfile.train", REPO,
+                  *[item for arg in args for item in ("--build-arg", arg)], *extra, "-f", context / "Dockerfile.train",
+                  context,
                   env=dict(os.environ, DOCKER_BUILDKIT="1"), timeout=3600)

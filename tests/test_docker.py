@@ -1,0 +1,245 @@
+"""The image and `docker compose`, as a user runs them, on a real Docker engine.
+
+The project is copied as a clean clone would have it, given the `.env` the README asks for (a host user's UID
+and GID, here 4242, which is not root) and the build settings of the stand-in bases (tests/docker_images.py),
+whose DeepSpeech source comes from a local HTTP server, checked by its sha256.  Then, as documented:
+
+    LANGUAGE=fr docker compose --profile cpu up
+
+on an espeak Common Voice release holding one sentence, which the model learns by heart.  The run is stopped
+with `docker compose stop` in the middle of training and started again: only the epochs left are trained.
+The packaged .tflite then transcribes the sentence on the host, in the official runtime.
+"""
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from dstrain.pipeline.config import ENV_PREFIX, _flatten
+from dstrain.pipeline.settings import Settings
+from tests.conftest import RELEASE, need_real
+from tests.docker_images import (
+    CA_BUNDLE,
+    REPO,
+    deepspeech_source,
+    docker,
+    docker_binary,
+    engine_running,
+    ensure_tf1_standin,
+    standin_settings,
+)
+from tests.fixtures.common_voice import build_common_voice
+from tests.fixtures.speech import Row
+from tests.http_server import FileServer
+from tests.test_deepspeech_real import SENTENCE, transcribe
+
+pytestmark = pytest.mark.docker
+
+IMAGE = "dstrain-test/compose:latest"
+USER = 4242  # the invoking user: not root, and not the image's default 1000
+EPOCHS = 120
+STOP_AFTER = 20
+MDC_KEY = "mdc-secret-never-written-anywhere"
+#: Settings that name places on the host: docker-compose.yml does not pass them into the container.
+HOST_PLACES = {"language", "data_root", "train.trainer_python", "lm.kenlm_bin", "lm.scorer_tool", "optimize.script",
+               "export.convert_graphdef_memmapped_format"}
+
+
+def compose(project: Path, *args, check=True, timeout=3600, **env) -> subprocess.CompletedProcess:
+    """`docker compose` in the project, as a user types it (LANGUAGE and friends from the shell)."""
+    proc = subprocess.run([docker_binary(), "compose", *args], cwd=str(project), capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, **env))
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker compose {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    need_real(engine_running(), "no Docker engine (tests/run.sh starts one; DEVELOPERS.md)")
+    ensure_tf1_standin()
+    source = deepspeech_source()
+    with FileServer(source.parent) as server:
+        root = tmp_path_factory.mktemp("clone") / "dstrain"
+        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=str(REPO),
+                               capture_output=True, check=True).stdout.decode().split("\0")
+        for name in filter(None, files):
+            if (REPO / name).is_file():
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(str(REPO / name), str(root / name))
+        settings = standin_settings(f"{server.url}/{source.name}", USER, USER)
+        # Its own project name and image, so that a developer's own `dstrain` project is left alone.
+        settings.update(DSTRAIN_IMAGE=IMAGE, COMPOSE_PROJECT_NAME="dstrain-test")
+        # Everything but the stand-in lines is what README.md's one-time set-up writes.
+        (root / ".env").write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        started = time.time()
+        compose(root, "build", "train-cpu")
+        print(f"image built in {time.time() - started:.0f} s")
+        yield root, server
+
+
+@pytest.mark.parametrize("profile", ["gpu", "cpu", "tensorboard"])
+def test_each_profile_is_a_valid_compose_file(project, profile):
+    config = json.loads(compose(project[0], "--profile", profile, "config", "--format", "json").stdout)
+    service = next(iter(config["services"].values()))
+    assert service["user"] == f"{USER}:{USER}" and service["init"] is True
+    if profile == "tensorboard":
+        assert service["ports"][0]["host_ip"] == "127.0.0.1"
+        return
+    assert service["command"][:3] == ["run", "--language", "fr"]
+    assert service["shm_size"] and service["ulimits"]["stack"] == 67108864 and service["stop_grace_period"]
+    assert ("memlock" in service["ulimits"]) == (profile == "gpu")
+    devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
+    assert (devices is not None) == (profile == "gpu")
+    if devices:
+        assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
+
+
+def test_every_setting_passes_from_the_shell_into_the_container(project):
+    config = json.loads(compose(project[0], "--profile", "cpu", "config", "--format", "json",
+                                DSTRAIN_TRAIN__EPOCHS="7").stdout)
+    environment = config["services"]["train-cpu"]["environment"]
+    assert environment["DSTRAIN_TRAIN__EPOCHS"] == "7" and environment["DSTRAIN_TRAIN__N_HIDDEN"] is None
+    listed = {name for name in environment if name.startswith(ENV_PREFIX)}
+    schema = {key for key in _flatten(Settings().model_dump(mode="json"))
+              if key not in HOST_PLACES and key not in ("dataset", "lm.source")}
+    assert listed == {ENV_PREFIX + key.upper().replace(".", "__") for key in schema}
+
+
+def test_a_wrong_checksum_fails_the_build_and_names_the_artifact(project):
+    root, server = project
+    proc = compose(root, "build", "train-cpu", check=False, DEEPSPEECH_SHA256="0" * 64)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert f"the DeepSpeech source {server.url}/" in output and "expected DEEPSPEECH_SHA256=" + "0" * 64 in output
+
+
+@pytest.fixture(scope="module")
+def trained(project):
+    root, _ = project
+    data = root / "data"
+    (data / "sources").mkdir(parents=True)
+    build_common_voice(data / "sources", rows=[Row(split, f"one_{split}.mp3", SENTENCE)
+                                               for split in ("train", "dev", "test")])
+    (data / "dstrain.toml").write_text("\n".join([
+        "workers = 2", 'datasets = ["common_voice"]',
+        "[dataset.common_voice]", f'release = "{RELEASE}"',
+        "[clean]", 'shared_transcripts = "keep"',
+        "[lm]", "sources = []", "exclude_held_out = false", 'memory = "64M"',
+        "[train]", f"epochs = {EPOCHS}", "n_hidden = 100", "learning_rate = 0.002", "dropout_rate = 0.0",
+        "train_batch_size = 1", "dev_batch_size = 1", "test_batch_size = 1", "early_stop = false",
+        "[evaluate]", "beam_width = 100", "[export]", "beam_width = 100", ""]))
+    subprocess.run(["chown", "-R", f"{USER}:{USER}", str(data)], check=True)
+    shell = {"LANGUAGE": "fr", "DSTRAIN_ARGS": "--config /data/dstrain.toml", "MDC_API_KEY": MDC_KEY}
+    progress = data / "runs" / "fr" / "checkpoints" / "dstrain-progress.json"
+
+    compose(root, "--profile", "cpu", "up", "--detach", **shell)
+    deadline = time.time() + 900
+    while time.time() < deadline and _epochs(progress) < STOP_AFTER:
+        assert _container(root)["state"] == "running", compose(root, "--profile", "cpu", "logs").stdout
+        time.sleep(0.5)
+    stopping = time.time()
+    compose(root, "--profile", "cpu", "stop", **shell)
+    stop = {"seconds": time.time() - stopping, "epochs": _epochs(progress), "state": _container(root)}
+
+    started = time.time()
+    compose(root, "--profile", "cpu", "up", **shell)
+    finished = {"seconds": time.time() - started, "state": _container(root)}
+    started = time.time()
+    compose(root, "--profile", "cpu", "up", **shell)
+    again = {"seconds": time.time() - started, "state": _container(root),
+             # The container is the same one each time: its log holds the three runs.
+             "logs": compose(root, "--profile", "cpu", "logs", "--no-log-prefix").stdout.split("run fr: ")}
+    print(f"stopped in {stop['seconds']:.1f} s at epoch {stop['epochs']}; finished in {finished['seconds']:.0f} s; "
+          f"the next up took {again['seconds']:.1f} s")
+    yield data, stop, finished, again
+    compose(root, "--profile", "cpu", "down")
+
+
+def _epochs(progress: Path) -> int:
+    try:
+        return json.loads(progress.read_text())["epochs_done"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _container(root: Path) -> dict:
+    (entry,) = [json.loads(line) for line in compose(root, "--profile", "cpu", "ps", "--all", "--format",
+                                                       "json").stdout.splitlines() if line.strip()]
+    return {"state": entry["State"], "exit_code": entry["ExitCode"]}
+
+
+def test_compose_stop_mid_training_then_up_trains_only_the_epochs_left(trained):
+    data, stop, finished, _ = trained
+    assert STOP_AFTER <= stop["epochs"] < EPOCHS and stop["state"]["state"] == "exited"
+    assert finished["state"] == {"state": "exited", "exit_code": 0}
+    record = json.loads((data / "runs" / "fr" / "checkpoints" / "dstrain-progress.json").read_text())
+    first, resumed = record["invocations"]
+    assert first["outcome"] == "aborted" and (first["first_epoch"], first["epochs"]) == (0, EPOCHS)
+    assert (resumed["first_epoch"], resumed["epochs"], resumed["load_train"], resumed["outcome"]) == (
+        stop["epochs"], EPOCHS - stop["epochs"], "last", "finished")
+    assert [e["epoch"] for e in record["epochs"]] == list(range(EPOCHS))
+    _, stopped, resumed_log, _ = trained[3]["logs"]
+    assert "stage train failed: interrupted" in stopped and "resume with:" in stopped
+    assert f"resuming: {stop['epochs']} of {EPOCHS} epochs were done" in resumed_log
+
+
+def test_a_second_up_does_nothing_and_exits_0_in_seconds(trained):
+    _, _, _, again = trained
+    assert again["state"] == {"state": "exited", "exit_code": 0}
+    assert again["seconds"] < 30
+    last = again["logs"][-1]
+    assert "▶" not in last.replace("▶ check", "") and "✓ package   up to date" in last
+
+
+def test_the_package_verifies_and_every_file_belongs_to_the_invoking_user(trained):
+    data = trained[0]
+    package = data / "runs" / "fr" / "package"
+    proc = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=str(package), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {"model_tflite_fr.tar.xz", "model_tensorflow_fr.tar.xz", "checkpoint_fr.tar.xz"} <= {
+        p.name for p in package.iterdir()}
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in [data, *data.rglob("*")]}
+    assert owners == {(USER, USER)}
+
+
+def test_the_tflite_from_the_container_transcribes_on_the_host(trained, tmp_path):
+    data = trained[0]
+    with tarfile.open(str(data / "runs" / "fr" / "package" / "model_tflite_fr.tar.xz")) as tar:
+        tar.extractall(str(tmp_path))
+    wav = next((data / "imported" / "fr" / "common_voice").rglob("*one_test*.wav"))
+    need_real(bool(os.environ.get("DEEPSPEECH_TFLITE_RUNTIME")), "DEEPSPEECH_TFLITE_RUNTIME (tests/trainer_env.sh)")
+    heard = transcribe(os.environ["DEEPSPEECH_TFLITE_RUNTIME"], tmp_path / "output_graph.tflite",
+                       tmp_path / "kenlm.scorer", wav)
+    assert heard == SENTENCE
+
+
+def test_the_container_warned_it_trains_on_the_cpu(trained):
+    check_log = (trained[0] / "runs" / "fr" / "logs" / "check.log").read_text()
+    assert "GPUs: none" in check_log and "training will run on the CPU" in check_log
+
+
+def test_the_image_runs_as_non_root_and_has_no_sudo(project):
+    assert docker("run", "--rm", "--entrypoint", "id", IMAGE, "-u").stdout.strip() == str(USER)
+    assert docker("run", "--rm", "--entrypoint", "sh", IMAGE, "-c", "command -v sudo", check=False).returncode != 0
+    labels = json.loads(docker("image", "inspect", IMAGE).stdout)[0]["Config"]["Labels"]
+    assert labels["org.opencontainers.image.title"] == "dstrain"
+
+
+def test_no_secret_is_in_the_image_its_history_or_the_data(trained):
+    data = trained[0]
+    history = docker("history", "--no-trunc", IMAGE).stdout
+    config = docker("image", "inspect", IMAGE).stdout
+    certificate = Path(CA_BUNDLE).read_text().split("-----BEGIN CERTIFICATE-----")[1].split()[0]
+    for text in (history, config):
+        assert MDC_KEY not in text and "MDC_API_KEY" not in text and certificate not in text
+    # BuildKit leaves the secrets' mount point, empty.
+    assert docker("run", "--rm", "--entrypoint", "ls", IMAGE, "-A", "/run/secrets").stdout == ""
+    for path in data.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".log", ".md", ".csv", ".txt", ".toml"):
+            assert MDC_KEY not in path.read_text(errors="replace"), path
