@@ -205,16 +205,13 @@ def new_language(code, name, locale, letters, directory):
 def _stop_on_sigterm() -> None:
     """docker stop, compose stop and a cancelled job send SIGTERM: stop as Ctrl-C does, so the stage under way
     stops DeepSpeech, says how to resume, and everything finished stays done."""
-    main = os.getpid()
-
     def interrupt(signum, frame):
-        if os.getpid() != main:  # a forked worker (the import's pool) ends as its pool asks, quietly
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    # Not in forked workers (the import's and the corpus's pools): a pool ends them with SIGTERM, and a Python
+    # handler there can be lost while the worker waits on the pool's queue lock, which hangs the pool's end.
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
 
 
 def main():

@@ -3,6 +3,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -68,3 +69,39 @@ def test_sigkill_during_import_then_rerun_matches_an_uninterrupted_run(big_archi
     again = dstrain("run", "-l", "fr", "--config", config, "--to", "alphabet")
     assert "▶ import" not in again.stderr and "▶ clean" not in again.stderr
     assert snapshot(data) == snapshot(reference)
+
+
+def test_sigterm_during_import_stops_the_workers_and_says_how_to_resume(big_archive, tmp_path):
+    """As `docker compose stop` does: SIGTERM to dstrain alone (the init passes it on), with the import's pool busy."""
+    data, config = prepared(tmp_path, big_archive)
+    clips = data / "imported/fr/common_voice/clips"
+    proc = subprocess.Popen([DSTRAIN, "run", "-l", "fr", "--config", str(config), "--workers", "2",
+                             "--to", "alphabet"], env=clean_env(), start_new_session=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if clips.is_dir() and sum(name.endswith(".wav") for name in os.listdir(str(clips))) >= 20:
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)  # a worker that ignored its pool's SIGTERM would hang here
+    assert proc.returncode == 1
+    assert "stage import failed: interrupted" in stderr and "resume with:" in stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert left == [], "workers outlived the run"
+
+    rerun = dstrain("run", "-l", "fr", "--config", config, "--to", "alphabet")
+    assert "✓ download  up to date" in rerun.stderr and (data / "runs/fr/alphabet.txt").exists()
+
+
+def test_forked_workers_die_by_sigterm_as_a_pool_expects(tmp_path):
+    """Only dstrain's own process turns SIGTERM into a clean stop; a forked child gets the default back."""
+    probe = ("import multiprocessing, signal\n"
+             "from dstrain.pipeline.cli import _stop_on_sigterm\n"
+             "_stop_on_sigterm()\n"
+             "def handler(_):\n    return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL\n"
+             "with multiprocessing.get_context('fork').Pool(1) as pool:\n"
+             "    print(signal.getsignal(signal.SIGTERM) != signal.SIG_DFL, pool.apply(handler, (0,)))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True"]
