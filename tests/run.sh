@@ -86,10 +86,10 @@ if [[ -n "$PY38" ]]; then
     [[ -x .venv38/bin/python ]] || "$PY38" -m venv .venv38
     .venv38/bin/python -m pip install -q --upgrade pip
     .venv38/bin/python -m pip install -q -e '.[test]' ./tests/plugin_language
-    .venv38/bin/python -m pytest -q -p no:cacheprovider -m "not deepspeech and not docker" "$@"
+    .venv38/bin/python -m pytest -q -p no:cacheprovider -m "not deepspeech and not docker" --durations=5 "$@"
 else
     echo "== no Python 3.8 interpreter found: relying on vermin for 3.8 compatibility"
 fi
 
 part "tests on $(.venv/bin/python --version), all of them"
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=10 "$@"   # the slowest show what the image and trainer cost
