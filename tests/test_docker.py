@@ -243,3 +243,14 @@ def test_no_secret_is_in_the_image_its_history_or_the_data(trained):
     for path in data.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".log", ".md", ".csv", ".txt", ".toml"):
             assert MDC_KEY not in path.read_text(errors="replace"), path
+
+
+def test_a_data_directory_docker_made_as_root_is_refused_with_the_hosts_command(project, tmp_path):
+    # What happens when ./data is missing at the first `up`: dockerd creates it, as root.
+    owned_by_root = tmp_path / "data"
+    owned_by_root.mkdir()
+    proc = docker("run", "--rm", "--init", "--network", "host", "--user", f"{USER}:{USER}", "-v",
+                  f"{owned_by_root}:/data", IMAGE, "run", "-l", "fr", check=False)
+    assert proc.returncode == 2
+    assert "It is the host's ./data (or your DATA_DIR), mounted at /data." in proc.stderr
+    assert f"sudo chown -R {USER}:{USER} ./data" in proc.stderr

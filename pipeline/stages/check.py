@@ -1,6 +1,7 @@
 """check: the cheap things that would otherwise fail hours later."""
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -13,6 +14,8 @@ from dstrain.pipeline.language import Language
 
 log = logging.getLogger("dstrain")
 LOW_DISK_GB = 20
+#: Docker puts this file in every container: there the data root is a directory mounted from the host.
+IN_CONTAINER = Path("/.dockerenv")
 
 
 def ensure_writable(root: Path) -> None:
@@ -22,10 +25,15 @@ def ensure_writable(root: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=str(root), prefix=".write-test-"):
             pass
     except OSError as exc:
+        # In the container, the host's name for it is what the user can chown.
+        if IN_CONTAINER.exists():
+            mounted, target = f" It is the host's ./data (or your DATA_DIR), mounted at {root}.", "./data"
+        else:
+            mounted, target = "", shlex.quote(str(root))
         raise ConfigError(
-            f"the data root {root} is not writable ({exc.strerror or exc}).{_owner(root)} "
+            f"the data root {root} is not writable ({exc.strerror or exc}).{_owner(root)}{mounted} "
             "Give it to your user once, on the host:\n"
-            f"    sudo chown -R {os.getuid()}:{os.getgid()} {root}\n"
+            f"    sudo chown -R {os.getuid()}:{os.getgid()} {target}\n"
             "then run dstrain as yourself. Never run dstrain or docker compose with sudo: files it "
             "creates as root lock out every later run."
         ) from None
