@@ -70,7 +70,13 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _resume_command() -> str:
-    """The command line as typed, minus --force: rerunning it resumes where it stopped."""
+    """The command line as typed, minus --force: rerunning it resumes where it stopped.
+
+    In a container the user typed another command (docker compose up, a service's resume), which the
+    container's maker gives as DSTRAIN_RESUME_COMMAND.
+    """
+    if os.environ.get("DSTRAIN_RESUME_COMMAND"):
+        return os.environ["DSTRAIN_RESUME_COMMAND"]
     args, skip = [], False
     for arg in sys.argv[1:]:
         if skip:

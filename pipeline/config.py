@@ -26,8 +26,8 @@ else:  # pragma: no cover - exercised on the image's Python 3.8
     import tomli as tomllib
 
 ENV_PREFIX = "DSTRAIN_"
-#: Environment variables with the prefix that are not settings (the last two are docker-compose.yml's).
-ENV_NOT_SETTINGS = {"DSTRAIN_CONFIG", "DSTRAIN_ARGS", "DSTRAIN_IMAGE"}
+#: Environment variables with the prefix that are not settings (docker-compose.yml uses the last three).
+ENV_NOT_SETTINGS = {"DSTRAIN_CONFIG", "DSTRAIN_ARGS", "DSTRAIN_IMAGE", "DSTRAIN_RESUME_COMMAND"}
 SECRET_WORDS = re.compile(r"key|token|secret|password", re.IGNORECASE)
 REDACTED = "<redacted>"
 

@@ -5,6 +5,21 @@ from typing import Optional
 
 SPLITS = ("train", "dev", "test")
 IMPORTED = "imported"
+#: Docker puts this file in every container.  There the data root is the host's ./data (or DATA_DIR),
+#: mounted at /data, and a user told where to put a file acts on the host's name for it.
+IN_CONTAINER = Path("/.dockerenv")
+CONTAINER_ROOT = Path("/data")
+
+
+def for_the_user(path: Path) -> str:
+    """``path``, and in the container also its place on the host."""
+    if IN_CONTAINER.exists():
+        try:
+            inside = Path(path).relative_to(CONTAINER_ROOT)
+        except ValueError:
+            return str(path)
+        return f"{path} (on the host: ./data/{inside}, or the same under your DATA_DIR)"
+    return str(path)
 
 
 class DataRoot:

@@ -3,6 +3,7 @@ import hashlib
 import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +173,28 @@ def test_mozilla_data_collective_download_keeps_the_key_secret(served, tmp_path)
     (data / "sources" / NAME).unlink()
     proc = dstrain("run", "-l", "fr", "--config", config, "--to", "download", env=no_key, check=False)
     assert proc.returncode == 1 and "set MDC_API_KEY" in proc.stderr
+
+
+def test_in_a_container_a_missing_source_is_also_named_by_its_place_on_the_host(monkeypatch, tmp_path):
+    from dstrain.pipeline import paths
+
+    marker = tmp_path / ".dockerenv"
+    marker.touch()
+    monkeypatch.setattr(paths, "IN_CONTAINER", marker)
+    assert paths.for_the_user(Path("/data/sources/cv.tar.gz")) == (
+        "/data/sources/cv.tar.gz (on the host: ./data/sources/cv.tar.gz, or the same under your DATA_DIR)")
+    assert paths.for_the_user(tmp_path / "x") == str(tmp_path / "x")
+    monkeypatch.setattr(paths, "IN_CONTAINER", tmp_path / "absent")
+    assert paths.for_the_user(Path("/data/sources/cv.tar.gz")) == "/data/sources/cv.tar.gz"
+
+
+def test_an_unreachable_server_is_named_in_one_plain_line(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(fetch.SourceError) as err:
+        fetch.fetch(f"http://127.0.0.1:{port}/cv.tar.gz", tmp_path / "cv.tar.gz", None, retry_wait=0.01)
+    assert str(err.value) == (f"could not download http://127.0.0.1:{port}/cv.tar.gz after 5 attempts: "
+                              "cannot connect: Connection refused")

@@ -7,6 +7,7 @@ is hashed once, not on every rerun.
 import hashlib
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Tuple
@@ -16,7 +17,7 @@ from tqdm import tqdm
 
 from dstrain.pipeline.atomic import read_json, write_json
 from dstrain.pipeline.errors import DstrainError
-from dstrain.pipeline.paths import partial, partial_validator, verified_record
+from dstrain.pipeline.paths import for_the_user, partial, partial_validator, verified_record
 
 log = logging.getLogger("dstrain")
 CHUNK = 1 << 20
@@ -136,7 +137,7 @@ def fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 1.
         except SourceError:
             raise
         except requests.RequestException as exc:
-            reason = str(exc)
+            reason = _plainly(exc)
         if attempt == ATTEMPTS - 1:
             kept = f"; the partial file {part} is kept and the next run resumes it" if offset else ""
             raise SourceError(f"could not download {url} after {ATTEMPTS} attempts: {reason}{kept}")
@@ -174,6 +175,19 @@ def fetch_mdc(dataset_id: str, archive: Path, sha256: Optional[str]) -> str:
     return adopt(archive, sha256, "mdc:" + dataset_id)
 
 
+def _plainly(exc: requests.RequestException) -> str:
+    """The cause a user can act on, without the layers of urllib3's wrapping around it."""
+    text = str(exc)
+    if isinstance(exc, requests.ConnectionError):
+        found = re.search(r"Failed to resolve '([^']+)'", text)
+        if found:
+            return f"cannot resolve {found.group(1)}: no network, or no DNS, from here"
+        found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+        if found:
+            return f"cannot connect: {found.group(1)}"
+    return text
+
+
 def obtain(archive: Path, sha256: Optional[str], url: Optional[str], mdc_dataset_id: Optional[str],
            how_to_get: str) -> str:
     """Return the verified sha256 of ``archive``, fetching it first if it is not in place."""
@@ -184,12 +198,13 @@ def obtain(archive: Path, sha256: Optional[str], url: Optional[str], mdc_dataset
             return fetch(url, archive, sha256)
         except SourceError as exc:  # offline, a proxy, a moved file: the user can still fetch it some other way
             raise SourceError(f"{exc}\n  {how_to_get} A copy you get yourself goes at exactly this path:\n"
-                              f"    {archive}") from None
+                              f"    {for_the_user(archive)}") from None
     if mdc_dataset_id:
         return fetch_mdc(mdc_dataset_id, archive, sha256)
     archive.parent.mkdir(parents=True, exist_ok=True)  # so that `cp` to the path below works as it reads
     raise SourceError(
-        f"{archive.name} is not in {archive.parent}. {how_to_get} Place it at exactly this path:\n    {archive}"
+        f"{archive.name} is not in {archive.parent}. {how_to_get} Place it at exactly this path:\n"
+        f"    {for_the_user(archive)}"
     )
 
 

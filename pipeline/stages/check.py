@@ -7,6 +7,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from dstrain.pipeline import paths
 from dstrain.pipeline.deepspeech import devices, trainer
 from dstrain.pipeline.errors import ConfigError, DstrainError
 from dstrain.pipeline.formats.audio import decoder_report
@@ -14,8 +15,6 @@ from dstrain.pipeline.language import Language
 
 log = logging.getLogger("dstrain")
 LOW_DISK_GB = 20
-#: Docker puts this file in every container: there the data root is a directory mounted from the host.
-IN_CONTAINER = Path("/.dockerenv")
 
 
 def ensure_writable(root: Path) -> None:
@@ -26,7 +25,7 @@ def ensure_writable(root: Path) -> None:
             pass
     except OSError as exc:
         # In the container, the host's name for it is what the user can chown.
-        if IN_CONTAINER.exists():
+        if paths.IN_CONTAINER.exists():
             mounted, target = f" It is the host's ./data (or your DATA_DIR), mounted at {root}.", "./data"
         else:
             mounted, target = "", shlex.quote(str(root))
