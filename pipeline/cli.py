@@ -125,7 +125,12 @@ def run(start, stop, only, force, **settings):
     from dstrain.pipeline.runner import start_run
 
     config = _resolve(**settings)
+    console = next(h.level for h in log.handlers if type(h) is logging.StreamHandler)
     with logging_redirect_tqdm([log]):
+        # The redirect keeps log lines from breaking the progress bars, but its handler forgets the console's
+        # level: without this, every tool's output (lmplz's progress, ...) would fill the screen.
+        for handler in log.handlers:
+            handler.setLevel(console)
         start_run(config, start, stop, only, force, _resume_command())
 
 

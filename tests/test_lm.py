@@ -453,3 +453,12 @@ def test_kenlm_build_script_reuses_its_cache(kenlm_bin, tmp_path):
     assert "building" not in proc.stderr
     for tool in kenlm.TOOLS:
         assert (tmp_path / "bin" / tool).read_bytes() == (kenlm_bin / tool).read_bytes()
+
+
+def test_the_tools_output_goes_to_the_stage_log_and_to_the_console_only_with_verbose(lm_run, tmp_path):
+    run = lm_run.copy(tmp_path, order=3)  # a new order: the model is built again
+    quiet = run.run()
+    assert "$ " + str(run.kenlm_dir / "lmplz") in quiet.stderr and "Counting and sorting" not in quiet.stderr
+    assert "Counting and sorting" in (run.data / "runs" / "fr" / "logs" / "lm.log").read_text()
+    loud = dstrain("-v", "run", "-l", "fr", "--config", run.config, "--to", "lm", "--force", "lm", env=run.env())
+    assert "Counting and sorting" in loud.stderr
