@@ -28,11 +28,12 @@ NEWEST_CAPABILITY = ((10, 0, 7.5), (11, 0, 8.0), (11, 1, 8.6), (11, 8, 9.0), (12
 GENERATIONS = ((9.0, "Hopper"), (8.9, "Ada Lovelace"), (8.0, "Ampere"), (7.5, "Turing"), (7.0, "Volta"),
                (6.0, "Pascal"), (0.0, "Maxwell or older"))
 DEFAULT_BASE = "nvcr.io/nvidia/tensorflow:23.03-tf1-py3"
-#: What the CPU costs, in words a first-time user can plan with (docs/docker.md has the measurements).
-CPU_WARNING = ("no GPU is visible to TensorFlow: training will run on the CPU, typically 20 to 100 times slower "
-               "than on one GPU. That is fine for a smoke run with tiny settings (train.n_hidden = 64, a few "
-               "epochs), but a real model would take weeks. On a GPU host use `docker compose up` (the gpu "
-               "profile) after installing the NVIDIA Container Toolkit (README.md).")
+#: What the CPU costs, in words a first-time user can plan with (measured by bench/cpu_training.py).
+CPU_WARNING = ("no GPU is visible to TensorFlow: training will run on the CPU ({cores} cores here). On 2 cores "
+               "the full-size model learns about half a second of speech per second: one epoch of 100 hours of "
+               "speech takes about a week, and a model needs tens of epochs. That is fine for a smoke run with "
+               "tiny settings (train.n_hidden = 64, a few epochs) or for preparing the data (--to lm); for a real "
+               "model use a GPU host: `docker compose up` with the NVIDIA Container Toolkit (README.md).")
 
 
 class Gpu(NamedTuple):

@@ -82,7 +82,7 @@ def _check_devices(ctx) -> None:
     if problems:
         raise ConfigError("\n  ".join(problems))
     if not report.gpus:
-        log.warning(devices.CPU_WARNING)
+        log.warning(devices.CPU_WARNING.format(cores=os.cpu_count()))
 
 
 def inputs(ctx) -> dict:
