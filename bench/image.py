@@ -11,8 +11,6 @@ It needs a Docker engine (DEVELOPERS.md) and takes about as long as a cold build
 """
 import argparse
 import json
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.docker_images import build_train_image, deepspeech_source, docker, ensure_tf1_standin  # noqa: E402
+from tests.docker_images import (  # noqa: E402
+    build_train_image,
+    copy_checkout,
+    deepspeech_source,
+    docker,
+    ensure_tf1_standin,
+)
 from tests.http_server import FileServer  # noqa: E402
 
 TAG = "dstrain-bench/train:cold"
@@ -30,17 +34,6 @@ def timed(context: Path, url: str, *extra: str) -> float:
     started = time.time()
     build_train_image(url, tag=TAG, context=context, extra=extra)
     return time.time() - started
-
-
-def copy_checkout(into: Path) -> Path:
-    repo = Path(__file__).resolve().parents[1]
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=str(repo),
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, files):
-        if (repo / name).is_file():
-            (into / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(str(repo / name), str(into / name))
-    return into
 
 
 def main() -> None:

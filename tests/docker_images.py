@@ -103,6 +103,17 @@ VENDORED_SOURCE = REPO.parent / "shared" / "vendor" / "DeepSpeech-0.9.3.tar.gz"
 VENDORED_SHA256 = "d1981e510f2803f2021985d82209963751d671247a8f10614f0af152c9276f4e"
 
 
+def copy_checkout(into: Path) -> Path:
+    """The project as a clean clone has it (tracked files, and new ones git does not ignore), into ``into``."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=str(REPO),
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(str(REPO / name), str(into / name))
+    return into
+
+
 def deepspeech_source() -> Path:
     return Path(os.environ.get("DEEPSPEECH_SOURCE") or VENDORED_SOURCE)
 

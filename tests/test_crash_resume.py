@@ -38,6 +38,15 @@ def snapshot(data: Path):
     return files
 
 
+def wait_for_clips(proc: subprocess.Popen, clips: Path, count: int) -> None:
+    """Until the import under way has converted ``count`` clips (or ended)."""
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if clips.is_dir() and sum(name.endswith(".wav") for name in os.listdir(str(clips))) >= count:
+            return
+        time.sleep(0.002)
+
+
 def test_sigkill_during_import_then_rerun_matches_an_uninterrupted_run(big_archive, tmp_path):
     reference, ref_config = prepared(tmp_path / "reference", big_archive)
     dstrain("run", "-l", "fr", "--config", ref_config, "--workers", "1", "--to", "alphabet")
@@ -47,11 +56,7 @@ def test_sigkill_during_import_then_rerun_matches_an_uninterrupted_run(big_archi
     proc = subprocess.Popen([DSTRAIN, "run", "-l", "fr", "--config", str(config), "--workers", "1",
                              "--to", "alphabet"], env=clean_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if clips.is_dir() and sum(name.endswith(".wav") for name in os.listdir(str(clips))) >= 20:
-            break
-        time.sleep(0.002)
+    wait_for_clips(proc, clips, 20)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
@@ -78,11 +83,7 @@ def test_sigterm_during_import_stops_the_workers_and_says_how_to_resume(big_arch
     proc = subprocess.Popen([DSTRAIN, "run", "-l", "fr", "--config", str(config), "--workers", "2",
                              "--to", "alphabet"], env=clean_env(), start_new_session=True, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if clips.is_dir() and sum(name.endswith(".wav") for name in os.listdir(str(clips))) >= 20:
-            break
-        time.sleep(0.002)
+    wait_for_clips(proc, clips, 20)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)  # a worker that ignored its pool's SIGTERM would hang here
     assert proc.returncode == 1

@@ -12,7 +12,6 @@ The packaged .tflite then transcribes the sentence on the host, in the official 
 """
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 import time
@@ -25,7 +24,7 @@ from dstrain.pipeline.settings import Settings
 from tests.conftest import RELEASE, need_real
 from tests.docker_images import (
     CA_BUNDLE,
-    REPO,
+    copy_checkout,
     deepspeech_source,
     docker,
     docker_binary,
@@ -65,13 +64,7 @@ def project(tmp_path_factory):
     ensure_tf1_standin()
     source = deepspeech_source()
     with FileServer(source.parent) as server:
-        root = tmp_path_factory.mktemp("clone") / "dstrain"
-        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=str(REPO),
-                               capture_output=True, check=True).stdout.decode().split("\0")
-        for name in filter(None, files):
-            if (REPO / name).is_file():
-                (root / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(str(REPO / name), str(root / name))
+        root = copy_checkout(tmp_path_factory.mktemp("clone") / "dstrain")
         settings = standin_settings(f"{server.url}/{source.name}", USER, USER)
         # Its own project name and image, so that a developer's own `dstrain` project is left alone.
         settings.update(DSTRAIN_IMAGE=IMAGE, COMPOSE_PROJECT_NAME="dstrain-test")
