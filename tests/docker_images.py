@@ -127,7 +127,7 @@ def standin_settings(deepspeech_url: str, uid: int = 1000, gid: int = 1000) -> d
         "PIPELINE_PYTHON": "/usr/bin/python3", "PIPELINE_APT": "python3 python3-venv",
         "DEEPSPEECH_URL": deepspeech_url, "DEEPSPEECH_SHA256": VENDORED_SHA256,
         # No bridge network on these machines (DEVELOPERS.md).
-        "BUILD_NETWORK": "host", "NETWORK_MODE": "host",
+        "BUILD_NETWORK": "host", "NETWORK_MODE": "host", "TENSORBOARD_HOST": "127.0.0.1",
         "DSTRAIN_IMAGE": TRAIN_IMAGE, "COMPOSE_PROFILES": "cpu",
     }
 

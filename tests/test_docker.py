@@ -248,3 +248,25 @@ def test_a_data_directory_docker_made_as_root_is_refused_with_the_hosts_command(
     assert proc.returncode == 2
     assert "It is the host's ./data (or your DATA_DIR), mounted at /data." in proc.stderr
     assert f"sudo chown -R {USER}:{USER} ./data" in proc.stderr
+
+
+def test_the_tensorboard_profile_serves_the_runs_summaries_on_loopback(project, trained):
+    import socket
+
+    import requests
+
+    root = project[0]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    compose(root, "--profile", "tensorboard", "up", "--detach", TENSORBOARD_PORT=port)
+    try:
+        deadline, runs = time.time() + 120, None
+        while time.time() < deadline and not runs:
+            try:
+                runs = requests.get(f"http://127.0.0.1:{port}/data/runs", timeout=5).json()
+            except (requests.RequestException, ValueError):
+                time.sleep(1)
+        assert {"fr/summaries/train", "fr/summaries/dev"} <= set(runs or ())
+    finally:
+        compose(root, "--profile", "tensorboard", "down", TENSORBOARD_PORT=port)
