@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpora import build_common_voice
+from tests.fixtures.common_voice import build_common_voice
 
 DSTRAIN = str(Path(sys.executable).with_name("dstrain"))
 RELEASE = "cv-corpus-99.0-2099-01-01"
