@@ -201,6 +201,22 @@ def new_language(code, name, locale, letters, directory):
     click.echo(f"wrote {target}\nnext: answer its QUESTIONs, then `dstrain check --language {code}`")
 
 
+def _add_commands(group: click.Group) -> None:
+    """Commands other packages add through the entry-point group ``dstrain.commands``: `dstrain serve` comes
+    from dstrain.service this way, so the pipeline never imports the service."""
+    from importlib.metadata import entry_points
+
+    found = entry_points()
+    # Python 3.8 and 3.9 give a dict of groups; 3.10 and later select.
+    found = found.select(group="dstrain.commands") if hasattr(found, "select") else found.get("dstrain.commands", ())
+    for entry in found:
+        if entry.name not in group.commands:
+            group.add_command(entry.load(), entry.name)
+
+
+_add_commands(cli)
+
+
 def _stop_on_sigterm() -> None:
     """docker stop, compose stop and a cancelled job send SIGTERM: stop as Ctrl-C does, so the stage under way
     stops DeepSpeech, says how to resume, and everything finished stays done."""
