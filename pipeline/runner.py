@@ -121,6 +121,8 @@ def _run_one(stage: Stage, ctx: Context, resume_command: str) -> None:
             if not isinstance(exc, (DstrainError, KeyboardInterrupt)):
                 log.debug("%s", traceback.format_exc())
             cause = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or type(exc).__name__
+            # In the stage log too, last: whoever reads the log (a person, the service) finds why it stopped.
+            log.error("✗ %-9s failed: %s", stage.name, cause)
             raise StageFailed(stage.name, cause, str(log_path), resume_command) from exc
     finished = time.time()
     write_json(
