@@ -211,7 +211,10 @@ def _add_commands(group: click.Group) -> None:
     found = found.select(group="dstrain.commands") if hasattr(found, "select") else found.get("dstrain.commands", ())
     for entry in found:
         if entry.name not in group.commands:
-            group.add_command(entry.load(), entry.name)
+            try:
+                group.add_command(entry.load(), entry.name)
+            except Exception as exc:  # a broken plugin must not take `dstrain run` down with it
+                log.warning("command %s (%s) not loaded: %s", entry.name, entry.value, exc)
 
 
 _add_commands(cli)

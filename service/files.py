@@ -93,12 +93,13 @@ async def upload(name: str, request: Request, tenant: str = Depends(tenant_id), 
 
 @sources.get("", response_model=List[SourceFile])
 def list_sources(tenant: str = Depends(tenant_id), svc: Service = Depends(service)):
-    """The files in your sources/: uploads, and what your jobs downloaded."""
+    """The files in your sources/: uploads, and what your jobs downloaded (whole ones only)."""
     directory = _sources_dir(svc, tenant)
     uploads = svc.store.uploads(tenant)
     found = []
     for entry in sorted(os.scandir(str(directory)), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+        hidden = entry.name.startswith(".") or entry.name.endswith(_PIPELINE_SUFFIXES)  # bookkeeping, not data
+        if hidden or not entry.is_file(follow_symlinks=False):
             continue
         size = entry.stat(follow_symlinks=False).st_size
         known = uploads.get(entry.name)
