@@ -7,6 +7,7 @@ reaches a final state once per run of it.
 """
 import contextlib
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -119,13 +120,14 @@ class Store:
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Private before SQLite opens it: its -wal and -shm files take the database's permissions.
+        os.close(os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600))
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
-        path.chmod(0o600)
 
     @contextlib.contextmanager
     def _tx(self):

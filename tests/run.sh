@@ -25,13 +25,13 @@ fi
 PYTHON=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,mdc]'
+.venv/bin/python -m pip install -q -e '.[test,mdc,service]'
 .venv/bin/python -m pip install -q ./tests/plugin_language   # a language shipped as its own pip package
 
 echo "== lint (ruff, Python 3.8 target) and Python 3.8 compatibility (vermin)"
-.venv/bin/ruff check pipeline importers languages tests bench
+.venv/bin/ruff check pipeline importers languages service tests bench
 .venv/bin/lint-imports   # the layering: contracts in pyproject.toml, docs/architecture.md
-.venv/bin/vermin -q -t=3.8- --no-tips --violations --exclude-regex '^(tests|bench)/' pipeline importers languages
+.venv/bin/vermin -q -t=3.8- --no-tips --violations --exclude-regex '^(tests|bench)/' pipeline importers languages service
 
 # The training image runs the pipeline on Python 3.8: run the suite there too when one is installed.
 find_python38() {
@@ -45,7 +45,7 @@ if [[ -n "$PY38" ]]; then
     echo "== tests on Python 3.8 ($PY38)"
     [[ -x .venv38/bin/python ]] || "$PY38" -m venv .venv38
     .venv38/bin/python -m pip install -q --upgrade pip
-    .venv38/bin/python -m pip install -q -e '.[test]' ./tests/plugin_language
+    .venv38/bin/python -m pip install -q -e '.[test,service]' ./tests/plugin_language
     .venv38/bin/python -m pytest -q -p no:cacheprovider "$@"
 else
     echo "== no Python 3.8 interpreter found: relying on vermin for 3.8 compatibility"

@@ -19,7 +19,7 @@ import requests
 from tests.docker_images import deepspeech_source, docker, engine_running
 from tests.fixtures.common_voice import build_common_voice
 from tests.http_server import FileServer
-from tests.service_harness import Client, Service, remove_test_containers
+from tests.service_harness import TEST_LABEL, Client, Service, free_port, remove_test_containers
 
 pytestmark = pytest.mark.docker
 
@@ -313,3 +313,38 @@ def test_health_and_metrics(service, clients):
     assert "dstrain_slots_in_use" in text and "alice" not in text
     docs = requests.get(service.url + "/openapi.json", timeout=10).json()
     assert {"/v1/jobs", "/v1/jobs/{job_id}/artifacts/{path}", "/v1/sources/{name}"} <= set(docs["paths"])
+
+
+def test_compose_service_profile_runs_the_api_and_its_jobs(service, tmp_path):
+    """docker-compose.yml's `serve` (profile service): the API on the host's loopback, jobs started through the
+    mounted socket on tenant directories under the same path inside and out."""
+    need_real(docker("compose", "version", check=False).returncode == 0, "no docker compose v2")
+    need_real(Path("/var/run/docker.sock").exists(), "the engine's socket is not /var/run/docker.sock")
+    uid, gid = (os.getuid(), os.getgid()) if os.getuid() else (1000, 1000)
+    root = tmp_path / "service-root"
+    root.mkdir()
+    os.chown(str(root), uid, gid)
+    port = free_port()
+    env = dict(os.environ, UID=str(uid), GID=str(gid), DOCKER_GID=str(os.stat("/var/run/docker.sock").st_gid),
+               SERVICE_ROOT=str(root), SERVICE_PORT=str(port), DSTRAIN_IMAGE=TRAIN_IMAGE, JOB_NETWORK="host",
+               SERVICE_ARGS=f"--slots 1 --label {TEST_LABEL} --instance compose{port}")
+    compose = ["compose", "-p", f"dstrain-service-test-{port}", "--profile", "service"]
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        docker(*compose, "up", "-d", "--no-build", "serve", env=env, cwd=repo)
+        deadline = time.time() + 60
+        while True:
+            try:
+                assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["engine"] is True
+                break
+            except requests.ConnectionError:
+                assert time.time() < deadline, docker(*compose, "logs", env=env, cwd=repo).stdout
+                time.sleep(0.5)
+        added = docker(*compose, "exec", "-T", "serve", "dstrain", "serve", "--root", root, "tenant", "add", "acme",
+                       env=env, cwd=repo).stdout
+        client = Client(f"http://127.0.0.1:{port}", added.strip().splitlines()[-1])
+        job_id = client.post("/v1/jobs", json=job_request(3, to="check")).json()["id"]
+        assert client.wait(job_id, timeout=120)["state"] == "succeeded"
+        assert "[check]" in client.get(f"/v1/jobs/{job_id}/log").text
+    finally:
+        docker(*compose, "down", env=env, cwd=repo, check=False)
