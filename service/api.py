@@ -220,6 +220,12 @@ def create_app(store: Store, layout: Layout, options: Options, scheduler: Schedu
     for router in (jobs, sources, artifacts, health):
         app.include_router(router)
 
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, exc: RequestValidationError):
+        # Where and why, never the value given: a request body may carry a secret (mdc_api_key).
+        return JSONResponse({"detail": [{key: error.get(key) for key in ("loc", "msg", "type")}
+                                        for error in exc.errors()]}, status_code=422)
+
     @app.exception_handler(PathRefused)
     def refused(request: Request, exc: PathRefused):
         return JSONResponse({"detail": str(exc)}, status_code=400)

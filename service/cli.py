@@ -91,7 +91,8 @@ def _run(options, host: str, port: int) -> None:
     app = create_app(store, layout, options, Scheduler(store, launcher, layout, options))
     logger.info("slots: %s; image %s; data in %s", ", ".join(s.name for s in options.slots), options.image,
                 layout.root)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # Log followers (?follow=true) would hold a shutdown for as long as their job runs.
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
 
 @serve.group()

@@ -8,6 +8,7 @@ from the last error in the stage logs; never from console text.  Every file is r
 import hashlib
 import os
 import re
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from dstrain.pipeline.atomic import read_json
@@ -33,10 +34,16 @@ def _run(layout: Layout, job: Job) -> DataRoot:
     return layout.run(job.tenant, job.id, job.language)
 
 
+def _file(run: DataRoot, path) -> Path:
+    """``path`` of the run, checked from the tenant's directory down: the container writes everything below
+    it, the run directory itself included, so a symlink anywhere there is refused."""
+    return inside(run.root, str(Path(path).relative_to(run.root)))
+
+
 def _read_json(run: DataRoot, path) -> Optional[Any]:
-    """A record of the run, read only where it is a regular file inside the run."""
+    """A record of the run, or None where it is not a regular file inside the tenant's directory."""
     try:
-        return read_json(inside(run.run, str(path.relative_to(run.run))))
+        return read_json(_file(run, path))
     except FileNotFoundError:
         return None
 
@@ -68,25 +75,23 @@ def progress(layout: Layout, job: Job) -> Dict[str, Any]:
     }
 
 
-def _logs(run: DataRoot) -> List[Tuple[str, str]]:
-    """(stage, path relative to the run) of each stage log that exists, in stage order."""
+def _logs(run: DataRoot) -> List[Tuple[str, Path]]:
+    """(stage, path) of each stage log that exists, in stage order."""
     found = []
     for stage in STAGE_NAMES:
-        relative = str(run.log(stage).relative_to(run.run))
         try:
-            inside(run.run, relative)
+            found.append((stage, _file(run, run.log(stage))))
         except FileNotFoundError:
             continue
-        found.append((stage, relative))
     return found
 
 
 def failure_cause(layout: Layout, job: Job) -> Optional[str]:
     """The last error of the stage log written last: the stage's own account of why it stopped."""
     run = _run(layout, job)
-    logs = sorted(_logs(run), key=lambda item: os.stat(str(run.run / item[1])).st_mtime)
-    for _, relative in reversed(logs):
-        with open(str(inside(run.run, relative)), encoding="utf-8", errors="replace") as handle:
+    logs = sorted(_logs(run), key=lambda item: os.stat(str(item[1])).st_mtime)
+    for _, path in reversed(logs):
+        with open(str(path), encoding="utf-8", errors="replace") as handle:
             lines = handle.read().splitlines()
         for i in range(len(lines) - 1, -1, -1):
             if _ERROR_START.match(lines[i]):
@@ -104,8 +109,8 @@ class LogReader:
         self.offsets: Dict[str, int] = {}
 
     def read(self, limit: int = 1 << 20) -> Iterator[str]:
-        for stage, relative in _logs(self.run):
-            with open(str(inside(self.run.run, relative)), "rb") as handle:
+        for stage, path in _logs(self.run):
+            with open(str(path), "rb") as handle:
                 handle.seek(self.offsets.get(stage, 0))
                 data = handle.read(limit)
             # Whole lines only: the rest is read when its newline is there.
@@ -158,7 +163,8 @@ def artifact(layout: Layout, job: Job, relative: str):
         raise FileNotFoundError(relative)
     if any(part.startswith(".") for part in parts):  # files being written (atomic.py's temporary names)
         raise FileNotFoundError(relative)
-    return inside(_run(layout, job).run, relative)
+    run = _run(layout, job)
+    return _file(run, run.run / relative)
 
 
 def sha256_of(path) -> str:

@@ -197,6 +197,8 @@ def test_bad_input_is_refused_and_creates_no_job(service, clients):
     assert "unknown language 'xx'" in refused(dict(good, language="xx"), "language")[0]["msg"]
     refused(dict(good, to="nowhere"), "to")
     refused(dict(good, datasets=["no_such_corpus"]), "overrides")
+    secret_kept = alice.post("/v1/jobs", json={"mdc_api_key": MDC_KEY, "overrides": {"train.epochs": 0}})
+    assert secret_kept.status_code == 422 and MDC_KEY not in secret_kept.text  # no input echoed
 
     # Uploads: over the cap (1M here), declared or streamed; names that are paths.
     big = b"\0" * (1024 * 1024 + 1)
@@ -220,6 +222,12 @@ def test_bad_input_is_refused_and_creates_no_job(service, clients):
         body = json.loads(reply.read())
         assert reply.status == 400 and "'..'" in body["detail"], (path, reply.status, body)
     assert alice.get(f"/v1/jobs/{job_id}/artifacts/config.json").status_code == 404
+    # A symlink in the run (as a job's container could make) is not followed out of the tenant's directory.
+    package = run_dir(service, alice, job_id) / "package"
+    (package / "escape").symlink_to(service.root / "service.db")
+    assert alice.get(f"/v1/jobs/{job_id}/artifacts/package/escape").status_code == 404
+    assert "package/escape" not in [a["path"] for a in alice.get(f"/v1/jobs/{job_id}/artifacts").json()]
+    (package / "escape").unlink()
     assert alice.get(f"/v1/jobs/{job_id}/artifacts/checkpoints/dstrain-progress.json").status_code == 404
 
     assert len(alice.get("/v1/jobs").json()) == before
