@@ -5,6 +5,7 @@ config file (--config or DSTRAIN_CONFIG), DSTRAIN_* environment variables and
 these flags.  ``dstrain config`` shows the result and where each value came from.
 """
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -223,7 +224,16 @@ _add_commands(cli)
 def _stop_on_sigterm() -> None:
     """docker stop, compose stop and a cancelled job send SIGTERM: stop as Ctrl-C does, so the stage under way
     stops DeepSpeech, says how to resume, and everything finished stays done."""
+    main = os.getpid()
+
     def interrupt(signum, frame):
+        if os.getpid() != main:
+            # A forked pool worker, which Pool.terminate() stops with SIGTERM at the end of every pool: it must
+            # die at once, as multiprocessing expects. Raising there, inside the pool's locking, can leave a
+            # shared lock held and hang the run (seen in the lm stage, after the import stage's pool).
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
