@@ -211,6 +211,10 @@ def test_bad_input_is_refused_and_creates_no_job(service, clients):
     assert reply.status_code == 413 and "cap" in reply.json()["detail"]
     assert alice.put("/v1/sources/.hidden", data=b"x").status_code == 400
     assert alice.put("/v1/sources/..%2F..%2Fservice.db", data=b"x").status_code in (400, 404)
+    assert alice.delete("/v1/sources/no-such.tar.gz").status_code == 404
+    assert alice.delete(f"/v1/sources/{ARCHIVE}.verified.json").status_code == 400  # the pipeline's, not hers
+    assert alice.put("/v1/sources/scratch.bin", data=b"x").status_code == 201
+    assert alice.delete("/v1/sources/scratch.bin").status_code == 204
 
     # An artifact path with '..' (sent raw: clients normalise it away), absolute, or not an artifact.
     job_id = alice.get("/v1/jobs").json()[0]["id"]
