@@ -130,7 +130,7 @@ class Client:
     def delete(self, path: str, **kwargs) -> requests.Response:
         return self.session.delete(self.url + path, timeout=60, **kwargs)
 
-    def wait(self, job_id: str, states=FINAL, timeout: float = 900, until=None) -> dict:
+    def wait(self, job_id: str, states=FINAL, timeout: float = 300, until=None) -> dict:
         """Poll the job until it is in one of ``states`` (or ``until(job, progress)`` holds)."""
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -119,7 +119,7 @@ def test_two_tenants_train_and_download_only_their_own(service, clients):
     follower.start()
 
     for client, job_id in jobs.items():
-        job = client.wait(job_id, timeout=600)
+        job = client.wait(job_id, timeout=300)
         assert job["state"] == "succeeded", job
         progress = client.get(f"/v1/jobs/{job_id}/progress").json()
         assert progress["epoch"] == progress["epochs"] == 3 and progress["stages_done"][-1] == "package"
@@ -264,7 +264,7 @@ def test_kill_9_then_restart_reattaches_records_and_keeps_the_queue(service, cli
     assert states(alice, waiting) == ["queued"]  # still behind alice's first job
     assert bob.wait(short_job, timeout=60)["state"] == "succeeded"
     assert states(bob, short_job) == ["queued", "running", "succeeded"]
-    done = alice.wait(long_job, timeout=600)
+    done = alice.wait(long_job, timeout=300)
     assert done["state"] == "succeeded" and done["attempt"] == 1, done
     assert states(alice, long_job) == ["queued", "running", "succeeded"]
     progress = alice.get(f"/v1/jobs/{long_job}/progress").json()
@@ -288,7 +288,7 @@ def test_cancel_then_resume_continues_from_the_last_checkpoint(service, clients)
     assert bob.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
 
     assert bob.post(f"/v1/jobs/{job_id}/resume").status_code == 202
-    done = bob.wait(job_id, timeout=600)
+    done = bob.wait(job_id, timeout=300)
     assert done["state"] == "succeeded" and done["attempt"] == 2
     assert states(bob, job_id) == ["queued", "running", "cancelled", "queued", "running", "succeeded"]
     training = json.loads((run_dir(service, bob, job_id) / "checkpoints" / "dstrain-progress.json").read_text())
