@@ -224,18 +224,14 @@ _add_commands(cli)
 def _stop_on_sigterm() -> None:
     """docker stop, compose stop and a cancelled job send SIGTERM: stop as Ctrl-C does, so the stage under way
     stops DeepSpeech, says how to resume, and everything finished stays done."""
-    main = os.getpid()
-
     def interrupt(signum, frame):
-        if os.getpid() != main:
-            # A forked pool worker, which Pool.terminate() stops with SIGTERM at the end of every pool: it must
-            # die at once, as multiprocessing expects. Raising there, inside the pool's locking, can leave a
-            # shared lock held and hang the run (seen in the lm stage, after the import stage's pool).
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
         raise KeyboardInterrupt
 
+    # Not in forked children (the workers of dstrain's pools): Pool.terminate() stops them with SIGTERM, and
+    # they must die at once, as multiprocessing expects. A Python handler there can raise inside the pool's
+    # locking and leave a shared lock held, or miss a signal that lands just before a blocking wait; either
+    # hung a run in the lm stage.
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
     signal.signal(signal.SIGTERM, interrupt)
 
 
