@@ -213,6 +213,25 @@ def new_language(code, name, locale, letters, directory):
     click.echo(f"wrote {target}\nnext: answer its QUESTIONs, then `dstrain check --language {code}`")
 
 
+def _add_commands(group: click.Group) -> None:
+    """Commands other packages add through the entry-point group ``dstrain.commands``: `dstrain serve` comes
+    from dstrain.service this way, so the pipeline never imports the service."""
+    from importlib.metadata import entry_points
+
+    found = entry_points()
+    # Python 3.8 and 3.9 give a dict of groups; 3.10 and later select.
+    found = found.select(group="dstrain.commands") if hasattr(found, "select") else found.get("dstrain.commands", ())
+    for entry in found:
+        if entry.name not in group.commands:
+            try:
+                group.add_command(entry.load(), entry.name)
+            except Exception as exc:  # a broken plugin must not take `dstrain run` down with it
+                log.warning("command %s (%s) not loaded: %s", entry.name, entry.value, exc)
+
+
+_add_commands(cli)
+
+
 def _stop_on_sigterm() -> None:
     """docker stop, compose stop and a cancelled job send SIGTERM: stop as Ctrl-C does, so the stage under way
     stops DeepSpeech, says how to resume, and everything finished stays done."""
@@ -220,8 +239,10 @@ def _stop_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
-    # Not in forked workers (the import's and the corpus's pools): a pool ends them with SIGTERM, and a Python
-    # handler there can be lost while the worker waits on the pool's queue lock, which hangs the pool's end.
+    # Not in forked children (the workers of dstrain's pools): Pool.terminate() stops them with SIGTERM, and
+    # they must die at once, as multiprocessing expects. A Python handler there can raise inside the pool's
+    # locking and leave a shared lock held, or miss a signal that lands just before a blocking wait; either
+    # hung a run in the lm stage.
     os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
 
 

@@ -113,7 +113,7 @@ def run_stages(
 def _run_one(stage: Stage, ctx: Context, resume_command: str) -> None:
     log_path = ctx.paths.log(stage.name)
     started = time.time()
-    with _stage_log(log_path):
+    with _stage_log(log_path) as stage_log:
         log.info("▶ %-9s %s", stage.name, stage.help)
         try:
             result = stage.run(ctx) or {}
@@ -121,6 +121,10 @@ def _run_one(stage: Stage, ctx: Context, resume_command: str) -> None:
             if not isinstance(exc, (DstrainError, KeyboardInterrupt)):
                 log.debug("%s", traceback.format_exc())
             cause = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or type(exc).__name__
+            # Last in the stage log, so whoever reads it (a person, the service) finds why it stopped; to that
+            # file alone, as the console gets the whole story from StageFailed.
+            stage_log.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "✗ %-9s failed: %s",
+                                            (stage.name, cause), None))
             raise StageFailed(stage.name, cause, str(log_path), resume_command) from exc
     finished = time.time()
     write_json(
@@ -150,7 +154,7 @@ def _stage_log(path):
     handler.addFilter(lambda record: _current_run.get() is run)
     log.addHandler(handler)
     try:
-        yield
+        yield handler
     finally:
         log.removeHandler(handler)
         handler.close()

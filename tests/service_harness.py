@@ -1,0 +1,146 @@
+"""A real `dstrain serve` for the service's tests and benchmark: a subprocess on loopback, its tenants, its
+engine's containers labelled so that only they are cleaned up, and a minimal job image.
+
+Nothing here mocks the engine: the service starts real containers on the Docker engine of this machine.
+Everything it starts carries the label ``dstrain.test=service``; cleanup removes by that label only.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import requests
+
+from tests.docker_images import DEBIAN_IMAGE, docker, ensure_debian_base, image_exists
+
+DSTRAIN = str(Path(sys.executable).with_name("dstrain"))
+TEST_LABEL = "dstrain.test=service"
+#: A job image whose entrypoint sleeps about a second and succeeds, whatever dstrain arguments it is given.
+SLEEPER_IMAGE = "dstrain-test/sleeper:latest"
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def ensure_sleeper_image() -> str:
+    ensure_debian_base()
+    if not image_exists(SLEEPER_IMAGE):
+        with tempfile.TemporaryDirectory(prefix="sleeper-") as context:
+            Path(context, "Dockerfile").write_text(
+                f"FROM {DEBIAN_IMAGE}\n"
+                # The job's arguments (run --language ...) land in "$@" and are ignored.
+                'ENTRYPOINT ["/bin/sh", "-c", "sleep 1", "sleeper"]\n')
+            docker("build", "--network", "host", "-t", SLEEPER_IMAGE, context)
+    return SLEEPER_IMAGE
+
+
+def remove_test_containers() -> None:
+    """Every container a service test started, and nothing else on the shared engine."""
+    found = docker("ps", "-aq", "--filter", f"label={TEST_LABEL}").stdout.split()
+    if found:
+        docker("rm", "-f", *found, check=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("DSTRAIN_", "MDC_"))}
+
+
+class Service:
+    """`dstrain serve` as a subprocess; ``restart()`` after ``kill()`` brings it back on the same root and port."""
+
+    def __init__(self, root: Path, image: str, slots: int = 2, extra: Optional[List[str]] = None):
+        self.root = Path(root)
+        self.image = image
+        self.port = free_port()
+        self.args = ["--root", str(self.root), "--image", image, "--slots", str(slots), "--network", "host",
+                     "--label", TEST_LABEL, "--instance", f"test{self.port}", "--memory", "4g",
+                     "--stop-grace", "60", *(extra or [])]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: Optional[subprocess.Popen] = None
+        self.log = self.root.parent / f"service-{self.port}.log"
+
+    def cli(self, *args) -> str:
+        proc = subprocess.run([DSTRAIN, "serve", *self.args, *args], capture_output=True, text=True,
+                              env=clean_env(), timeout=120)
+        if proc.returncode != 0:
+            raise AssertionError(f"dstrain serve {args}: {proc.stdout}\n{proc.stderr}")
+        return proc.stdout
+
+    def add_tenant(self, name: str) -> str:
+        """Its token: the last line of `tenant add`."""
+        return self.cli("tenant", "add", name).strip().splitlines()[-1]
+
+    def start(self) -> "Service":
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([DSTRAIN, "serve", *self.args, "--port", str(self.port)], stdout=log,
+                                         stderr=subprocess.STDOUT, env=clean_env())
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dstrain serve exited {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=2).ok:
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise AssertionError("dstrain serve did not answer within 60 s:\n" + self.log.read_text())
+
+    def kill(self) -> None:
+        """kill -9: no shutdown of any kind."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Client:
+    """One tenant's view of the API."""
+
+    def __init__(self, url: str, token: Optional[str]):
+        self.url = url
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self.session.get(self.url + path, timeout=60, **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return self.session.post(self.url + path, timeout=60, **kwargs)
+
+    def put(self, path: str, **kwargs) -> requests.Response:
+        return self.session.put(self.url + path, timeout=300, **kwargs)
+
+    def delete(self, path: str, **kwargs) -> requests.Response:
+        return self.session.delete(self.url + path, timeout=60, **kwargs)
+
+    def wait(self, job_id: str, states=FINAL, timeout: float = 300, until=None) -> dict:
+        """Poll the job until it is in one of ``states`` (or ``until(job, progress)`` holds)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            job = self.get(f"/v1/jobs/{job_id}").json()
+            if until is not None:
+                if until(job, self.get(f"/v1/jobs/{job_id}/progress").json()):
+                    return job
+            elif job["state"] in states:
+                return job
+            if until is not None and job["state"] in FINAL:
+                raise AssertionError(f"job {job_id} ended before the condition held: {job}")
+            time.sleep(1)
+        raise AssertionError(f"job {job_id} not done within {timeout} s: {self.get(f'/v1/jobs/{job_id}').json()}")
