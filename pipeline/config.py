@@ -26,8 +26,8 @@ else:  # pragma: no cover - exercised on the image's Python 3.8
     import tomli as tomllib
 
 ENV_PREFIX = "DSTRAIN_"
-#: Environment variables with the prefix that are not settings (docker-compose.yml uses the last three).
-ENV_NOT_SETTINGS = {"DSTRAIN_CONFIG", "DSTRAIN_ARGS", "DSTRAIN_IMAGE", "DSTRAIN_RESUME_COMMAND"}
+#: Environment variables with the prefix that are not settings (docker-compose.yml sets or reads the last four).
+ENV_NOT_SETTINGS = {"DSTRAIN_CONFIG", "DSTRAIN_ARGS", "DSTRAIN_IMAGE", "DSTRAIN_RESUME_COMMAND", "DSTRAIN_DATA_ON_HOST"}
 SECRET_WORDS = re.compile(r"key|token|secret|password", re.IGNORECASE)
 REDACTED = "<redacted>"
 

@@ -5,21 +5,26 @@ from typing import Optional
 
 SPLITS = ("train", "dev", "test")
 IMPORTED = "imported"
-#: Docker puts this file in every container.  There the data root is the host's ./data (or DATA_DIR),
-#: mounted at /data, and a user told where to put a file acts on the host's name for it.
-IN_CONTAINER = Path("/.dockerenv")
+#: The container's data root, and the variable in which whoever mounted it there (docker-compose.yml) gives
+#: the host's name for it: a user told where to put a file, or what to chown, acts on that name.
 CONTAINER_ROOT = Path("/data")
+OUTSIDE = "DSTRAIN_DATA_ON_HOST"
+
+
+def on_host(path: Path) -> Optional[str]:
+    """The host's name for ``path``, when it is under a data root mounted from the host."""
+    outside = os.environ.get(OUTSIDE)
+    try:
+        inside = Path(path).relative_to(CONTAINER_ROOT)
+    except ValueError:
+        return None
+    return None if not outside else outside if inside == Path(".") else f"{outside.rstrip('/')}/{inside}"
 
 
 def for_the_user(path: Path) -> str:
-    """``path``, and in the container also its place on the host."""
-    if IN_CONTAINER.exists():
-        try:
-            inside = Path(path).relative_to(CONTAINER_ROOT)
-        except ValueError:
-            return str(path)
-        return f"{path} (on the host: ./data/{inside}, or the same under your DATA_DIR)"
-    return str(path)
+    """``path``, and in a container also its place on the host."""
+    outside = on_host(path)
+    return f"{path} (on the host: {outside})" if outside else str(path)
 
 
 class DataRoot:

@@ -243,11 +243,11 @@ def test_a_data_directory_docker_made_as_root_is_refused_with_the_hosts_command(
     # What happens when ./data is missing at the first `up`: dockerd creates it, as root.
     owned_by_root = tmp_path / "data"
     owned_by_root.mkdir()
-    proc = docker("run", "--rm", "--init", "--network", "host", "--user", f"{USER}:{USER}", "-v",
-                  f"{owned_by_root}:/data", IMAGE, "run", "-l", "fr", check=False)
+    proc = compose(project[0], "--profile", "cpu", "run", "--rm", "train-cpu", check=False, LANGUAGE="fr",
+                   DATA_DIR=str(owned_by_root))
     assert proc.returncode == 2
-    assert "It is the host's ./data (or your DATA_DIR), mounted at /data." in proc.stderr
-    assert f"sudo chown -R {USER}:{USER} ./data" in proc.stderr
+    assert f"It is the host's {owned_by_root}, mounted at /data." in proc.stderr
+    assert f"sudo chown -R {USER}:{USER} {owned_by_root}" in proc.stderr
 
 
 def test_the_tensorboard_profile_serves_the_runs_summaries_on_loopback(project, trained):

@@ -175,16 +175,14 @@ def test_mozilla_data_collective_download_keeps_the_key_secret(served, tmp_path)
     assert proc.returncode == 1 and "set MDC_API_KEY" in proc.stderr
 
 
-def test_in_a_container_a_missing_source_is_also_named_by_its_place_on_the_host(monkeypatch, tmp_path):
+def test_in_a_container_a_missing_source_is_also_named_by_its_place_on_the_host(monkeypatch):
     from dstrain.pipeline import paths
 
-    marker = tmp_path / ".dockerenv"
-    marker.touch()
-    monkeypatch.setattr(paths, "IN_CONTAINER", marker)
+    monkeypatch.setenv(paths.OUTSIDE, "/srv/speech")  # docker-compose.yml's DATA_DIR
     assert paths.for_the_user(Path("/data/sources/cv.tar.gz")) == (
-        "/data/sources/cv.tar.gz (on the host: ./data/sources/cv.tar.gz, or the same under your DATA_DIR)")
-    assert paths.for_the_user(tmp_path / "x") == str(tmp_path / "x")
-    monkeypatch.setattr(paths, "IN_CONTAINER", tmp_path / "absent")
+        "/data/sources/cv.tar.gz (on the host: /srv/speech/sources/cv.tar.gz)")
+    assert paths.on_host(Path("/data")) == "/srv/speech" and paths.on_host(Path("/elsewhere/x")) is None
+    monkeypatch.delenv(paths.OUTSIDE)  # not mounted by compose: nothing to translate
     assert paths.for_the_user(Path("/data/sources/cv.tar.gz")) == "/data/sources/cv.tar.gz"
 
 

@@ -24,11 +24,10 @@ def ensure_writable(root: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=str(root), prefix=".write-test-"):
             pass
     except OSError as exc:
-        # In the container, the host's name for it is what the user can chown.
-        if paths.IN_CONTAINER.exists():
-            mounted, target = f" It is the host's ./data (or your DATA_DIR), mounted at {root}.", "./data"
-        else:
-            mounted, target = "", shlex.quote(str(root))
+        # In a container, the host's name for it is what the user can chown.
+        outside = paths.on_host(root)
+        mounted = f" It is the host's {outside}, mounted at {root}." if outside else ""
+        target = shlex.quote(outside or str(root))
         raise ConfigError(
             f"the data root {root} is not writable ({exc.strerror or exc}).{_owner(root)}{mounted} "
             "Give it to your user once, on the host:\n"
