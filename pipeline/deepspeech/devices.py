@@ -30,8 +30,8 @@ GENERATIONS = ((9.0, "Hopper"), (8.9, "Ada Lovelace"), (8.0, "Ampere"), (7.5, "T
 DEFAULT_BASE = "nvcr.io/nvidia/tensorflow:23.03-tf1-py3"
 #: What the CPU costs, in words a first-time user can plan with (measured by bench/cpu_training.py).
 CPU_WARNING = ("no GPU is visible to TensorFlow: training will run on the CPU ({cores} cores here). On 2 cores "
-               "the full-size model learns about half a second of speech per second: one epoch of 100 hours of "
-               "speech takes about a week, and a model needs tens of epochs. That is fine for a smoke run with "
+               "the full-size model learns about one second of speech per second: one epoch of 100 hours of "
+               "speech takes about 4 days, and a model needs tens of epochs. That is fine for a smoke run with "
                "tiny settings (train.n_hidden = 64, a few epochs) or for preparing the data (--to lm); for a real "
                "model use a GPU host: `docker compose up` with the NVIDIA Container Toolkit (README.md).")
 
