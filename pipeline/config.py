@@ -58,7 +58,7 @@ class Config:
         return self.settings.workers or os.cpu_count() or 1
 
     def flat(self) -> Dict[str, Any]:
-        return _flatten(self.settings.model_dump(mode="json"))
+        return flatten(self.settings.model_dump(mode="json"))
 
     def redacted(self) -> Dict[str, Dict[str, Any]]:
         """Resolved values and their sources, safe to print and to write into the run."""
@@ -70,18 +70,27 @@ class Config:
         return out
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+def flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     flat = {}
     for key, value in data.items():
         dotted = prefix + key
         if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, dotted + "."))
+            flat.update(flatten(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat
 
 
-def _unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
+class SettingClash(ConfigError):
+    """A dotted key that is both a value and a section (``train = 3`` beside ``train.epochs = 5``)."""
+
+    def __init__(self, key: str):
+        super().__init__(f"setting {key!r} is both a value and a section")
+        self.key = key
+
+
+def unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
+    """Dotted keys back to nested sections, as the settings schema takes them."""
     nested: Dict[str, Any] = {}
     for dotted, value in flat.items():
         node = nested
@@ -89,7 +98,7 @@ def _unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"setting {dotted!r} is both a value and a section")
+                raise SettingClash(dotted)
         node[parts[-1]] = value
     return nested
 
@@ -98,7 +107,7 @@ def read_config_file(path) -> Dict[str, Any]:
     path = Path(path)
     try:
         with path.open("rb") as handle:
-            return _flatten(tomllib.load(handle))
+            return flatten(tomllib.load(handle))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
@@ -162,7 +171,7 @@ def resolve(
             merged[key] = value
             sources[key] = _describe_source(source, key)
     try:
-        settings = Settings(**_unflatten(merged))
+        settings = Settings(**unflatten(merged))
     except ValidationError as exc:
         raise ConfigError("invalid settings:\n  " + _describe_errors(exc, sources, merged)) from None
     return Config(settings, language, _resolve_datasets(settings, language), sources,

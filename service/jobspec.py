@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dstrain.pipeline.config import resolve
+from dstrain.pipeline.config import SettingClash, flatten, resolve, unflatten
 from dstrain.pipeline.errors import ConfigError
 from dstrain.pipeline.settings import SOURCE_FILENAME, Settings
 from dstrain.pipeline.stages import STAGE_NAMES
@@ -81,29 +81,16 @@ def _error(loc, msg: str, kind: str = "value_error") -> Dict[str, Any]:
     return {"loc": ["body", *loc], "msg": msg, "type": kind}
 
 
-def flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+def flatten_set(data: Mapping[str, Any]) -> Dict[str, Any]:
     """Nested objects to dotted keys ({"train": {"epochs": 3}} -> {"train.epochs": 3}); null means unset."""
-    flat: Dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = prefix + str(key)
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, dotted + "."))
-        elif value is not None:
-            flat[dotted] = value
-    return flat
+    return {key: value for key, value in flatten(data).items() if value is not None}
 
 
 def nest(flat: Mapping[str, Any]) -> Dict[str, Any]:
-    nested: Dict[str, Any] = {}
-    for dotted, value in flat.items():
-        node = nested
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise Invalid([_error(("overrides", dotted), "is both a value and a section")])
-        node[last] = value
-    return nested
+    try:
+        return unflatten(flat)
+    except SettingClash as exc:
+        raise Invalid([_error(("overrides", exc.key), "is both a value and a section")]) from None
 
 
 def _check_places(flat: Mapping[str, Any]) -> List[Dict[str, Any]]:
@@ -121,7 +108,7 @@ def _check_places(flat: Mapping[str, Any]) -> List[Dict[str, Any]]:
 
 def validate(request: JobRequest) -> Dict[str, Any]:
     """The request's overrides as flat dotted keys, checked exactly as `dstrain run` would check them."""
-    flat = flatten(request.overrides)
+    flat = flatten_set(request.overrides)
     errors = _check_places(flat)
     if request.to is not None and request.to not in STAGE_NAMES:
         errors.append(_error(("to",), "no such stage; stages are: " + ", ".join(STAGE_NAMES), "stage"))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dstrain.pipeline.config import ENV_NOT_SETTINGS, ENV_PREFIX, _flatten
+from dstrain.pipeline.config import ENV_NOT_SETTINGS, ENV_PREFIX, flatten
 from dstrain.pipeline.settings import Settings
 from tests.conftest import RELEASE, need_real
 from tests.docker_images import (
@@ -99,7 +99,7 @@ def test_every_setting_passes_from_the_shell_into_the_container(project):
     environment = config["services"]["train-cpu"]["environment"]
     assert environment["DSTRAIN_TRAIN__EPOCHS"] == "7" and environment["DSTRAIN_TRAIN__N_HIDDEN"] is None
     listed = {name for name in environment if name.startswith(ENV_PREFIX) and name not in ENV_NOT_SETTINGS}
-    schema = {key for key in _flatten(Settings().model_dump(mode="json"))
+    schema = {key for key in flatten(Settings().model_dump(mode="json"))
               if key not in HOST_PLACES and key not in ("dataset", "lm.source")}
     assert listed == {ENV_PREFIX + key.upper().replace(".", "__") for key in schema}
 

@@ -57,7 +57,7 @@ def test_overrides_reach_the_container_as_validated():
     ({"optimize.script": "/x"}, "optimize.script"),
     ({"dataset.common_voice.archive": "../../x"}, "dataset.common_voice.archive"),
     ({"lm.source.wiki.url": "ftp://x/y.txt"}, "lm.source.wiki.url"),
-    ({"train": 3, "train.epochs": 2}, "overrides"),
+    ({"train": 3, "train.epochs": 2}, "overrides.train.epochs"),
 ])
 def test_bad_overrides_name_their_field(overrides, field):
     with pytest.raises(jobspec.Invalid) as caught:
