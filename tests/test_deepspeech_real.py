@@ -33,6 +33,17 @@ pytestmark = pytest.mark.deepspeech
 
 SENTENCE = "le chat dort sur le canapé"
 EPOCHS = 120
+#: Common Voice's layout, the one sentence spoken once for each split.
+ONE_SENTENCE = [Row(split, f"one_{split}.mp3", SENTENCE) for split in ("train", "dev", "test")]
+#: The settings under which a small model learns it by heart; each test adds its own lines per section.
+BY_HEART = {
+    "clean": ['shared_transcripts = "keep"'],  # the one sentence is the test too
+    "lm": ["sources = []", "exclude_held_out = false", 'memory = "64M"'],  # and its LM too: not held out
+    "train": [f"epochs = {EPOCHS}", "n_hidden = 100", "learning_rate = 0.002", "dropout_rate = 0.0",
+              "train_batch_size = 1", "dev_batch_size = 1", "test_batch_size = 1", "early_stop = false"],
+    "evaluate": ["beam_width = 100"],
+    "export": ["beam_width = 100"],
+}
 #: The run is killed once this many epochs are recorded.
 KILL_AFTER = 30
 TOOLS = ("TRAINER_PYTHON", "LM_OPTIMIZER", "GENERATE_SCORER_PACKAGE", "DEEPSPEECH_RUNTIME",
@@ -46,6 +57,12 @@ with wave.open(sys.argv[3]) as wav:
     audio = numpy.frombuffer(wav.readframes(wav.getnframes()), numpy.int16)
 print(model.stt(audio))
 """
+
+
+def by_heart(**more) -> str:
+    """BY_HEART as TOML tables, with ``more`` lines added to (or as) sections."""
+    sections = {name: BY_HEART.get(name, []) + more.get(name, []) for name in {**BY_HEART, **more}}
+    return "".join(f"[{name}]\n" + "".join(line + "\n" for line in lines) for name, lines in sections.items())
 
 
 def require_trainer() -> None:
@@ -108,19 +125,12 @@ def real_run(kenlm_dir, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp("real")
     data = root / "data"
     (data / "sources").mkdir(parents=True)
-    build_common_voice(data / "sources", rows=[Row(split, f"one_{split}.mp3", SENTENCE)
-                                               for split in ("train", "dev", "test")])
+    build_common_voice(data / "sources", rows=ONE_SENTENCE)
     config = write_config(root / "dstrain.toml", data)
-    config.write_text(config.read_text() + "\n".join([
-        "[clean]", 'shared_transcripts = "keep"',  # the one sentence is the test too: learnt by heart
-        # Its LM is that sentence too, so it must not be held out of it.
-        "[lm]", "sources = []", "exclude_held_out = false", 'memory = "64M"', f'kenlm_bin = "{kenlm_dir}"',
-        f'scorer_tool = "{os.environ["GENERATE_SCORER_PACKAGE"]}"',
-        "[train]", f"epochs = {EPOCHS}", "n_hidden = 100", "learning_rate = 0.002", "dropout_rate = 0.0",
-        "train_batch_size = 1", "dev_batch_size = 1", "test_batch_size = 1", "early_stop = false",
-        "[optimize]", "enabled = true", f'script = "{os.environ["LM_OPTIMIZER"]}"', "trials = 3",
-        "[evaluate]", "beam_width = 100",
-        "[export]", 'formats = ["tflite", "pb", "zip"]', "beam_width = 100", ""]))
+    config.write_text(config.read_text() + by_heart(
+        lm=[f'kenlm_bin = "{kenlm_dir}"', f'scorer_tool = "{os.environ["GENERATE_SCORER_PACKAGE"]}"'],
+        optimize=["enabled = true", f'script = "{os.environ["LM_OPTIMIZER"]}"', "trials = 3"],
+        export=['formats = ["tflite", "pb", "zip"]']))
     run = data / "runs" / "fr"
     dstrain("run", "-l", "fr", "--config", config, "--to", "lm")
     killed_at = kill_mid_training(config, run)

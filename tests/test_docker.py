@@ -33,15 +33,13 @@ from tests.docker_images import (
     standin_settings,
 )
 from tests.fixtures.common_voice import build_common_voice
-from tests.fixtures.speech import Row
 from tests.http_server import FileServer
-from tests.test_deepspeech_real import SENTENCE, transcribe
+from tests.test_deepspeech_real import EPOCHS, ONE_SENTENCE, SENTENCE, by_heart, transcribe
 
 pytestmark = pytest.mark.docker
 
 IMAGE = "dstrain-test/compose:latest"
 USER = 4242  # the invoking user: not root, and not the image's default 1000
-EPOCHS = 120
 STOP_AFTER = 20
 MDC_KEY = "mdc-secret-never-written-anywhere"
 #: Settings that name places on the host: docker-compose.yml does not pass them into the container.
@@ -117,16 +115,9 @@ def trained(project):
     root, _ = project
     data = root / "data"
     (data / "sources").mkdir(parents=True)
-    build_common_voice(data / "sources", rows=[Row(split, f"one_{split}.mp3", SENTENCE)
-                                               for split in ("train", "dev", "test")])
-    (data / "dstrain.toml").write_text("\n".join([
-        "workers = 2", 'datasets = ["common_voice"]',
-        "[dataset.common_voice]", f'release = "{RELEASE}"',
-        "[clean]", 'shared_transcripts = "keep"',
-        "[lm]", "sources = []", "exclude_held_out = false", 'memory = "64M"',
-        "[train]", f"epochs = {EPOCHS}", "n_hidden = 100", "learning_rate = 0.002", "dropout_rate = 0.0",
-        "train_batch_size = 1", "dev_batch_size = 1", "test_batch_size = 1", "early_stop = false",
-        "[evaluate]", "beam_width = 100", "[export]", "beam_width = 100", ""]))
+    build_common_voice(data / "sources", rows=ONE_SENTENCE)
+    (data / "dstrain.toml").write_text('workers = 2\ndatasets = ["common_voice"]\n' + by_heart(
+        **{"dataset.common_voice": [f'release = "{RELEASE}"']}))
     subprocess.run(["chown", "-R", f"{USER}:{USER}", str(data)], check=True)
     shell = {"LANGUAGE": "fr", "DSTRAIN_ARGS": "--config /data/dstrain.toml", "MDC_API_KEY": MDC_KEY}
     progress = data / "runs" / "fr" / "checkpoints" / "dstrain-progress.json"
