@@ -14,11 +14,13 @@ OUTSIDE = "DSTRAIN_DATA_ON_HOST"
 def on_host(path: Path) -> Optional[str]:
     """The host's name for ``path``, when it is under a data root mounted from the host."""
     outside = os.environ.get(OUTSIDE)
+    if not outside:
+        return None
     try:
         inside = Path(path).relative_to(CONTAINER_ROOT)
     except ValueError:
         return None
-    return None if not outside else outside if inside == Path(".") else f"{outside.rstrip('/')}/{inside}"
+    return outside if inside == Path(".") else f"{outside.rstrip('/')}/{inside}"
 
 
 def for_the_user(path: Path) -> str:
