@@ -240,10 +240,21 @@ def _stop_on_sigterm() -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     # Not in forked children (the workers of dstrain's pools): Pool.terminate() stops them with SIGTERM, and
-    # they must die at once, as multiprocessing expects. A Python handler there can raise inside the pool's
-    # locking and leave a shared lock held, or miss a signal that lands just before a blocking wait; either
-    # hung a run in the lm stage.
-    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    # they must die at once, as multiprocessing expects. Resetting the handler in the child is not enough on
+    # its own: a SIGTERM that lands between fork() and that reset meets the parent's handler, is swallowed
+    # (or raised in threading's fork bookkeeping), and the worker then waits forever on the queue lock that
+    # terminate() holds; under load that hung a run in the lm stage. So SIGTERM is blocked across fork(),
+    # and the child unblocks it only once it is SIG_DFL: a signal sent meanwhile waits, then kills it.
+    os.register_at_fork(
+        before=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}),
+        after_in_parent=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM}),
+        after_in_child=_default_sigterm_in_child,
+    )
+
+
+def _default_sigterm_in_child() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def main():
