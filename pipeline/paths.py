@@ -257,3 +257,9 @@ def partial(path: Path) -> Path:
 def partial_validator(path: Path) -> Path:
     """The ETag or Last-Modified of the file a ``.part`` is a piece of."""
     return path.with_name(path.name + ".part.json")
+
+
+def lock(path: Path) -> Path:
+    """The lock file of a run directory or a shared output (a source, an imported dataset): a hidden sibling,
+    never deleted, as removing a lock file while someone waits on it would let two holders in."""
+    return path.with_name("." + path.name + ".lock")
