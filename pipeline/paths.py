@@ -260,6 +260,6 @@ def partial_validator(path: Path) -> Path:
 
 
 def lock(path: Path) -> Path:
-    """The lock file of a run directory or a shared output (a source, an imported dataset): a hidden sibling,
-    never deleted, as removing a lock file while someone waits on it would let two holders in."""
-    return path.with_name("." + path.name + ".lock")
+    """The lock file of a run directory or a shared output (a source, an imported dataset), in a hidden
+    ``.locks`` folder beside it; never deleted, as removing a lock file someone waits on would let two in."""
+    return path.parent / ".locks" / (path.name + ".lock")
