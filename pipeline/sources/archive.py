@@ -28,7 +28,7 @@ class CorruptArchive(DstrainError):
     """An archive that ends early or does not decompress: it must be fetched (or placed) again."""
 
     def __init__(self, archive: Path, reason: str):
-        super().__init__(f"{archive} is truncated or corrupt: {reason}")
+        super().__init__(f"{archive.absolute()} is truncated or corrupt: {reason}")
         self.archive = archive
         self.reason = reason
 

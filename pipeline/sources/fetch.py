@@ -331,9 +331,9 @@ def obtain(archive: Path, sha256: Optional[str], url: Optional[str], mdc_dataset
         if archive.exists() and not (anew and (url or mdc_dataset_id)):
             if damaged:
                 raise SourceError(
-                    f"{archive} is truncated or corrupt ({damaged}), and this source has no address to download it "
-                    f"from. Delete it, then put a good copy at exactly that path:\n"
-                    f"    rm {shlex.quote(str(archive.absolute()))}", place=archive)
+                    f"{archive.absolute()} is truncated or corrupt ({damaged}), and this source has no address to "
+                    "download it from: delete it, and put a good copy at that path.\n"
+                    f"    rm {shlex.quote(str(archive.absolute()))}")
             return _adopt(archive, sha256, "placed by hand", rehash=anew)
         if archive.exists():
             log.info("%s: downloading it anew (%s)", archive.name,
