@@ -1,18 +1,17 @@
 """One writer at a time: OS file locks on a run directory and on each shared output.
 
 ``flock`` locks belong to an open file, so the kernel releases them when the
-holder exits in any way, kill -9 included: a lock is never left behind.  The
-lock file holds the holder's PID and command line, for the message of whoever
-waits.  A shared lock lets several importers read one source archive while
-keeping out a download that would replace it.
+holder exits in any way, kill -9 included: a lock is never left behind.
+Nothing is written into a lock file (a rerun with nothing to do touches no
+file): who holds it, for the message of whoever waits, is read from the
+kernel's own table.  A shared lock lets several importers read one source
+archive while keeping out a download that would replace it.
 """
 import contextlib
 import contextvars
 import fcntl
-import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 from dstrain.pipeline.errors import DstrainError
@@ -56,22 +55,21 @@ def hold(target: Path, what: str, shared: bool = False):
             log.warning("waiting for %s: it is in use by %s; this run goes on when that one is done "
                         "(Ctrl-C stops waiting)", what, holder)
             fcntl.flock(fd, mode)
-        _sign(fd)
         yield
     finally:
         os.close(fd)  # releases the lock
 
 
-def _sign(fd: int) -> None:
-    """Write who holds the lock now; readers sharing it may overwrite each other, one of them is named."""
-    entry = json.dumps({"pid": os.getpid(), "command": redact(" ".join(sys.argv))}).encode() + b"\n"
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, entry, 0)
-
-
 def _holder(fd: int) -> str:
+    """The PID and command line of a process holding the lock on ``fd``'s file, as the kernel lists it."""
+    inode = os.fstat(fd).st_ino
     try:
-        entry = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace").splitlines()[0])
-        return f"PID {entry['pid']} ({entry['command']})"
-    except (ValueError, IndexError, KeyError, TypeError):
+        with open("/proc/locks", encoding="ascii") as table:
+            # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF"; a waiter's line has "->" after the number.
+            pids = [fields[4] for fields in (line.split() for line in table)
+                    if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode)]
+        pid = int(pids[0])
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode()
+    except (OSError, IndexError, ValueError):  # no /proc (not Linux), or a holder in another PID namespace
         return "another process"
+    return f"PID {pid} ({redact(command)})"
