@@ -101,20 +101,39 @@ def test_with_no_wait_the_second_run_refuses_and_names_the_holder(held, tmp_path
     assert not (data / "runs" / "fr" / "logs").joinpath("import.log").exists()
 
 
-def test_runs_sharing_sources_wait_only_for_the_file_they_both_need(held, cv_archive, tmp_path):
-    """Two runs (their own run directories) need the same archive: the second waits for it, then uses it."""
+def test_runs_sharing_sources_and_imports_wait_only_for_what_they_both_need(held, cv_archive, tmp_path):
+    """Two runs (their own run directories) need the same archive and the same import: one writes each."""
     data = tmp_path / "data"
     config = write_config(tmp_path / "c.toml", data, url=held.url + PATH)
-    first = start("run", "-l", "fr", "--run", "one", "--config", config, "--to", "download")
+    first = start("run", "-l", "fr", "--run", "one", "--config", config, "--to", "import")
     assert held.arrived[PATH].wait(120)
-    second = start("run", "-l", "fr", "--run", "two", "--config", config, "--to", "download")
+    second = start("run", "-l", "fr", "--run", "two", "--config", config, "--to", "import")
     waiting = stderr_until(second, "waiting for source")
     assert str(data / "sources" / NAME) in waiting and f"PID {first.pid}" in waiting
     held.held[PATH].set()
     assert finish(first)[0] == 0
-    assert finish(second)[0] == 0
+    code, _, err = finish(second)
+    assert code == 0, err
     assert len(gets(held)) == 1
     assert (data / "sources" / NAME).read_bytes() == cv_archive.read_bytes()
+    imported = data / "imported" / "fr" / "common_voice"
+    assert json.loads((imported / "import.done.json").read_text())["counts"] == \
+        json.loads((data / "runs" / "two" / "state" / "import.json").read_text())["counts"]["common_voice"]
+
+
+def test_a_run_of_another_language_is_not_held_up_by_the_shared_sources(held, cv_archive, tmp_path):
+    data = tmp_path / "data"
+    first = start("run", "-l", "fr", "--config", write_config(tmp_path / "c.toml", data, url=held.url + PATH),
+                  "--to", "download")
+    assert held.arrived[PATH].wait(120)
+    other = "cv-corpus-21.0-2025-03-14-eo.tar.gz"  # the test plugin language's archive
+    shutil.copy(cv_archive, held.root / other)
+    config = tmp_path / "eo.toml"
+    config.write_text(f'data_root = "{data}"\n[dataset.common_voice]\nurl = "{held.url}/{other}"\n')
+    dstrain("run", "-l", "eo", "--config", config, "--to", "download", "--no-wait")  # fr holds its own archive only
+    assert (data / "sources" / other).read_bytes() == cv_archive.read_bytes()
+    held.held[PATH].set()
+    assert finish(first)[0] == 0
 
 
 def test_a_run_killed_with_sigkill_leaves_no_lock_and_its_leftovers_are_removed(held, cv_archive, tmp_path):
