@@ -231,7 +231,7 @@ def _fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 1
             reason = f"connection closed at {offset} of {total} bytes"
         except _Restart as restart:
             reason = f"{restart}; starting over from the first byte"
-            part.unlink()
+            part.unlink(missing_ok=True)
             partial_validator(archive).unlink(missing_ok=True)
             offset, hasher, validator = 0, hashlib.sha256(), None
         except requests.RequestException as exc:
