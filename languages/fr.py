@@ -160,7 +160,8 @@ LANGUAGE = Language(
     cases=CASES,
     letters=LETTERS,
     datasets=(
-        DatasetSpec("common_voice", {"release": "cv-corpus-21.0-2025-03-14", "locale": "fr"}),
+        # No release pinned: the one cv-corpus-*-fr.tar.gz placed in sources/ is used, whichever it is.
+        DatasetSpec("common_voice", {"locale": "fr"}),
         # Speakers whose records are bogus, from the original pipeline's lingua_libre_skiplist.txt.
         DatasetSpec("lingua_libre", {
             "qid": "Q21", "iso639_3": "fra", "english_name": "French",
