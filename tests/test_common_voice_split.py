@@ -71,7 +71,7 @@ def test_the_manifest_and_the_clean_report_state_the_rule_and_the_counts(validat
     assert manifest["counts"] == {"train": 5, "dev": 1, "test": 1}
     report = (validated / "runs/fr/clean/report.md").read_text()
     assert "- common_voice: by validated, max_repeats 2. " + RULE in report
-    assert "  - speaker in dev test: 1" in report and "  - over max repeats: 1" in report
+    assert "  - speaker_in_dev_test: 1" in report and "  - over_max_repeats: 1" in report
 
 
 def test_official_keeps_common_voices_own_split_and_says_so(release, tmp_path):

@@ -165,5 +165,5 @@ def _how_split(ctx) -> List[str]:
         rule, counts = split.pop("rule", ""), split.pop("counts", {})
         facts = ", ".join(f"{key} {value}" for key, value in split.items())
         lines.append(f"- {dataset.key}: {facts}" + (f". {rule}" if rule else ""))
-        lines += [f"  - {key.replace('_', ' ')}: {value}" for key, value in counts.items()]
+        lines += [f"  - {key}: {value}" for key, value in counts.items()]
     return lines + [""]
