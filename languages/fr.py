@@ -190,6 +190,10 @@ LANGUAGE = Language(
         }),
         # The ministry's conferences, cut at 4.5 s as the original pipeline's import_ccpmf.sh did.
         DatasetSpec("ccpmf", {"language": "fr", "max_duration": 4.5}),
+        # Multilingual LibriSpeech's French: LibriVox audiobooks, about 1,100 hours (1,077
+        # train, 10 dev, 10 test), CC BY 4.0; the largest free French corpus.  Its archive is about 10 GB as Opus
+        # (about 60 GB as FLAC), so it is downloaded only when asked for: --datasets +mls.
+        DatasetSpec("mls", {"language": "french", "format": "opus"}, opt_in=True),
     ),
     alphabet="data",
     lm_sources=LM_SOURCES,
