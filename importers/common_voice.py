@@ -11,6 +11,7 @@ speakers apart and is what published results are measured on.
 The MP3s are decoded straight from the archive, so a 25 GB release needs no
 extracted copy on disk.
 """
+import logging
 import os
 import re
 import tarfile
@@ -33,6 +34,7 @@ from dstrain.pipeline.paths import SPLITS, ImportedDataset, for_the_user
 from dstrain.pipeline.sources.archive import tar_members
 from dstrain.pipeline.sources.fetch import SourceError, obtain
 
+log = logging.getLogger("dstrain")
 _RELEASE = r"cv-corpus-[A-Za-z0-9._-]+"
 #: Where the user sets the release, named in the messages (by the key languages give this dataset).
 _SETTINGS = "release under [dataset.common_voice] in a config file, or DSTRAIN_DATASET__COMMON_VOICE__RELEASE"
@@ -68,6 +70,9 @@ class CommonVoice(Corpus):
             raise SourceError(_none_chosen(Path(sources), params.locale, self.homepage))
         sha256 = obtain(archive, params.sha256, params.url, params.mdc_dataset_id, self._how_to_get(params, sources))
         top = release_of(archive)
+        if not params.release and not params.archive and _named(archive, params.locale) != top:
+            log.warning("%s holds release %s (its top folder), whatever its name says: %s is what is recorded",
+                        archive.name, top, top)
         if params.release and top != params.release:
             raise SourceError(
                 f"{archive.name} holds release {top} (its top folder), not {params.release} as set for this "
@@ -76,9 +81,10 @@ class CommonVoice(Corpus):
         return sha256
 
     def _how_to_get(self, params: Params, sources: Path) -> str:
-        others = [p.name for p in placed(Path(sources), params.locale)]
-        hint = (f" sources/ holds {', '.join(others)}: to use it instead, set release to its release, or unset "
-                f"release ({_SETTINGS})." if others and not params.archive else "")
+        others = placed(Path(sources), params.locale)
+        hint = (f" sources/ holds {', '.join(p.name for p in others)}: to use it instead, set release = "
+                f"\"{_named(others[-1], params.locale)}\", or unset release when it is the only one "
+                f"({_SETTINGS})." if others and not params.archive else "")
         return (f"Download it from {self.homepage} (or set mdc_dataset_id and MDC_API_KEY, or url, for this "
                 f"dataset).{hint}")
 
@@ -120,12 +126,17 @@ def placed(sources: Path, locale: str) -> List[Path]:
     return sorted(p for p in sources.glob(f"cv-corpus-*-{locale}.tar.gz") if name.match(p.name) and p.is_file())
 
 
+def _named(archive: Path, locale: str) -> str:
+    """The release a file name says: cv-corpus-21.0-2025-03-14 for cv-corpus-21.0-2025-03-14-fr.tar.gz."""
+    return archive.name[:-len(f"-{locale}.tar.gz")]
+
+
 def _none_chosen(sources: Path, locale: str, homepage: str) -> str:
     found = placed(sources, locale)
     if found:
         names = "\n".join(f"    {p.name}" for p in found)
         return (f"{sources} holds {len(found)} Common Voice archives for locale {locale!r}:\n{names}\n"
-                f"  Pick one: set release (e.g. release = \"{found[-1].name[:-len(locale) - 8]}\") or archive (its "
+                f"  Pick one: set release (e.g. release = \"{_named(found[-1], locale)}\") or archive (its "
                 f"file name) for this dataset ({_SETTINGS}).")
     return (f"no Common Voice archive for locale {locale!r} in {for_the_user(sources)} (looked for "
             f"cv-corpus-*-{locale}.tar.gz). Download a release from {homepage} and place it there under its "

@@ -50,8 +50,9 @@ def test_the_only_archive_of_the_locale_is_used_whatever_its_release(other_relea
 
 def test_the_release_recorded_is_the_archives_own_not_its_file_name(other_release, tmp_path):
     data = setup(tmp_path, {"cv-corpus-21.0-2025-03-14-fr.tar.gz": other_release})
-    run_import(tmp_path)
+    proc = run_import(tmp_path)
     assert manifest(data)["release"] == OTHER
+    assert f"cv-corpus-21.0-2025-03-14-fr.tar.gz holds release {OTHER} (its top folder)" in proc.stderr
 
 
 def test_a_pinned_release_the_archive_contradicts_is_refused(other_release, tmp_path):
@@ -90,4 +91,4 @@ def test_a_pinned_release_not_in_sources_points_at_the_one_that_is(other_release
     proc = run_import(tmp_path, check=False)
     assert proc.returncode != 0
     assert "cv-corpus-21.0-2025-03-14-fr.tar.gz is not in" in proc.stderr
-    assert f"sources/ holds {other_release.name}: to use it instead" in proc.stderr
+    assert f'sources/ holds {other_release.name}: to use it instead, set release = "{OTHER}"' in proc.stderr
