@@ -148,9 +148,9 @@ def _none_chosen(sources: Path, locale: str, homepage: str) -> str:
 def release_of(archive: Path) -> str:
     """The release an archive holds: the name of its top folder, as Common Voice packs it."""
     try:
-        with tar_members(archive, "read " + archive.name) as entries:
-            for name, _, _ in entries:
-                top = name.lstrip("./").split("/")[0]
+        with tarfile.open(str(archive), "r|*") as tar:  # the first member says it: no need to read further
+            for member in tar:
+                top = member.name.lstrip("./").split("/")[0]
                 if top:
                     return top
     except (OSError, EOFError, tarfile.TarError) as exc:
