@@ -145,11 +145,16 @@ _RANGE = re.compile(r"(?<=\d)[-\u2013](?=\d)")
 _MARKUP = re.compile(r"\[\s*/?[A-Za-z]+\s*\]")
 
 
+#: Hours said with the feminine "une" (heure is feminine), which num2words would write "un".
+_FEMININE_HOURS = {"1": "une heure", "01": "une heure", "21": "vingt et une heures"}
+
+
 def _spoken_time(match) -> str:
     hours, minutes, seconds = match.groups()
+    said = _FEMININE_HOURS.get(hours, f"{hours} heures")
     if seconds is not None:
-        return f"{hours} heures {minutes} minutes {seconds} secondes"
-    return f"{hours} heures" + ("" if minutes == "00" else f" {minutes}")
+        return f"{said} {minutes} minutes {seconds} secondes"
+    return said + ("" if minutes == "00" else f" {minutes}")
 
 
 def tidy(text: str) -> str:
@@ -164,7 +169,8 @@ def tidy(text: str) -> str:
 CASES = (
     ("La séance reprend à 14:30.", "La séance reprend à 14 heures 30."),
     ("Rendez-vous à 9:00 puis à 18:05", "Rendez-vous à 9 heures puis à 18 heures 05"),
-    ("Il a couru 1:02:03 exactement", "Il a couru 1 heures 02 minutes 03 secondes exactement"),
+    ("Il a couru 1:02:03 exactement", "Il a couru une heure 02 minutes 03 secondes exactement"),
+    ("De 21:00 à 01:15", "De vingt et une heures à une heure 15"),
     ("Le budget 2019/2020 et la saison 2021/22", "Le budget 2019 2020 et la saison 2021 22"),
     ("Entre 70-80 personnes, ou 10–20 %", "Entre 70 80 personnes, ou 10 20 %"),
     ("Merci à tous. [end]", "Merci à tous.  "),
