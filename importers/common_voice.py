@@ -154,9 +154,9 @@ def release_of(archive: Path) -> str:
                 if top:
                     return top
     except (OSError, EOFError, tarfile.TarError) as exc:
-        raise DstrainError(f"{archive.name} is not a readable tar archive ({exc}); is it a Common Voice "
-                           "release, whole?") from None
-    raise DstrainError(f"{archive.name} is an empty archive")
+        raise SourceError(f"{archive.name} is not a readable tar archive ({exc}); is it a Common Voice "
+                          "release, whole?") from None
+    raise SourceError(f"{archive.name} is an empty archive")
 
 
 def _rows(content: bytes, table: str, rejects: List[Reject]) -> Iterator[Tuple[str, Dict[str, str]]]:

@@ -92,3 +92,12 @@ def test_a_pinned_release_not_in_sources_points_at_the_one_that_is(other_release
     assert proc.returncode != 0
     assert "cv-corpus-21.0-2025-03-14-fr.tar.gz is not in" in proc.stderr
     assert f'sources/ holds {other_release.name}: to use it instead, set release = "{OTHER}"' in proc.stderr
+
+
+def test_a_file_that_is_no_tar_archive_is_named_not_traced(tmp_path):
+    broken = tmp_path / "cv-corpus-1.0-2000-01-01-fr.tar.gz"
+    broken.write_bytes(b"<html>Sign in to download</html>\n")
+    setup(tmp_path, {broken.name: broken})
+    proc = run_import(tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "cv-corpus-1.0-2000-01-01-fr.tar.gz is not a readable tar archive" in proc.stderr
