@@ -256,8 +256,10 @@ def test_trainingspeech_knows_the_narrator_of_every_source_of_its_sources_json(s
     assert trainingspeech.NARRATORS[trainingspeech._book(source)] == narrator
 
 
-def test_trainingspeech_splits_by_narrator_so_chapters_of_one_voice_stay_together(imported):
-    manifest, directory = imported["trainingspeech"]
+def test_trainingspeech_splits_by_narrator_so_chapters_of_one_voice_stay_together(served, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="dstrain"):
+        manifest, directory = import_over_http("trainingspeech", served, tmp_path)
+    assert "no narrator known for Candide, LesMiserables, MadameBovary" in caplog.text
     assert manifest["split"] == {"by": "narrator", "shares": list(SHARES)}
     test = {Path(row["wav_filename"]).name for row in read_csv(directory / "test.csv")}
     assert {"LeComteDeMonteCristoT1Chap1_0001.wav", "LeComteDeMonteCristoT1Chap2_0001.wav"} <= test
