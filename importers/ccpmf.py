@@ -13,7 +13,8 @@ the most name parts in common.
 The XML root holds ``<row timestamp="<start s>" timedur="<duration s>">text</row>``
 elements in time order.  Consecutive rows are joined into one segment while
 the silence between them is at most ``max_gap`` and the segment stays within
-``max_duration``.  Numbers are spelled out (kit/spoken_numbers.py), each MP3 is
+``max_duration``.  The transcripts' known glitches are tidied first (``tidy``,
+with its ``CASES``), then numbers are spelled out (kit/spoken_numbers.py); each MP3 is
 decoded once and cut (pipeline/formats/recordings.py).  The XML names no speakers, and
 the recordings of one day are parts of one event with the same speakers, so
 the split is by day (kit/split.py).
@@ -116,7 +117,7 @@ class Ccpmf(Corpus):
                 start, end = run[0].start, max(row.end for row in run)
                 source = f"{where} " + (f"row {run[0].number}" if len(run) == 1 else
                                         f"rows {run[0].number}-{run[-1].number}")
-                text = spell_numbers(" ".join(row.text for row in run), params.language)
+                text = spell_numbers(tidy(" ".join(row.text for row in run)), params.language)
                 label = labelled(split, source, text, job.normalize, rejects)
                 if label:
                     wav = f"{xml.stem}_{round(start * 1000):08d}_{round(end * 1000):08d}.wav"
@@ -132,6 +133,52 @@ CORPUS = Ccpmf(
     licence="Licence Ouverte / Open Licence 2.0 (Etalab)",
     homepage="https://data.economie.gouv.fr/explore/dataset/transcriptionsxml_audiomp3_mefr_ccpmf_2012-2020/",
     split={"by": "day"})
+
+
+# The transcripts' glitches, found in the ministry's files by DeepSpeech 0.9.3's importer (bin/import_ccpmf.py
+# names them).  The words are French because the corpus is: "14:30" is said "quatorze heures trente".
+_TIME = re.compile(r"(?<![\d:])(\d{1,2}):(\d{2})(?::(\d{2}))?(?![\d:])")
+#: "2019/2020", "2019/20": two years, said one after the other.
+_YEARS = re.compile(r"(?<![\d/])((?:1[89]|20)\d\d)/(\d{2}|(?:1[89]|20)\d\d)(?![\d/])")
+#: "70-80", "70–80": a range, said as its two ends (a hyphen would glue them for num2words).
+_RANGE = re.compile(r"(?<=\d)[-\u2013](?=\d)")
+#: Stray markup such as "[end]" (20150123_Entretiens_Tresor_PGM): nothing anyone says.
+_MARKUP = re.compile(r"\[\s*/?[A-Za-z]+\s*\]")
+
+
+#: Hours said with the feminine "une" (heure is feminine), which num2words would write "un".
+_FEMININE_HOURS = {"1": "une heure", "01": "une heure", "21": "vingt et une heures"}
+
+
+def _spoken_time(match) -> str:
+    hours, minutes, seconds = match.groups()
+    said = _FEMININE_HOURS.get(hours, f"{hours} heures")
+    if seconds is not None:
+        return f"{said} {minutes} minutes {seconds} secondes"
+    return said + ("" if minutes == "00" else f" {minutes}")
+
+
+def tidy(text: str) -> str:
+    """A transcript with its known glitches turned into what was said, ready for spell_numbers."""
+    if "[" in text:
+        text = _MARKUP.sub(" ", text)
+    if any(c.isdigit() for c in text):
+        text = _RANGE.sub(" ", _YEARS.sub(r"\1 \2", _TIME.sub(_spoken_time, text)))
+    return text
+
+
+CASES = (
+    ("La séance reprend à 14:30.", "La séance reprend à 14 heures 30."),
+    ("Rendez-vous à 9:00 puis à 18:05", "Rendez-vous à 9 heures puis à 18 heures 05"),
+    ("Il a couru 1:02:03 exactement", "Il a couru une heure 02 minutes 03 secondes exactement"),
+    ("De 21:00 à 01:15", "De vingt et une heures à une heure 15"),
+    ("Le budget 2019/2020 et la saison 2021/22", "Le budget 2019 2020 et la saison 2021 22"),
+    ("Entre 70-80 personnes, ou 10–20 %", "Entre 70 80 personnes, ou 10 20 %"),
+    ("Merci à tous. [end]", "Merci à tous.  "),
+    ("[END] Fin de la séance [ /end ]", "  Fin de la séance  "),
+    # Left alone: a fraction, a date, a negative number, words with hyphens, bracketed words and numbers.
+    ("1/2, 12/03/2019, -5, peut-être, [rires 2]", "1/2, 12/03/2019, -5, peut-être, [rires 2]"),
+)
 
 
 def _fetch_parts(params: Params, archive: Path) -> List[Path]:

@@ -1,12 +1,22 @@
-"""Mozilla Common Voice: ``cv-corpus-<version>/<locale>/{train,dev,test}.tsv`` plus ``clips/*.mp3``.
+"""Mozilla Common Voice: ``cv-corpus-<version>/<locale>/{train,dev,test,validated}.tsv`` plus ``clips/*.mp3``.
 
-Common Voice's own train/dev/test split is kept: it already keeps speakers
-apart and is what published results are measured on.  The MP3s are decoded
-straight from the archive, so a 25 GB release needs no extracted copy on disk.
+The archive is ``<release>-<locale>.tar.gz`` in ``sources/``.  With no
+release set, the one ``cv-corpus-*-<locale>.tar.gz`` there is used; the
+release recorded is always the archive's own top folder, and a release that
+is set but contradicted by that folder is refused (a renamed archive).
+
+``split = "official"`` keeps Common Voice's own train/dev/test: it keeps
+speakers apart and is what published results are measured on.
+``split = "validated"`` trains on every validated clip instead (kit/resplit.py).
+The MP3s are decoded straight from the archive, so a 25 GB release needs no
+extracted copy on disk.
 """
+import logging
 import os
+import re
+import tarfile
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Tuple
 
 from pydantic import Field
 from tqdm import tqdm
@@ -14,52 +24,172 @@ from tqdm import tqdm
 from dstrain.importers.kit.assemble import Candidate, claim_clips, wav_name
 from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import CorpusParams
+from dstrain.importers.kit.resplit import RULE, Recording, train_from_validated
 from dstrain.importers.kit.rows import labelled
 from dstrain.importers.kit.tsv import read_tsv
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.audio import Clip, convert, convert_stream
 from dstrain.pipeline.formats.deepspeech_csv import Reject
-from dstrain.pipeline.paths import SPLITS, ImportedDataset
+from dstrain.pipeline.paths import SPLITS, ImportedDataset, for_the_user
 from dstrain.pipeline.sources.archive import tar_members
-from dstrain.pipeline.sources.fetch import obtain
+from dstrain.pipeline.sources.fetch import SourceError, obtain
+
+log = logging.getLogger("dstrain")
+_RELEASE = r"cv-corpus-[A-Za-z0-9._-]+"
+#: Where the user sets the release, named in the messages (by the key languages give this dataset).
+_SETTINGS = "release under [dataset.common_voice] in a config file, or DSTRAIN_DATASET__COMMON_VOICE__RELEASE"
 
 
 class Params(CorpusParams):
-    release: str = Field(pattern=r"^cv-corpus-[A-Za-z0-9._-]+$",
-                         description="release name, e.g. cv-corpus-21.0-2025-03-14")
+    release: Optional[str] = Field(
+        None, pattern="^" + _RELEASE + "$",
+        description="release name, e.g. cv-corpus-21.0-2025-03-14 (default: that of the one "
+                    "cv-corpus-*-<locale>.tar.gz in sources/)")
     locale: str = Field(pattern=r"^[A-Za-z0-9-]+$", description="Common Voice locale, e.g. fr")
     mdc_dataset_id: Optional[str] = Field(None, description="Mozilla Data Collective dataset id (needs MDC_API_KEY)")
+    split: Literal["official", "validated"] = Field(
+        "official", description="official: Common Voice's own train/dev/test; validated: train on every validated "
+                                "clip whose speaker and sentence are not in the official dev/test")
+    max_repeats: int = Field(5, ge=1, description="split validated: most recordings of one sentence kept in train")
 
 
 class CommonVoice(Corpus):
     Params = Params
 
+    def archive_path(self, params: Params, sources: Path) -> Path:
+        """As published for the release set; with none set, the only release of the locale in ``sources``."""
+        if params.archive or params.release:
+            return super().archive_path(params, sources)
+        found = placed(Path(sources), params.locale)
+        # With none or several, download says so; this name is never created.
+        return found[0] if len(found) == 1 else Path(sources) / f"cv-corpus-RELEASE-{params.locale}.tar.gz"
+
     def download(self, params: Params, sources: Path) -> str:
-        return obtain(self.archive_path(params, sources), params.sha256, params.url, params.mdc_dataset_id,
-                      f"Download it from {self.homepage} (or set mdc_dataset_id and MDC_API_KEY, or url, for this "
-                      "dataset).")
+        archive = self.archive_path(params, sources)
+        if not (params.archive or params.release or archive.exists()):
+            raise SourceError(_none_chosen(Path(sources), params.locale, self.homepage))
+        sha256 = obtain(archive, params.sha256, params.url, params.mdc_dataset_id, self._how_to_get(params, sources))
+        top = release_of(archive)
+        if not params.release and not params.archive and _named(archive, params.locale) != top:
+            log.warning("%s holds release %s (its top folder), whatever its name says: %s is what is recorded",
+                        archive.name, top, top)
+        if params.release and top != params.release:
+            raise SourceError(
+                f"{archive.name} holds release {top} (its top folder), not {params.release} as set for this "
+                f"dataset: it was renamed, or the setting is wrong. Set release = \"{top}\", or unset release so "
+                f"the archive's own is used ({_SETTINGS}).")
+        return sha256
+
+    def _how_to_get(self, params: Params, sources: Path) -> str:
+        others = placed(Path(sources), params.locale)
+        hint = (f" sources/ holds {', '.join(p.name for p in others)}: to use it instead, set release = "
+                f"\"{_named(others[-1], params.locale)}\", or unset release when it is the only one "
+                f"({_SETTINGS})." if others and not params.archive else "")
+        return (f"Download it from {self.homepage} (or set mdc_dataset_id and MDC_API_KEY, or url, for this "
+                f"dataset).{hint}")
+
+    def manifest(self, archive: Path, sha256: str, params: Params) -> dict:
+        # The release the archive holds, whatever its file is called.
+        return dict(super().manifest(archive, sha256, params), release=release_of(archive))
 
     def read(self, job: Job) -> Found:
+        params = job.params
         claim_clips(job.out, job.sha256)
-        candidates, rejects = [], []
-        for split, content in _read_tsvs(job.archive, job.params.locale).items():
-            for row in read_tsv(content, required=("path", "sentence"), name=f"{split}.tsv"):
-                where = f"{split}.tsv:{row.line}"
-                if row.problem:
-                    rejects.append(Reject(split, where, "unreadable_row", row.problem))
-                    continue
-                name = row.fields["path"]
-                source = f"{where} {name}"
-                label = labelled(split, source, row.fields["sentence"], job.normalize, rejects)
+        validated = params.split == "validated"
+        tables = _read_tsvs(job.archive, params.locale, ("dev", "test", "validated", "train") if validated else SPLITS,
+                            params.release)
+        candidates: List[Candidate] = []
+        rejects: List[Reject] = []
+        held_out: List[Recording] = []
+        for split in ("dev", "test") if validated else SPLITS:
+            for where, row in _rows(tables[split], split, rejects):
+                label = labelled(split, f"{where} {row['path']}", row["sentence"], job.normalize, rejects)
+                held_out.append(Recording(row["path"], row.get("client_id", ""), label, where))
                 if label:
-                    candidates.append(Candidate(split, source, Path(name), wav_name(name), label))
-        clips = _convert_clips(job.archive, job.params.locale, job.out, {str(c.audio) for c in candidates},
+                    candidates.append(_candidate(split, where, row["path"], label))
+        facts: Dict[str, Any] = {"split": {"by": "official"}}
+        if validated:
+            facts["split"], kept = _resplit(tables, held_out, job.normalize, rejects, params.max_repeats)
+            candidates += [_candidate("train", r.where, r.name, r.label) for r in kept]
+        clips = _convert_clips(job.archive, params.locale, job.out, {str(c.audio) for c in candidates},
                                job.workers)
-        return Found(candidates, rejects, {c.wav_name: clips[str(c.audio)] for c in candidates})
+        return Found(candidates, rejects, {c.wav_name: clips[str(c.audio)] for c in candidates}, facts)
 
 
 CORPUS = CommonVoice(licence="CC0-1.0", homepage="https://commonvoice.mozilla.org/datasets",
-                     published="{release}-{locale}.tar.gz", reported=("release", "locale"))
+                     published="{release}-{locale}.tar.gz", reported=("locale",), version=2)
+
+
+def placed(sources: Path, locale: str) -> List[Path]:
+    """The Common Voice archives of ``locale`` in ``sources``, as published: ``cv-corpus-*-<locale>.tar.gz``."""
+    name = re.compile("^" + _RELEASE + "-" + re.escape(locale) + r"\.tar\.gz$")
+    return sorted(p for p in sources.glob(f"cv-corpus-*-{locale}.tar.gz") if name.match(p.name) and p.is_file())
+
+
+def _named(archive: Path, locale: str) -> str:
+    """The release a file name says: cv-corpus-21.0-2025-03-14 for cv-corpus-21.0-2025-03-14-fr.tar.gz."""
+    return archive.name[:-len(f"-{locale}.tar.gz")]
+
+
+def _none_chosen(sources: Path, locale: str, homepage: str) -> str:
+    found = placed(sources, locale)
+    if found:
+        names = "\n".join(f"    {p.name}" for p in found)
+        return (f"{sources} holds {len(found)} Common Voice archives for locale {locale!r}:\n{names}\n"
+                f"  Pick one: set release (e.g. release = \"{_named(found[-1], locale)}\") or archive (its "
+                f"file name) for this dataset ({_SETTINGS}).")
+    return (f"no Common Voice archive for locale {locale!r} in {for_the_user(sources)} (looked for "
+            f"cv-corpus-*-{locale}.tar.gz). Download a release from {homepage} and place it there under its "
+            f"published name; the release it holds is used. Or choose one: set release (e.g. "
+            f"\"cv-corpus-21.0-2025-03-14\") and url or mdc_dataset_id to download it, or archive (the file name "
+            f"of an archive named otherwise), for this dataset ({_SETTINGS}).")
+
+
+def release_of(archive: Path) -> str:
+    """The release an archive holds: the name of its top folder, as Common Voice packs it."""
+    try:
+        with tarfile.open(str(archive), "r|*") as tar:  # the first member says it: no need to read further
+            for member in tar:
+                top = member.name.lstrip("./").split("/")[0]
+                if top:
+                    return top
+    except (OSError, EOFError, tarfile.TarError) as exc:
+        raise SourceError(f"{archive.name} is not a readable tar archive ({exc}); is it a Common Voice "
+                          "release, whole?") from None
+    raise SourceError(f"{archive.name} is an empty archive")
+
+
+def _rows(content: bytes, table: str, rejects: List[Reject]) -> Iterator[Tuple[str, Dict[str, str]]]:
+    """(where, fields) of each readable row of a TSV; the unreadable ones go to ``rejects``."""
+    split = table if table in SPLITS else "train"
+    for row in read_tsv(content, required=("path", "sentence"), name=f"{table}.tsv"):
+        where = f"{table}.tsv:{row.line}"
+        if row.problem:
+            rejects.append(Reject(split, where, "unreadable_row", row.problem))
+        else:
+            yield where, row.fields
+
+
+def _resplit(tables: Dict[str, bytes], held_out: List[Recording], normalize, rejects: List[Reject],
+             max_repeats: int) -> Tuple[Dict[str, Any], List[Recording]]:
+    """The validated clips that may train (kit/resplit.py), and how the split was made, for the manifest."""
+    official_train = {fields["path"] for _, fields in _rows(tables["train"], "train", [])}
+    in_dev_test = {r.name for r in held_out}
+    pool, skipped = [], 0
+    for where, row in _rows(tables["validated"], "validated", rejects):
+        if row["path"] in in_dev_test:
+            skipped += 1
+            continue
+        label = labelled("train", f"{where} {row['path']}", row["sentence"], normalize, rejects)
+        if label:
+            pool.append(Recording(row["path"], row.get("client_id", ""), label, where))
+    kept, counts = train_from_validated(pool, held_out, official_train, max_repeats)
+    counts = dict(in_dev_test=skipped, **counts)
+    return dict(by="validated", rule=RULE, max_repeats=max_repeats, counts=counts), kept
+
+
+def _candidate(split: str, where: str, name: str, label: str) -> Candidate:
+    return Candidate(split, f"{where} {name}", Path(name), wav_name(name), label)
 
 
 def _files(archive: Path, desc: str) -> Iterator[Tuple[List[str], Callable]]:
@@ -70,17 +200,19 @@ def _files(archive: Path, desc: str) -> Iterator[Tuple[List[str], Callable]]:
                 yield name.split("/"), open_member
 
 
-def _read_tsvs(archive: Path, locale: str) -> Dict[str, bytes]:
-    """The split TSVs of the locale; stops reading as soon as it has them."""
-    wanted = {split + ".tsv": split for split in SPLITS}
+def _read_tsvs(archive: Path, locale: str, tables: Iterable[str], release: Optional[str]) -> Dict[str, bytes]:
+    """The locale's TSVs named in ``tables``; stops reading as soon as it has them."""
+    wanted = {table + ".tsv": table for table in tables}
     found: Dict[str, bytes] = {}
     for parts, open_member in _files(archive, "read TSVs " + archive.name):
         if len(parts) == 3 and parts[1] == locale and parts[2] in wanted:
+            if release and parts[0] != release:
+                raise DstrainError(f"{archive.name} holds release {parts[0]}, not {release} as set for this dataset")
             with open_member() as member:
                 found[wanted[parts[2]]] = member.read()
-            if len(found) == len(SPLITS):
+            if len(found) == len(wanted):
                 break
-    missing = [split + ".tsv" for split in SPLITS if split not in found]
+    missing = [name for name in wanted if wanted[name] not in found]
     if missing:
         raise DstrainError(f"{archive.name} holds no <release>/{locale}/{missing[0]}; "
                            f"is it the Common Voice archive for locale {locale!r}?")

@@ -3,11 +3,16 @@
 The zip holds the clips at its root, named ``<source>_<NNNN>.wav`` (16 kHz,
 16-bit, mono; a source is one chapter of one audiobook), and ``data.csv``, a
 comma-separated file with a header and quoted fields: ``path,duration,text``.
-It names no speakers (a handful of narrators read it all), so there is no
-speaker split to keep: chapters are split by hash (kit/split.py), which
-keeps the text and voice of one chapter in one split.
+The zip names no speakers, but a handful of narrators read it all, each many
+chapters: splitting by chapter would put one voice in train, dev and test.  So
+the split is by narrator (kit/split.py), each book's narrator taken from
+TrainingSpeech's own sources.json (NARRATORS).  A book it does not list is
+taken as a narrator of its own, and the log names it.  With this few
+narrators a split may get none of them: the corpus then adds nothing to it,
+which is better than a test that has heard its speakers.
 """
 import csv
+import logging
 import re
 from pathlib import Path
 
@@ -21,7 +26,18 @@ from dstrain.importers.kit.split import split_of
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.deepspeech_csv import Reject
 
+log = logging.getLogger("dstrain")
 _FRAGMENT = re.compile(r"_[0-9]+$")
+#: What follows a book's name in a source's: tome, part, chapter ("T1Chap2", "T1P1C3").
+_CHAPTER = re.compile(r"(?:T[0-9]+)?(?:P[0-9]+)?(?:Chap|C)[0-9]+$")
+#: Who reads each book, as TrainingSpeech's sources.json says (its "speaker" field).
+NARRATORS = {
+    "LeComteDeMonteCristo": "Saphir",
+    "LesMysteresDeParis": "Jean-François Ricou",
+    "LaGloireDuComacchio": "Eric",
+    "LeDernierJourDunCondamne": "Ka00",
+    "MemoiresDuSergentBourgogne": "Raminagrobis",
+}
 
 
 class Params(SpeakerSplit):
@@ -37,7 +53,7 @@ class TrainingSpeech(Corpus):
         table = extracted / "data.csv"
         if not table.exists():
             raise DstrainError(f"{job.archive.name} holds no data.csv at its root; is it a TrainingSpeech release?")
-        candidates, rejects = [], []
+        candidates, rejects, unknown = [], [], set()
         # Undecodable bytes become lone surrogates, so one bad row does not stop the others.
         with table.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
             reader = csv.DictReader(handle)
@@ -47,7 +63,10 @@ class TrainingSpeech(Corpus):
                                    f"(it has: {', '.join(reader.fieldnames or ())})")
             for row in reader:
                 path, text = row["path"] or "", row["text"]
-                split = split_of(_chapter(path), job.params.split)
+                book = _book(path)
+                if book not in NARRATORS:
+                    unknown.add(book)
+                split = split_of(NARRATORS.get(book, book), job.params.split)
                 source = f"data.csv:{reader.line_num} {_readable(path)}"
                 if text is None:
                     rejects.append(Reject(split, source, "unreadable_row", "too few fields: no text"))
@@ -57,6 +76,9 @@ class TrainingSpeech(Corpus):
                     label = labelled(split, source, text, job.normalize, rejects)
                     if label:
                         candidates.append(Candidate(split, source, extracted / path, wav_name(path), label))
+        if unknown:
+            log.warning("trainingspeech: no narrator known for %s; each is split as a narrator of its own",
+                        ", ".join(sorted(unknown)))
         return Found(candidates, rejects)
 
 
@@ -65,11 +87,12 @@ CORPUS = TrainingSpeech(
     licence="Art-Libre-1.3 / CC (audio, per source), public domain (texts)",
     homepage="https://github.com/wasertech/TrainingSpeech", published="{release}.zip", reported=("release",),
     # The mirror DeepSpeech 0.9.3's importer downloads from.
-    downloads="https://deepspeech-storage-mirror.s3.fr-par.scw.cloud/", split={"by": "chapter"})
+    downloads="https://deepspeech-storage-mirror.s3.fr-par.scw.cloud/", split={"by": "narrator"}, version=2)
 
 
-def _chapter(path: str) -> str:
-    return _FRAGMENT.sub("", Path(path).stem)
+def _book(path: str) -> str:
+    """The book of a clip: its source (one chapter) without the chapter."""
+    return _CHAPTER.sub("", _FRAGMENT.sub("", Path(path).stem))
 
 
 def _readable(text: str) -> str:

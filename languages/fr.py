@@ -30,6 +30,10 @@ _BEFORE_NFKC_WORDS = {
     "´": "'",
 }
 
+# A cedilla split from its letter ("fran¸cais", as text copied out of PDFs has it): NFKC would make it a space
+# and a combining mark, which is dropped, leaving "fran cais".
+_BROKEN_CEDILLA = re.compile("\u00b8\\s?([cC])|([cC])\u00b8")
+
 # Only what the word split below does not already do: dashes, quotes and other
 # punctuation need no entry, they separate words.
 _TABLE = {}  # type: _text.Table
@@ -71,6 +75,8 @@ _STRAY_APOSTROPHE = re.compile(r"'(?:(?<!\w')|(?!\w))")
 def normalize(label: str) -> Optional[str]:
     if "*" in label:  # censored words ("m***e"): the audio does not match
         return None
+    if "\u00b8" in label:
+        label = _BROKEN_CEDILLA.sub(lambda m: "ç" if (m.group(1) or m.group(2)) == "c" else "Ç", label)
     if _BEFORE_NFKC_HINT.search(label):
         label = _BEFORE_NFKC.sub(lambda m: _BEFORE_NFKC_WORDS.get(m.group(), " numéro "), label)
     label = unicodedata.normalize("NFKC", label).lower()
@@ -128,6 +134,9 @@ CASES = (
     ("Le Cœur de Lætitia", "le cœur de létitia"),
     ("La ﬁn du ﬂeuve", "la fin du fleuve"),
     ("Noël à L'Haÿ-les-Roses, capharnaüm, maïs, façade", "noël à l'haÿ les roses capharnaüm maïs façade"),
+    # a cedilla split from its c (CCPMF's 20150417_Printemps_Economie_2), before or after it; a lone one is nothing
+    ("Le fran¸cais du gar¸ con, FRAN¸CAIS, franc¸ais", "le français du garçon français français"),
+    ("Une cédille ¸ seule", "une cédille seule"),
     # foreign Latin letters folded (the original pipeline folded ä, ß, ú...)
     ("Le señor Muñoz à Łódź", "le senor munoz à lodz"),
     ("Die Straße von Müller", "die strasse von müller"),
@@ -160,7 +169,8 @@ LANGUAGE = Language(
     cases=CASES,
     letters=LETTERS,
     datasets=(
-        DatasetSpec("common_voice", {"release": "cv-corpus-21.0-2025-03-14", "locale": "fr"}),
+        # No release pinned: the one cv-corpus-*-fr.tar.gz placed in sources/ is used, whichever it is.
+        DatasetSpec("common_voice", {"locale": "fr"}),
         # Speakers whose records are bogus, from the original pipeline's lingua_libre_skiplist.txt.
         DatasetSpec("lingua_libre", {
             "qid": "Q21", "iso639_3": "fra", "english_name": "French",
@@ -180,6 +190,10 @@ LANGUAGE = Language(
         }),
         # The ministry's conferences, cut at 4.5 s as the original pipeline's import_ccpmf.sh did.
         DatasetSpec("ccpmf", {"language": "fr", "max_duration": 4.5}),
+        # Multilingual LibriSpeech's French: LibriVox audiobooks, about 1,100 hours (1,077
+        # train, 10 dev, 10 test), CC BY 4.0; the largest free French corpus.  Its archive is about 10 GB as Opus
+        # (about 60 GB as FLAC), so it is downloaded only when asked for: --datasets +mls.
+        DatasetSpec("mls", {"language": "french", "format": "opus"}, opt_in=True),
     ),
     alphabet="data",
     lm_sources=LM_SOURCES,

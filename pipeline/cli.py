@@ -192,7 +192,8 @@ def languages():
     for code, entry in sorted(available_languages().items()):
         lang = entry.language
         click.echo("{:<6} {:<20} {:<8} {:<28} datasets: {}".format(
-            code, lang.name, lang.locale, entry.origin, ", ".join(d.key for d in lang.datasets) or "-"))
+            code, lang.name, lang.locale, entry.origin,
+            ", ".join(d.key + (" (opt-in: +" + d.key + ")" if d.opt_in else "") for d in lang.datasets) or "-"))
 
 
 @cli.command("new-language")

@@ -200,7 +200,13 @@ def _resolve_datasets(settings: Settings, language: Language) -> Tuple[ResolvedD
                     key, language.code, key, ", ".join(known)
                 )
             )
-    chosen = settings.datasets if settings.datasets is not None else tuple(known)
+    defaults = tuple(spec.key for spec in language.datasets if not spec.opt_in)
+    chosen = settings.datasets if settings.datasets is not None else defaults
+    added = tuple(key[1:] for key in chosen if key.startswith("+"))
+    if added:  # "+mls": the default datasets and these
+        if len(added) != len(chosen):
+            raise ConfigError("datasets: give the whole list (a,b) or only datasets to add to the default ones (+a,+b)")
+        chosen = defaults + tuple(key for key in added if key not in defaults)
     resolved = []
     for key in chosen:
         spec = language.dataset(key)

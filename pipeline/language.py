@@ -32,6 +32,8 @@ class DatasetSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     #: Defaults to the importer name; set it to use one importer twice.
     name: str = ""
+    #: Left out unless the user asks for it (``--datasets +KEY``): a download too large to make without consent.
+    opt_in: bool = False
 
     @property
     def key(self) -> str:

@@ -180,7 +180,8 @@ class Settings(_Section):
     data_root: Path = Field(Path("data"), description="where sources, imports and runs live")
     run: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                                description="run name (defaults to the language code)")
-    datasets: Optional[Tuple[str, ...]] = Field(None, description="use only these datasets of the language")
+    datasets: Optional[Tuple[str, ...]] = Field(
+        None, description="use only these datasets of the language; +name adds an opt-in one to the default ones")
     workers: int = Field(0, ge=0, description="parallel audio workers (0 = every core)")
     english_compatible: bool = Field(
         False, description="transliterate to ASCII and use the English alphabet (for transfer learning)"

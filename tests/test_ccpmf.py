@@ -85,7 +85,7 @@ def test_ccpmf_parts_are_downloaded_joined_verified_then_removed(served, ccpmf_i
     assert manifest == json.loads((root / "ccpmf" / "manifest.json").read_text())
     assert manifest["importer"] == "ccpmf" and manifest["licence"].startswith("Licence Ouverte")
     assert manifest["source"]["sha256"] == sha256(whole)
-    assert manifest["counts"] == {"train": 5, "dev": 2, "test": 2}
+    assert manifest["counts"] == {"train": 10, "dev": 2, "test": 2}
     assert not (root / "ccpmf" / "decoded").exists()
 
 
@@ -160,6 +160,19 @@ def test_the_test_corpus_is_laid_out_as_published(served):
     with zipfile.ZipFile(str(whole)) as outer:
         assert outer.namelist() == [CCPMF_ROOT + ".zip"]
     assert len([r for r in CCPMF if r.mp3 and r.xml]) >= 4
+
+
+@pytest.mark.parametrize("raw, tidied", ccpmf.CASES)
+def test_the_transcripts_known_glitches_are_tidied_into_what_was_said(raw, tidied):
+    assert ccpmf.tidy(raw) == tidied
+
+
+def test_the_glitches_of_the_real_transcripts_end_as_clean_labels():
+    for raw, label in (("à 14:30", "à quatorze heures trente"),
+                       ("en 2019/2020", "en deux mille dix neuf deux mille vingt"),
+                       ("70-80 %", "soixante dix quatre vingts pour cent"), ("Merci. [end]", "merci"),
+                       ("le fran¸cais", "le français")):
+        assert FR.normalize(spell_numbers(ccpmf.tidy(raw), "fr")) == label
 
 
 def rows(*spans):

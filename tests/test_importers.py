@@ -243,3 +243,23 @@ def test_a_placed_archive_is_used_without_a_download(served, tmp_path):
     nowhere = {"url": "http://127.0.0.1:9/unreachable"}
     run_import(write_config(tmp_path / "c.toml", data, served, lingua_libre=nowhere, m_ailabs=nowhere))
     assert (data / "imported/fr/m_ailabs/train.csv").exists()
+
+
+@pytest.mark.parametrize("source, narrator", [
+    ("LeComteDeMonteCristoT1Chap1_0001.wav", "Saphir"), ("LeComteDeMonteCristoT2Chap41_0420.wav", "Saphir"),
+    ("LesMysteresDeParisT5P10C3_0007.wav", "Jean-François Ricou"), ("LaGloireDuComacchio_0012.wav", "Eric"),
+    ("LeDernierJourDunCondamne_0001.wav", "Ka00"), ("MemoiresDuSergentBourgogne_0100.wav", "Raminagrobis"),
+])
+def test_trainingspeech_knows_the_narrator_of_every_source_of_its_sources_json(source, narrator):
+    from dstrain.importers import trainingspeech
+
+    assert trainingspeech.NARRATORS[trainingspeech._book(source)] == narrator
+
+
+def test_trainingspeech_splits_by_narrator_so_chapters_of_one_voice_stay_together(served, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="dstrain"):
+        manifest, directory = import_over_http("trainingspeech", served, tmp_path)
+    assert "no narrator known for Candide, LesMiserables, MadameBovary" in caplog.text
+    assert manifest["split"] == {"by": "narrator", "shares": list(SHARES)}
+    test = {Path(row["wav_filename"]).name for row in read_csv(directory / "test.csv")}
+    assert {"LeComteDeMonteCristoT1Chap1_0001.wav", "LeComteDeMonteCristoT1Chap2_0001.wav"} <= test

@@ -8,10 +8,11 @@ from pydantic import ValidationError
 
 from dstrain.importers import mls
 from dstrain.languages.de import LANGUAGE as DE
-from dstrain.pipeline.errors import DstrainError
+from dstrain.pipeline.config import resolve
+from dstrain.pipeline.errors import ConfigError, DstrainError
 from dstrain.pipeline.paths import SPLITS
 from tests.conftest import dstrain
-from tests.fixtures.mls import MLS_GERMAN, build_mls
+from tests.fixtures.mls import MLS_FRENCH, MLS_GERMAN, build_mls
 from tests.fixtures.outputs import kept_rows, read_csv, sha256
 from tests.fixtures.speech import KEPT, Row
 from tests.http_server import FileServer
@@ -27,7 +28,9 @@ MLS_FLAC = [
 def served(tmp_path_factory):
     www = tmp_path_factory.mktemp("www")
     (www / "flac").mkdir()
-    archives = {"mls": build_mls(www), "mls_flac": build_mls(www / "flac", fmt="flac", rows=MLS_FLAC)}
+    (www / "fr").mkdir()
+    archives = {"mls": build_mls(www), "mls_flac": build_mls(www / "flac", fmt="flac", rows=MLS_FLAC),
+                "mls_fr": build_mls(www / "fr", language="french", rows=MLS_FRENCH, voice="fr")}
     with FileServer(www) as server:
         yield server, archives
 
@@ -149,3 +152,31 @@ def test_dstrain_run_german_on_mls_to_alphabet(served, tmp_path):
     assert set(labels) <= set(DE.letters + " ")
     imported = json.loads((data / "imported" / "de" / "mls" / "manifest.json").read_text())
     assert imported["counts"] == {"train": 3, "dev": 2, "test": 2}
+
+
+# French, opt-in -------------------------------------------------------------------------------------------------------
+
+def test_french_offers_mls_but_downloads_it_only_when_asked():
+    default = [d.key for d in resolve(environ={"DSTRAIN_LANGUAGE": "fr"}).datasets]
+    assert "mls" not in default and default[0] == "common_voice" and len(default) == 6
+    added = resolve(environ={"DSTRAIN_LANGUAGE": "fr", "DSTRAIN_DATASETS": "+mls"}).datasets
+    assert [d.key for d in added] == default + ["mls"]
+    assert added[-1].params.language == "french" and added[-1].params.format == "opus"
+    with pytest.raises(ConfigError, match=r"whole list \(a,b\) or only datasets to add"):
+        resolve(environ={"DSTRAIN_LANGUAGE": "fr", "DSTRAIN_DATASETS": "common_voice,+mls"})
+    listed = next(line for line in dstrain("languages").stdout.splitlines() if line.startswith("fr "))
+    assert "mls (opt-in: +mls)" in listed
+
+
+def test_dstrain_run_french_on_mls_french(served, tmp_path):
+    server, archives = served
+    data = tmp_path / "data"
+    (tmp_path / "dstrain.toml").write_text("\n".join([
+        f'data_root = "{data}"', "workers = 2", "[dataset.mls]", f'url = "{server.url}/fr/{archives["mls_fr"].name}"',
+        f'sha256 = "{sha256(archives["mls_fr"])}"']) + "\n")
+    dstrain("run", "-l", "fr", "--datasets", "mls", "--config", tmp_path / "dstrain.toml", "--to", "import")
+    manifest = json.loads((data / "imported" / "fr" / "mls" / "manifest.json").read_text())
+    assert manifest["language"] == "french" and manifest["licence"] == "CC-BY-4.0"
+    assert manifest["counts"] == {"train": 2, "dev": 1, "test": 1}
+    kept = {row["transcript"] for split in SPLITS for row in read_csv(data / "imported/fr/mls" / (split + ".csv"))}
+    assert kept == {row.text for row in MLS_FRENCH}

@@ -58,6 +58,8 @@ class Found(NamedTuple):
     rejects: List[Reject]
     #: WAV name -> clip, for a corpus that converts its clips itself (Common Voice, straight from the archive).
     converted: Optional[Dict[str, Clip]] = None
+    #: What the manifest says besides ``describe``, learnt while reading (how Common Voice was re-split).
+    facts: Optional[Dict[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ class Corpus(ABC):
         job = Job(archive, sha256, ImportedDataset(out_dir), normalize, params, workers)
         found = self.read(job)
         return assemble(job.out, found.candidates, found.rejects, params.max_duration, workers,
-                        self.manifest(archive, sha256, params), found.converted)
+                        dict(self.manifest(archive, sha256, params), **(found.facts or {})), found.converted)
 
     @abstractmethod
     def read(self, job: Job) -> Found:

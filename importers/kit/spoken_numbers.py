@@ -5,7 +5,8 @@ become words.  One glued to letters or to other symbols ("3D", "1er",
 "14:30", "2019/2020", "70-80", "1.000.000") is left alone, because how it is
 said depends on what it means; the language's normaliser then rejects the
 label for its digits, which is better than a transcript the audio does not
-match.  Spaces group thousands ("50 000") and a comma or a dot marks
+match.  A corpus that knows what its times and ranges mean says so first
+(ccpmf.tidy).  Spaces group thousands ("50 000") and a comma or a dot marks
 decimals, as French writes them.
 """
 import re

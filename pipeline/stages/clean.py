@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from dstrain.pipeline.atomic import write_text
+from dstrain.pipeline.atomic import read_json, write_text
 from dstrain.pipeline.errors import StageError
 from dstrain.pipeline.formats.audio import SAMPLE_RATE, WAV_HEADER_BYTES, pcm_seconds
 from dstrain.pipeline.formats.deepspeech_csv import (
@@ -153,4 +153,17 @@ def _report(ctx, kept, seconds, reasons, shared, policy) -> str:
             else "they were kept; the test results will look better than they are"),
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + _how_split(ctx))
+
+
+def _how_split(ctx) -> List[str]:
+    """How each dataset was split into train, dev and test, as its import recorded it (manifest.json)."""
+    lines = ["## How each dataset was split", ""]
+    for dataset in ctx.config.datasets:
+        manifest = read_json(ImportedDataset(ctx.paths.imported(dataset.key)).manifest) or {}
+        split = dict(manifest.get("split") or {"by": "not recorded"})
+        rule, counts = split.pop("rule", ""), split.pop("counts", {})
+        facts = ", ".join(f"{key} {value}" for key, value in split.items())
+        lines.append(f"- {dataset.key}: {facts}" + (f". {rule}" if rule else ""))
+        lines += [f"  - {key}: {value}" for key, value in counts.items()]
+    return lines + [""]
