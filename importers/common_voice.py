@@ -6,7 +6,7 @@ straight from the archive, so a 25 GB release needs no extracted copy on disk.
 """
 import os
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from pydantic import Field
 from tqdm import tqdm
@@ -14,13 +14,13 @@ from tqdm import tqdm
 from dstrain.importers.kit.assemble import Candidate, claim_clips, wav_name
 from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import CorpusParams
-from dstrain.importers.kit.rows import labelled
+from dstrain.importers.kit.rows import labelled, plain_name
 from dstrain.importers.kit.tsv import read_tsv
 from dstrain.pipeline.errors import DstrainError
-from dstrain.pipeline.formats.audio import Clip, convert, convert_stream
+from dstrain.pipeline.formats.audio import Clip, convert, convert_stream, read_member
 from dstrain.pipeline.formats.deepspeech_csv import Reject
 from dstrain.pipeline.paths import SPLITS, ImportedDataset
-from dstrain.pipeline.sources.archive import tar_members
+from dstrain.pipeline.sources.archive import canonical, tar_members
 from dstrain.pipeline.sources.fetch import obtain
 
 
@@ -50,24 +50,29 @@ class CommonVoice(Corpus):
                     continue
                 name = row.fields["path"]
                 source = f"{where} {name}"
+                if not plain_name(split, source, name, rejects):
+                    continue
                 label = labelled(split, source, row.fields["sentence"], job.normalize, rejects)
                 if label:
                     candidates.append(Candidate(split, source, Path(name), wav_name(name), label))
         clips = _convert_clips(job.archive, job.params.locale, job.out, {str(c.audio) for c in candidates},
-                               job.workers)
+                               job.workers, job.params.max_duration)
         return Found(candidates, rejects, {c.wav_name: clips[str(c.audio)] for c in candidates})
 
 
 CORPUS = CommonVoice(licence="CC0-1.0", homepage="https://commonvoice.mozilla.org/datasets",
-                     published="{release}-{locale}.tar.gz", reported=("release", "locale"))
+                     published="{release}-{locale}.tar.gz", reported=("release", "locale"),
+                     # 2: rows naming a path are rejected (invalid_path), bounded decoding (too_large, bad_header).
+                     version=2)
 
 
-def _files(archive: Path, desc: str) -> Iterator[Tuple[List[str], Callable]]:
-    """Each regular file of the archive, its path split, and how to open it; one streaming pass."""
+def _files(archive: Path, desc: str) -> Iterator[Tuple[Tuple[str, ...], Callable]]:
+    """Each regular file of the archive named plainly, its path split, and how to open it; one streaming pass."""
     with tar_members(archive, desc) as entries:
         for name, kind, open_member in entries:
-            if kind == "file":
-                yield name.split("/"), open_member
+            parts = canonical(name)
+            if kind == "file" and parts:
+                yield parts, open_member
 
 
 def _read_tsvs(archive: Path, locale: str) -> Dict[str, bytes]:
@@ -88,7 +93,7 @@ def _read_tsvs(archive: Path, locale: str) -> Dict[str, bytes]:
 
 
 def _convert_clips(archive: Path, locale: str, out: ImportedDataset, wanted: Iterable[str],
-                   workers: int) -> Dict[str, Clip]:
+                   workers: int, max_seconds: float) -> Dict[str, Clip]:
     """Decode the wanted clips straight from the archive: no extracted copy of the MP3s on disk.
 
     WAVs already converted by an interrupted run are kept; a clip the TSVs name
@@ -107,11 +112,11 @@ def _convert_clips(archive: Path, locale: str, out: ImportedDataset, wanted: Ite
         for parts, open_member in _files(archive, "read clips " + archive.name):
             if len(parts) == 4 and parts[1] == locale and parts[2] == "clips" and parts[3] in todo:
                 with open_member() as member:
-                    data = member.read()
+                    data = read_member(member, max_seconds)
                 yield parts[3], data, todo.pop(parts[3])
 
     with tqdm(total=len(todo), unit="clip", desc="convert " + out.dir.name) as bar:
-        for name, clip in convert_stream(jobs(), workers, bar):
+        for name, clip in convert_stream(jobs(), workers, bar, max_seconds):
             results[name] = clip
     for name in todo:
         results[name] = Clip(False, reason="missing_audio", detail="not in the archive: " + name)

@@ -6,6 +6,7 @@ import stat
 import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import Optional, Tuple
 
 from tqdm import tqdm
 
@@ -57,6 +58,21 @@ def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) 
         log.warning("%s: skipped %d links or special files", archive.name, skipped)
     write_json(marker, {"identity": identity, "archive": archive.name})
     return target
+
+
+def canonical(name: str) -> Optional[Tuple[str, ...]]:
+    """A member's path, split, when its name is the plain form of a path inside the archive; else None.
+
+    Only such a name may stand for a corpus's file: ``../fr/train.tsv``, ``/fr/train.tsv`` or
+    ``fr//train.tsv`` placed before the real ``fr/train.tsv`` must not be read in its stead.  A leading
+    ``./`` (what ``tar -C dir .`` writes) is allowed.
+    """
+    parts = name[2:].split("/") if name.startswith("./") else name.split("/")
+    if name.endswith("/"):  # a directory
+        parts.pop()
+    if not parts or any(part in ("", ".", "..") for part in parts):
+        return None
+    return tuple(parts)
 
 
 @contextlib.contextmanager
