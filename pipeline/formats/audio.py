@@ -257,6 +257,8 @@ def _convert(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optiona
             return Clip(False, reason=refusal.args[0], detail=refusal.args[1], notes=notes[0])
         except (subprocess.SubprocessError, OSError) as ext:
             stderr = (getattr(ext, "stderr", b"") or b"").decode(errors="replace")
+            # sox names itself by its full path, and stdin as `-'.
+            stderr = stderr.replace(tool + " ", "").replace("`-'", f"`{name}'")
             said = _tidy(stderr, src if isinstance(src, Path) else Path(name)) or "failed too"
             return Clip(False, reason="undecodable_audio",
                         detail=f"{problem}; {os.path.basename(tool)}: {said}", notes=notes[0])
