@@ -14,83 +14,38 @@ the bytes of WAVs left in clips/ for rejected rows.  Cases:
 It needs espeak-ng, lame and sox, like the tests' fixtures; nothing of pytest.
 """
 import argparse
-import io
 import json
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fixtures.common_voice import COLUMNS  # noqa: E402
-from tests.fixtures.speech import encode, espeak  # noqa: E402
+from tests.fixtures.hostile import RELEASE, hostile_cv, mp3, wav_claiming  # noqa: E402
 
-RELEASE = "cv-corpus-99.0-2099-01-01"
 CASES = ("zero", "onehz", "tiny", "long")
-
-
-class Zeros(io.RawIOBase):
-    """``size`` zero bytes, read without ever holding them."""
-
-    def __init__(self, size: int):
-        self.left = size
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        n = min(len(buffer), self.left)
-        buffer[:n] = bytes(n)
-        self.left -= n
-        return n
-
-
-def _add(tar: tarfile.TarFile, name: str, data=None, size: int = 0, fileobj=None) -> None:
-    info = tarfile.TarInfo(f"{RELEASE}/fr/{name}")
-    info.size = len(data) if data is not None else size
-    tar.addfile(info, io.BytesIO(data) if data is not None else fileobj)
+SAID = "Bonjour à tous et bienvenue."
 
 
 def build(case: str, args, where: Path) -> Path:
     """The archive of one case; every clip in it is named in train.tsv."""
-    good = where / "good.mp3"
-    encode(*espeak("Bonjour à tous et bienvenue."), good, resample=48000)
-    members = {"good.mp3": good.read_bytes()}
-    if case == "onehz":
-        buffer = io.BytesIO()
-        with wave.open(buffer, "wb") as wav:
-            wav.setnchannels(1)
-            wav.setsampwidth(2)
-            wav.setframerate(1)
-            wav.writeframes(bytes(range(256)) * (args.onehz_kb * 4))
-        members["onehz.mp3"] = buffer.getvalue()
+    clips = {"good.mp3": mp3(SAID)}
+    if case == "zero":
+        clips["zero.mp3"] = args.zero_mb << 20
+    elif case == "onehz":
+        clips["onehz.mp3"] = wav_claiming(1, bytes(range(256)) * (args.onehz_kb * 4))
     elif case == "tiny":
-        members.update((f"tiny_{i:06d}.mp3", b"\xff") for i in range(args.tiny))
+        clips.update((f"tiny_{i:06d}.mp3", b"\xff") for i in range(args.tiny))
     elif case == "long":
         tone = where / "tone.wav"
         subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", str(tone), "synth", str(args.long_seconds),
                         "sine", "440"], check=True)
         subprocess.run(["lame", "--quiet", "-b", "32", str(tone), str(where / "long.mp3")], check=True)
         tone.unlink()
-        members["long.mp3"] = (where / "long.mp3").read_bytes()
-    names = list(members) + (["zero.mp3"] if case == "zero" else [])
-    archive = where / f"{RELEASE}-fr.tar.gz"
-    with tarfile.open(str(archive), "w:gz", compresslevel=1) as tar:
-        for split in ("train", "dev", "test"):
-            rows = [("\t".join(COLUMNS) + "\n").encode()]
-            if split == "train":
-                rows += [f"client1\t{name}\tsid\tBonjour à tous et bienvenue.\t\t2\t0\t\t\t\t\tfr\t\n".encode()
-                         for name in names]
-            _add(tar, split + ".tsv", b"".join(rows))
-        for name, data in members.items():
-            _add(tar, "clips/" + name, data)
-        if case == "zero":
-            _add(tar, "clips/zero.mp3", size=args.zero_mb << 20, fileobj=Zeros(args.zero_mb << 20))
-    return archive
+        clips["long.mp3"] = (where / "long.mp3").read_bytes()
+    return hostile_cv(where, clips, {"train": [(name, SAID) for name in clips]})
 
 
 IMPORT = f"""
