@@ -6,7 +6,7 @@ straight from the archive, so a 25 GB release needs no extracted copy on disk.
 """
 import os
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
+from typing import BinaryIO, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from pydantic import Field
 from tqdm import tqdm
@@ -42,8 +42,9 @@ class CommonVoice(Corpus):
     def read(self, job: Job) -> Found:
         claim_clips(job.out, job.sha256)
         candidates, rejects = [], []
-        for split, content in _read_tsvs(job.archive, job.params.locale).items():
-            for row in read_tsv(content, required=("path", "sentence"), name=f"{split}.tsv"):
+        # Read as the archive streams by: a TSV is never held whole, whatever its size.
+        for split, member in _tsvs(job.archive, job.params.locale):
+            for row in read_tsv(member, required=("path", "sentence"), name=f"{split}.tsv"):
                 where = f"{split}.tsv:{row.line}"
                 if row.problem:
                     rejects.append(Reject(split, where, "unreadable_row", row.problem))
@@ -75,21 +76,20 @@ def _files(archive: Path, desc: str) -> Iterator[Tuple[Tuple[str, ...], Callable
                 yield parts, open_member
 
 
-def _read_tsvs(archive: Path, locale: str) -> Dict[str, bytes]:
-    """The split TSVs of the locale; stops reading as soon as it has them."""
+def _tsvs(archive: Path, locale: str) -> Iterator[Tuple[str, BinaryIO]]:
+    """Each split's TSV of the locale, open, in archive order; stops reading as soon as it has them all."""
     wanted = {split + ".tsv": split for split in SPLITS}
-    found: Dict[str, bytes] = {}
+    found = set()
     for parts, open_member in _files(archive, "read TSVs " + archive.name):
-        if len(parts) == 3 and parts[1] == locale and parts[2] in wanted:
+        if len(parts) == 3 and parts[1] == locale and parts[2] in wanted and wanted[parts[2]] not in found:
+            found.add(wanted[parts[2]])
             with open_member() as member:
-                found[wanted[parts[2]]] = member.read()
+                yield wanted[parts[2]], member
             if len(found) == len(SPLITS):
-                break
+                return
     missing = [split + ".tsv" for split in SPLITS if split not in found]
-    if missing:
-        raise DstrainError(f"{archive.name} holds no <release>/{locale}/{missing[0]}; "
-                           f"is it the Common Voice archive for locale {locale!r}?")
-    return found
+    raise DstrainError(f"{archive.name} holds no <release>/{locale}/{missing[0]}; "
+                       f"is it the Common Voice archive for locale {locale!r}?")
 
 
 def _convert_clips(archive: Path, locale: str, out: ImportedDataset, wanted: Iterable[str],

@@ -5,7 +5,7 @@ from dstrain.importers.common_voice import CORPUS
 from dstrain.importers.kit.rows import plain_name
 from dstrain.languages.fr import LANGUAGE as FR
 from dstrain.pipeline.sources.archive import canonical
-from tests.fixtures.hostile import RELEASE, good_rows, hostile_cv, mp3, tsv
+from tests.fixtures.hostile import RELEASE, good_rows, hostile_cv, import_peak, mp3, tsv
 from tests.fixtures.outputs import kept_rows, read_csv
 
 
@@ -44,6 +44,22 @@ def test_only_the_canonical_member_is_read_as_the_tsv(tmp_path, impostor):
     assert manifest["counts"] == {"train": 1, "dev": 1, "test": 1}
     assert kept_rows(out)["le chat dort sur le canapé"][0] == "train"
     assert "je ne suis pas la vraie liste" not in kept_rows(out)
+
+
+def test_a_line_of_256_mb_is_one_bad_row_and_is_never_held(tmp_path):
+    """A TSV is read as the archive streams by, a line at most 64 KB at a time: 256 MB without a newline
+    (about 250 KB once gzipped) is one unreadable row, and the rows after it still count."""
+    clips, rows = good_rows()
+    clips["after.mp3"] = mp3("La mer est calme ce soir.")
+    size = 256 << 20
+    train = tsv(rows["train"]), size, b"\n" + tsv([("after.mp3", "La mer est calme ce soir.")]).split(b"\n", 1)[1]
+    out = tmp_path / "imported"
+    archive = hostile_cv(tmp_path, clips, rows, before=[(f"{RELEASE}/fr/train.tsv", train)])
+    peak = import_peak(archive, out)
+    assert peak < size, f"peak {peak >> 20} MB for a {size >> 20} MB line"
+    assert [(r["source"], r["reason"], r["detail"]) for r in read_csv(out / "rejects.csv")] == [
+        ("train.tsv:3", "unreadable_row", "longer than 65536 bytes")]
+    assert kept_rows(out)["la mer est calme ce soir"][0] == "train"
 
 
 def test_a_tar_made_from_its_directory_is_still_read(tmp_path):
