@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import wave
@@ -43,8 +44,10 @@ TAG_BYTES = 1 << 20
 LENGTH_SLACK = 0.5
 #: Smaller than the smallest audio header: no decoder is tried (sox would be started for each).
 MIN_BYTES = WAV_HEADER_BYTES
-#: Bytes of clips read from an archive but not yet converted, at most (Common Voice's are about 30 KB each).
-IN_FLIGHT_BYTES = 64 << 20
+#: Bytes of clips read from an archive but not yet converted, at most (Common Voice's are about 30 KB each),
+#: each counted with ``JOB_BYTES`` more, so a million empty members are not all queued either.
+IN_FLIGHT_BYTES = 32 << 20
+JOB_BYTES = 4096
 
 log = logging.getLogger("dstrain")
 
@@ -172,6 +175,8 @@ def _decode(source, max_seconds: Optional[float]):
 def console_notes():
     """Catch what C libraries write on file descriptor 2 meanwhile: libmpg123, inside libsndfile, prints its
     notes on damaged MP3s there, past Python, where they would fill the console during an import."""
+    if sys.stderr is not None:  # what Python holds for the console goes there, not into the notes
+        sys.stderr.flush()
     saved = os.dup(2)
     notes: List[str] = []
     with tempfile.TemporaryFile() as sink:
@@ -333,7 +338,7 @@ def convert_stream(jobs: Iterable[Tuple[str, Optional[bytes], str]], workers: in
 
     def bounded():
         for job in jobs:
-            budget.take(len(job[1] or b""))
+            budget.take(JOB_BYTES + len(job[1] or b""))
             yield job
 
     with _pool(workers) as pool:
@@ -364,7 +369,7 @@ class _Budget:
 
 
 def _named_convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: float) -> Tuple[str, int, Clip]:
-    return job[0], len(job[1] or b""), convert_bytes(job, max_seconds)
+    return job[0], JOB_BYTES + len(job[1] or b""), convert_bytes(job, max_seconds)
 
 
 def convert_all(jobs: List[Tuple[str, str]], workers: int, progress, max_seconds: float) -> Iterable[Clip]:
