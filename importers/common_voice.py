@@ -11,12 +11,15 @@ speakers apart and is what published results are measured on.
 The MP3s are decoded straight from the archive, so a 25 GB release needs no
 extracted copy on disk.
 """
+import contextlib
 import logging
 import os
 import re
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Tuple
 
 from pydantic import Field
 from tqdm import tqdm
@@ -25,13 +28,13 @@ from dstrain.importers.kit.assemble import Candidate, claim_clips, wav_name
 from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import CorpusParams
 from dstrain.importers.kit.resplit import RULE, Recording, train_from_validated
-from dstrain.importers.kit.rows import labelled
+from dstrain.importers.kit.rows import labelled, plain_name
 from dstrain.importers.kit.tsv import read_tsv
 from dstrain.pipeline.errors import DstrainError
-from dstrain.pipeline.formats.audio import Clip, convert, convert_stream
+from dstrain.pipeline.formats.audio import Clip, convert, convert_stream, read_member
 from dstrain.pipeline.formats.deepspeech_csv import Reject
 from dstrain.pipeline.paths import SPLITS, ImportedDataset, for_the_user
-from dstrain.pipeline.sources.archive import tar_members
+from dstrain.pipeline.sources.archive import canonical, tar_members
 from dstrain.pipeline.sources.fetch import SourceError, obtain
 
 log = logging.getLogger("dstrain")
@@ -96,28 +99,40 @@ class CommonVoice(Corpus):
         params = job.params
         claim_clips(job.out, job.sha256)
         validated = params.split == "validated"
-        tables = _read_tsvs(job.archive, params.locale, ("dev", "test", "validated", "train") if validated else SPLITS,
-                            params.release)
-        candidates: List[Candidate] = []
-        rejects: List[Reject] = []
-        held_out: List[Recording] = []
-        for split in ("dev", "test") if validated else SPLITS:
-            for where, row in _rows(tables[split], split, rejects):
-                label = labelled(split, f"{where} {row['path']}", row["sentence"], job.normalize, rejects)
-                held_out.append(Recording(row["path"], row.get("client_id", ""), label, where))
-                if label:
-                    candidates.append(_candidate(split, where, row["path"], label))
-        facts: Dict[str, Any] = {"split": {"by": "official"}}
-        if validated:
-            facts["split"], kept = _resplit(tables, held_out, job.normalize, rejects, params.max_repeats)
-            candidates += [_candidate("train", r.where, r.name, r.label) for r in kept]
+        with _read_tsvs(job.archive, params.locale, ("dev", "test", "validated", "train") if validated else SPLITS,
+                        params.release) as tables:
+            candidates, rejects, facts = _labelled_rows(tables, validated, job.normalize, params.max_repeats)
         clips = _convert_clips(job.archive, params.locale, job.out, {str(c.audio) for c in candidates},
-                               job.workers)
+                               job.workers, params.max_duration)
         return Found(candidates, rejects, {c.wav_name: clips[str(c.audio)] for c in candidates}, facts)
 
 
 CORPUS = CommonVoice(licence="CC0-1.0", homepage="https://commonvoice.mozilla.org/datasets",
-                     published="{release}-{locale}.tar.gz", reported=("locale",), version=2)
+                     published="{release}-{locale}.tar.gz", reported=("locale",),
+                     # 2: the release is the archive's own; the validated split; rows naming a path are rejected
+                     # (invalid_path); bounded decoding (too_large, bad_header).
+                     version=2)
+
+
+def _labelled_rows(tables: Dict[str, IO[bytes]], validated: bool, normalize, max_repeats: int
+                   ) -> Tuple[List[Candidate], List[Reject], Dict[str, Any]]:
+    """The clips to import with their labels, the rows rejected, and how train was made (for the manifest)."""
+    candidates: List[Candidate] = []
+    rejects: List[Reject] = []
+    held_out: List[Recording] = []
+    for split in ("dev", "test") if validated else SPLITS:
+        for where, row in _rows(tables[split], split, rejects):
+            if not plain_name(split, f"{where} {row['path']}", row["path"], rejects):
+                continue
+            label = labelled(split, f"{where} {row['path']}", row["sentence"], normalize, rejects)
+            held_out.append(Recording(row["path"], row.get("client_id", ""), label, where))
+            if label:
+                candidates.append(_candidate(split, where, row["path"], label))
+    facts: Dict[str, Any] = {"split": {"by": "official"}}
+    if validated:
+        facts["split"], kept = _resplit(tables, held_out, normalize, rejects, max_repeats)
+        candidates += [_candidate("train", r.where, r.name, r.label) for r in kept]
+    return candidates, rejects, facts
 
 
 def placed(sources: Path, locale: str) -> List[Path]:
@@ -159,9 +174,10 @@ def release_of(archive: Path) -> str:
     raise SourceError(f"{archive.name} is an empty archive")
 
 
-def _rows(content: bytes, table: str, rejects: List[Reject]) -> Iterator[Tuple[str, Dict[str, str]]]:
+def _rows(content: IO[bytes], table: str, rejects: List[Reject]) -> Iterator[Tuple[str, Dict[str, str]]]:
     """(where, fields) of each readable row of a TSV; the unreadable ones go to ``rejects``."""
     split = table if table in SPLITS else "train"
+    content.seek(0)
     for row in read_tsv(content, required=("path", "sentence"), name=f"{table}.tsv"):
         where = f"{table}.tsv:{row.line}"
         if row.problem:
@@ -170,7 +186,7 @@ def _rows(content: bytes, table: str, rejects: List[Reject]) -> Iterator[Tuple[s
             yield where, row.fields
 
 
-def _resplit(tables: Dict[str, bytes], held_out: List[Recording], normalize, rejects: List[Reject],
+def _resplit(tables: Dict[str, IO[bytes]], held_out: List[Recording], normalize, rejects: List[Reject],
              max_repeats: int) -> Tuple[Dict[str, Any], List[Recording]]:
     """The validated clips that may train (kit/resplit.py), and how the split was made, for the manifest."""
     official_train = {fields["path"] for _, fields in _rows(tables["train"], "train", [])}
@@ -179,6 +195,8 @@ def _resplit(tables: Dict[str, bytes], held_out: List[Recording], normalize, rej
     for where, row in _rows(tables["validated"], "validated", rejects):
         if row["path"] in in_dev_test:
             skipped += 1
+            continue
+        if not plain_name("train", f"{where} {row['path']}", row["path"], rejects):
             continue
         label = labelled("train", f"{where} {row['path']}", row["sentence"], normalize, rejects)
         if label:
@@ -192,35 +210,47 @@ def _candidate(split: str, where: str, name: str, label: str) -> Candidate:
     return Candidate(split, f"{where} {name}", Path(name), wav_name(name), label)
 
 
-def _files(archive: Path, desc: str) -> Iterator[Tuple[List[str], Callable]]:
-    """Each regular file of the archive, its path split, and how to open it; one streaming pass."""
+def _files(archive: Path, desc: str) -> Iterator[Tuple[Tuple[str, ...], Callable]]:
+    """Each regular file of the archive named plainly, its path split, and how to open it; one streaming pass."""
     with tar_members(archive, desc) as entries:
         for name, kind, open_member in entries:
-            if kind == "file":
-                yield name.split("/"), open_member
+            parts = canonical(name)
+            if kind == "file" and parts:
+                yield parts, open_member
 
 
-def _read_tsvs(archive: Path, locale: str, tables: Iterable[str], release: Optional[str]) -> Dict[str, bytes]:
-    """The locale's TSVs named in ``tables``; stops reading as soon as it has them."""
+#: A TSV up to this size is kept in memory; a larger one (validated.tsv of a big release) spills to a temp file.
+_TSV_IN_MEMORY = 32 << 20
+
+
+@contextlib.contextmanager
+def _read_tsvs(archive: Path, locale: str, tables: Iterable[str], release: Optional[str]
+               ) -> Iterator[Dict[str, IO[bytes]]]:
+    """The locale's TSVs named in ``tables``, copied out in the archive's one pass, which stops as soon as it has
+    them.  The copies are spooled to a temporary file when large: never held whole in memory, whatever their size."""
     wanted = {table + ".tsv": table for table in tables}
-    found: Dict[str, bytes] = {}
-    for parts, open_member in _files(archive, "read TSVs " + archive.name):
-        if len(parts) == 3 and parts[1] == locale and parts[2] in wanted:
-            if release and parts[0] != release:
-                raise DstrainError(f"{archive.name} holds release {parts[0]}, not {release} as set for this dataset")
-            with open_member() as member:
-                found[wanted[parts[2]]] = member.read()
-            if len(found) == len(wanted):
-                break
-    missing = [name for name in wanted if wanted[name] not in found]
-    if missing:
-        raise DstrainError(f"{archive.name} holds no <release>/{locale}/{missing[0]}; "
-                           f"is it the Common Voice archive for locale {locale!r}?")
-    return found
+    with contextlib.ExitStack() as copies:
+        found: Dict[str, IO[bytes]] = {}
+        for parts, open_member in _files(archive, "read TSVs " + archive.name):
+            if len(parts) == 3 and parts[1] == locale and parts[2] in wanted and wanted[parts[2]] not in found:
+                if release and parts[0] != release:
+                    raise DstrainError(f"{archive.name} holds release {parts[0]}, not {release} as set for this "
+                                       "dataset")
+                copy = copies.enter_context(tempfile.SpooledTemporaryFile(_TSV_IN_MEMORY))
+                with open_member() as member:
+                    shutil.copyfileobj(member, copy)
+                found[wanted[parts[2]]] = copy
+                if len(found) == len(wanted):
+                    break
+        missing = [name for name in wanted if wanted[name] not in found]
+        if missing:
+            raise DstrainError(f"{archive.name} holds no <release>/{locale}/{missing[0]}; "
+                               f"is it the Common Voice archive for locale {locale!r}?")
+        yield found
 
 
 def _convert_clips(archive: Path, locale: str, out: ImportedDataset, wanted: Iterable[str],
-                   workers: int) -> Dict[str, Clip]:
+                   workers: int, max_seconds: float) -> Dict[str, Clip]:
     """Decode the wanted clips straight from the archive: no extracted copy of the MP3s on disk.
 
     WAVs already converted by an interrupted run are kept; a clip the TSVs name
@@ -239,11 +269,11 @@ def _convert_clips(archive: Path, locale: str, out: ImportedDataset, wanted: Ite
         for parts, open_member in _files(archive, "read clips " + archive.name):
             if len(parts) == 4 and parts[1] == locale and parts[2] == "clips" and parts[3] in todo:
                 with open_member() as member:
-                    data = member.read()
+                    data = read_member(member, max_seconds)
                 yield parts[3], data, todo.pop(parts[3])
 
     with tqdm(total=len(todo), unit="clip", desc="convert " + out.dir.name) as bar:
-        for name, clip in convert_stream(jobs(), workers, bar):
+        for name, clip in convert_stream(jobs(), workers, bar, max_seconds):
             results[name] = clip
     for name in todo:
         results[name] = Clip(False, reason="missing_audio", detail="not in the archive: " + name)

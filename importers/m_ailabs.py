@@ -15,7 +15,7 @@ from pydantic import Field
 from dstrain.importers.kit.assemble import Candidate, wav_name
 from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import SpeakerSplit
-from dstrain.importers.kit.rows import labelled
+from dstrain.importers.kit.rows import labelled, plain_name
 from dstrain.importers.kit.split import split_of
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.deepspeech_csv import Reject
@@ -47,7 +47,7 @@ class MAilabs(Corpus):
                     rejects.append(Reject(split, source, "skipped", f"book {book} is in skip_books"))
                 elif problem:
                     rejects.append(Reject(split, source, "unreadable_row", problem))
-                else:
+                elif plain_name(split, source, fields[0], rejects):
                     label = labelled(split, source, fields[2], job.normalize, rejects)
                     if label:
                         clip = metadata.parent / "wavs" / (fields[0] + ".wav")
@@ -59,7 +59,8 @@ CORPUS = MAilabs(
     # M-AILABS' own BSD-style licence; the LibriVox recordings are in the public domain.
     licence="M-AILABS (BSD-3-Clause-like), audio public domain",
     homepage="https://github.com/imdatceleste/m-ailabs-dataset", published="{language}.tgz",
-    downloads="https://data.solak.de/data/Training/stt_tts/", reported=("language",), split={"by": "speaker"})
+    downloads="https://data.solak.de/data/Training/stt_tts/", reported=("language",), split={"by": "speaker"},
+    version=2)  # 2: an id that is not a plain file name is rejected (invalid_path)
 
 
 def _books(extracted: Path, params: Params, archive: Path):

@@ -21,7 +21,7 @@ from pydantic import Field
 from dstrain.importers.kit.assemble import Candidate, wav_name
 from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import SpeakerSplit
-from dstrain.importers.kit.rows import labelled
+from dstrain.importers.kit.rows import labelled, plain_name
 from dstrain.importers.kit.split import split_of
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.deepspeech_csv import Reject
@@ -72,7 +72,7 @@ class TrainingSpeech(Corpus):
                     rejects.append(Reject(split, source, "unreadable_row", "too few fields: no text"))
                 elif _readable(path + text) != path + text:
                     rejects.append(Reject(split, source, "unreadable_row", "not valid UTF-8"))
-                else:
+                elif plain_name(split, source, path, rejects):
                     label = labelled(split, source, text, job.normalize, rejects)
                     if label:
                         candidates.append(Candidate(split, source, extracted / path, wav_name(path), label))
@@ -87,7 +87,8 @@ CORPUS = TrainingSpeech(
     licence="Art-Libre-1.3 / CC (audio, per source), public domain (texts)",
     homepage="https://github.com/wasertech/TrainingSpeech", published="{release}.zip", reported=("release",),
     # The mirror DeepSpeech 0.9.3's importer downloads from.
-    downloads="https://deepspeech-storage-mirror.s3.fr-par.scw.cloud/", split={"by": "narrator"}, version=2)
+    downloads="https://deepspeech-storage-mirror.s3.fr-par.scw.cloud/", split={"by": "narrator"},
+    version=2)  # 2: split by narrator; a path that is not a plain file name is rejected (invalid_path)
 
 
 def _book(path: str) -> str:

@@ -28,6 +28,12 @@ class CleanSettings(_Section):
         pattern="^(drop|keep)$",
         description="transcripts found in both train and dev/test: 'drop' them from train, or 'keep'",
     )
+    silence_dbfs: float = Field(
+        -50.0, lt=0, description="a clip with under 0.1 s louder than this (dB below full scale, per 20 ms) is silent")
+    min_chars_per_second: float = Field(
+        1.0, ge=0, description="fewer transcript characters per second of speech than this: the label cannot fit")
+    max_chars_per_second: float = Field(
+        30.0, gt=0, description="more transcript characters per second of speech than this: nobody speaks so fast")
 
 
 #: DeepSpeech 0.9.3's decoder defaults, tuned for its English model.

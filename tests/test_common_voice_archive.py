@@ -100,4 +100,6 @@ def test_a_file_that_is_no_tar_archive_is_named_not_traced(tmp_path):
     setup(tmp_path, {broken.name: broken})
     proc = run_import(tmp_path, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "cv-corpus-1.0-2000-01-01-fr.tar.gz is not a readable tar archive" in proc.stderr
+    # The download's own check finds it first: named, with the command that removes it.
+    assert f"{broken.name} was not used: it is an HTML page" in proc.stderr
+    assert f"rm {tmp_path / 'data' / 'sources' / broken.name}" in proc.stderr

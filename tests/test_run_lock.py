@@ -126,10 +126,12 @@ def test_a_run_of_another_language_is_not_held_up_by_the_shared_sources(held, cv
     first = start("run", "-l", "fr", "--config", write_config(tmp_path / "c.toml", data, url=held.url + PATH),
                   "--to", "download")
     assert held.arrived[PATH].wait(120)
-    other = "cv-corpus-21.0-2025-03-14-eo.tar.gz"  # the test plugin language's archive
+    release = "cv-corpus-99.0-2099-01-01"  # the fixture archive's own top folder: download checks it
+    other = f"{release}-eo.tar.gz"  # the test plugin language's archive
     shutil.copy(cv_archive, held.root / other)
     config = tmp_path / "eo.toml"
-    config.write_text(f'data_root = "{data}"\n[dataset.common_voice]\nurl = "{held.url}/{other}"\n')
+    config.write_text(f'data_root = "{data}"\n[dataset.common_voice]\nrelease = "{release}"\n'
+                      f'url = "{held.url}/{other}"\n')
     dstrain("run", "-l", "eo", "--config", config, "--to", "download", "--no-wait")  # fr holds its own archive only
     assert (data / "sources" / other).read_bytes() == cv_archive.read_bytes()
     held.held[PATH].set()

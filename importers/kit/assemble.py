@@ -65,20 +65,26 @@ def assemble(
     claim_clips(out, manifest["source"]["sha256"])
     kept: Dict[str, List[Sample]] = {split: [] for split in SPLITS}
     seconds: Counter = Counter()
+    judged_out = set()
     with tqdm(total=len(candidates), unit="clip", desc="convert " + out.dir.name,
               disable=converted is not None) as bar:
         if converted is None:
             jobs = [(str(c.audio), str(out.clips / c.wav_name)) for c in candidates]
-            clips: Iterable[Clip] = convert_all(jobs, workers, bar)
+            clips: Iterable[Clip] = convert_all(jobs, workers, bar, max_seconds)
         else:
             clips = (converted[c.wav_name] for c in candidates)
         for cand, clip in zip(candidates, clips):
             problem = judge(clip, cand.transcript, max_seconds)
             if problem:
                 rejects.append(Reject(cand.split, cand.source, problem[0], problem[1]))
+                if clip.ok:
+                    judged_out.add(cand.wav_name)
                 continue
             kept[cand.split].append(Sample("clips/" + cand.wav_name, clip.size, cand.transcript))
             seconds[cand.split] += clip.seconds
+    # Converted, then judged unfit: its WAV must not stay behind (unless another row of the same clip is kept).
+    for name in judged_out - {s.wav_filename[len("clips/"):] for split in SPLITS for s in kept[split]}:
+        (out.clips / name).unlink(missing_ok=True)
     for split in SPLITS:
         write_samples(out.csv(split), kept[split])
     rejects.sort(key=lambda r: (SPLITS.index(r.split), _natural(r.source)))

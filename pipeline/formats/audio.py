@@ -5,25 +5,51 @@ Decoding (libsndfile, which reads MP3, OGG, FLAC and WAV) and resampling
 A clip libsndfile cannot read gets one more try with sox or ffmpeg when they
 are installed.  Each WAV is written to a temporary name and renamed, so a WAV
 that exists is whole and a rerun after a crash converts only what is missing.
+
+Decoding is bounded, whatever the input claims: the header's sample rate and
+channels are checked before any sample is read (a WAV claiming 1 Hz would
+be resampled into gigabytes), a file bigger than any clip of ``max_seconds``
+can be is refused unread, and no more than ``max_seconds`` (plus a little)
+is ever decoded.  A clip refused for any of these leaves no WAV behind.
 """
+import contextlib
 import io
+import logging
+import math
 import multiprocessing
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import wave
+from functools import partial
 from pathlib import Path
-from typing import Iterable, Iterator, List, NamedTuple, Optional, Tuple
+from typing import BinaryIO, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 SAMPLE_RATE = 16000
 #: DeepSpeech computes one feature frame per 20 ms; CTC needs one per character.
 FRAME_SECONDS = 0.02
 #: What the wave module writes before the samples of a mono 16-bit file.
 WAV_HEADER_BYTES = 44
-#: Clips read from an archive but not yet converted, at most (about 30 KB each for Common Voice).
-IN_FLIGHT = 256
+#: The sample rates recordings are made at; a header outside them is lying.
+MIN_RATE, MAX_RATE = 4000, 192000
+MAX_CHANNELS = 8
+#: The most a second of audio takes in any file: 192 kHz, two 32-bit channels, uncompressed.
+MAX_BYTES_PER_SECOND = MAX_RATE * 2 * 4
+#: Room beyond that for tags and cover art.
+TAG_BYTES = 1 << 20
+#: How far past ``max_seconds`` decoding goes: headers and decoders round a clip's length differently.
+LENGTH_SLACK = 0.5
+#: Smaller than the smallest audio header: no decoder is tried (sox would be started for each).
+MIN_BYTES = WAV_HEADER_BYTES
+#: Bytes of clips read from an archive but not yet converted, at most (Common Voice's are about 30 KB each),
+#: each counted with ``JOB_BYTES`` more, so a million empty members are not all queued either.
+IN_FLIGHT_BYTES = 32 << 20
+JOB_BYTES = 4096
+
+log = logging.getLogger("dstrain")
 
 
 class Clip(NamedTuple):
@@ -32,6 +58,12 @@ class Clip(NamedTuple):
     size: int = 0
     reason: str = ""
     detail: str = ""
+    #: What the decoder wrote to the console while reading it (libmpg123's "Illegal Audio-MPEG-Header", ...).
+    notes: str = ""
+
+
+class _Refused(Exception):
+    """A clip that must not be decoded (further): its reason and detail."""
 
 
 def pcm_seconds(wav_size: int) -> float:
@@ -42,6 +74,50 @@ def pcm_seconds(wav_size: int) -> float:
 def wav_seconds(path: Path) -> float:
     with wave.open(str(path), "rb") as wav:
         return wav.getnframes() / float(wav.getframerate())
+
+
+class Activity(NamedTuple):
+    """Where one of our WAVs is louder than a threshold, measured over 20 ms windows."""
+
+    #: Seconds of windows louder than the threshold.
+    loud_seconds: float
+    #: From the first loud window to the end of the last: the speech, without the silence around it.
+    span_seconds: float
+    #: The level of the loudest window, in dB below full scale.
+    loudest_dbfs: float
+
+
+def activity(wav: Path, threshold_dbfs: float) -> Activity:
+    """How much of a 16-bit WAV is louder than ``threshold_dbfs``; it holds at most ``max_duration`` seconds."""
+    import numpy
+
+    with wave.open(str(wav), "rb") as handle:
+        pcm = numpy.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
+    size = int(SAMPLE_RATE * FRAME_SECONDS)
+    count = len(pcm) // size
+    if count == 0:
+        return Activity(0.0, 0.0, float("-inf"))
+    windows = pcm[:count * size].reshape(count, size).astype("float32")
+    # Mean squares compared with the threshold's, so only the loudest window needs a logarithm: clean
+    # measures every clip of the corpus.
+    power = numpy.einsum("ij,ij->i", windows, windows) / (size * 32768.0 ** 2)
+    loud = numpy.flatnonzero(power > 10 ** (threshold_dbfs / 10))
+    span = (int(loud[-1]) - int(loud[0]) + 1) * FRAME_SECONDS if len(loud) else 0.0
+    loudest = 10 * math.log10(max(float(power.max()), 1e-12))
+    return Activity(len(loud) * FRAME_SECONDS, span, loudest)
+
+
+def max_bytes(max_seconds: float) -> int:
+    """The biggest file a clip of ``max_seconds`` can be, in any format."""
+    return int((max_seconds + LENGTH_SLACK) * MAX_BYTES_PER_SECOND) + TAG_BYTES
+
+
+def read_member(handle: BinaryIO, max_seconds: float) -> Optional[bytes]:
+    """An archive member's content, or None when it is bigger than any clip of ``max_seconds``: a member of
+    2 GB of zeros fits in a 10 MB archive, and is never held in memory."""
+    limit = max_bytes(max_seconds)
+    data = handle.read(limit + 1)
+    return None if len(data) > limit else data
 
 
 def external_decoder() -> Optional[str]:
@@ -59,18 +135,69 @@ def decoder_report() -> Tuple[bool, str]:
     return mp3 or tool is not None, "; ".join(parts)
 
 
-def _decode(src: Path):
+def header_problem(rate: int, channels: int) -> Optional[str]:
+    """Why a header that gives this sample rate and channel count is not to be believed, or None."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        return f"header says {rate} Hz; recordings have {MIN_RATE} to {MAX_RATE} Hz"
+    if not 1 <= channels <= MAX_CHANNELS:
+        return f"header says {channels} channels; at most {MAX_CHANNELS}"
+    return None
+
+
+def _decode(source, max_seconds: Optional[float]):
+    """16 kHz mono 16-bit samples; raises _Refused on a lying header or a clip too long, and libsndfile's
+    error when it cannot read the file at all."""
     import numpy
     import soundfile
     import soxr
 
-    data, rate = soundfile.read(src if isinstance(src, io.BytesIO) else str(src), dtype="float32",
-                                always_2d=True)
+    with soundfile.SoundFile(source) as sound:
+        rate, channels = sound.samplerate, sound.channels
+        lie = header_problem(rate, channels)
+        if lie:
+            raise _Refused("bad_header", lie)
+        limit = -1 if max_seconds is None else int((max_seconds + LENGTH_SLACK) * rate)
+        # An MP3's frame count is an estimate (a VBR file without a Xing header can say 13 s for 1.5 s),
+        # so only the other formats' headers are trusted to say the length before decoding.
+        if limit >= 0 and sound.format != "MP3" and sound.frames > limit:
+            raise _Refused("too_long", f"header says {sound.frames / rate:.2f}s > {max_seconds}s")
+        data = sound.read(frames=limit, dtype="float32", always_2d=True)
+        if limit >= 0 and len(data) == limit and len(sound.read(frames=1, always_2d=True)):
+            raise _Refused("too_long", f"decodes to more than {max_seconds + LENGTH_SLACK}s (> {max_seconds}s)")
     # A view for mono files (nearly all of them): mean() over a single channel costs as much as resampling.
     mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
     if rate != SAMPLE_RATE and len(mono):
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
     return numpy.round(numpy.clip(mono, -1.0, 1.0) * 32767).astype("<i2")
+
+
+@contextlib.contextmanager
+def console_notes():
+    """Catch what C libraries write on file descriptor 2 meanwhile: libmpg123, inside libsndfile, prints its
+    notes on damaged MP3s there, past Python, where they would fill the console during an import."""
+    if sys.stderr is not None:  # what Python holds for the console goes there, not into the notes
+        sys.stderr.flush()
+    saved = os.dup(2)
+    notes: List[str] = []
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield notes
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            notes.append(" / ".join(line.strip() for line in sink.read().decode(errors="replace").splitlines()
+                                    if line.strip()))
+
+
+def _libsndfile_reason(exc: Exception) -> str:
+    """libsndfile's own words, without the file object or path it names."""
+    message = str(exc).split(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
+    # What libsndfile says of a file no format reader accepts, when it is named .mp3 or is too short.
+    if message.startswith("File does not exist or is not a regular file"):
+        return "not a readable audio file (no MP3, WAV, FLAC or OGG stream found)"
+    return message.rstrip(".")
 
 
 def _write_wav(dst: Path, pcm) -> Clip:
@@ -84,64 +211,89 @@ def _write_wav(dst: Path, pcm) -> Clip:
     return Clip(True, seconds=len(pcm) / SAMPLE_RATE, size=WAV_HEADER_BYTES + 2 * len(pcm))
 
 
-def _external(src: Path, dst: Path, tool: str) -> None:
+def _external(src: Union[Path, bytes], name: str, dst: Path, tool: str, max_seconds: Optional[float]) -> None:
+    """sox or ffmpeg, reading the file or (for a clip read from an archive) its bytes on stdin."""
     tmp = dst.with_name(dst.name + ".part.wav")
+    piped = isinstance(src, bytes)
+    kind = os.path.splitext(name)[1].lstrip(".")
+    # One sample past the limit is enough to tell a clip too long, without decoding an hour of it.
+    stop = [] if max_seconds is None else [str(max_seconds + LENGTH_SLACK + 1.0 / SAMPLE_RATE)]
     if os.path.basename(tool) == "sox":
-        cmd = [tool, "-q", str(src), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed-integer", str(tmp)]
+        given = (["-t", kind] if piped and kind else []) + ["-" if piped else str(src)]
+        cmd = [tool, "-q", *given, "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed-integer", str(tmp)]
+        cmd += ["trim", "0", *stop] if stop else []
     else:
-        cmd = [tool, "-nostdin", "-loglevel", "error", "-y", "-i", str(src),
-               "-ar", str(SAMPLE_RATE), "-ac", "1", "-c:a", "pcm_s16le", str(tmp)]
+        cmd = [tool, "-nostdin", "-loglevel", "error", "-y", "-i", "pipe:0" if piped else str(src),
+               *(["-t", stop[0]] if stop else []), "-ar", str(SAMPLE_RATE), "-ac", "1", "-c:a", "pcm_s16le", str(tmp)]
+        if piped:
+            cmd.remove("-nostdin")
     try:
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+        subprocess.run(cmd, check=True, input=src if piped else None, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, timeout=300)
+        if max_seconds is not None and wav_seconds(tmp) > max_seconds + LENGTH_SLACK:
+            raise _Refused("too_long", f"decodes to more than {max_seconds + LENGTH_SLACK}s (> {max_seconds}s)")
         os.replace(str(tmp), str(dst))
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-def convert_bytes(job: Tuple[str, bytes, str]) -> Clip:
-    """Convert one clip read from an archive (name, content, destination); never raises."""
-    name, data, dst = job
-    if not data:
+def _convert(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optional[float]) -> Clip:
+    """Decode a file, or the bytes of one read from an archive; never raises, a failure is a reason."""
+    size = len(src) if isinstance(src, bytes) else src.stat().st_size
+    if size == 0:
         return Clip(False, reason="empty_audio", detail="0 bytes")
-    try:
-        pcm = _decode(io.BytesIO(data))
-    except Exception:  # let the file-based path try the external decoders and word the reason
-        with tempfile.NamedTemporaryFile(suffix="-" + os.path.basename(name), dir=os.path.dirname(dst)) as tmp:
-            tmp.write(data)
-            tmp.flush()
-            clip = convert((tmp.name, dst))
-        return clip._replace(detail=clip.detail.replace(os.path.basename(tmp.name), os.path.basename(name)))
+    if max_seconds is not None and size > max_bytes(max_seconds):
+        return Clip(False, reason="too_large",
+                    detail=f"{size} bytes; no clip of {max_seconds}s takes more than {max_bytes(max_seconds)}")
+    if size < MIN_BYTES:
+        return Clip(False, reason="undecodable_audio", detail=f"{size} bytes, smaller than any audio header")
+    with console_notes() as notes:
+        try:
+            pcm = _decode(io.BytesIO(src) if isinstance(src, bytes) else str(src), max_seconds)
+            problem = None
+        except _Refused as refusal:
+            return Clip(False, reason=refusal.args[0], detail=refusal.args[1])
+        except Exception as exc:  # libsndfile's errors are plain RuntimeErrors with a message
+            problem = "libsndfile: " + _libsndfile_reason(exc)
+    if problem is not None:
+        tool = external_decoder()
+        if tool is None:
+            return Clip(False, reason="undecodable_audio", detail=problem, notes=notes[0])
+        try:
+            _external(src, name, dst, tool, max_seconds)
+        except _Refused as refusal:
+            return Clip(False, reason=refusal.args[0], detail=refusal.args[1], notes=notes[0])
+        except (subprocess.SubprocessError, OSError) as ext:
+            stderr = (getattr(ext, "stderr", b"") or b"").decode(errors="replace")
+            # sox names itself by its full path, and stdin as `-'.
+            stderr = stderr.replace(tool + " ", "").replace("`-'", f"`{name}'")
+            said = _tidy(stderr, src if isinstance(src, Path) else Path(name)) or "failed too"
+            return Clip(False, reason="undecodable_audio",
+                        detail=f"{problem}; {os.path.basename(tool)}: {said}", notes=notes[0])
+        return _done(dst)._replace(notes=notes[0])
     if len(pcm) == 0:
-        return Clip(False, reason="empty_audio", detail="decodes to no samples")
-    return _write_wav(Path(dst), pcm)
+        return Clip(False, reason="empty_audio", detail="decodes to no samples", notes=notes[0])
+    return _write_wav(dst, pcm)._replace(notes=notes[0])
 
 
-def convert(job: Tuple[str, str]) -> Clip:
-    """Convert one clip; never raises, a failure is a reason."""
+def convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: Optional[float] = None) -> Clip:
+    """Convert one clip read from an archive (name, content or None when too big to read, destination)."""
+    name, data, dst = job
+    if data is None:
+        return Clip(False, reason="too_large", detail=f"over {max_bytes(max_seconds or 0)} bytes; no clip of "
+                                                      f"{max_seconds}s takes that much")
+    return _convert(data, os.path.basename(name), Path(dst), max_seconds)
+
+
+def convert(job: Tuple[str, str], max_seconds: Optional[float] = None) -> Clip:
+    """Convert one clip (source file, destination WAV); never raises, a failure is a reason."""
     src, dst = Path(job[0]), Path(job[1])
     if dst.exists():
         return _done(dst)
     if not src.exists():
         return Clip(False, reason="missing_audio", detail="no such file: " + src.name)
-    if src.stat().st_size == 0:
-        return Clip(False, reason="empty_audio", detail="0 bytes")
-    try:
-        pcm = _decode(src)
-    except Exception as exc:  # libsndfile's errors are plain RuntimeErrors with a message
-        problem = _tidy(str(exc), src)
-        tool = external_decoder()
-        if tool is None:
-            return Clip(False, reason="undecodable_audio", detail=problem)
-        try:
-            _external(src, dst, tool)
-        except (subprocess.SubprocessError, OSError) as ext:
-            stderr = (getattr(ext, "stderr", b"") or b"").decode(errors="replace")
-            return Clip(False, reason="undecodable_audio", detail=problem + "; " + _tidy(stderr, src))
-        return _done(dst)
-    if len(pcm) == 0:
-        return Clip(False, reason="empty_audio", detail="decodes to no samples")
-    return _write_wav(dst, pcm)
+    return _convert(src, src.name, dst, max_seconds)
 
 
 def _tidy(message: str, src: Path) -> str:
@@ -153,6 +305,14 @@ def _done(dst: Path) -> Clip:
     return Clip(True, seconds=wav_seconds(dst), size=dst.stat().st_size)
 
 
+def noted(name: str, clip: Clip) -> Clip:
+    """Log the decoder's console notes with the clip they are about: the stage log keeps them, the console
+    shows them only with -v."""
+    if clip.notes:
+        log.debug("%s: the decoder said: %s", name, clip.notes)
+    return clip
+
+
 def _pool(workers: int):
     # Loaded once here, the decoding libraries are inherited by every forked worker.
     import numpy  # noqa: F401
@@ -162,44 +322,65 @@ def _pool(workers: int):
     return multiprocessing.get_context("fork").Pool(workers)
 
 
-def convert_stream(jobs: Iterable[Tuple[str, bytes, str]], workers: int, progress) -> Iterator[Tuple[str, Clip]]:
+def convert_stream(jobs: Iterable[Tuple[str, Optional[bytes], str]], workers: int, progress,
+                   max_seconds: float) -> Iterator[Tuple[str, Clip]]:
     """(name, clip) for clips read one by one from an archive, converted as they arrive.
 
-    At most ``IN_FLIGHT`` clips are held in memory: the pool's feeder thread
-    waits for results before it reads further into the archive.
+    At most ``IN_FLIGHT_BYTES`` of clips are held in memory: the pool's feeder
+    thread waits for results before it reads further into the archive.
     """
     if workers <= 1:
         for job in jobs:
-            yield job[0], convert_bytes(job)
+            yield job[0], noted(job[0], convert_bytes(job, max_seconds))
             progress.update(1)
         return
-    room = threading.BoundedSemaphore(IN_FLIGHT)
+    budget = _Budget(IN_FLIGHT_BYTES)
 
     def bounded():
         for job in jobs:
-            room.acquire()
+            budget.take(JOB_BYTES + len(job[1] or b""))
             yield job
 
     with _pool(workers) as pool:
-        for name, clip in pool.imap(_named_convert_bytes, bounded(), chunksize=4):
-            room.release()
+        for name, size, clip in pool.imap(partial(_named_convert_bytes, max_seconds=max_seconds), bounded(),
+                                          chunksize=4):
+            budget.give(size)
             progress.update(1)
-            yield name, clip
+            yield name, noted(name, clip)
 
 
-def _named_convert_bytes(job: Tuple[str, bytes, str]) -> Tuple[str, Clip]:
-    return job[0], convert_bytes(job)
+class _Budget:
+    """Bytes that one thread takes before handing work on and another gives back once it is done."""
+
+    def __init__(self, total: int):
+        self.total, self.used = total, 0
+        self.changed = threading.Condition()
+
+    def take(self, size: int) -> None:
+        with self.changed:
+            # One clip bigger than the whole budget still goes, alone.
+            self.changed.wait_for(lambda: self.used == 0 or self.used + size <= self.total)
+            self.used += size
+
+    def give(self, size: int) -> None:
+        with self.changed:
+            self.used -= size
+            self.changed.notify()
 
 
-def convert_all(jobs: List[Tuple[str, str]], workers: int, progress) -> Iterable[Clip]:
+def _named_convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: float) -> Tuple[str, int, Clip]:
+    return job[0], JOB_BYTES + len(job[1] or b""), convert_bytes(job, max_seconds)
+
+
+def convert_all(jobs: List[Tuple[str, str]], workers: int, progress, max_seconds: float) -> Iterable[Clip]:
     """Convert in a pool of ``workers`` processes, yielding results in the order of ``jobs``."""
     if workers <= 1 or len(jobs) < 2:
         for job in jobs:
-            yield convert(job)
+            yield noted(job[0], convert(job, max_seconds))
             progress.update(1)
         return
     chunk = max(1, min(64, len(jobs) // (workers * 8)))
     with _pool(workers) as pool:
-        for clip in pool.imap(convert, jobs, chunksize=chunk):
+        for job, clip in zip(jobs, pool.imap(partial(convert, max_seconds=max_seconds), jobs, chunksize=chunk)):
             progress.update(1)
-            yield clip
+            yield noted(job[0], clip)

@@ -17,12 +17,16 @@ import wave
 from pathlib import Path
 from typing import Iterable, List, NamedTuple, Tuple
 
-from dstrain.pipeline.formats.audio import SAMPLE_RATE, Clip, convert, wav_seconds
+from dstrain.pipeline.formats.audio import SAMPLE_RATE, Clip, console_notes, convert, header_problem, noted, wav_seconds
 
 #: Seconds of source audio decoded at a time.
 BLOCK_SECONDS = 30
 #: How far a segment may end past the decoded audio: decoders disagree on an MP3's padding by a few frames.
 ENCODER_SLACK = 0.1
+
+
+class BadHeader(Exception):
+    """A recording whose header is not to be believed."""
 
 
 class Segment(NamedTuple):
@@ -51,18 +55,22 @@ def _stream_decode(src: Path, dst: Path) -> None:
     import soxr
 
     tmp = dst.with_name(dst.name + ".part")
-    with soundfile.SoundFile(str(src)) as sound, wave.open(str(tmp), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        resampler = None
-        if sound.samplerate != SAMPLE_RATE:
-            resampler = soxr.ResampleStream(sound.samplerate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
-        for block in sound.blocks(blocksize=BLOCK_SECONDS * sound.samplerate, dtype="float32", always_2d=True):
-            mono = block.mean(axis=1)
-            out.writeframes(_pcm16(resampler.resample_chunk(mono) if resampler else mono))
-        if resampler:
-            out.writeframes(_pcm16(resampler.resample_chunk(numpy.zeros(0, dtype="float32"), last=True)))
+    with soundfile.SoundFile(str(src)) as sound:
+        lie = header_problem(sound.samplerate, sound.channels)
+        if lie:  # resampled, a recording whose header claims 1 Hz would fill the disk
+            raise BadHeader(lie)
+        with wave.open(str(tmp), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE)
+            resampler = None
+            if sound.samplerate != SAMPLE_RATE:
+                resampler = soxr.ResampleStream(sound.samplerate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+            for block in sound.blocks(blocksize=BLOCK_SECONDS * sound.samplerate, dtype="float32", always_2d=True):
+                mono = block.mean(axis=1)
+                out.writeframes(_pcm16(resampler.resample_chunk(mono) if resampler else mono))
+            if resampler:
+                out.writeframes(_pcm16(resampler.resample_chunk(numpy.zeros(0, dtype="float32"), last=True)))
     os.replace(str(tmp), str(dst))
 
 
@@ -76,8 +84,11 @@ def decode(src: Path, dst: Path) -> Clip:
         return _done(dst)
     if src.exists() and src.stat().st_size:
         try:
-            _stream_decode(src, dst)
-            return _done(dst)
+            with console_notes() as notes:
+                _stream_decode(src, dst)
+            return _done(dst)._replace(notes=notes[0])
+        except BadHeader as lie:
+            return Clip(False, reason="bad_header", detail=str(lie))
         except Exception:  # libsndfile's errors are plain RuntimeErrors; convert() says why, or tries sox/ffmpeg
             tmp = dst.with_name(dst.name + ".part")
             if tmp.exists():
@@ -119,17 +130,24 @@ def cut(recording: Recording) -> List[Clip]:
                 _write(Path(segment.wav), source.readframes(min(last, length) - first))
             results.append(_done(Path(segment.wav)))
     decoded.unlink()
-    return results
+    # The decoder's notes are the recording's: they go with its first segment, to be logged once.
+    return [results[0]._replace(notes=whole.notes)] + results[1:] if results else results
 
 
 def cut_all(recordings: List[Recording], workers: int, progress) -> Iterable[List[Clip]]:
     """Cut in a pool of ``workers`` processes, yielding each recording's results in the order given."""
     if workers <= 1 or len(recordings) < 2:
         for recording in recordings:
-            yield cut(recording)
+            yield _noted(recording, cut(recording))
             progress.update(len(recording.segments))
         return
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         for recording, clips in zip(recordings, pool.imap(cut, recordings)):
             progress.update(len(recording.segments))
-            yield clips
+            yield _noted(recording, clips)
+
+
+def _noted(recording: Recording, clips: List[Clip]) -> List[Clip]:
+    for clip in clips:
+        noted(recording.audio, clip)
+    return clips

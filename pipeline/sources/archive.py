@@ -1,6 +1,8 @@
 """Safe extraction of source archives: tar (streamed; plain, gz, bz2, xz) and zip."""
+import bz2
 import contextlib
 import gzip
+import io
 import logging
 import lzma
 import shutil
@@ -9,6 +11,7 @@ import tarfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import Optional, Tuple
 
 from tqdm import tqdm
 
@@ -82,13 +85,71 @@ def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) 
     return target
 
 
+def canonical(name: str) -> Optional[Tuple[str, ...]]:
+    """A member's path, split, when its name is the plain form of a path inside the archive; else None.
+
+    Only such a name may stand for a corpus's file: ``../fr/train.tsv``, ``/fr/train.tsv`` or
+    ``fr//train.tsv`` placed before the real ``fr/train.tsv`` must not be read in its stead.  A leading
+    ``./`` (what ``tar -C dir .`` writes) is allowed.
+    """
+    parts = name[2:].split("/") if name.startswith("./") else name.split("/")
+    if name.endswith("/"):  # a directory
+        parts.pop()
+    if not parts or any(part in ("", ".", "..") for part in parts):
+        return None
+    return tuple(parts)
+
+
 @contextlib.contextmanager
 def tar_members(archive: Path, desc: str = ""):
     """(name, kind, opener) for each member, read in one pass: a .tar.gz cannot be read out of order."""
     reader = tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size, unit="B", unit_scale=True,
                            desc=desc or "extract " + archive.name, leave=False)
-    with _damage_named(archive), reader as raw, tarfile.open(fileobj=raw, mode="r|*", bufsize=READ_SIZE) as tar:
+    with _damage_named(archive), reader as raw, _decompressed(raw, _magic(archive)) as plain, \
+            tarfile.open(fileobj=plain, mode="r|", bufsize=READ_SIZE) as tar:
         yield _forgetting(tar)
+
+
+#: How each compression a .tar can have starts, and the reader that undoes it.
+_COMPRESSIONS = ((b"\x1f\x8b", lambda raw: gzip.GzipFile(fileobj=raw, mode="rb")), (b"BZh", bz2.BZ2File),
+                 (b"\xfd7zXZ\x00", lzma.LZMAFile))
+
+
+def _magic(archive: Path) -> bytes:
+    with archive.open("rb") as handle:
+        return handle.read(6)
+
+
+@contextlib.contextmanager
+def _decompressed(raw, magic: bytes):
+    """The tar inside ``raw``, decompressed here rather than by tarfile's stream mode: tarfile inflates a
+    64 KB block at a time whatever it holds, and copies what is left of it on every 512-byte read.  An
+    archive that compresses well (100,000 one-byte members; a member of zeros) then cost time per member
+    in proportion to the block's inflated size, and memory a thousand times the block.  These readers
+    inflate no more than is asked."""
+    opener = next((opener for start, opener in _COMPRESSIONS if magic.startswith(start)), None)
+    if opener is None:
+        yield raw
+        return
+    with opener(raw) as plain:
+        yield _AsTarErrors(plain)
+
+
+class _AsTarErrors(io.RawIOBase):
+    """A decompressor's errors as tarfile's own, as they were when tarfile decompressed: a damaged or cut
+    archive raises tarfile.ReadError whoever reads it."""
+
+    def __init__(self, plain):
+        self.plain = plain
+
+    def readable(self):
+        return True
+
+    def read(self, size=-1):
+        try:
+            return self.plain.read(size)
+        except (EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+            raise tarfile.ReadError(f"damaged compressed data: {exc}") from exc
 
 
 def _forgetting(tar: tarfile.TarFile):

@@ -5,11 +5,11 @@ import os
 import wave
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from dstrain.pipeline.atomic import read_json, write_text
 from dstrain.pipeline.errors import StageError
-from dstrain.pipeline.formats.audio import SAMPLE_RATE, WAV_HEADER_BYTES, pcm_seconds
+from dstrain.pipeline.formats.audio import SAMPLE_RATE, WAV_HEADER_BYTES, activity, pcm_seconds
 from dstrain.pipeline.formats.deepspeech_csv import (
     REJECTS_HEADER,
     Reject,
@@ -24,6 +24,8 @@ from dstrain.pipeline.paths import SPLITS, ImportedDataset
 log = logging.getLogger("dstrain")
 #: A header may carry small extra chunks (LIST, fact) beyond the canonical 44 bytes.
 HEADER_SLACK_SECONDS = 0.01
+#: Less than this much louder than the silence threshold is no speech: a click or a breath, not a word.
+MIN_SPEECH_SECONDS = 0.1
 
 
 def allowed_characters(ctx) -> str:
@@ -55,10 +57,27 @@ def wav_problem(wav: Path, listed_size: int) -> Optional[str]:
     return None
 
 
+def speech_problem(wav: Path, transcript: str, settings) -> Optional[Tuple[str, str]]:
+    """Why a readable WAV cannot hold its transcript (silence, or a speaking rate nobody has), as a
+    (reason, detail) pair, or None.  ``settings`` is the clean section."""
+    heard = activity(wav, settings.silence_dbfs)
+    if heard.loud_seconds < MIN_SPEECH_SECONDS:
+        return ("silent", f"{heard.loud_seconds:.2f}s louder than {settings.silence_dbfs:g} dBFS; "
+                          f"the loudest 20 ms is at {heard.loudest_dbfs:.1f} dBFS")
+    rate = len(transcript) / heard.span_seconds
+    if not settings.min_chars_per_second <= rate <= settings.max_chars_per_second:
+        return ("speaking_rate", f"{len(transcript)} characters in {heard.span_seconds:.2f}s of speech: "
+                                 f"{rate:.1f} per second, outside {settings.min_chars_per_second:g} to "
+                                 f"{settings.max_chars_per_second:g}")
+    return None
+
+
 def inputs(ctx) -> dict:
     return {
         "datasets": [d.key for d in ctx.config.datasets],
         "shared_transcripts": ctx.config.settings.clean.shared_transcripts,
+        "speech": [ctx.config.settings.clean.silence_dbfs, ctx.config.settings.clean.min_chars_per_second,
+                   ctx.config.settings.clean.max_chars_per_second, MIN_SPEECH_SECONDS],
         "allowed": allowed_characters(ctx),
         "english_compatible": ctx.config.settings.english_compatible,
     }
@@ -91,6 +110,10 @@ def run(ctx) -> dict:
                 key = os.path.realpath(str(wav))
                 if key in first_seen:
                     quarantine.append(Reject(split, where, "duplicate", "already in " + first_seen[key]))
+                    continue
+                unheard = speech_problem(wav, transcript, ctx.config.settings.clean)
+                if unheard:
+                    quarantine.append(Reject(split, where, *unheard))
                     continue
                 first_seen[key] = split
                 relative = os.path.relpath(str(wav), str(clean_dir))
@@ -143,7 +166,17 @@ def _report(ctx, kept, seconds, reasons, shared, policy) -> str:
         lines += [f"| {r} | {n} |" for r, n in sorted(reasons.items())]
     else:
         lines.append("Nothing was quarantined.")
+    clean = ctx.config.settings.clean
     lines += [
+        "",
+        "## Silence and speaking rate",
+        "",
+        f"{reasons['silent']} clips were silent: less than {MIN_SPEECH_SECONDS:g} s of them was louder than "
+        f"{clean.silence_dbfs:g} dBFS (`clean.silence_dbfs`). {reasons['speaking_rate']} clips had a speaking rate "
+        f"nobody has: their transcript, over the time from the first sound to the last, made fewer than "
+        f"{clean.min_chars_per_second:g} or more than {clean.max_chars_per_second:g} characters per second "
+        "(`clean.min_chars_per_second`, `clean.max_chars_per_second`): the recording does not say its sentence. "
+        "quarantine.csv lists each with its level or rate.",
         "",
         "## Sentences in both train and dev/test",
         "",
