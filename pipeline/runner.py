@@ -92,7 +92,7 @@ def run_stages(
             raise ConfigError(f"--force {name}: no such stage; stages are: {', '.join(names)}")
         if name not in chosen:
             raise ConfigError(f"--force {name}: that stage is not among those selected by --from/--to/--only")
-    ctx = replace(ctx, forced=frozenset(force))
+    ctx = replace(ctx, forced=frozenset(force), selected=ctx.selected or frozenset(s.name for s in selected))
     states = stage_states(stages, ctx)
     for stage in selected:
         for up in stage.after:
@@ -168,8 +168,8 @@ def start_run(config: Config, start: Optional[str] = None, stop: Optional[str] =
     resolved settings are written to the run's ``config.json``; finished stages are skipped.  Raises
     ``StageFailed`` naming the stage, the cause and ``resume_command``.
     """
-    ctx = Context.of(config)
     selected = select(STAGES, start, stop, only)
+    ctx = replace(Context.of(config), selected=frozenset(s.name for s in selected))
     # The stage logs keep everything, debug lines too; other handlers choose what they show by their level.
     log.setLevel(logging.DEBUG)
     token = _current_run.set(object())
@@ -179,6 +179,19 @@ def start_run(config: Config, start: Optional[str] = None, stop: Optional[str] =
             write_json(ctx.paths.config_file, config.redacted())
         log.info("run %s: language %s, data root %s", config.run_name, config.language.code, ctx.paths.root)
         run_stages(STAGES, ctx, selected, force, resume_command)
+    finally:
+        _current_run.reset(token)
+    return ctx
+
+
+def check_run(config: Config, smoke: bool = False, resume_command: str = "dstrain check") -> Context:
+    """``dstrain check``: the check stage alone, verifying what a whole run needs, the trainer and its tools
+    included; with ``smoke``, the smoke training too."""
+    ctx = replace(Context.of(config), selected=frozenset(s.name for s in STAGES), smoke=smoke)
+    log.setLevel(logging.DEBUG)
+    token = _current_run.set(object())
+    try:
+        run_stages(STAGES, ctx, select(STAGES, only="check"), (), resume_command)
     finally:
         _current_run.reset(token)
     return ctx
