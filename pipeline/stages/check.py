@@ -174,14 +174,17 @@ def _smoke(ctx, report: devices.Report) -> None:
 
 
 def _check_devices(ctx) -> None:
-    """The GPUs the trainer will use: refuse one its CUDA cannot drive, warn when there is none."""
+    """Without train, the GPUs are only reported: the stages up to lm need no trainer."""
     python = trainer.trainer_python(ctx.config.settings)
     try:
         report = devices.probe(python)
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        report, cause = None, str(exc).strip()
+    else:
+        cause = report.errors.get("tensorflow")
+    if report is None or report.tensorflow is None:
         log.warning("trainer %s: no TensorFlow to ask for GPUs (%s). The stages up to lm work without it; "
-                    "train needs DeepSpeech 0.9.3's trainer (docs/training.md, or the Docker image).", python,
-                    str(exc).strip())
+                    "train needs DeepSpeech 0.9.3's trainer (docs/training.md, or the Docker image).", python, cause)
         return
     log.info("trainer %s: %s", python, devices.describe(report))
     problems = devices.unsupported(report)
