@@ -45,12 +45,24 @@ def test_a_full_run_without_deepspeech_stops_at_check_naming_trainer_python(tmp_
     proc = dstrain("run", "-l", "fr", "--config", config(tmp_path, fake_lm_tools), check=False,
                    env=clean_env(TRAINER_PYTHON=sys.executable))
     assert proc.returncode != 0
-    assert "stage check failed" in proc.stderr and f"the trainer's Python {sys.executable} (TRAINER_PYTHON)" in \
-        proc.stderr
-    assert "cannot import deepspeech_training (ModuleNotFoundError" in proc.stderr
+    assert "stage check failed" in proc.stderr
+    assert f"the trainer's Python {sys.executable} (TRAINER_PYTHON) cannot train: it cannot import " \
+        "deepspeech_training (ModuleNotFoundError" in proc.stderr
     assert "cannot import tensorflow" in proc.stderr
     assert "Set TRAINER_PYTHON (or train.trainer_python" in proc.stderr and "/usr/bin/python3" in proc.stderr
     assert "Traceback" not in proc.stderr
+    nothing_downloaded(tmp_path)
+
+
+def test_a_new_machine_is_told_everything_it_lacks_at_once(tmp_path):
+    proc = dstrain("run", "-l", "fr", "--config", config(tmp_path), check=False,
+                   env=clean_env(TRAINER_PYTHON=sys.executable, PATH="/usr/bin:/bin"))
+    assert proc.returncode != 0 and "3 things to set before this run can work:" in proc.stderr
+    first, second, third = proc.stderr.split("\n1. ")[1].split("\n2. ")[0], \
+        proc.stderr.split("\n2. ")[1].split("\n3. ")[0], proc.stderr.split("\n3. ")[1]
+    assert first.startswith("lmplz was not found on PATH, and lm.kenlm_bin is not set")
+    assert second.startswith("generate_scorer_package was not found on PATH, and lm.scorer_tool is not set")
+    assert third.startswith(f"the trainer's Python {sys.executable} (TRAINER_PYTHON) cannot train")
     nothing_downloaded(tmp_path)
 
 
@@ -59,7 +71,8 @@ def test_a_trainer_python_that_does_not_exist_is_named_with_its_setting(tmp_path
     proc = dstrain("check", "-l", "fr", "--config", config(tmp_path, fake_lm_tools, {"trainer_python": str(missing)}),
                    check=False, env=clean_env(TRAINER_PYTHON=sys.executable))
     assert proc.returncode != 0
-    assert f"the trainer's Python {missing} (train.trainer_python) cannot be run (No such file" in proc.stderr
+    assert f"the trainer's Python {missing} (train.trainer_python) cannot train: it cannot be run (No such " \
+        "file" in proc.stderr
 
 
 def test_tensorflow_2_is_refused_with_the_version_deepspeech_needs(tmp_path, fake_lm_tools, tools):  # noqa: F811

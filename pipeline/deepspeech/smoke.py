@@ -12,7 +12,7 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 from dstrain.pipeline.deepspeech import decoding, trainer
 from dstrain.pipeline.errors import StageError
@@ -41,16 +41,12 @@ class Clips(NamedTuple):
     origin: str
 
 
-def _source_trees(settings) -> Iterator[Path]:
-    """DeepSpeech's source tree, known by its lm_optimizer.py (at its top): the configured one, or the image's."""
-    for script in (settings.optimize.script, trainer.IMAGE_OPTIMIZER):
-        if script is not None and Path(script).expanduser().is_file():
-            yield Path(script).expanduser().resolve().parent
-
-
 def sample_clips(settings) -> Optional[Clips]:
-    for tree in _source_trees(settings):
-        directory = tree / SAMPLE_DIR
+    """DeepSpeech's sample, in its source tree: the one whose lm_optimizer.py (at its top) optimize.script names,
+    as the image's settings do."""
+    script = settings.optimize.script
+    if script is not None and script.expanduser().is_file():
+        directory = script.expanduser().resolve().parent / SAMPLE_DIR
         wavs = [directory / name for name in SAMPLE_CLIPS if (directory / name).is_file()]
         if wavs and (directory / SAMPLE_TRANSCRIPT).is_file():
             # "0 46797 She had your dark suit in greasy wash water all year."

@@ -7,6 +7,7 @@ import subprocess
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Callable, List
 
 from dstrain.pipeline import __version__, paths
 from dstrain.pipeline.atomic import read_json, write_json
@@ -76,25 +77,49 @@ def preflight(ctx) -> None:
 def verify_tools(ctx) -> None:
     """What the selected stages need beyond the data: KenLM and the scorer tool for lm; for train, the trainer
     (DeepSpeech 0.9.3, TensorFlow 1.15, the decoder, optuna when optimize runs) and its GPU, then before the
-    run's first training the smoke training.  Without train, the GPUs are only reported."""
+    run's first training the smoke training.  Without train, the GPUs are only reported.  Every problem is
+    told at once, so a new machine is set up in one round."""
     settings = ctx.config.settings
+    problems: List[str] = []
     if "lm" in ctx.selected:
-        _check_lm_tools(settings)
+        _check_lm_tools(settings, problems)
     if "train" not in ctx.selected and not ctx.smoke:
+        _refuse(problems)
         _check_devices(ctx)
         return
     optimizer = settings.optimize.enabled and "optimize" in ctx.selected
     if optimizer:
-        log.info("lm_optimizer.py: %s", trainer.find_optimizer(settings))
-    report = _probe_trainer(ctx, optimizer)
+        _found("lm_optimizer.py", lambda: trainer.find_optimizer(settings), problems)
+    report = _found("trainer", lambda: _probe_trainer(ctx, optimizer), problems)
+    _refuse(problems)
     if _smoke_due(ctx):
         _smoke(ctx, report)
 
 
-def _check_lm_tools(settings) -> None:
-    tools = kenlm.find_tools(settings.lm.kenlm_bin)
-    log.info("KenLM: %s", ", ".join(str(path) for path in tools.values()))
-    log.info("generate_scorer_package: %s", scorer.find(settings.lm.scorer_tool))
+def _found(what: str, find: Callable[[], Any], problems: List[str]) -> Any:
+    """``find()``, logged; a ConfigError is added to ``problems`` instead of raised."""
+    try:
+        found = find()
+    except ConfigError as exc:
+        problems.append(str(exc))
+        return None
+    if isinstance(found, Path):
+        log.info("%s: %s", what, found)
+    return found
+
+
+def _refuse(problems: List[str]) -> None:
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError("{} things to set before this run can work:\n{}".format(
+            len(problems), "\n".join(f"{n}. {problem}" for n, problem in enumerate(problems, 1))))
+
+
+def _check_lm_tools(settings, problems: List[str]) -> None:
+    for name, path in (_found("KenLM", lambda: kenlm.find_tools(settings.lm.kenlm_bin), problems) or {}).items():
+        log.info("%s: %s", name, path)
+    _found(scorer.TOOL, lambda: scorer.find(settings.lm.scorer_tool), problems)
 
 
 def _trainer_origin(settings) -> str:
@@ -107,11 +132,12 @@ def _trainer_origin(settings) -> str:
 
 def _refuse_trainer(python: str, origin: str, problem: str) -> ConfigError:
     return ConfigError(
-        f"the trainer's Python {python} ({origin}) {problem}.\n  Training needs a Python with DeepSpeech 0.9.3's "
-        "training package, ds_ctcdecoder 0.9.3 and TensorFlow 1.15. Set TRAINER_PYTHON (or train.trainer_python "
-        "in your config) to it:\n    in the Docker image it is set already, to /usr/bin/python3;\n"
-        "    on this machine, to the python of the virtualenv made as docs/training.md says, e.g. "
-        "TRAINER_PYTHON=$HOME/deepspeech-0.9.3/venv/bin/python\n  Or prepare the data only, without training: --to lm.")
+        f"the trainer's Python {python} ({origin}) cannot train: {problem}.\n  Training needs a Python with "
+        "DeepSpeech 0.9.3's training package, ds_ctcdecoder 0.9.3 and TensorFlow 1.15. Set TRAINER_PYTHON (or "
+        "train.trainer_python in your config) to it:\n    in the Docker image it is set already, to "
+        "/usr/bin/python3;\n    on this machine, to the python of the virtualenv that docs/training.md builds: "
+        "TRAINER_PYTHON=$HOME/deepspeech-0.9.3/venv/bin/python\n  Or prepare the data only, without training: "
+        "--to lm.")
 
 
 def _probe_trainer(ctx, optimizer: bool) -> devices.Report:
@@ -121,9 +147,9 @@ def _probe_trainer(ctx, optimizer: bool) -> devices.Report:
     try:
         report = devices.probe(python)
     except OSError as exc:
-        raise _refuse_trainer(python, origin, f"cannot be run ({exc.strerror or exc})") from None
+        raise _refuse_trainer(python, origin, f"it cannot be run ({exc.strerror or exc})") from None
     except (ValueError, subprocess.TimeoutExpired) as exc:
-        raise _refuse_trainer(python, origin, f"does not answer ({exc})") from None
+        raise _refuse_trainer(python, origin, f"it does not answer ({exc})") from None
     problems = devices.missing(report, optimizer)
     if problems:
         raise _refuse_trainer(python, origin, "; ".join(problems))
