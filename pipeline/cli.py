@@ -138,12 +138,14 @@ def run(start, stop, only, force, **settings):
 @_settings_options
 @click.option("--smoke", is_flag=True,
               help="Also train a few steps on sample clips, test and export them (about a minute).")
-def check(smoke, **settings):
+@click.option("--to", "stop", metavar="STAGE",
+              help="Check only what the stages up to this one need (--to alphabet: no trainer, no KenLM).")
+def check(smoke, stop, **settings):
     """Check what a run needs, and nothing else: the data root, decoders, the language's own test cases, the
     trainer, its GPU or CPU, and the language-model tools."""
     from dstrain.pipeline.runner import check_run
 
-    check_run(_resolve(**settings), smoke, _resume_command())
+    check_run(_resolve(**settings), smoke, stop, _resume_command())
 
 
 @cli.command()

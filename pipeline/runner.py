@@ -184,10 +184,11 @@ def start_run(config: Config, start: Optional[str] = None, stop: Optional[str] =
     return ctx
 
 
-def check_run(config: Config, smoke: bool = False, resume_command: str = "dstrain check") -> Context:
-    """``dstrain check``: the check stage alone, verifying what a whole run needs, the trainer and its tools
-    included; with ``smoke``, the smoke training too."""
-    ctx = replace(Context.of(config), selected=frozenset(s.name for s in STAGES), smoke=smoke)
+def check_run(config: Config, smoke: bool = False, stop: Optional[str] = None,
+              resume_command: str = "dstrain check") -> Context:
+    """``dstrain check``: the check stage alone, verifying what a run up to ``stop`` (by default a whole run)
+    needs, the trainer and its tools included; with ``smoke``, the smoke training too."""
+    ctx = replace(Context.of(config), selected=frozenset(s.name for s in select(STAGES, stop=stop)), smoke=smoke)
     log.setLevel(logging.DEBUG)
     token = _current_run.set(object())
     try:

@@ -118,6 +118,12 @@ def test_optimize_needs_optuna_in_the_trainer(tmp_path, fake_lm_tools):
     assert f"lm_optimizer.py: {script}" in proc.stderr
 
 
+def test_check_to_alphabet_needs_neither_trainer_nor_kenlm(tmp_path):
+    proc = dstrain("check", "-l", "fr", "--config", config(tmp_path), "--to", "alphabet",
+                   env=clean_env(TRAINER_PYTHON=sys.executable, PATH="/usr/bin:/bin"))
+    assert "no TensorFlow to ask for GPUs" in proc.stderr and "✓ check" in proc.stderr
+
+
 def test_without_train_the_trainer_is_not_required(tmp_path):
     proc = dstrain("run", "-l", "fr", "--config", config(tmp_path), "--only", "check",
                    env=clean_env(TRAINER_PYTHON=sys.executable))
