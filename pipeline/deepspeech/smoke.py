@@ -103,9 +103,9 @@ def _step(small, what: str, flags) -> None:
     started = time.time()
     outcome = trainer.run(trainer.command(settings, flags), trainer.environment(settings))
     if not outcome.ok:
-        raise StageError("the smoke training failed at its {} (exit code {}), so a real training would too; "
-                         "DeepSpeech's last lines:\n    {}".format(what, outcome.returncode,
-                                                                  "\n    ".join(outcome.tail)))
+        raise StageError("the smoke training failed at its {} (exit code {}), so a real training would too "
+                         "(train.smoke = false skips this check). DeepSpeech's last lines:\n    {}".format(
+                             what, outcome.returncode, "\n    ".join(outcome.tail)))
     log.info("smoke training: %s done in %.0f s", what, time.time() - started)
 
 
