@@ -64,8 +64,9 @@ class Ccpmf(Corpus):
     Params = Params
 
     def how_to_get(self, params: Params) -> str:
-        return (f"Download its parts from {self.homepage} (attachments) into that directory, or set parts "
-                "(their URLs, in order) or url for this dataset.")
+        return (f"Download its parts from {self.homepage} (attachments) into that directory, named as published: "
+                f"{params.archive}.001, {params.archive}.002, and so on (they are joined in that order); or set "
+                "parts (their URLs, in order) or url for this dataset.")
 
     def download(self, params: Params, sources: Path) -> str:
         """The zip as one file (placed by hand or downloaded from url), or joined from its numbered parts."""

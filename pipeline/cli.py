@@ -14,6 +14,7 @@ import click
 
 from dstrain.pipeline import __version__
 from dstrain.pipeline.errors import ConfigError, DstrainError
+from dstrain.pipeline.redaction import RedactingFormatter, redact
 
 log = logging.getLogger("dstrain")
 
@@ -25,10 +26,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {redact(str(exc))}", fg="red", err=True)
             sys.exit(2)
         except DstrainError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {redact(str(exc))}", fg="red", err=True)
             sys.exit(1)
 
 
@@ -63,7 +64,7 @@ def _resolve(language, data_root, run_name, datasets, workers, english_compatibl
 
 def _setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(RedactingFormatter("%(message)s"))
     handler.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.addHandler(handler)
     log.setLevel(logging.DEBUG)
@@ -113,7 +114,9 @@ def cli(verbose):
 @click.option("--to", "stop", metavar="STAGE", help="Stop after this stage.")
 @click.option("--only", metavar="STAGE", help="Run just this stage.")
 @click.option("--force", multiple=True, metavar="STAGE", help="Redo this stage even if it is done (repeatable).")
-def run(start, stop, only, force, **settings):
+@click.option("--no-wait", is_flag=True,
+              help="Stop at once, instead of waiting, when another run holds this run or a file it needs.")
+def run(start, stop, only, force, no_wait, **settings):
     """Run the pipeline's stages in order (`dstrain status` lists them).
 
     Stages that are already done with the same inputs are skipped; a stage
@@ -131,7 +134,7 @@ def run(start, stop, only, force, **settings):
         # level: without this, every tool's output (lmplz's progress, ...) would fill the screen.
         for handler in log.handlers:
             handler.setLevel(console)
-        start_run(config, start, stop, only, force, _resume_command())
+        start_run(config, start, stop, only, force, _resume_command(), wait=not no_wait)
 
 
 @cli.command()

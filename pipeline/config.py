@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from dstrain.pipeline.errors import ConfigError
 from dstrain.pipeline.language import Language, TextSource
+from dstrain.pipeline.redaction import redact
 from dstrain.pipeline.registry import get_importer, get_language
 from dstrain.pipeline.settings import SOURCE_FILENAME, LmSettings, Settings
 
@@ -66,6 +67,10 @@ class Config:
         for key, value in sorted(self.flat().items()):
             if SECRET_WORDS.search(key.rsplit(".", 1)[-1]) and value is not None:
                 value = REDACTED
+            elif isinstance(value, str):  # a url's password or token, a secret's value
+                value = redact(value)
+            elif isinstance(value, list):
+                value = [redact(item) if isinstance(item, str) else item for item in value]
             out[key] = {"value": value, "source": self.sources.get(key, "default")}
         return out
 

@@ -267,3 +267,9 @@ def partial(path: Path) -> Path:
 def partial_validator(path: Path) -> Path:
     """The ETag or Last-Modified of the file a ``.part`` is a piece of."""
     return path.with_name(path.name + ".part.json")
+
+
+def lock(path: Path) -> Path:
+    """The lock file of a run directory or a shared output (a source, an imported dataset), in a hidden
+    ``.locks`` folder beside it; never deleted, as removing a lock file someone waits on would let two in."""
+    return path.parent / ".locks" / (path.name + ".lock")

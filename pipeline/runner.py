@@ -18,14 +18,15 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Sequence
 
-from dstrain.pipeline import __version__
-from dstrain.pipeline.atomic import read_json, write_json
+from dstrain.pipeline import __version__, locks
+from dstrain.pipeline.atomic import read_json, remove_leftovers, write_json
 from dstrain.pipeline.config import Config
 from dstrain.pipeline.digests import digest
 from dstrain.pipeline.errors import ConfigError, DstrainError
+from dstrain.pipeline.redaction import RedactingFormatter
 from dstrain.pipeline.stage import Context, Stage
 from dstrain.pipeline.stages import STAGES
-from dstrain.pipeline.stages.check import preflight
+from dstrain.pipeline.stages.check import preflight, without_check_stage
 
 log = logging.getLogger("dstrain")
 #: The run whose code is executing here; a run's log files accept only its own records.
@@ -149,7 +150,7 @@ def _stage_log(path):
     """Everything the current run logs while the stage runs goes to the stage's file, and nothing of another run."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(str(path), encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
     run = _current_run.get()
     handler.addFilter(lambda record: _current_run.get() is run)
     log.addHandler(handler)
@@ -161,12 +162,16 @@ def _stage_log(path):
 
 
 def start_run(config: Config, start: Optional[str] = None, stop: Optional[str] = None, only: Optional[str] = None,
-              force: Sequence[str] = (), resume_command: str = "dstrain run") -> Context:
+              force: Sequence[str] = (), resume_command: str = "dstrain run", wait: bool = True) -> Context:
     """Run the stages these settings select, under their data root: what ``dstrain run`` does, as a library call.
 
     Bad settings are refused before any work (the language's own test cases, a writable data root); the
     resolved settings are written to the run's ``config.json``; finished stages are skipped.  Raises
     ``StageFailed`` naming the stage, the cause and ``resume_command``.
+
+    One run at a time holds the run directory, and one writer at a time each shared output it writes
+    (pipeline/locks.py): a second run of the same directory waits its turn, or with ``wait=False`` stops
+    at once with ``locks.Busy`` naming the holder.
     """
     selected = select(STAGES, start, stop, only)
     ctx = replace(Context.of(config), selected=frozenset(s.name for s in selected))
@@ -175,13 +180,22 @@ def start_run(config: Config, start: Optional[str] = None, stop: Optional[str] =
     token = _current_run.set(object())
     try:
         preflight(ctx)
-        if read_json(ctx.paths.config_file) != config.redacted():
-            write_json(ctx.paths.config_file, config.redacted())
-        log.info("run %s: language %s, data root %s", config.run_name, config.language.code, ctx.paths.root)
-        run_stages(STAGES, ctx, selected, force, resume_command)
+        with locks.waiting(wait), locks.hold(ctx.paths.run, f"run {config.run_name} ({ctx.paths.run})"):
+            _under_lock(ctx, config, selected, force, resume_command)
     finally:
         _current_run.reset(token)
     return ctx
+
+
+def _under_lock(ctx: Context, config: Config, selected, force, resume_command: str) -> None:
+    # Whatever a killed run was writing: no one else writes here while the lock is held.
+    remove_leftovers(ctx.paths.run, recursive=True)
+    if read_json(ctx.paths.config_file) != config.redacted():
+        write_json(ctx.paths.config_file, config.redacted())
+    log.info("run %s: language %s, data root %s", config.run_name, config.language.code, ctx.paths.root)
+    # Under the lock: the smoke training writes in the run directory.
+    without_check_stage(ctx)
+    run_stages(STAGES, ctx, selected, force, resume_command)
 
 
 def check_run(config: Config, smoke: bool = False, stop: Optional[str] = None,
@@ -192,7 +206,12 @@ def check_run(config: Config, smoke: bool = False, stop: Optional[str] = None,
     log.setLevel(logging.DEBUG)
     token = _current_run.set(object())
     try:
-        run_stages(STAGES, ctx, select(STAGES, only="check"), (), resume_command)
+        with contextlib.ExitStack() as held:
+            if smoke:
+                # The smoke training writes in the run directory; a run holding it is not waited for.
+                held.enter_context(locks.waiting(False))
+                held.enter_context(locks.hold(ctx.paths.run, f"run {config.run_name} ({ctx.paths.run})"))
+            run_stages(STAGES, ctx, select(STAGES, only="check"), (), resume_command)
     finally:
         _current_run.reset(token)
     return ctx

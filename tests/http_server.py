@@ -1,11 +1,13 @@
-"""A real HTTP server on loopback that serves files with Range support and can drop connections."""
+"""A real HTTP server on loopback that serves files with Range support and misbehaves on demand: it drops
+connections, answers with errors or an HTML page, ignores ranges, or keeps a download in flight."""
 import hashlib
 import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Set
+from urllib.parse import urlsplit
 
 
 class FileServer:
@@ -16,6 +18,16 @@ class FileServer:
         self.requests: List[Dict[str, str]] = []
         #: (method, path) -> callable(handler), for fake APIs.
         self.api_handlers = {}
+        #: path -> HTTP statuses to answer, one per request, before the file is served (a 503 now and then).
+        self.failures: Dict[str, List[int]] = {}
+        #: path -> bytes sent with 200 instead of the file (a login page).
+        self.instead: Dict[str, bytes] = {}
+        #: Paths whose range requests get a 206 with the file from byte 0 (a broken proxy or CDN).
+        self.range_from_zero: Set[str] = set()
+        #: path -> event: a GET for it is answered only once the event is set (a download kept in flight).
+        self.held: Dict[str, threading.Event] = {}
+        #: path -> event set when a GET for it arrives.
+        self.arrived: Dict[str, threading.Event] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,7 +48,17 @@ class FileServer:
             def do_GET(self):
                 if self._api("GET"):
                     return
-                target = server.root / self.path.lstrip("/")
+                path = urlsplit(self.path).path  # a query (?token=...) does not name another file
+                server.arrived.setdefault(path, threading.Event()).set()
+                if path in server.held:
+                    server.held[path].wait(120)
+                if server.failures.get(path):
+                    self.send_error(server.failures[path].pop(0))
+                    return
+                if path in server.instead:
+                    self._send(200, server.instead[path], {"Content-Type": "text/html"})
+                    return
+                target = server.root / path.lstrip("/")
                 if not target.is_file():
                     self.send_error(404)
                     return
@@ -47,6 +69,9 @@ class FileServer:
                 if_range = self.headers.get("If-Range")
                 if match and if_range is not None and if_range != etag:
                     match = None  # the file changed since the client's piece: send it whole
+                if match and path in server.range_from_zero:
+                    self._send(206, data, {"Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"})
+                    return
                 if match:
                     start = int(match.group(1))
                     if start >= len(data):
@@ -63,12 +88,19 @@ class FileServer:
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("ETag", etag)
                 self.end_headers()
-                cut = server.cut_after.pop(self.path, None)
+                cut = server.cut_after.pop(path, None)
                 if cut is not None:
                     self.wfile.write(body[:cut])
                     self.wfile.flush()
                     self.close_connection = True
                     return
+                self.wfile.write(body)
+
+            def _send(self, status: int, body: bytes, headers: Dict[str, str]):
+                self.send_response(status)
+                for name, value in dict(headers, **{"Content-Length": str(len(body))}).items():
+                    self.send_header(name, value)
+                self.end_headers()
                 self.wfile.write(body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -97,5 +129,7 @@ class FileServer:
         return self
 
     def __exit__(self, *exc):
+        for event in self.held.values():  # no request left waiting on a test that ended
+            event.set()
         self.httpd.shutdown()
         self.httpd.server_close()

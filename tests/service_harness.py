@@ -143,4 +143,7 @@ class Client:
             if until is not None and job["state"] in FINAL:
                 raise AssertionError(f"job {job_id} ended before the condition held: {job}")
             time.sleep(1)
-        raise AssertionError(f"job {job_id} not done within {timeout} s: {self.get(f'/v1/jobs/{job_id}').json()}")
+        # The job's own log says where it stands: the stage it is stuck in is the first thing to know.
+        log_tail = self.get(f"/v1/jobs/{job_id}/log").text[-3000:]
+        raise AssertionError(f"job {job_id} not done within {timeout} s: {self.get(f'/v1/jobs/{job_id}').json()}\n"
+                             f"its log ends with:\n{log_tail}")

@@ -79,7 +79,8 @@ def test_ccpmf_days_never_cross_splits(served, ccpmf_imported):
 def test_ccpmf_parts_are_downloaded_joined_verified_then_removed(served, ccpmf_imported):
     manifest, root = ccpmf_imported
     whole = served[1][1]
-    assert sorted(p.name for p in (root / "sources").iterdir()) == [whole.name, whole.name + ".verified.json"]
+    kept = sorted(p.name for p in (root / "sources").iterdir() if p.name != ".locks")
+    assert kept == [whole.name, whole.name + ".verified.json"]
     assert sha256(root / "sources" / whole.name) == sha256(whole)
     assert manifest == json.loads((root / "ccpmf" / "manifest.json").read_text())
     assert manifest["importer"] == "ccpmf" and manifest["licence"].startswith("Licence Ouverte")
@@ -135,12 +136,16 @@ def test_ccpmf_parts_placed_by_hand_are_joined(served, tmp_path):
         shutil.copy(str(part), str(tmp_path / "sources" / part.name))
     params = ccpmf.Params(sha256=sha256(whole))
     assert ccpmf.CORPUS.download(params, tmp_path / "sources") == sha256(whole)
-    assert sorted(p.name for p in (tmp_path / "sources").iterdir()) == [whole.name, whole.name + ".verified.json"]
+    kept = sorted(p.name for p in (tmp_path / "sources").iterdir() if p.name != ".locks")
+    assert kept == [whole.name, whole.name + ".verified.json"]
 
 
-def test_ccpmf_without_its_archive_says_where_to_get_it(tmp_path):
-    with pytest.raises(SourceError, match="Download its parts from https://data.economie.gouv.fr"):
+def test_ccpmf_without_its_archive_says_where_to_get_it_and_how_to_name_the_parts(tmp_path):
+    with pytest.raises(SourceError, match="Download its parts from https://data.economie.gouv.fr") as err:
         ccpmf.CORPUS.download(ccpmf.Params(), tmp_path)
+    archive = ccpmf.Params().archive
+    assert f"named as published: {archive}.001, {archive}.002, and so on" in str(err.value)
+    assert f"Place it at exactly this path:\n    {tmp_path.absolute() / archive}" in str(err.value)
 
 
 def test_ccpmf_refuses_a_language_num2words_lacks():

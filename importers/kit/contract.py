@@ -27,6 +27,7 @@ from dstrain.importers.kit.params import CorpusParams, SpeakerSplit
 from dstrain.pipeline.formats.audio import Clip
 from dstrain.pipeline.formats.deepspeech_csv import Reject
 from dstrain.pipeline.paths import ImportedDataset
+from dstrain.pipeline.redaction import redact_url
 from dstrain.pipeline.sources.archive import extract
 from dstrain.pipeline.sources.fetch import obtain
 
@@ -124,7 +125,8 @@ class Corpus(ABC):
     def manifest(self, archive: Path, sha256: str, params) -> Dict[str, Any]:
         """The source, the licence and ``describe``; ``assemble`` adds the counts."""
         return dict(self.describe(params), importer=self.name, importer_version=self.version, licence=self.licence,
-                    source={"archive": archive.name, "sha256": sha256, "url": self.source_url(params) or self.homepage})
+                    source={"archive": archive.name, "sha256": sha256,
+                            "url": redact_url(self.source_url(params) or self.homepage)})
 
     def prepare(self, archive: Path, sha256: str, out_dir: Path, normalize: Normalize, params, workers: int) -> dict:
         """Write DeepSpeech CSVs, ``rejects.csv`` and ``manifest.json`` into ``out_dir``; return the manifest."""

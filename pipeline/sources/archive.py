@@ -1,10 +1,13 @@
 """Safe extraction of source archives: tar (streamed; plain, gz, bz2, xz) and zip."""
 import contextlib
+import gzip
 import logging
+import lzma
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -17,6 +20,26 @@ log = logging.getLogger("dstrain")
 #: (1 MiB made reading a Common Voice archive 4x slower than 64 KiB).
 READ_SIZE = 64 << 10
 DONE = ".extracted.json"
+#: What reading a truncated or damaged archive raises, from the container or the compression under it.
+DAMAGE = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+
+
+class CorruptArchive(DstrainError):
+    """An archive that ends early or does not decompress: it must be fetched (or placed) again."""
+
+    def __init__(self, archive: Path, reason: str):
+        super().__init__(f"{archive.absolute()} is truncated or corrupt: {reason}")
+        self.archive = archive
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def _damage_named(archive: Path):
+    """Damage found while reading ``archive``, in this module or by a caller reading its members, as one error."""
+    try:
+        yield
+    except DAMAGE as exc:
+        raise CorruptArchive(archive, str(exc) or type(exc).__name__) from None
 
 
 def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) -> Path:
@@ -64,7 +87,7 @@ def tar_members(archive: Path, desc: str = ""):
     """(name, kind, opener) for each member, read in one pass: a .tar.gz cannot be read out of order."""
     reader = tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size, unit="B", unit_scale=True,
                            desc=desc or "extract " + archive.name, leave=False)
-    with reader as raw, tarfile.open(fileobj=raw, mode="r|*", bufsize=READ_SIZE) as tar:
+    with _damage_named(archive), reader as raw, tarfile.open(fileobj=raw, mode="r|*", bufsize=READ_SIZE) as tar:
         yield _forgetting(tar)
 
 
@@ -83,7 +106,7 @@ def _forgetting(tar: tarfile.TarFile):
 @contextlib.contextmanager
 def _zip_members(archive: Path):
     """(name, kind, opener) for each member; the progress counts compressed bytes."""
-    with zipfile.ZipFile(str(archive)) as zip_file:
+    with _damage_named(archive), zipfile.ZipFile(str(archive)) as zip_file:
         infos = zip_file.infolist()
         with tqdm(total=sum(i.compress_size for i in infos), unit="B", unit_scale=True,
                   desc="extract " + archive.name, leave=False) as bar:

@@ -69,8 +69,12 @@ def preflight(ctx) -> None:
     ensure_writable(ctx.paths.root)
     if ctx.config.settings.optimize.enabled:
         trainer.find_optimizer(ctx.config.settings)
-    if ctx.selected and "check" not in ctx.selected:
-        # --from a later stage: the check stage does not run, so what it verifies for them is verified here.
+
+
+def without_check_stage(ctx) -> None:
+    """--from a later stage: the check stage does not run, so what it verifies for the selected stages (the
+    trainer, the tools, the smoke training) is verified here, before them."""
+    if "check" not in ctx.selected:
         verify_tools(ctx)
 
 

@@ -1,9 +1,10 @@
 """download: every selected dataset's source archive in ``sources/``, verified."""
+import contextlib
 import logging
 from functools import partial
 
 from dstrain.pipeline.registry import get_importer
-from dstrain.pipeline.sources.fetch import SourceError, obtain_each, verified_sha256
+from dstrain.pipeline.sources.fetch import SourceError, again, obtain_each, verified_sha256
 
 log = logging.getLogger("dstrain")
 
@@ -11,7 +12,9 @@ log = logging.getLogger("dstrain")
 def skip_hint(ctx, failed) -> str:
     others = [d.key for d in ctx.config.datasets if d.key not in failed]
     if not others:
-        return ""
+        return (f"\n  None of them could be obtained. Once one of them is in place, run with just that one: add "
+                f"--datasets {failed[0]} (or a comma-separated list of those in place; or set datasets in your "
+                "config) and run the same command again.")
     return (f"\n  To go on without {', '.join(failed)}, add --datasets {','.join(others)} "
             "(or set datasets in your config) and run the same command again.")
 
@@ -34,8 +37,12 @@ def _download(ctx, dataset) -> str:
 
 
 def run(ctx) -> dict:
-    """Try every dataset, so one unreachable source does not hold up the others' downloads."""
-    digests, failures = obtain_each({d.key: partial(_download, ctx, d) for d in ctx.config.datasets})
+    """Try every dataset, so one unreachable source does not hold up the others' downloads.
+
+    ``--force download`` fetches every source anew (one placed by hand, with no address, is hashed anew).
+    """
+    with again() if "download" in ctx.forced else contextlib.nullcontext():
+        digests, failures = obtain_each({d.key: partial(_download, ctx, d) for d in ctx.config.datasets})
     if failures:
         problems = "\n".join(f"  dataset {key}: {cause}" for key, cause in failures.items())
         raise SourceError(f"{len(failures)} of {len(ctx.config.datasets)} datasets could not be obtained:\n"

@@ -1,16 +1,21 @@
 """import: each dataset into ``imported/<lang>/<dataset>/``, shared by every run of the language.
 
 Each dataset has its own completion record, so a change to one dataset's
-parameters re-imports only that dataset.
+parameters re-imports only that dataset.  One run at a time writes a dataset
+(its lock), while any number may read its source archive (a shared lock that
+keeps out a download replacing it).
 """
 import logging
+import shlex
 
-from dstrain.pipeline.atomic import read_json, write_json
+from dstrain.pipeline import locks
+from dstrain.pipeline.atomic import read_json, remove_leftovers, write_json
 from dstrain.pipeline.digests import digest
 from dstrain.pipeline.errors import StageError
 from dstrain.pipeline.paths import ImportedDataset
 from dstrain.pipeline.registry import get_importer
-from dstrain.pipeline.sources.fetch import verified_sha256
+from dstrain.pipeline.sources.archive import CorruptArchive
+from dstrain.pipeline.sources.fetch import adopt, changed_since_verified, mark_damaged, verified_sha256
 
 log = logging.getLogger("dstrain")
 
@@ -33,21 +38,39 @@ def inputs(ctx) -> dict:
 def run(ctx) -> dict:
     counts, outputs = {}, {}
     for dataset in ctx.config.datasets:
-        corpus = get_importer(dataset.importer)
         out = ImportedDataset(ctx.paths.imported(dataset.key))
-        wanted = dataset_fingerprint(ctx, dataset)
-        record = read_json(out.record)
-        if ctx.step_done("import", record, wanted):
-            log.info("%s: already imported", dataset.key)
-        else:
-            archive = corpus.archive_path(dataset.params, ctx.paths.sources)
-            sha256 = verified_sha256(archive)
-            if sha256 is None:
-                raise StageError(f"{archive} changed since it was verified; rerun the download stage")
-            manifest = corpus.prepare(archive, sha256, out.dir, ctx.language.normalize, dataset.params,
-                                        ctx.config.workers)
-            record = {"fingerprint": wanted, "counts": manifest["counts"], "rejected": manifest["rejected"]}
-            write_json(out.record, record)
+        with locks.hold(out.dir, f"imported dataset {out.dir}"):
+            remove_leftovers(out.dir)  # of an import that was killed: no one else writes here now
+            record = _import(ctx, dataset, out)
         counts[dataset.key] = record["counts"]
         outputs[dataset.key] = record["fingerprint"]
     return {"counts": counts, "outputs": outputs}
+
+
+def _import(ctx, dataset, out: ImportedDataset) -> dict:
+    corpus = get_importer(dataset.importer)
+    archive = corpus.archive_path(dataset.params, ctx.paths.sources)
+    if changed_since_verified(archive):
+        adopt(archive, dataset.params.sha256, "verified again: its size or date changed")
+    wanted = dataset_fingerprint(ctx, dataset)
+    record = read_json(out.record)  # read under the lock: another run may just have written it
+    if ctx.step_done("import", record, wanted):
+        log.info("%s: already imported", dataset.key)
+        return record
+    try:
+        with locks.hold(archive, f"source {archive}", shared=True):
+            sha256 = verified_sha256(archive)
+            if sha256 is None:
+                raise StageError(f"{archive} is not verified (it is missing, or was found damaged); "
+                                 "run the download stage first")
+            manifest = corpus.prepare(archive, sha256, out.dir, ctx.language.normalize, dataset.params,
+                                      ctx.config.workers)
+    except CorruptArchive as exc:
+        mark_damaged(archive, exc.reason)
+        raise StageError(
+            f"{exc}.\n  It is marked as damaged and will not be used again: run the same command again and it is "
+            "downloaded anew. If you placed it by hand, delete it and put a good copy at that path:\n"
+            f"    rm {shlex.quote(str(archive.absolute()))}") from None
+    record = {"fingerprint": wanted, "counts": manifest["counts"], "rejected": manifest["rejected"]}
+    write_json(out.record, record)
+    return record

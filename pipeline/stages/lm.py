@@ -24,6 +24,7 @@ from dstrain.pipeline.formats.deepspeech_csv import read_samples
 from dstrain.pipeline.language import TextSource, to_english
 from dstrain.pipeline.lm import corpus, kenlm
 from dstrain.pipeline.paths import verified_record
+from dstrain.pipeline.redaction import redact
 from dstrain.pipeline.sources.fetch import SourceError, obtain, obtain_each, verified_sha256
 
 log = logging.getLogger("dstrain")
@@ -107,7 +108,8 @@ def _obtain(path: Path, source: TextSource) -> str:
     """The verified sha256 of the source's file, downloading it again when the source moved on."""
     verified = read_json(verified_record(path))
     if path.exists() and verified and source.url and str(verified.get("origin", "")).startswith(("http:", "https:")):
-        if verified.get("origin") != source.url or (source.sha256 and source.sha256.lower() != verified.get("sha256")):
+        moved = verified.get("origin") != redact(source.url)  # the record keeps the url without its secrets
+        if moved or (source.sha256 and source.sha256.lower() != verified.get("sha256")):
             log.info("%s: %s now points to another file; downloading it again", path.name, source.name)
             path.unlink()
     how = (f"It is the language-model text {source.name!r} ({source.licence}): set lm.source.{source.name}.url "
