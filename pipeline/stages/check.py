@@ -158,13 +158,18 @@ def _probe_trainer(ctx, optimizer: bool) -> devices.Report:
     if problems:
         raise _refuse_trainer(python, origin, "; ".join(problems))
     log.info("trainer %s: %s", python, devices.describe_packages(report))
-    log.info("trainer device: %s", devices.describe(report))
+    _use_devices(python, report)
+    return report
+
+
+def _use_devices(python: str, report: devices.Report) -> None:
+    """Say which GPUs the trainer will use, refuse one its CUDA cannot drive, warn when it is the CPU."""
+    log.info("trainer %s: %s", python, devices.describe(report))
     problems = devices.unsupported(report)
     if problems:
         raise ConfigError("\n  ".join(problems))
     if not report.gpus:
         log.warning(devices.CPU_WARNING.format(cores=os.cpu_count()))
-    return report
 
 
 def _smoke_identity(ctx, report: devices.Report) -> str:
@@ -216,12 +221,7 @@ def _check_devices(ctx) -> None:
         log.warning("trainer %s: no TensorFlow to ask for GPUs (%s). The stages up to lm work without it; "
                     "train needs DeepSpeech 0.9.3's trainer (docs/training.md, or the Docker image).", python, cause)
         return
-    log.info("trainer %s: %s", python, devices.describe(report))
-    problems = devices.unsupported(report)
-    if problems:
-        raise ConfigError("\n  ".join(problems))
-    if not report.gpus:
-        log.warning(devices.CPU_WARNING.format(cores=os.cpu_count()))
+    _use_devices(python, report)
 
 
 def inputs(ctx) -> dict:
