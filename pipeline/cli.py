@@ -139,14 +139,16 @@ def run(start, stop, only, force, no_wait, **settings):
 
 @cli.command()
 @_settings_options
-def check(**settings):
-    """Check the data root, the tools and the language's own test cases, and nothing else."""
-    from dstrain.pipeline.runner import run_stages, select
-    from dstrain.pipeline.stage import Context
-    from dstrain.pipeline.stages import STAGES
+@click.option("--smoke", is_flag=True,
+              help="Also train a few steps on sample clips, test and export them (about a minute).")
+@click.option("--to", "stop", metavar="STAGE",
+              help="Check only what the stages up to this one need (--to alphabet: no trainer, no KenLM).")
+def check(smoke, stop, **settings):
+    """Check what a run needs, and nothing else: the data root, decoders, the language's own test cases, the
+    trainer, its GPU or CPU, and the language-model tools."""
+    from dstrain.pipeline.runner import check_run
 
-    ctx = Context.of(_resolve(**settings))
-    run_stages(STAGES, ctx, select(STAGES, only="check"), (), _resume_command())
+    check_run(_resolve(**settings), smoke, stop, _resume_command())
 
 
 @cli.command()

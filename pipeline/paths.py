@@ -213,6 +213,16 @@ class DataRoot:
     def package(self) -> Path:
         return self.run / "package"
 
+    @property
+    def smoke(self) -> Path:
+        """The smoke training's throwaway directory, deleted when it ends."""
+        return self.run / "smoke"
+
+    @property
+    def smoke_record(self) -> Path:
+        """The last smoke training that passed, so a rerun before training starts does not repeat it."""
+        return self.run / "state" / "smoke-training.json"
+
 
 class ImportedDataset:
     """The layout of ``imported/<lang>/<dataset>/``, written by an importer's ``prepare``."""

@@ -26,7 +26,7 @@ from dstrain.pipeline.errors import ConfigError, DstrainError
 from dstrain.pipeline.redaction import RedactingFormatter
 from dstrain.pipeline.stage import Context, Stage
 from dstrain.pipeline.stages import STAGES
-from dstrain.pipeline.stages.check import preflight
+from dstrain.pipeline.stages.check import preflight, without_check_stage
 
 log = logging.getLogger("dstrain")
 #: The run whose code is executing here; a run's log files accept only its own records.
@@ -93,7 +93,7 @@ def run_stages(
             raise ConfigError(f"--force {name}: no such stage; stages are: {', '.join(names)}")
         if name not in chosen:
             raise ConfigError(f"--force {name}: that stage is not among those selected by --from/--to/--only")
-    ctx = replace(ctx, forced=frozenset(force))
+    ctx = replace(ctx, forced=frozenset(force), selected=ctx.selected or frozenset(s.name for s in selected))
     states = stage_states(stages, ctx)
     for stage in selected:
         for up in stage.after:
@@ -173,8 +173,8 @@ def start_run(config: Config, start: Optional[str] = None, stop: Optional[str] =
     (pipeline/locks.py): a second run of the same directory waits its turn, or with ``wait=False`` stops
     at once with ``locks.Busy`` naming the holder.
     """
-    ctx = Context.of(config)
     selected = select(STAGES, start, stop, only)
+    ctx = replace(Context.of(config), selected=frozenset(s.name for s in selected))
     # The stage logs keep everything, debug lines too; other handlers choose what they show by their level.
     log.setLevel(logging.DEBUG)
     token = _current_run.set(object())
@@ -193,7 +193,28 @@ def _under_lock(ctx: Context, config: Config, selected, force, resume_command: s
     if read_json(ctx.paths.config_file) != config.redacted():
         write_json(ctx.paths.config_file, config.redacted())
     log.info("run %s: language %s, data root %s", config.run_name, config.language.code, ctx.paths.root)
+    # Under the lock: the smoke training writes in the run directory.
+    without_check_stage(ctx)
     run_stages(STAGES, ctx, selected, force, resume_command)
+
+
+def check_run(config: Config, smoke: bool = False, stop: Optional[str] = None,
+              resume_command: str = "dstrain check") -> Context:
+    """``dstrain check``: the check stage alone, verifying what a run up to ``stop`` (by default a whole run)
+    needs, the trainer and its tools included; with ``smoke``, the smoke training too."""
+    ctx = replace(Context.of(config), selected=frozenset(s.name for s in select(STAGES, stop=stop)), smoke=smoke)
+    log.setLevel(logging.DEBUG)
+    token = _current_run.set(object())
+    try:
+        with contextlib.ExitStack() as held:
+            if smoke:
+                # The smoke training writes in the run directory; a run holding it is not waited for.
+                held.enter_context(locks.waiting(False))
+                held.enter_context(locks.hold(ctx.paths.run, f"run {config.run_name} ({ctx.paths.run})"))
+            run_stages(STAGES, ctx, select(STAGES, only="check"), (), resume_command)
+    finally:
+        _current_run.reset(token)
+    return ctx
 
 
 class StageFailed(DstrainError):

@@ -121,6 +121,9 @@ class TrainSettings(_Section):
 
     trainer_python: Optional[str] = Field(
         None, description="the Python that runs DeepSpeech 0.9.3 (default: $TRAINER_PYTHON, else python3)")
+    smoke: bool = Field(
+        True, description="before a run's first training, train a few steps on sample clips, test and export "
+                          "them (about a minute), to prove the trainer, the GPU and the export")
     train_batch_size: int = Field(64, ge=1, description="clips per training batch (halved on out-of-memory)")
     dev_batch_size: int = Field(64, ge=1, description="clips per validation batch (halved on out-of-memory)")
     test_batch_size: int = Field(64, ge=1, description="clips per test batch (halved on out-of-memory)")

@@ -16,6 +16,10 @@ class Context:
     paths: DataRoot
     #: Stages named by --force; train must then discard its checkpoints.
     forced: FrozenSet[str] = frozenset()
+    #: The stages this invocation runs (every stage for `dstrain check`): check verifies what they need.
+    selected: FrozenSet[str] = frozenset()
+    #: The smoke training: None before a run's first training (train.smoke), True now, False not at all.
+    smoke: Optional[bool] = None
 
     @classmethod
     def of(cls, config: Config) -> "Context":

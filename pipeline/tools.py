@@ -11,23 +11,24 @@ from typing import List, Optional, Sequence
 from dstrain.pipeline.errors import ConfigError, StageError
 
 log = logging.getLogger("dstrain")
-#: Where the Docker image installs its tools, searched after PATH.
-FALLBACK_DIR = Path("/usr/local/bin")
 #: Output lines quoted when a tool fails; the whole output is in the stage log.
 TAIL_LINES = 20
 
 
 def find_tool(name: str, configured: Optional[Path], setting: str, how_to_get: str) -> Path:
-    """``configured`` if set (it must be executable), else ``name`` on PATH, else in /usr/local/bin."""
+    """``configured`` if set (it must be executable), else ``name`` on PATH.
+
+    One way to say where a tool is: its setting, from a config file or a DSTRAIN_* variable (the image sets
+    those variables); PATH when it is not set.
+    """
     if configured is not None:
         configured = configured.expanduser()
         if configured.is_file() and os.access(str(configured), os.X_OK):
             return configured
         raise ConfigError(f"{setting}: {configured} is not an executable file ({name} expected there). {how_to_get}")
-    found = shutil.which(name) or (str(FALLBACK_DIR / name) if os.access(str(FALLBACK_DIR / name), os.X_OK)
-                                    else None)
+    found = shutil.which(name)
     if found is None:
-        raise ConfigError(f"{name} was not found on PATH or in {FALLBACK_DIR}. {how_to_get}")
+        raise ConfigError(f"{name} was not found on PATH, and {setting} is not set. {how_to_get}")
     return Path(found)
 
 

@@ -40,7 +40,8 @@ BY_HEART = {
     "clean": ['shared_transcripts = "keep"'],  # the one sentence is the test too
     "lm": ["sources = []", "exclude_held_out = false", 'memory = "64M"'],  # and its LM too: not held out
     "train": [f"epochs = {EPOCHS}", "n_hidden = 100", "learning_rate = 0.002", "dropout_rate = 0.0",
-              "train_batch_size = 1", "dev_batch_size = 1", "test_batch_size = 1", "early_stop = false"],
+              "train_batch_size = 1", "dev_batch_size = 1", "test_batch_size = 1", "early_stop = false",
+              "smoke = false"],  # tests/test_check.py tries it
     "evaluate": ["beam_width = 100"],
     "export": ["beam_width = 100"],
 }

@@ -52,6 +52,25 @@ def test_the_real_trainer_reports_its_tensorflow_and_no_gpu_here():
     assert found.tensorflow == "1.15.5" and found.gpus == () and found.cuda is None
 
 
-def test_a_python_without_tensorflow_cannot_answer():
-    with pytest.raises(ValueError, match="could not list TensorFlow's devices.*No module named 'tensorflow'"):
-        devices.probe(sys.executable)  # the tests' own Python has no TensorFlow
+def test_a_python_without_deepspeech_says_what_it_lacks():
+    found = devices.probe(sys.executable)  # the tests' own Python: none of DeepSpeech's packages
+    assert found.tensorflow is None and found.python == sys.version.split()[0]
+    problems = devices.missing(found, optimizer=True)
+    assert [p.split(" (")[0] for p in problems] == [
+        "it cannot import deepspeech_training", "it cannot import ds_ctcdecoder", "it cannot import tensorflow",
+        "it cannot import optuna"]
+    assert "No module named 'tensorflow'" in problems[2]
+
+
+def test_versions_other_than_deepspeech_0_9_3_and_tensorflow_1_15_are_refused():
+    versions = {"deepspeech_training": "0.9.2", "ds_ctcdecoder": "0.9.3", "tensorflow": "1.15.5+nv23.03"}
+    assert devices.missing(devices.Report("1.15.5", None, (), "3.8.10", versions), optimizer=False) == [
+        "it has deepspeech_training 0.9.2, and DeepSpeech 0.9.3 needs 0.9.3"]
+    versions.update(deepspeech_training="0.9.3", tensorflow="1.14.0")
+    assert devices.missing(devices.Report("1.14.0", None, (), "3.6.9", versions), optimizer=False) == [
+        "it has tensorflow 1.14.0, and DeepSpeech 0.9.3 needs 1.15"]
+
+
+def test_a_program_that_is_not_python_cannot_answer(tmp_path):
+    with pytest.raises(ValueError, match="could not run the probe"):
+        devices.probe("/bin/false")

@@ -107,7 +107,7 @@ def test_wrong_sha256_is_refused_and_never_used(served, tmp_path):
 def test_a_missing_archive_names_the_exact_path(tmp_path):
     data = tmp_path / "data"
     config = write_config(tmp_path / "c.toml", data)
-    proc = dstrain("run", "-l", "fr", "--config", config, check=False)
+    proc = dstrain("run", "-l", "fr", "--config", config, "--to", "download", check=False)
     assert proc.returncode == 1
     assert "Place it at exactly this path:\n    {}".format(data / "sources" / NAME) in proc.stderr
     assert (data / "sources").is_dir()  # a plain `cp archive data/sources/` then does what it says
@@ -117,7 +117,7 @@ def test_a_failed_download_says_where_a_copy_fetched_by_hand_goes(served, tmp_pa
     server, _ = served
     data = tmp_path / "data"
     config = write_config(tmp_path / "c.toml", data, None, server.url + "/moved.tar.gz")
-    proc = dstrain("run", "-l", "fr", "--config", config, check=False)
+    proc = dstrain("run", "-l", "fr", "--config", config, "--to", "download", check=False)
     assert proc.returncode == 1
     assert "answered HTTP 404" in proc.stderr
     assert "A copy you get yourself goes at exactly this path:\n    {}".format(data / "sources" / NAME) in proc.stderr
@@ -129,7 +129,7 @@ def test_a_hand_placed_archive_with_a_different_sha256_is_refused(cv_archive, tm
     (data / "sources").mkdir(parents=True)
     shutil.copy(cv_archive, data / "sources" / NAME)
     config = write_config(tmp_path / "c.toml", data, "f" * 64)
-    proc = dstrain("run", "-l", "fr", "--config", config, check=False)
+    proc = dstrain("run", "-l", "fr", "--config", config, "--to", "download", check=False)
     assert proc.returncode == 1 and "was expected" in proc.stderr
     assert not (data / "sources" / NAME).exists()
 

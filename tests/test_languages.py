@@ -141,7 +141,8 @@ def test_new_language_writes_a_module_that_passes_its_own_check(tmp_path):
     source = module.read_text()
     assert source.count("QUESTION") >= 5 and 'LETTERS = "abcdefghijklmnopqrstuvwxyzñùê\'"' in source
     fake_distribution(site, "br_entry", "from br import LANGUAGE\n", "br = br_entry:LANGUAGE")
-    proc = dstrain("check", "-l", "br", "--data-root", tmp_path / "data", env=clean_env(PYTHONPATH=str(site)))
+    proc = dstrain("check", "-l", "br", "--data-root", tmp_path / "data", "--to", "alphabet",
+                   env=clean_env(PYTHONPATH=str(site)))
     assert "language br: 3 test cases pass" in proc.stderr
     again = dstrain("new-language", "br", "--name", "Breton", "--dir", site, check=False)
     assert again.returncode == 2 and "already exists" in again.stderr

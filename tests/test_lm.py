@@ -324,7 +324,7 @@ def test_missing_scorer_tool_names_the_setting_and_how_to_build_it(lm_run, tmp_p
     assert proc.returncode != 0
     assert "lm.scorer_tool" in proc.stderr and "docker/build_scorer_tool.sh" in proc.stderr
     assert "nowhere/generate_scorer_package" in proc.stderr
-    monkeypatch.setenv("PATH", str(tmp_path))  # and not configured: searched on PATH and /usr/local/bin
+    monkeypatch.setenv("PATH", str(tmp_path))  # and not configured: searched on PATH only
     with pytest.raises(ConfigError, match="build_scorer_tool.sh") as err:
         scorer.find(None)
     assert "lm.scorer_tool" in str(err.value)

@@ -35,6 +35,7 @@ TINY = {
     "dataset.common_voice.max_duration": 5.0,
     "train.n_hidden": 64, "train.train_batch_size": 2, "train.dev_batch_size": 2, "train.test_batch_size": 2,
     "train.early_stop": False,
+    "train.smoke": False,  # tests/test_check.py tries it
     "lm.sources": [],
     "export.formats": ["tflite"],
     "evaluate.beam_width": 50,

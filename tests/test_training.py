@@ -75,7 +75,7 @@ class Scenario:
         self.tools = tools
         self.record = tmp_path / "deepspeech-calls.jsonl"
         self.sections = {"train": {"epochs": 10, "n_hidden": 64, "train_batch_size": 4, "dev_batch_size": 4,
-                                   "test_batch_size": 4, "early_stop": False},
+                                   "test_batch_size": 4, "early_stop": False, "smoke": False},
                          "export": {"convert_graphdef_memmapped_format": str(self.tools["converter"])}}
         self.configure(**sections)
 

@@ -1,26 +1,54 @@
-"""Which GPUs the trainer's TensorFlow sees, and whether its CUDA can drive them.
+"""What the trainer's Python holds (DeepSpeech 0.9.3, TensorFlow 1.15, the decoder), which GPUs it sees, and
+whether its CUDA can drive them.
 
 TensorFlow 1.15 lists a GPU that its CUDA release is too old for, then fails or spends an hour compiling
 kernels once training starts.  The check stage asks the trainer's own Python (the base image's TensorFlow)
-and refuses such a GPU before any work, naming the base image that fits.
+in one process and refuses such a GPU, or a missing package, before any work.
 """
 import json
 import os
 import re
 import subprocess
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, Mapping, NamedTuple, Optional, Tuple
 
-#: Run by the trainer's Python: what its TensorFlow was built with and which devices it finds.
+#: Run by the trainer's Python: each package's version or why it cannot be imported, what its TensorFlow was
+#: built with and which devices it finds.  Written for the oldest base (Python 3.6).
 PROBE = r"""
-import json, os
+import json, os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from tensorflow.python.client import device_lib
-from tensorflow.python.platform import build_info
-import tensorflow as tf
-gpus = [d.physical_device_desc for d in device_lib.list_local_devices() if d.device_type == "GPU"]
-print(json.dumps({"tensorflow": tf.version.VERSION, "cuda": getattr(build_info, "cuda_version_number", None)
-                  or os.environ.get("CUDA_VERSION"), "cuda_build": tf.test.is_built_with_cuda(), "gpus": gpus}))
+found = {"python": sys.version.split()[0], "versions": {}, "errors": {}}
+
+def deepspeech_training():
+    import deepspeech_training
+    with open(os.path.join(os.path.dirname(deepspeech_training.__file__), "VERSION")) as handle:
+        return handle.read().strip()
+
+def ds_ctcdecoder():
+    import ds_ctcdecoder
+    return ds_ctcdecoder.__version__
+
+def optuna():
+    import optuna
+    return optuna.__version__
+
+def tensorflow():
+    from tensorflow.python.client import device_lib
+    from tensorflow.python.platform import build_info
+    import tensorflow as tf
+    found["gpus"] = [d.physical_device_desc for d in device_lib.list_local_devices() if d.device_type == "GPU"]
+    found["cuda"] = (getattr(build_info, "cuda_version_number", None) or os.environ.get("CUDA_VERSION")
+                     if tf.test.is_built_with_cuda() else None)
+    return tf.version.VERSION
+
+for package in (deepspeech_training, ds_ctcdecoder, optuna, tensorflow):
+    try:
+        found["versions"][package.__name__] = package()
+    except Exception as exc:
+        found["errors"][package.__name__] = "{}: {}".format(type(exc).__name__, exc)
+print(json.dumps(found))
 """
+#: What DeepSpeech 0.9.3's trainer needs in its Python (its setup.py and requirements), as version prefixes.
+REQUIRED = {"deepspeech_training": "0.9.3", "ds_ctcdecoder": "0.9.3", "tensorflow": "1.15"}
 
 #: The newest compute capability each CUDA major.minor release can build kernels for.
 NEWEST_CAPABILITY = ((10, 0, 7.5), (11, 0, 8.0), (11, 1, 8.6), (11, 8, 9.0), (12, 0, 9.0))
@@ -42,9 +70,14 @@ class Gpu(NamedTuple):
 
 
 class Report(NamedTuple):
-    tensorflow: str
+    tensorflow: Optional[str]
     cuda: Optional[str]
     gpus: Tuple[Gpu, ...]
+    python: str = ""
+    #: Package name -> version, for those the trainer's Python imports.
+    versions: Mapping[str, str] = {}
+    #: Package name -> why it cannot be imported.
+    errors: Mapping[str, str] = {}
 
 
 def parse_gpu(description: str) -> Gpu:
@@ -56,15 +89,30 @@ def parse_gpu(description: str) -> Gpu:
 
 
 def probe(python: str) -> Report:
-    """Ask the trainer's Python; raises OSError or ValueError when it cannot answer."""
+    """Ask the trainer's Python; raises OSError (no such program) or ValueError (it cannot run the probe)."""
     proc = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    if proc.returncode != 0:
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ValueError(f"{python} could not list TensorFlow's devices: {last}")
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return Report(data["tensorflow"], data["cuda"] if data["cuda_build"] else None,
-                  tuple(parse_gpu(d) for d in data["gpus"]))
+        raise ValueError(f"{python} could not run the probe (exit code {proc.returncode}): {last}")
+    data = json.loads(lines[-1])
+    return Report(data["versions"].get("tensorflow"), data.get("cuda"),
+                  tuple(parse_gpu(d) for d in data.get("gpus", ())), data["python"], data["versions"], data["errors"])
+
+
+def missing(report: Report, optimizer: bool) -> List[str]:
+    """One sentence per package the trainer's Python lacks, or has in a version DeepSpeech 0.9.3 cannot use;
+    optuna only when the optimize stage will run lm_optimizer.py."""
+    wanted = dict(REQUIRED, **({"optuna": ""} if optimizer else {}))
+    problems = []
+    for package, prefix in wanted.items():
+        version = report.versions.get(package)
+        if version is None:
+            problems.append(f"it cannot import {package} ({report.errors.get(package, 'not found')})")
+        elif not (version == prefix or version.startswith(prefix + ".")) and prefix:
+            problems.append(f"it has {package} {version}, and DeepSpeech 0.9.3 needs {prefix}")
+    return problems
 
 
 def _version(text: str) -> Tuple[int, int]:
@@ -100,3 +148,8 @@ def describe(report: Report) -> str:
                      for g in report.gpus) or "none"
     cuda = f"CUDA {report.cuda}" if report.cuda else "a CPU-only build"
     return f"TensorFlow {report.tensorflow} ({cuda}); GPUs: {gpus}"
+
+
+def describe_packages(report: Report) -> str:
+    return f"Python {report.python}, " + ", ".join(f"{name} {version}"
+                                                    for name, version in sorted(report.versions.items()))

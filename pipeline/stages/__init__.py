@@ -15,7 +15,7 @@ from dstrain.pipeline.stages import (
 )
 
 STAGES = (
-    Stage("check", "data root, disk space, decoders and the language's own test cases",
+    Stage("check", "data root, disk space, decoders, the language's own test cases, the trainer and tools",
           (), check.inputs, check.run, always=True),
     Stage("download", "get and verify every dataset's source archive", ("check",), download.inputs, download.run),
     Stage("import", "extract, convert audio to 16 kHz WAV, normalise labels, reject bad rows",

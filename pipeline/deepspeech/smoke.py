@@ -1,0 +1,145 @@
+"""The smoke training: DeepSpeech trains a few steps on a handful of clips, tests and exports the result, in a
+throwaway directory.  About a minute, it proves the trainer, the GPU (or CPU), the decoder and the export
+before hours of downloads and training; the original pipeline's checks did the same.
+
+The clips are DeepSpeech's own sample (``data/smoke_test/`` in its source tree, which the image holds beside
+lm_optimizer.py), else the first clips this run imported.  The command lines are trainer.py's, the same the
+train, evaluate and export stages build; only the paths (the throwaway directory) and the model's size differ.
+"""
+import json
+import logging
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import List, NamedTuple, Optional
+
+from dstrain.pipeline.deepspeech import decoding, trainer
+from dstrain.pipeline.errors import StageError
+from dstrain.pipeline.formats.alphabet import alphabet_text
+from dstrain.pipeline.formats.deepspeech_csv import Sample, read_samples, write_samples
+from dstrain.pipeline.paths import SPLITS, DataRoot, ImportedDataset
+
+log = logging.getLogger("dstrain")
+
+#: In DeepSpeech's source tree: 16 kHz mono WAVs of one TIMIT sentence, and its transcript ("0 46797 She had...").
+SAMPLE_DIR = Path("data") / "smoke_test"
+SAMPLE_CLIPS = ("LDC93S1.wav", "LDC93S1_pcms16le_1_16000.wav")
+SAMPLE_TRANSCRIPT = "LDC93S1.txt"
+#: Clips taken from an import when there is no sample.
+IMPORTED_CLIPS = 4
+#: Small enough to train in seconds on a CPU; the real settings' width is not what is being proved.
+N_HIDDEN = 64
+EPOCHS = 2
+#: What the throwaway run is called under its own data root.
+RUN = "smoke"
+
+
+class Clips(NamedTuple):
+    samples: List[Sample]
+    #: Where they come from, for the log and the record.
+    origin: str
+
+
+def sample_clips(settings) -> Optional[Clips]:
+    """DeepSpeech's sample, in its source tree: the one whose lm_optimizer.py (at its top) optimize.script names,
+    as the image's settings do."""
+    script = settings.optimize.script
+    if script is not None and script.expanduser().is_file():
+        directory = script.expanduser().resolve().parent / SAMPLE_DIR
+        wavs = [directory / name for name in SAMPLE_CLIPS if (directory / name).is_file()]
+        if wavs and (directory / SAMPLE_TRANSCRIPT).is_file():
+            # "0 46797 She had your dark suit in greasy wash water all year."
+            words = (directory / SAMPLE_TRANSCRIPT).read_text(encoding="utf-8").split()[2:]
+            text = " ".join(words).lower().strip(".")
+            samples = [Sample(str(wav), wav.stat().st_size, text) for wav in wavs]
+            return Clips(samples, f"DeepSpeech's sample {directory}")
+    return None
+
+
+def imported_clips(ctx) -> Optional[Clips]:
+    """The first training clips of the first dataset this run has imported."""
+    for dataset in ctx.config.datasets:
+        imported = ImportedDataset(ctx.paths.imported(dataset.key))
+        csv = imported.csv("train")
+        if not (imported.record.is_file() and csv.is_file()):
+            continue
+        samples = []
+        for sample in read_samples(csv):
+            wav = (csv.parent / sample.wav_filename).resolve()
+            samples.append(sample._replace(wav_filename=str(wav)))
+            if len(samples) == IMPORTED_CLIPS:
+                break
+        if samples:
+            return Clips(samples, f"the first {len(samples)} clips imported from {dataset.key}")
+    return None
+
+
+def find_clips(ctx) -> Optional[Clips]:
+    return sample_clips(ctx.config.settings) or imported_clips(ctx)
+
+
+def _throwaway(ctx, scratch: Path):
+    """The run's context with its paths under ``scratch`` and a tiny model: the trainer's flags are built from it."""
+    settings = ctx.config.settings
+    train = settings.train.model_copy(update={
+        "n_hidden": N_HIDDEN, "epochs": EPOCHS, "train_batch_size": 1, "dev_batch_size": 1, "test_batch_size": 1,
+        "early_stop": False, "reduce_lr_on_plateau": False, "feature_cache": False, "max_to_keep": 1})
+    small = settings.model_copy(update={"train": train})
+    return replace(ctx, config=replace(ctx.config, settings=small), paths=DataRoot(scratch, RUN, ctx.language.code))
+
+
+def _prepare(small, clips: Clips) -> None:
+    paths = small.paths
+    for split in SPLITS:
+        paths.clean_csv(split).parent.mkdir(parents=True, exist_ok=True)
+        write_samples(paths.clean_csv(split), clips.samples)
+    characters = sorted({c for sample in clips.samples for c in sample.transcript})
+    paths.alphabet.write_text(alphabet_text(characters), encoding="utf-8")
+
+
+def _step(small, what: str, flags) -> None:
+    settings = small.config.settings
+    started = time.time()
+    outcome = trainer.run(trainer.command(settings, flags), trainer.environment(settings))
+    if not outcome.ok:
+        raise StageError("the smoke training failed at its {} (exit code {}), so a real training would too "
+                         "(train.smoke = false skips this check). DeepSpeech's last lines:\n    {}".format(
+                             what, outcome.returncode, "\n    ".join(outcome.tail)))
+    log.info("smoke training: %s done in %.0f s", what, time.time() - started)
+
+
+def run(ctx, clips: Clips) -> dict:
+    """Train, test and export ``clips`` under ``ctx.paths.smoke``, removed afterwards whatever happens."""
+    scratch = ctx.paths.smoke
+    shutil.rmtree(str(scratch), ignore_errors=True)
+    small = _throwaway(ctx, scratch)
+    settings = small.config.settings
+    log.info("smoke training: %d steps on %s, n_hidden %d, in %s", EPOCHS * len(clips.samples), clips.origin,
+             N_HIDDEN, scratch)
+    try:
+        _prepare(small, clips)
+        paths = small.paths
+        start = trainer.Start(paths.checkpoints, "init")
+        _step(small, "training", trainer.train_flags(small, start, EPOCHS, 1, 1, None))
+        output = paths.test_output
+        output.parent.mkdir(parents=True, exist_ok=True)
+        lm = settings.lm
+        no_scorer = decoding.Decoder(None, lm.alpha, lm.beta, "configured", None)
+        _step(small, "test", trainer.test_flags(small, paths.clean_csv("test"), output, no_scorer, 1))
+        decoded = [row.get("res", "") for row in json.loads(output.read_text(encoding="utf-8"))]
+        exported = []
+        for kind in [k for k in settings.export.formats if k != "zip"] or ["tflite"]:
+            directory = paths.export_scratch(kind)
+            directory.mkdir(parents=True, exist_ok=True)
+            _step(small, f"{kind} export", trainer.export_flags(small, kind, directory, None))
+            models = sorted(p.name for p in directory.glob("output_graph.*") if not p.name.endswith(".md"))
+            if not models:
+                raise StageError(f"the smoke training's {kind} export wrote no model in {directory}")
+            exported += models
+    finally:
+        shutil.rmtree(str(scratch), ignore_errors=True)
+    log.info("smoke training passed: trained, decoded %d clip(s) (%r, from %d steps: words are not expected), "
+             "exported %s", len(decoded), decoded[0] if decoded else "", EPOCHS * len(clips.samples),
+             ", ".join(exported))
+    return {"clips": clips.origin, "decoded": len(decoded), "exported": exported}
