@@ -8,8 +8,8 @@ import base64
 import html
 import math
 import os
-from urllib.parse import quote
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import quote
 
 from dstrain.pipeline.atomic import temporary_path, write_text
 
