@@ -47,9 +47,15 @@ def _better(clips: int, batch_size: int):
     return best, best_count
 
 
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} seconds"
+    return f"{seconds / 60:.1f} minutes" if seconds < 7200 else f"{seconds / 3600:.1f} hours"
+
+
 def describe(found: LeftOut) -> str:
     text = (f"train_batch_size {found.batch_size} leaves {found.clips} of the {found.total} training clips "
-            f"({found.seconds / 60:.1f} minutes of audio, the longest ones) out of every epoch: DeepSpeech 0.9.3 "
+            f"({duration(found.seconds)} of audio, the longest ones) out of every epoch: DeepSpeech 0.9.3 "
             "sorts the clips by size and drops the last incomplete batch, so the model never learns from them.")
     if found.better is not None:
         text += (f" train_batch_size = {found.better} would leave out {found.better_left_out}"

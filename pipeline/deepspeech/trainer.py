@@ -24,8 +24,9 @@ TRAIN_MODULE = "deepspeech_training.train"
 OUT_OF_MEMORY = re.compile(r"ResourceExhaustedError|OOM when allocating")
 #: The trainer's lines a user must see as they come: out of memory, cuDNN failures, infinite or NaN losses,
 #: DeepSpeech's errors.  The rest (TensorFlow's deprecation notices above all) goes to the stage log only.
-MATTERS = re.compile(OUT_OF_MEMORY.pattern + r"|cuDNN|CUDNN_STATUS|loss: (-?inf|nan)\b|infinite \(or NaN\) loss"
-                     r"|^E |^Fatal|^FATAL", re.IGNORECASE)
+#: (An epoch's infinite or NaN loss reaches the console in the train stage's own line for the epoch.)
+MATTERS = re.compile(OUT_OF_MEMORY.pattern + r"|cuDNN|CUDNN_STATUS|infinite \(or NaN\) loss|^E |^Fatal|^FATAL",
+                     re.IGNORECASE)
 TAIL_LINES = 30
 OPTIMIZER_HOW_TO_GET = ("lm_optimizer.py is at the top of DeepSpeech v0.9.3's source tree (git clone --branch v0.9.3 "
                         "https://github.com/mozilla/DeepSpeech), not in the deepspeech_training package.")

@@ -182,13 +182,16 @@ def _train_once(ctx, progress: Progress, found: Optional[starting.Source]) -> tr
 def _on_line(ctx, progress: Progress, line: str) -> None:
     """Each finished epoch on the console, numbered from 1 over the whole run (DeepSpeech's own lines, numbered
     from 0 in each invocation, go to the stage log)."""
+    best = progress["best"]  # before this line's epoch: DeepSpeech says it saved a new best after its loss
     event = progress.feed(line)
     if event is not None and event.kind == "dev_loss":
         epoch = progress["epochs"][-1]
-        best = progress["best"]
-        log.info("epoch %d of %d: training loss %s, dev loss %s%s", epoch["epoch"], ctx.config.settings.train.epochs,
-                 _loss(epoch["train_loss"]), _loss(epoch["dev_loss"]),
-                 "" if best is None else f" (best: epoch {best['epoch']}, {_loss(best['dev_loss'])})")
+        loss = epoch["dev_loss"]
+        lowest = loss is not None and (best is None or best["dev_loss"] is None or loss < best["dev_loss"])
+        log.log(logging.INFO if None not in (loss, epoch["train_loss"]) else logging.WARNING,
+                "epoch %d of %d: training loss %s, dev loss %s%s", epoch["epoch"], ctx.config.settings.train.epochs,
+                _loss(epoch["train_loss"]), _loss(loss), " (the lowest so far)" if lowest else
+                "" if best is None else f" (the lowest: epoch {best['epoch']}, {_loss(best['dev_loss'])})")
 
 
 def _loss(value: Optional[float]) -> str:
