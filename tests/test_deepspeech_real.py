@@ -67,7 +67,7 @@ for name in sys.argv[3:]:
 OVERFIT = [Row("train", "fit_1.mp3", "le chat dort"), Row("train", "fit_2.mp3", "il fait beau"),
            Row("train", "fit_3.mp3", "nous mangeons du pain"), Row("dev", "fit_dev.mp3", "la maison est grande"),
            Row("test", "fit_test.mp3", "le soleil brille")]
-OVERFIT_EPOCHS = 150
+OVERFIT_EPOCHS = 60
 
 
 def by_heart(**more) -> str:
@@ -234,10 +234,14 @@ def test_the_last_checkpoint_of_an_overfitted_model_transcribes_its_training_cli
     run = data / "runs" / "fr"
     training = json.loads((run / "reports" / "metrics.json").read_text())["training"]
     assert training["model"]["which"] == "last" and training["model"]["epoch"] == OVERFIT_EPOCHS
+    # The dev sentence is not learnt: its loss bottoms out early, so the best-dev checkpoint is another one.
+    best = training["best"]
+    assert best["epoch"] < OVERFIT_EPOCHS and best["checkpoint"] != training["model"]["checkpoint"]
     clips = {row.text: next((data / "imported" / "fr" / "common_voice").rglob(f"*{Path(row.key).stem}*.wav"))
              for row in OVERFIT if row.split == "train"}
     heard = transcribe(os.environ["DEEPSPEECH_TFLITE_RUNTIME"], run / "models" / "output_graph.tflite", None,
                        *clips.values()).splitlines()
     errors = sum(word_errors(text, said) for text, said in zip(clips, heard))
     wer = errors / sum(len(text.split()) for text in clips)
+    print("WER", wer, list(zip(clips, heard)))
     assert wer < 0.2, list(zip(clips, heard))

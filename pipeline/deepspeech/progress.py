@@ -8,6 +8,7 @@ crash at any moment leaves the last finished epoch counted.
 import math
 import os
 import socket
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from dstrain.pipeline.atomic import read_json, write_json
@@ -100,13 +101,18 @@ class Progress:
         last = self.unfinished()
         if last is None or last.get("host") != socket.gethostname() or not last.get("pid"):
             return False
+        if last["pid"] == os.getpid():
+            return False
         try:
             os.kill(last["pid"], 0)
         except ProcessLookupError:
             return False
         except PermissionError:
+            pass
+        try:  # a process that took the number of a killed one (after a restart) is not a dstrain
+            return b"dstrain" in Path("/proc", str(last["pid"]), "cmdline").read_bytes()
+        except OSError:
             return True
-        return last["pid"] != os.getpid()
 
     def close_interrupted(self) -> None:
         """An invocation still "running" when a new one starts was killed: it is recorded as interrupted."""

@@ -63,7 +63,7 @@ def _checkpoint_members(ctx) -> List[Member]:
     """The checkpoint the train stage named as the model, under the state file of its kind."""
     directory = ctx.paths.checkpoints
     progress = Progress.load(ctx.paths.training_progress, ctx.paths.metrics)
-    model = progress["model"] if progress else None
+    model = progress.data.get("model") if progress else None
     if model is None or checkpoints.state_name(directory, model["state_file"]) != model["checkpoint"]:
         raise StageError(f"{directory} does not hold the checkpoint the train stage named as the model; run the "
                          "train stage")
