@@ -102,7 +102,7 @@ def loss_curve(training: Dict[str, Any], png) -> None:
     resumed = [i["first_epoch"] for i in training.get("invocations", []) if i.get("first_epoch", 1) > 1]
     for number, epoch in enumerate(sorted(set(resumed))):
         # Between the last epoch before the stop and the first after it.
-        ax.axvline(epoch - 0.5, color="tab:orange", linestyle=(0, (1, 1)),
+        ax.axvline(epoch - 0.5, color="tab:brown", linestyle=(0, (1, 1)),
                    label="training resumed" if number == 0 else None)
     styles = {"early_stop": ("red", "--", "early stop"), "plateau": ("purple", ":", "learning rate reduced"),
               "out_of_memory": ("grey", "-.", "out of memory: batch halved")}
