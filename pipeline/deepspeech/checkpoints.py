@@ -125,9 +125,10 @@ def restore_best(directory: Path, backup: Path, name: str) -> bool:
     Also after a kill -9 that left DeepSpeech's worse "best" named and the real one only in ``backup``.
     """
     current = state_name(directory, BEST_STATE)
-    replaced = current != name and (bool(files_of(directory, name)) or backup.is_dir())
+    kept = files_of(backup, name) if backup.is_dir() else []
+    replaced = current != name and bool(files_of(directory, name) or kept)
     if replaced:
-        for path in files_of(backup, name) if backup.is_dir() else []:
+        for path in kept:
             target = directory / path.name
             if not target.exists():
                 os.link(str(path), str(target))
