@@ -284,9 +284,8 @@ def run(ctx) -> dict:
     if not checkpoints.has_best(ctx.paths.checkpoints):
         raise StageError(f"training finished but {ctx.paths.checkpoints} has no best-dev checkpoint")
     model = _model(ctx, progress)
+    progress["forced"] = False  # the forced training has finished: a later rerun continues nothing
     progress.set_model(model)
-    progress["forced"] = False
-    progress.save()
     log.info("the model is epoch %d's %s checkpoint %s (dev loss %s)", model["epoch"], model["which"],
              model["checkpoint"], _loss(model["dev_loss"]))
     counts = {"epochs": progress["epochs_done"], "best_epoch": best.get("epoch"),
