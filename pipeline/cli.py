@@ -154,20 +154,19 @@ def check(smoke, stop, **settings):
 @cli.command()
 @_settings_options
 def status(**settings):
-    """Show each stage as done, stale (inputs changed) or pending, with times and counts."""
-    from dstrain.pipeline.runner import stage_states
+    """Show each stage as done, stale (inputs changed) or pending, with times and counts; a training under way
+    or stopped as running or interrupted, with its epochs and the command that continues it."""
     from dstrain.pipeline.stage import Context
-    from dstrain.pipeline.stages import STAGES
+    from dstrain.pipeline.status import advice, rows
 
     ctx = Context.of(_resolve(**settings))
-    states = stage_states(STAGES, ctx)
     click.echo(f"run {ctx.config.run_name} ({ctx.language.code}), data root {ctx.paths.root}")
-    click.echo("{:<10} {:<8} {:<21} {:>9}  {}".format("stage", "state", "finished", "seconds", "counts"))
-    for stage in STAGES:
-        record = ctx.record(stage.name) or {}
-        counts = ", ".join(f"{k}={v}" for k, v in record.get("counts", {}).items())
-        click.echo("{:<10} {:<8} {:<21} {:>9}  {}".format(
-            stage.name, states[stage.name], record.get("finished", "-"), record.get("seconds", "-"), counts))
+    click.echo("{:<10} {:<11} {:<21} {:>9}  {}".format("stage", "state", "finished", "seconds", "counts"))
+    found = rows(ctx)
+    for row in found:
+        click.echo("{:<10} {:<11} {:<21} {:>9}  {}".format(*row))
+    for line in advice(found, _resume_command().replace(" status", " run", 1)):
+        click.echo(line)
 
 
 @cli.command("config")

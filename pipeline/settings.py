@@ -150,6 +150,9 @@ class TrainSettings(_Section):
         None, description="the source checkpoint's alphabet (default: alphabet.txt beside the checkpoint)")
     drop_source_layers: int = Field(
         1, ge=1, le=5, description="transfer learning: source layers re-learnt, counted from the output")
+    model_checkpoint: str = Field(
+        "best", pattern="^(best|last)$",
+        description="the checkpoint evaluated, exported and packaged: 'best' (lowest dev loss) or 'last' epoch's")
 
     @field_validator("augment", mode="before")
     @classmethod

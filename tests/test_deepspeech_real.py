@@ -10,6 +10,9 @@ One French sentence is spoken for train, dev and test, and a small model (n_hidd
 - each model, taken from the release tarballs, transcribes the clip in the official runtimes
   (deepspeech==0.9.3 for .pb and .pbmm, deepspeech-tflite==0.9.3 for .tflite).
 
+A second run overfits a handful of sentences on purpose, and ships the last checkpoint
+(train.model_checkpoint = last): its export transcribes its own training clips without a scorer.
+
 tests/trainer_env.sh builds what it needs (TRAINER_PYTHON, LM_OPTIMIZER, GENERATE_SCORER_PACKAGE,
 DEEPSPEECH_RUNTIME, DEEPSPEECH_TFLITE_RUNTIME); tests/run.sh sets them, and there these tests never skip.
 """
@@ -53,11 +56,19 @@ TOOLS = ("TRAINER_PYTHON", "LM_OPTIMIZER", "GENERATE_SCORER_PACKAGE", "DEEPSPEEC
 TRANSCRIBE = """
 import sys, wave, numpy, deepspeech
 model = deepspeech.Model(sys.argv[1])
-model.enableExternalScorer(sys.argv[2])
-with wave.open(sys.argv[3]) as wav:
-    audio = numpy.frombuffer(wav.readframes(wav.getnframes()), numpy.int16)
-print(model.stt(audio))
+if sys.argv[2] != "-":
+    model.enableExternalScorer(sys.argv[2])
+for name in sys.argv[3:]:
+    with wave.open(name) as wav:
+        audio = numpy.frombuffer(wav.readframes(wav.getnframes()), numpy.int16)
+    print(model.stt(audio))
 """
+#: Sentences learnt by heart together, in one batch (3 divides 3: DeepSpeech drops no clip); the dev and test
+#: sentences are others, so the dev loss soon stops falling and the best-dev checkpoint is an early one.
+OVERFIT = [Row("train", "fit_1.mp3", "le chat dort"), Row("train", "fit_2.mp3", "il fait beau"),
+           Row("train", "fit_3.mp3", "nous mangeons du pain"), Row("dev", "fit_dev.mp3", "la maison est grande"),
+           Row("test", "fit_test.mp3", "le soleil brille")]
+OVERFIT_EPOCHS = 100
 
 
 def by_heart(**more) -> str:
@@ -76,13 +87,24 @@ def require_trainer() -> None:
     need_real(ok, f"TRAINER_PYTHON ({python}) cannot import deepspeech_training: run tests/trainer_env.sh")
 
 
-def transcribe(runtime: str, model: Path, scorer: Path, wav: Path) -> str:
-    proc = subprocess.run([runtime, "-c", TRANSCRIBE, str(model), str(scorer), str(wav)], capture_output=True,
-                          text=True, timeout=300)
+def transcribe(runtime: str, model: Path, scorer, *wavs: Path) -> str:
+    """What the model hears in each clip, one line each; ``scorer`` None decodes without one."""
+    proc = subprocess.run([runtime, "-c", TRANSCRIBE, str(model), str(scorer or "-"), *map(str, wavs)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     # The runtime exits 0 even when inference fails; it then prints an error and an empty line.
     assert "Error" not in proc.stderr, proc.stderr
     return proc.stdout.strip()
+
+
+def word_errors(expected: str, heard: str) -> int:
+    previous = list(range(len(heard.split()) + 1))
+    for i, word in enumerate(expected.split(), 1):
+        current = [i]
+        for j, other in enumerate(heard.split(), 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != other)))
+        previous = current
+    return previous[-1]
 
 
 def extract(tarball: Path, into: Path) -> Path:
@@ -142,10 +164,10 @@ def real_run(kenlm_dir, tmp_path_factory):  # noqa: F811
 def test_after_sigkill_the_rerun_trains_only_the_epochs_left(real_run):
     record = progress(real_run.run)
     assert KILL_AFTER <= real_run.killed_at < EPOCHS
-    assert [e["epoch"] for e in record["epochs"]] == list(range(EPOCHS))
+    assert [e["epoch"] for e in record["epochs"]] == list(range(1, EPOCHS + 1))
     *_, resumed = record["invocations"]
     assert (resumed["first_epoch"], resumed["epochs"], resumed["load_train"]) == (
-        real_run.killed_at, EPOCHS - real_run.killed_at, "last")
+        real_run.killed_at + 1, EPOCHS - real_run.killed_at, "last")
     assert resumed["outcome"] == "finished"
     training = json.loads((real_run.run / "reports" / "metrics.json").read_text())["training"]
     assert all(e["train_loss"] is not None and e["dev_loss"] is not None for e in training["epochs"])
@@ -194,3 +216,32 @@ def test_the_check_stage_names_the_cpu_and_warns(real_run):
     log = (real_run.run / "logs" / "check.log").read_text()
     assert "TensorFlow 1.15.5 (a CPU-only build); GPUs: none" in log
     assert "training will run on the CPU" in log
+
+
+def test_the_last_checkpoint_of_an_overfitted_model_transcribes_its_training_clips(kenlm_dir, tmp_path):  # noqa: F811
+    require_trainer()
+    need_real(bool(os.environ.get("DEEPSPEECH_TFLITE_RUNTIME") and os.environ.get("GENERATE_SCORER_PACKAGE")),
+              "set DEEPSPEECH_TFLITE_RUNTIME and GENERATE_SCORER_PACKAGE (tests/trainer_env.sh)")
+    data = tmp_path / "data"
+    (data / "sources").mkdir(parents=True)
+    build_common_voice(data / "sources", rows=OVERFIT)
+    config = write_config(tmp_path / "dstrain.toml", data)
+    config.write_text(config.read_text() + by_heart(
+        lm=[f'kenlm_bin = "{kenlm_dir}"', f'scorer_tool = "{os.environ["GENERATE_SCORER_PACKAGE"]}"'],
+        train=['model_checkpoint = "last"'], export=['formats = ["tflite"]'],
+    ).replace(f"epochs = {EPOCHS}\n", f"epochs = {OVERFIT_EPOCHS}\n").replace(
+        "train_batch_size = 1\n", "train_batch_size = 3\n"))
+    dstrain("run", "-l", "fr", "--config", config, "--to", "export")
+    run = data / "runs" / "fr"
+    training = json.loads((run / "reports" / "metrics.json").read_text())["training"]
+    assert training["model"]["which"] == "last" and training["model"]["epoch"] == OVERFIT_EPOCHS
+    # The dev sentence is not learnt: its loss bottoms out early, so the best-dev checkpoint is another one.
+    best = training["best"]
+    assert best["epoch"] < OVERFIT_EPOCHS and best["checkpoint"] != training["model"]["checkpoint"]
+    clips = {row.text: next((data / "imported" / "fr" / "common_voice").rglob(f"*{Path(row.key).stem}*.wav"))
+             for row in OVERFIT if row.split == "train"}
+    heard = transcribe(os.environ["DEEPSPEECH_TFLITE_RUNTIME"], run / "models" / "output_graph.tflite", None,
+                       *clips.values()).splitlines()
+    errors = sum(word_errors(text, said) for text, said in zip(clips, heard))
+    wer = errors / sum(len(text.split()) for text in clips)
+    assert wer < 0.2, list(zip(clips, heard))

@@ -164,10 +164,10 @@ def test_compose_stop_mid_training_then_up_trains_only_the_epochs_left(trained):
     assert finished["state"] == {"state": "exited", "exit_code": 0}
     record = json.loads((data / "runs" / "fr" / "checkpoints" / "dstrain-progress.json").read_text())
     first, resumed = record["invocations"]
-    assert first["outcome"] == "aborted" and (first["first_epoch"], first["epochs"]) == (0, EPOCHS)
+    assert first["outcome"] == "aborted" and (first["first_epoch"], first["epochs"]) == (1, EPOCHS)
     assert (resumed["first_epoch"], resumed["epochs"], resumed["load_train"], resumed["outcome"]) == (
-        stop["epochs"], EPOCHS - stop["epochs"], "last", "finished")
-    assert [e["epoch"] for e in record["epochs"]] == list(range(EPOCHS))
+        stop["epochs"] + 1, EPOCHS - stop["epochs"], "last", "finished")
+    assert [e["epoch"] for e in record["epochs"]] == list(range(1, EPOCHS + 1))
     _, stopped, resumed_log, _ = trained[3]["logs"]
     assert "stage train failed: interrupted" in stopped
     assert "resume with:\n    LANGUAGE=fr docker compose up, with the same --profile and DSTRAIN_ARGS" in stopped

@@ -295,7 +295,7 @@ def test_cancel_then_resume_continues_from_the_last_checkpoint(service, clients)
     training = json.loads((run_dir(service, bob, job_id) / "checkpoints" / "dstrain-progress.json").read_text())
     assert training["epochs_done"] == 30
     # The second DeepSpeech run started from the first one's checkpoint, at the epoch where it stopped.
-    assert [i["first_epoch"] for i in training["invocations"]] == [0, stopped_at]
+    assert [i["first_epoch"] for i in training["invocations"]] == [1, stopped_at + 1]
 
 
 def test_a_failed_job_says_why_from_its_stage_log_and_resumes(service, clients, tmp_path):

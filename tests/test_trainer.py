@@ -49,3 +49,30 @@ def test_tensorflow_out_of_memory_is_recognised():
         "tensorflow.python.framework.errors_impl.ResourceExhaustedError: 2 root error(s) found.")
     assert trainer.OUT_OF_MEMORY.search("  (0) Resource exhausted: OOM when allocating tensor with shape[64,1024]")
     assert not trainer.OUT_OF_MEMORY.search("I Loading most recent checkpoint from /data/checkpoints/train-10")
+
+
+def test_the_clips_dropped_with_the_last_incomplete_batch_are_counted_as_deepspeech_drops_them():
+    from dstrain.pipeline.deepspeech import batches
+
+    # The case: 31 clips, batch 8; sizes of 1 s to 31 s of 16 kHz 16-bit audio, plus the header.
+    sizes = [44 + 32000 * seconds for seconds in range(1, 32)]
+    found = batches.left_out(sizes, 8)
+    assert (found.clips, found.total, found.batch_size) == (7, 31, 8)
+    assert found.seconds == sum(range(25, 32))  # the 7 longest
+    # From half the batch up to it: 31 % 6 == 31 % 5 == 1, the larger batch is kept.
+    assert (found.better, found.better_left_out) == (6, 1)
+    assert "leaves 7 of the 31 training clips (3.3 minutes of audio" in batches.describe(found)
+    assert batches.left_out(sizes[:24], 8) is None
+    # Fewer clips than one batch: DeepSpeech trains on none of them.
+    assert batches.left_out(sizes[:5], 8).clips == 5
+
+
+def test_the_trainers_lines_that_matter_are_told_from_its_noise():
+    noise = ["WARNING:tensorflow:From train.py:485: Iterator.output_types (from tensorflow.python.data.ops."
+             "iterator_ops) is deprecated and will be removed in a future version.", "Instructions for updating:",
+             "I Finished training epoch 3 - loss: 41.200000"]
+    matter = ["tensorflow.python.framework.errors_impl.ResourceExhaustedError: OOM when allocating tensor",
+              "E The following files caused an infinite (or NaN) loss: a.wav",
+              "tensorflow.python.framework.errors_impl.UnknownError: Fail to find the dnn implementation. "
+              "[Op:CudnnRNN] cuDNN launch failure"]
+    assert [bool(trainer.MATTERS.search(line)) for line in noise + matter] == [False] * 3 + [True] * 3

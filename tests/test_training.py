@@ -5,12 +5,14 @@ wrapper given as TRAINER_PYTHON; dstrain runs it exactly as it would run DeepSpe
 """
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -153,10 +155,10 @@ def test_crash_at_epoch_3_of_10_then_rerun_trains_the_remaining_7(crashed_then_r
     assert "resuming: 3 of 10 epochs were done" in resumed.stderr
 
     training = scenario.metrics()["training"]
-    assert [e["epoch"] for e in training["epochs"]] == list(range(10))
+    assert [e["epoch"] for e in training["epochs"]] == list(range(1, 11))
     assert [e["dev_loss"] for e in training["epochs"]] == [float(v) for v in DEV_LOSSES.split(",")]
     assert [(i["first_epoch"], i["epochs"], i["outcome"]) for i in training["invocations"]] == [
-        (0, 10, "crashed"), (3, 7, "finished")]
+        (1, 10, "crashed"), (4, 7, "finished")]
     for name in ("evaluate", "export", "package"):
         assert (scenario.run_dir / "state" / (name + ".json")).exists()
 
@@ -168,7 +170,7 @@ def test_a_better_best_after_the_resume_replaces_the_one_from_before_the_crash(p
     scenario.run("--to", "train", check=False, DS_DOUBLE_CRASH_AT_EPOCH="3", DS_DOUBLE_DEV_LOSSES=losses)
     resumed = scenario.run("--to", "train", DS_DOUBLE_DEV_LOSSES=losses)
     training = scenario.metrics()["training"]
-    assert training["best"]["epoch"] == 9 and training["best"]["dev_loss"] == 5.0
+    assert training["best"]["epoch"] == 10 and training["best"]["dev_loss"] == 5.0
     assert scenario.best_checkpoint() == training["best"]["checkpoint"]
     assert [e["event"] for e in training["events"]].count("earlier_best_kept") == 4
     assert "is kept" not in resumed.stderr
@@ -177,10 +179,10 @@ def test_a_better_best_after_the_resume_replaces_the_one_from_before_the_crash(p
 def test_a_worse_best_saved_after_the_resume_does_not_replace_the_real_best(crashed_then_resumed):
     scenario, _, _, resumed = crashed_then_resumed
     training = scenario.metrics()["training"]
-    assert training["best"]["epoch"] == 2 and training["best"]["dev_loss"] == 10.0
+    assert training["best"]["epoch"] == 3 and training["best"]["dev_loss"] == 10.0
     assert scenario.best_checkpoint() == training["best"]["checkpoint"]
     assert [e["event"] for e in training["events"]].count("earlier_best_kept") == 7
-    assert "epoch 2's (dev loss 10.0) is kept" in resumed.stderr
+    assert "epoch 3's (dev loss 10.0) is kept" in resumed.stderr
     # Every later stage loaded that checkpoint, from the run's own directory.
     for call in scenario.calls()[2:]:
         assert call["flags"]["checkpoint_dir"] == str(scenario.run_dir / "checkpoints")
@@ -234,9 +236,21 @@ def test_report_has_the_loss_curve_and_its_data(crashed_then_resumed):
     assert "data:image/png;base64," in html and "<img" in html and "loss.png" not in html
     markdown = (reports / "report.md").read_text()
     assert "![Training and validation loss per epoch](loss.png)" in markdown
-    assert "| all | 3 |" in markdown and "Best model: epoch 2" in markdown
+    assert "| all | 3 |" in markdown and "Lowest dev loss: epoch 3, 10.00." in markdown
+    assert "The model is epoch 3's checkpoint" in markdown and "train.model_checkpoint = best" in markdown
+    # Resumed after the crash in epoch 4: said in words (the curve draws a line there).
+    assert "Epoch 4: training resumed from the last checkpoint." in markdown
     for title in ("### Best", "### Median", "### Worst"):
         assert title in markdown
+    # Every sample row has a player whose link, relative to the report, reaches its clip.
+    players = re.findall(r'<audio controls preload="none" src="([^"]+)"></audio>', html)
+    examples = scenario.metrics()["test"]["examples"]
+    assert len(players) == sum(len(rows) for rows in examples.values()) == 3
+    for link in players:
+        clip = (reports / unquote(link)).resolve()
+        assert clip.is_file() and clip.read_bytes()[:4] == b"RIFF"
+    for link in re.findall(r"\[fr_test_[^]]+\]\(([^)]+)\)", markdown):
+        assert (reports / unquote(link)).resolve().is_file()
 
 
 def test_exports_carry_the_metadata_and_the_beam_width(crashed_then_resumed):
@@ -307,10 +321,10 @@ def test_out_of_memory_halves_the_batch_and_resumes_from_the_last_checkpoint(pre
     assert argv_value(second, "train_batch_size") == "4" and argv_value(second, "dev_batch_size") == "4"
     assert argv_value(second, "load_train") == "last" and argv_value(second, "epochs") == "3"
     training = scenario.metrics()["training"]
-    assert [e["epoch"] for e in training["epochs"]] == [0, 1, 2, 3]
+    assert [e["epoch"] for e in training["epochs"]] == [1, 2, 3, 4]
     assert [e["train_batch_size"] for e in training["epochs"]] == [8, 4, 4, 4]
     assert [e for e in training["events"] if e["event"] == "out_of_memory"] == [
-        {"event": "out_of_memory", "epoch": 1, "train_batch_size": [8, 4], "dev_batch_size": [8, 4]}]
+        {"event": "out_of_memory", "epoch": 2, "train_batch_size": [8, 4], "dev_batch_size": [8, 4]}]
     assert [i["outcome"] for i in training["invocations"]] == ["out_of_memory", "finished"]
     tests = [c for c in scenario.calls() if c["flags"]["test_files"]]
     assert [c["flags"]["test_batch_size"] for c in tests] == [8, 4]
@@ -336,9 +350,9 @@ def test_early_stop_plateau_and_overfitting_are_recorded_and_explained(prepared,
     metrics = scenario.metrics()
     training = metrics["training"]
     assert training["stopped_early"] is True and training["epochs_done"] == 4
-    assert training["best"]["epoch"] == 1
+    assert training["best"]["epoch"] == 2
     events = [(e["event"], e["epoch"]) for e in training["events"]]
-    assert events == [("plateau", 2), ("early_stop", 3)]
+    assert events == [("plateau", 3), ("early_stop", 4)]
     assert [e["learning_rate"] for e in training["epochs"]] == pytest.approx([1e-4, 1e-4, 1e-4, 1e-5])
     assert any("overfitting" in tip for tip in metrics["test"]["advice"])
     # Training finished (early), so the stage is done: a rerun trains nothing.

@@ -8,6 +8,7 @@ train.py v0.9.3 saves with TensorFlow's Saver:
   (a Saver with max_to_keep=1, so one at a time);
 - ``flags.txt``: the flags of the last training invocation (absl's ``--name=value``, ``--flag``/``--noflag``).
 """
+import hashlib
 import os
 import re
 import shutil
@@ -18,6 +19,8 @@ from dstrain.pipeline.atomic import write_text
 
 LAST_STATE = "checkpoint"
 BEST_STATE = "best_dev_checkpoint"
+#: The state file of each choice of train.model_checkpoint, and DeepSpeech's --load_evaluate value for it.
+STATE_OF = {"best": BEST_STATE, "last": LAST_STATE}
 FLAGS_FILE = "flags.txt"
 _PATH_LINE = re.compile(r'^(model_checkpoint_path|all_model_checkpoint_paths): "(.*)"$')
 
@@ -117,22 +120,42 @@ def protect_best(directory: Path, backup: Path, name: str) -> None:
 
 
 def restore_best(directory: Path, backup: Path, name: str) -> bool:
-    """Put the protected best checkpoint back if DeepSpeech replaced it; True when it had to."""
+    """Make the best state file name ``name`` again if DeepSpeech replaced it; True when it had to.
+
+    Also after a kill -9 that left DeepSpeech's worse "best" named and the real one only in ``backup``.
+    """
     current = state_name(directory, BEST_STATE)
-    if current != name and backup.is_dir():
-        if current:
-            for path in files_of(directory, current):
-                path.unlink()
-        for path in files_of(backup, name):
+    kept = files_of(backup, name) if backup.is_dir() else []
+    replaced = current != name and bool(files_of(directory, name) or kept)
+    if replaced:
+        for path in kept:
             target = directory / path.name
             if not target.exists():
                 os.link(str(path), str(target))
+        if current:
+            for path in files_of(directory, current):
+                path.unlink()
         write_state(directory, BEST_STATE, name)
-        replaced = True
-    else:
-        replaced = False
     shutil.rmtree(str(backup), ignore_errors=True)
     return replaced
+
+
+def content_digest(directory: Path, name: str) -> Optional[str]:
+    """The weights of one checkpoint, by content: its ``.index`` and ``.data-*`` files.
+
+    The ``.meta`` graph is left out: its shape is fixed by the run's lineage, and it says nothing of the
+    weights.  None when the checkpoint has no files.
+    """
+    found = [path for path in files_of(directory, name) if not path.name.endswith(".meta")]
+    if not found:
+        return None
+    digest = hashlib.sha256()
+    for path in found:
+        digest.update(path.name[len(name):].encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def read_flags(directory: Path) -> Dict[str, str]:

@@ -7,6 +7,8 @@ crash at any moment leaves the last finished epoch counted.
 """
 import math
 import os
+import socket
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from dstrain.pipeline.atomic import read_json, write_json
@@ -22,7 +24,7 @@ class Progress:
         self.path = path
         self.metrics_path = metrics_path
         self.data = data
-        self._first_epoch = 0
+        self._before = 0
         self._train_losses: Dict[int, Optional[float]] = {}
 
     @classmethod
@@ -50,7 +52,12 @@ class Progress:
             "feature_cache_data": None,
             #: The training set last trained on, to say when a finished model has not seen a new one.
             "train_data": None,
+            #: The lowest dev loss of the whole run: {"epoch", "dev_loss", "checkpoint"}.
             "best": None,
+            #: The checkpoint that is the model (train.model_checkpoint), as the train stage last recorded it.
+            "model": None,
+            #: A training started by --force train that has not finished yet.
+            "forced": False,
             "epochs": [],
             "events": [],
             "invocations": [],
@@ -62,15 +69,16 @@ class Progress:
     def __setitem__(self, key, value):
         self.data[key] = value
 
-    def save(self, new_training: bool = False) -> None:
+    def save(self) -> None:
         write_json(self.path, self.data)
-        metrics = {} if new_training else read_json(self.metrics_path) or {}
+        metrics = read_json(self.metrics_path) or {}
         metrics["training"] = self.metrics()
         write_json(self.metrics_path, metrics)
 
     def metrics(self) -> Dict[str, Any]:
-        return {key: self.data[key] for key in ("mode", "epochs_done", "stopped_early", "best", "epochs", "events",
-                                                 "invocations", "train_batch_size", "dev_batch_size")}
+        return {key: self.data.get(key) for key in (
+            "mode", "epochs_done", "stopped_early", "best", "model", "epochs", "events", "invocations",
+            "train_batch_size", "dev_batch_size")}
 
     @property
     def last_epoch(self) -> Optional[int]:
@@ -81,30 +89,78 @@ class Progress:
         self.data["events"].append(dict(detail, event=kind, epoch=self.last_epoch if epoch is None else epoch))
         self.save()
 
+    # -- invocations that never said how they ended ----------------------------------
+
+    def unfinished(self) -> Optional[Dict[str, Any]]:
+        """The last invocation when it never recorded its end: still running, or killed (kill -9, power cut)."""
+        last = self.data["invocations"][-1] if self.data["invocations"] else None
+        return last if last is not None and last["outcome"] == "running" else None
+
+    def running_elsewhere(self) -> bool:
+        """Whether the unfinished invocation's dstrain process is alive on this machine."""
+        last = self.unfinished()
+        if last is None or last.get("host") != socket.gethostname() or not last.get("pid"):
+            return False
+        if last["pid"] == os.getpid():
+            return False
+        try:
+            os.kill(last["pid"], 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        try:  # a process that took the number of a killed one (after a restart) is not a dstrain
+            return b"dstrain" in Path("/proc", str(last["pid"]), "cmdline").read_bytes()
+        except OSError:
+            return True
+
+    def close_interrupted(self) -> None:
+        """An invocation still "running" when a new one starts was killed: it is recorded as interrupted."""
+        last = self.unfinished()
+        if last is not None:
+            last["outcome"] = "interrupted"
+            self.save()
+
     # -- one DeepSpeech invocation ----------------------------------------------
 
     def begin(self, cmd: List[str], load: str, load_dir, epochs: int) -> None:
-        self._first_epoch = self.data["epochs_done"]
+        self._before = self.data["epochs_done"]
         self._train_losses = {}
         self.data["invocations"].append({
             "argv": cmd,
             "load_train": load,
             "load_checkpoint_dir": str(load_dir),
-            "first_epoch": self._first_epoch,
+            #: Counted from 1 over the whole run, as every epoch number a user reads.
+            "first_epoch": self._before + 1,
             "epochs": epochs,
             "train_batch_size": self.data["train_batch_size"],
             "outcome": "running",
+            # Whether it still runs, for `dstrain status`.
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
         })
-        self.save(new_training=True)  # the model changes: earlier test results no longer describe it
+        self.save()
+
+    def set_model(self, model: Dict[str, Any]) -> None:
+        """The checkpoint that is the model; test results of other weights no longer describe it."""
+        self.data["model"] = model
+        metrics = read_json(self.metrics_path) or {}
+        tested = (metrics.get("test") or {}).get("model") or {}
+        if metrics.get("test") and tested.get("digest") != model["digest"]:
+            del metrics["test"]
+        metrics["training"] = self.metrics()
+        write_json(self.path, self.data)
+        write_json(self.metrics_path, metrics)
 
     def end(self, outcome: str, returncode: int) -> None:
         self.data["invocations"][-1].update(outcome=outcome, exit_code=returncode)
         self.save()
 
-    def feed(self, line: str) -> None:
+    def feed(self, line: str) -> Optional[Event]:
         event = parse(line)
         if event is not None:
             self.apply(event)
+        return event
 
     def apply(self, event: Event) -> None:
         if event.kind == "train_loss":
@@ -112,7 +168,8 @@ class Progress:
         elif event.kind == "dev_loss":
             # The epoch's checkpoint is saved before validation starts: from here on it counts as done.
             self.data["epochs"].append({
-                "epoch": self._first_epoch + event.epoch,
+                # DeepSpeech counts from 0 in each invocation; this counts from 1 over the whole run.
+                "epoch": self._before + event.epoch + 1,
                 "train_loss": self._train_losses.pop(event.epoch, None),
                 "dev_loss": _finite(event.value),
                 "learning_rate": self.data["current_learning_rate"],
@@ -123,11 +180,12 @@ class Progress:
         elif event.kind == "best_saved":
             best = self.data["best"]
             name = os.path.basename(event.detail.strip())
+            # The best of the whole run, whichever invocation found it: DeepSpeech's own best starts again at
+            # infinity on every resume, so its "new best" may be worse than one saved before.
             if best is None or (event.value is not None and event.value < best["dev_loss"]):
                 self.data["best"] = {"epoch": self.last_epoch, "dev_loss": event.value, "checkpoint": name}
                 self.save()
             else:
-                # After a resume DeepSpeech's best starts again at infinity; the better one is put back.
                 self.event("earlier_best_kept", dev_loss=event.value, kept_epoch=best["epoch"])
         elif event.kind == "early_stop":
             self.data["stopped_early"] = True

@@ -22,6 +22,11 @@ log = logging.getLogger("dstrain")
 TRAIN_MODULE = "deepspeech_training.train"
 #: How TensorFlow reports a GPU (or host) allocation failure.
 OUT_OF_MEMORY = re.compile(r"ResourceExhaustedError|OOM when allocating")
+#: The trainer's lines a user must see as they come: out of memory, cuDNN failures, infinite or NaN losses,
+#: DeepSpeech's errors.  The rest (TensorFlow's deprecation notices above all) goes to the stage log only.
+#: (An epoch's infinite or NaN loss reaches the console in the train stage's own line for the epoch.)
+MATTERS = re.compile(OUT_OF_MEMORY.pattern + r"|cuDNN|CUDNN_STATUS|infinite \(or NaN\) loss|^E |^Fatal|^FATAL",
+                     re.IGNORECASE)
 TAIL_LINES = 30
 OPTIMIZER_HOW_TO_GET = ("lm_optimizer.py is at the top of DeepSpeech v0.9.3's source tree (git clone --branch v0.9.3 "
                         "https://github.com/mozilla/DeepSpeech), not in the deepspeech_training package.")
@@ -142,13 +147,14 @@ def train_flags(ctx, start: Start, epochs: int, train_batch: int, dev_batch: int
 
 
 def _decode_flags(ctx, csv: Path, batch: int) -> Dict[str, Any]:
-    """Decoding ``csv`` with the best checkpoint: evaluate.py's test, and each trial of lm_optimizer.py."""
+    """Decoding ``csv`` with the model's checkpoint: evaluate.py's test, and each trial of lm_optimizer.py."""
     flags = _model_flags(ctx)
     flags.update({
         "test_files": csv,
         "test_batch_size": batch,
         "checkpoint_dir": ctx.paths.checkpoints,
-        "load_evaluate": "best",
+        # train.model_checkpoint: DeepSpeech's own names, the best-dev or the last state file.
+        "load_evaluate": ctx.config.settings.train.model_checkpoint,
         "beam_width": ctx.config.settings.evaluate.beam_width,
     })
     return flags
@@ -203,7 +209,7 @@ def export_flags(ctx, kind: str, export_dir: Path, scorer: Optional[Path]) -> Di
     flags = _model_flags(ctx)
     flags.update({
         "checkpoint_dir": ctx.paths.checkpoints,
-        "load_evaluate": "best",
+        "load_evaluate": ctx.config.settings.train.model_checkpoint,
         "export_dir": export_dir,
         "export_tflite": kind == "tflite" or None,
         "export_zip": kind == "zip" or None,
@@ -236,7 +242,8 @@ class Outcome(NamedTuple):
 
 
 def run(cmd: Sequence[str], env: Dict[str, str], on_line: Optional[Callable[[str], None]] = None) -> Outcome:
-    """Run DeepSpeech, stream its output to the stage log and the console, and watch for out-of-memory."""
+    """Run DeepSpeech, stream its output to the stage log (the lines that matter to the console too), and
+    watch for out-of-memory."""
     log.info("$ %s", " ".join(shlex.quote(part) for part in cmd))
     tail: deque = deque(maxlen=TAIL_LINES)
     out_of_memory = False
@@ -250,7 +257,7 @@ def run(cmd: Sequence[str], env: Dict[str, str], on_line: Optional[Callable[[str
     try:
         for raw in proc.stdout:
             line = raw.rstrip("\n")
-            log.info("  %s", line)
+            log.log(logging.WARNING if MATTERS.search(line) else logging.DEBUG, "  %s", line)
             tail.append(line)
             if OUT_OF_MEMORY.search(line):
                 out_of_memory = True

@@ -9,6 +9,7 @@ import html
 import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import quote
 
 from dstrain.pipeline.atomic import temporary_path, write_text
 
@@ -20,6 +21,11 @@ WORDS_PER_CHAR_ERROR = 3.0
 FLAT = 0.05
 
 Block = Tuple[Any, ...]
+
+
+class Clip(str):
+    """A table cell naming an audio clip: a link in Markdown, a player in HTML; the text is the link's target,
+    relative to the report."""
 
 
 def _series(training: Dict[str, Any], key: str) -> List[Optional[float]]:
@@ -70,7 +76,8 @@ def advice(training: Dict[str, Any], test: Dict[str, Any]) -> List[str]:
 
 
 def loss_curve(training: Dict[str, Any], png) -> None:
-    """Training and dev loss per epoch, with the best epoch, early stop, rate reductions and batch halvings."""
+    """Training and dev loss per epoch, with the best epoch, the model shipped, resumes, early stop, rate
+    reductions and batch halvings."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,7 +94,16 @@ def loss_curve(training: Dict[str, Any], png) -> None:
     best = training.get("best")
     if best and best.get("dev_loss") is not None:
         ax.plot([best["epoch"]], [best["dev_loss"]], "*", markersize=18, color="gold", markeredgecolor="black",
-                label=f"best model (epoch {best['epoch']})")
+                label=f"lowest dev loss (epoch {best['epoch']})")
+    model = training.get("model")
+    if model and model["which"] == "last" and model.get("dev_loss") is not None:
+        ax.plot([model["epoch"]], [model["dev_loss"]], "D", markersize=10, color="tab:green",
+                markeredgecolor="black", label=f"model shipped: last epoch ({model['epoch']})")
+    resumed = [i["first_epoch"] for i in training.get("invocations", []) if i.get("first_epoch", 1) > 1]
+    for number, epoch in enumerate(sorted(set(resumed))):
+        # Between the last epoch before the stop and the first after it.
+        ax.axvline(epoch - 0.5, color="tab:brown", linestyle=(0, (1, 1)),
+                   label="training resumed" if number == 0 else None)
     styles = {"early_stop": ("red", "--", "early stop"), "plateau": ("purple", ":", "learning rate reduced"),
               "out_of_memory": ("grey", "-.", "out of memory: batch halved")}
     labelled = set()
@@ -100,7 +116,7 @@ def loss_curve(training: Dict[str, Any], png) -> None:
                    label=None if event["event"] in labelled else label)
         labelled.add(event["event"])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch (counted from 0, as DeepSpeech does)")
+    ax.set_xlabel("epoch")
     ax.set_ylabel("CTC loss (lower is better)")
     ax.grid(True, alpha=0.3)
     ax.legend()
@@ -118,7 +134,27 @@ def _number(value: Optional[float]) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
-def document(title: str, training: Dict[str, Any], test: Dict[str, Any]) -> List[Block]:
+def model_facts(training: Dict[str, Any]) -> List[str]:
+    """Which checkpoint is the model, and why the choice matters; for the report and the model card."""
+    model = training.get("model")
+    if not model:
+        return []
+    best = training.get("best") or {}
+    text = (f"The model is epoch {model['epoch']}'s checkpoint ({model['checkpoint']}, dev loss "
+            f"{_number(model['dev_loss'])}): the one evaluated, exported and packaged. ")
+    if model["which"] == "best":
+        text += ("It has the lowest dev loss of the run (train.model_checkpoint = best): it is the one most likely "
+                 "to work on speech it has never heard. With little data that can be an early epoch that "
+                 "transcribes little; train.model_checkpoint = last ships the last epoch instead.")
+    else:
+        text += (f"It is the last epoch's (train.model_checkpoint = last), not the one with the lowest dev loss "
+                 f"(epoch {best.get('epoch')}, {_number(best.get('dev_loss'))}): it knows the training clips best, "
+                 "which is what a check that the model can learn at all needs, but it may do worse on new "
+                 "speakers and sentences.")
+    return [text]
+
+
+def document(title: str, training: Dict[str, Any], test: Dict[str, Any], reports_dir=None) -> List[Block]:
     blocks: List[Block] = [("h1", f"Evaluation of {title}"), ("p", test["note"]), ("h2", "Results")]
     rows = [["all", str(test["overall"]["clips"]), _rate(test["overall"]["wer"]), _rate(test["overall"]["cer"]),
              _number(test["overall"]["mean_loss"])]]
@@ -137,8 +173,11 @@ def document(title: str, training: Dict[str, Any], test: Dict[str, Any]) -> List
     facts.append("{} epochs trained{}.".format(training.get("epochs_done", 0),
                                                ", then stopped early" if training.get("stopped_early") else ""))
     if best:
-        facts.append(f"Best model: epoch {best['epoch']}, dev loss {_number(best['dev_loss'])} (the one evaluated, "
-                     "exported and packaged).")
+        facts.append(f"Lowest dev loss: epoch {best['epoch']}, {_number(best['dev_loss'])}.")
+    facts += model_facts(training)
+    for invocation in training.get("invocations", []):
+        if invocation.get("first_epoch", 1) > 1:
+            facts.append(f"Epoch {invocation['first_epoch']}: training resumed from the last checkpoint.")
     for event in training.get("events", []):
         if event["event"] == "plateau":
             facts.append(f"Epoch {event['epoch']}: the dev loss stalled; learning rate reduced to "
@@ -149,17 +188,34 @@ def document(title: str, training: Dict[str, Any], test: Dict[str, Any]) -> List
     blocks += [("ul", facts), ("img", "Training and validation loss per epoch")]
     blocks.append(("p", "The training loss measures the clips the model learns from, the validation loss clips it "
                         "never learns from. Both should fall; when only the training loss falls, the model is "
-                        "memorising. The star marks the epoch whose model is kept."))
+                        "memorising. The star marks the lowest dev loss; dotted lines mark where training "
+                        "was resumed after a stop."))
     blocks.append(("h2", "Samples"))
     for name, label in (("best", "Best"), ("median", "Median"), ("worst", "Worst")):
-        rows = [[_rate(s["wer"]), _rate(s["cer"]), s["src"], s["res"], os.path.basename(s["wav_filename"])]
+        rows = [[_rate(s["wer"]), _rate(s["cer"]), s["src"], s["res"], _clip(s["wav_filename"], reports_dir)]
                 for s in test["examples"][name]]
         blocks += [("h3", label), ("table", ["WER", "CER", "expected", "recognised", "clip"], rows)]
     return blocks
 
 
+def _clip(wav: str, reports_dir) -> str:
+    """The clip, linked relative to the report so the link survives moving the data root as a whole."""
+    if reports_dir is None:
+        return os.path.basename(wav)
+    return Clip(os.path.relpath(wav, str(reports_dir)))
+
+
 def _md_cell(text: str) -> str:
+    if isinstance(text, Clip):
+        return f"[{os.path.basename(text)}]({quote(text)})"
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _html_cell(text: str) -> str:
+    if isinstance(text, Clip):
+        return (f'<audio controls preload="none" src="{html.escape(quote(text))}"></audio> '
+                f'<a href="{html.escape(quote(text))}">{html.escape(os.path.basename(text))}</a>')
+    return html.escape(text)
 
 
 def markdown(blocks: Sequence[Block], image: str) -> str:
@@ -200,7 +256,7 @@ def to_html(blocks: Sequence[Block], png: bytes) -> str:
             out.append(f'<img alt="{esc(block[1])}" src="data:image/png;base64,{data}">')
         elif kind == "table":
             out.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in block[1]) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in block[2]]
+            out += ["<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>" for row in block[2]]
             out.append("</table>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
@@ -209,6 +265,6 @@ def to_html(blocks: Sequence[Block], png: bytes) -> str:
 def write(paths, title: str, metrics: Dict[str, Any]) -> None:
     training, test = metrics["training"], metrics["test"]
     loss_curve(training, paths.loss_curve)
-    blocks = document(title, training, test)
+    blocks = document(title, training, test, paths.reports)
     write_text(paths.report_md, markdown(blocks, paths.loss_curve.name))
     write_text(paths.report_html, to_html(blocks, paths.loss_curve.read_bytes()))

@@ -4,6 +4,7 @@ from typing import Any, Dict, List, Optional
 from dstrain.pipeline.atomic import read_json
 from dstrain.pipeline.deepspeech.decoding import Decoder
 from dstrain.pipeline.paths import ImportedDataset
+from dstrain.pipeline.reports.evaluation import model_facts
 
 
 def _rate(value: Optional[float]) -> str:
@@ -21,6 +22,19 @@ def datasets(ctx) -> List[Dict[str, Any]]:
         manifest = read_json(ImportedDataset(ctx.paths.imported(dataset.key)).manifest) or {}
         found.append({"key": dataset.key, "manifest": manifest})
     return found
+
+
+def language_model(ctx) -> List[str]:
+    """The texts the scorer was built from, each with its licence: the scorer ships, so they bind its users."""
+    lm = ctx.config.settings.lm
+    lines = ["", "## Language model (scorer) texts", "", "| text | source | licence |", "|---|---|---|"]
+    for source in ctx.config.lm_sources:
+        lines.append(f"| {source.name} | {source.url or source.filename + ' (placed by hand)'} | {source.licence} |")
+    if lm.train_transcripts:
+        lines.append("| training transcripts | the training datasets above | the datasets' licences |")
+    if not ctx.config.lm_sources and not lm.train_transcripts:
+        lines.append("| - | - | - |")
+    return lines
 
 
 def render(ctx, files: Dict[str, List[str]], metrics: Dict[str, Any], decoder: Decoder) -> str:
@@ -65,6 +79,8 @@ def render(ctx, files: Dict[str, List[str]], metrics: Dict[str, Any], decoder: D
             _hours(manifest, "dev"), _hours(manifest, "test")))
     lines += ["", "Hours as imported, before dstrain's cleaning removed duplicates and sentences shared with the "
                   "test set."]
+    if has_scorer:
+        lines += language_model(ctx)
 
     if test:
         lines += ["", "## Results", "", test.get("note", ""), "", "| test set | clips | WER | CER |",
@@ -76,15 +92,14 @@ def render(ctx, files: Dict[str, List[str]], metrics: Dict[str, Any], decoder: D
         lines += ["", "WER: share of words wrong; CER: share of characters wrong. Lower is better."]
 
     mode = training.get("mode") or {}
-    best = training.get("best") or {}
     lines += ["", "## Training", ""]
     if mode:
         lines.append("{}: {}.".format(mode["mode"].replace("_", " ").capitalize(), mode["reason"]))
         lines.append("")
-    lines += [f"{training.get('epochs_done', 0)} epochs"
-              + (", stopped early" if training.get("stopped_early") else "")
-              + (f"; the packaged model is epoch {best['epoch']}'s (dev loss {best['dev_loss']:.2f})."
-                 if best else "."), "", "| hyperparameter | value |", "|---|---|"]
+    lines += [f"{training.get('epochs_done', 0)} epochs (numbered from 1)"
+              + (", stopped early." if training.get("stopped_early") else "."), ""]
+    lines += model_facts(training)
+    lines += ["", "| hyperparameter | value |", "|---|---|"]
     for name in ("n_hidden", "epochs", "learning_rate", "dropout_rate", "train_batch_size", "dev_batch_size",
                  "early_stop", "es_epochs", "es_min_delta", "reduce_lr_on_plateau", "automatic_mixed_precision",
                  "train_cudnn", "augment"):
@@ -137,7 +152,7 @@ def render(ctx, files: Dict[str, List[str]], metrics: Dict[str, Any], decoder: D
         "model.freeModel();",
         "```", "",
         "### Training further", "",
-        f"`checkpoint_{lang}.tar.xz` holds the best checkpoint with its alphabet. Unpack it and set "
+        f"`checkpoint_{lang}.tar.xz` holds the model's checkpoint with its alphabet. Unpack it and set "
         "`train.source_checkpoint` to that directory in dstrain: the same alphabet fine-tunes it, another one "
         "re-learns its output layer (transfer learning).", "",
     ]

@@ -34,9 +34,9 @@ STAGES = (
           ("clean", "alphabet", "train"), optimize.inputs, optimize.run),
     Stage("evaluate", "WER and CER on the test set, loss curve, report and advice",
           ("clean", "train"), evaluate.inputs, evaluate.run),
-    Stage("export", "the best checkpoint as .tflite, .pb/.pbmm and DeepSpeech's zip, with the metadata",
+    Stage("export", "the model's checkpoint as .tflite, .pb/.pbmm and DeepSpeech's zip, with the metadata",
           ("alphabet", "train"), export.inputs, export.run),
-    Stage("package", "release tarballs, the best checkpoint, a model card and SHA256SUMS",
+    Stage("package", "release tarballs, the model's checkpoint, a model card and SHA256SUMS",
           ("train", "evaluate", "export"), package.inputs, package.run),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)

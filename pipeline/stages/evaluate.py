@@ -1,4 +1,4 @@
-"""evaluate: test the best checkpoint on the run's test set, and explain the result.
+"""evaluate: test the model's checkpoint (train.model_checkpoint) on the run's test set, and explain the result.
 
 Decodes as deepspeech/decoding.py says: the run's scorer, with the alpha and beta the
 optimize stage found when it ran; without a scorer it says so.
@@ -109,6 +109,8 @@ def run(ctx) -> dict:
         "lm_beta": decoder.beta if scorer else None,
         "alpha_beta": decoder.origin if scorer else None,
         "note": note,
+        # The checkpoint these results belong to, as the train stage named it.
+        "model": training.get("model"),
         "overall": rates(samples),
         "datasets": {name: rates(group) for name, group in sorted(datasets.items())},
         "examples": examples(samples, settings.evaluate.report_count),

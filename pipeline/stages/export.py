@@ -1,4 +1,4 @@
-"""export: the best checkpoint as the models DeepSpeech 0.9.3's clients load.
+"""export: the model's checkpoint (train.model_checkpoint) as the models DeepSpeech 0.9.3's clients load.
 
 ``output_graph.tflite`` (the TensorFlow Lite runtime: Android, Raspberry Pi,
 deepspeech-tflite), ``output_graph.pb`` and ``output_graph.pbmm`` (the same

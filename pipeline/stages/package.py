@@ -2,7 +2,8 @@
 
 - ``model_tflite_<lang>.tar.xz``: output_graph.tflite, kenlm.scorer, alphabet.txt;
 - ``model_tensorflow_<lang>.tar.xz``: output_graph.pbmm (else .pb), kenlm.scorer, alphabet.txt;
-- ``checkpoint_<lang>.tar.xz``: the best-dev checkpoint only, its state file, alphabet.txt and flags.txt;
+- ``checkpoint_<lang>.tar.xz``: the model's checkpoint only (train.model_checkpoint: the best-dev or the last),
+  its state file, alphabet.txt and flags.txt;
 - DeepSpeech's export zip; ``README.md`` (the model card); ``SHA256SUMS``.
 """
 import dataclasses
@@ -15,6 +16,7 @@ from typing import Dict, List, Optional, Union
 
 from dstrain.pipeline.atomic import read_json, temporary_path, write_text
 from dstrain.pipeline.deepspeech import checkpoints, decoding
+from dstrain.pipeline.deepspeech.progress import Progress
 from dstrain.pipeline.errors import StageError
 from dstrain.pipeline.reports import model_card
 from dstrain.pipeline.sources.fetch import hash_file
@@ -58,14 +60,18 @@ def write_tar(path: Path, members: List[Member]) -> List[str]:
 
 
 def _checkpoint_members(ctx) -> List[Member]:
+    """The checkpoint the train stage named as the model, under the state file of its kind."""
     directory = ctx.paths.checkpoints
-    best = checkpoints.state_name(directory, checkpoints.BEST_STATE)
-    if best is None:
-        raise StageError(f"{directory} has no best-dev checkpoint to package; run the train stage")
+    progress = Progress.load(ctx.paths.training_progress, ctx.paths.metrics)
+    model = progress.data.get("model") if progress else None
+    if model is None or checkpoints.state_name(directory, model["state_file"]) != model["checkpoint"]:
+        raise StageError(f"{directory} does not hold the checkpoint the train stage named as the model; run the "
+                         "train stage")
+    name = model["checkpoint"]
     # A state file naming the checkpoint by its bare name: valid wherever the archive is unpacked.
-    state = f'model_checkpoint_path: "{best}"\nall_model_checkpoint_paths: "{best}"\n'.encode()
-    members: List[Member] = [(checkpoints.BEST_STATE, state)]
-    members += checkpoints.files_of(directory, best)
+    state = f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n'.encode()
+    members: List[Member] = [(model["state_file"], state)]
+    members += checkpoints.files_of(directory, name)
     members.append(ctx.paths.alphabet)
     if (directory / checkpoints.FLAGS_FILE).is_file():
         members.append(directory / checkpoints.FLAGS_FILE)

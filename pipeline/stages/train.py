@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from dstrain.pipeline.deepspeech import checkpoints, trainer
+from dstrain.pipeline.deepspeech import batches, checkpoints, trainer
 from dstrain.pipeline.deepspeech import start as starting
 from dstrain.pipeline.deepspeech.progress import Progress
 from dstrain.pipeline.digests import file_digest
@@ -28,8 +28,11 @@ HYPERPARAMETERS = ("epochs", "train_batch_size", "dev_batch_size", "learning_rat
 
 def inputs(ctx) -> dict:
     t = ctx.config.settings.train
+    # model_checkpoint picks the model among the checkpoints: the stage's record names it, so a change
+    # reruns the stage (at once when training is finished) and everything downstream.
     return {"lineage": starting.lineage(ctx), "source": starting.source_identity(ctx),
-            "hyperparameters": {name: getattr(t, name) for name in HYPERPARAMETERS}}
+            "hyperparameters": {name: getattr(t, name) for name in HYPERPARAMETERS},
+            "model_checkpoint": t.model_checkpoint}
 
 
 def _describe_lineage(found: Dict[str, Any], keys) -> str:
@@ -67,10 +70,29 @@ def _load_progress(ctx) -> Progress:
     paths = ctx.paths
     current = starting.lineage(ctx)
     progress = Progress.load(paths.training_progress, paths.metrics)
+    if progress is not None and progress.running_elsewhere():
+        raise StageError("this run is already training (dstrain process {}); wait for it, or stop it first".format(
+            progress.unfinished()["pid"]))
+    if progress is not None:
+        progress.close_interrupted()
     if "train" in ctx.forced:
+        # The record first: a forced training interrupted from here on shows as not done, and the rerun
+        # continues it instead of finding the previous training "up to date".
+        paths.record("train").unlink(missing_ok=True)
+        if progress is not None and progress.data.get("forced") and not _finished(ctx, progress):
+            log.warning("--force train: an earlier --force train was interrupted after %d of %d epochs; as asked, "
+                        "its training is deleted and starts over. To continue it instead, run the same command "
+                        "without --force train.", progress["epochs_done"], ctx.config.settings.train.epochs)
         _discard(ctx)
-        progress = None
-    elif progress is None and checkpoints.has_any(paths.checkpoints):
+        progress = Progress.new(paths.training_progress, paths.metrics, current, ctx.config.settings.train)
+        progress["forced"] = True
+        progress.save()
+        return progress
+    if progress is not None and progress.data.get("forced") and not _finished(ctx, progress):
+        log.warning("continuing the training that --force train started, interrupted after %d of %d epochs: it "
+                    "is not started over (add --force train to start over once more)", progress["epochs_done"],
+                    ctx.config.settings.train.epochs)
+    if progress is None and checkpoints.has_any(paths.checkpoints):
         raise StageError(f"{paths.checkpoints} holds checkpoints that dstrain did not record "
                          f"({paths.training_progress} is missing), so it cannot tell how far they went. "
                          "Move them away, or add --force train to delete them and start over.")
@@ -115,7 +137,7 @@ def _halve_batches(ctx, progress: Progress) -> None:
             "train.automatic_mixed_precision, drop the longest clips, or use a GPU with more memory.")
     progress["train_batch_size"], progress["dev_batch_size"] = new
     # It happened in the epoch being trained, the one after those done.
-    progress.event("out_of_memory", epoch=progress["epochs_done"], train_batch_size=[old[0], new[0]],
+    progress.event("out_of_memory", epoch=progress["epochs_done"] + 1, train_batch_size=[old[0], new[0]],
                    dev_batch_size=[old[1], new[1]])
     log.warning("out of memory: batch sizes %d/%d (train/dev) halved to %d/%d; resuming from the last checkpoint",
                 old[0], old[1], new[0], new[1])
@@ -134,10 +156,11 @@ def _train_once(ctx, progress: Progress, found: Optional[starting.Source]) -> tr
     flags = trainer.train_flags(ctx, start, remaining, progress["train_batch_size"], progress["dev_batch_size"],
                                 _feature_cache(ctx, progress))
     cmd = trainer.command(settings, flags)
-    checkpoints.relativize(directory)
+    _keep_best(ctx, progress)
     best = progress["best"]
     if best is not None:
         checkpoints.protect_best(directory, ctx.paths.best_backup, best["checkpoint"])
+    _warn_left_out(ctx, progress["train_batch_size"])
     if start.reset_learning_rate:
         progress["current_learning_rate"] = t.learning_rate
     progress["learning_rate"] = t.learning_rate
@@ -148,18 +171,66 @@ def _train_once(ctx, progress: Progress, found: Optional[starting.Source]) -> tr
     progress.begin(cmd, start.load_train, start.load_dir, remaining)
     outcome = None
     try:
-        outcome = trainer.run(cmd, trainer.environment(settings), progress.feed)
+        outcome = trainer.run(cmd, trainer.environment(settings), lambda line: _on_line(ctx, progress, line))
     finally:
-        # The best as recorded now: a later epoch may have beaten the one protected before the resume.
-        kept = progress["best"]
-        if best is not None and checkpoints.restore_best(directory, ctx.paths.best_backup, kept["checkpoint"]):
-            log.warning("after the resume DeepSpeech saved a worse 'best' model; epoch %d's (dev loss %s) is kept",
-                        kept["epoch"], kept["dev_loss"])
-        checkpoints.relativize(directory)
-        checkpoints.prune(directory)
+        _keep_best(ctx, progress)
         if outcome is None:
             progress.end("aborted", -1)
     return outcome
+
+
+def _on_line(ctx, progress: Progress, line: str) -> None:
+    """Each finished epoch on the console, numbered from 1 over the whole run (DeepSpeech's own lines, numbered
+    from 0 in each invocation, go to the stage log)."""
+    best = progress["best"]  # before this line's epoch: DeepSpeech says it saved a new best after its loss
+    event = progress.feed(line)
+    if event is not None and event.kind == "dev_loss":
+        epoch = progress["epochs"][-1]
+        loss = epoch["dev_loss"]
+        lowest = loss is not None and (best is None or best["dev_loss"] is None or loss < best["dev_loss"])
+        log.log(logging.INFO if None not in (loss, epoch["train_loss"]) else logging.WARNING,
+                "epoch %d of %d: training loss %s, dev loss %s%s", epoch["epoch"], ctx.config.settings.train.epochs,
+                _loss(epoch["train_loss"]), _loss(loss), " (the lowest so far)" if lowest else
+                "" if best is None else f" (the lowest: epoch {best['epoch']}, {_loss(best['dev_loss'])})")
+
+
+def _loss(value: Optional[float]) -> str:
+    return "infinite or NaN" if value is None else f"{value:.2f}"
+
+
+def _keep_best(ctx, progress: Progress) -> None:
+    """The best checkpoint of the whole run is the one the best state file names, whichever invocation found
+    it; also after a kill -9 that left DeepSpeech's own, worse, "best" named."""
+    directory = ctx.paths.checkpoints
+    checkpoints.relativize(directory)
+    best = progress["best"]
+    if best is not None and checkpoints.restore_best(directory, ctx.paths.best_backup, best["checkpoint"]):
+        log.warning("after the resume DeepSpeech saved a worse 'best' model; epoch %d's (dev loss %s) is kept",
+                    best["epoch"], best["dev_loss"])
+    checkpoints.prune(directory)
+
+
+def _warn_left_out(ctx, batch_size: int) -> None:
+    sizes = [sample.wav_filesize for sample in read_samples(ctx.paths.clean_csv("train"))]
+    found = batches.left_out(sizes, batch_size)
+    if found is not None:
+        log.warning("%s", batches.describe(found))
+
+
+def _model(ctx, progress: Progress) -> Dict[str, Any]:
+    """The checkpoint that is the model (train.model_checkpoint), named once for every later stage."""
+    which = ctx.config.settings.train.model_checkpoint
+    directory = ctx.paths.checkpoints
+    name = checkpoints.state_name(directory, checkpoints.STATE_OF[which])
+    if name is None:
+        raise StageError(f"training finished but {directory} has no {which} checkpoint "
+                         f"({checkpoints.STATE_OF[which]} naming an existing .index)")
+    if which == "best":
+        epoch, dev_loss = progress["best"]["epoch"], progress["best"]["dev_loss"]
+    else:
+        epoch, dev_loss = progress["epochs"][-1]["epoch"], progress["epochs"][-1]["dev_loss"]
+    return {"which": which, "checkpoint": name, "epoch": epoch, "dev_loss": dev_loss,
+            "state_file": checkpoints.STATE_OF[which], "digest": checkpoints.content_digest(directory, name)}
 
 
 def run(ctx) -> dict:
@@ -191,6 +262,7 @@ def run(ctx) -> dict:
                         "raise train.epochs to go on training on the new set, or add --force train")
     elif progress["epochs_done"]:
         log.info("resuming: %d of %d epochs were done", progress["epochs_done"], t.epochs)
+    _keep_best(ctx, progress)
     while not _finished(ctx, progress):
         outcome = _train_once(ctx, progress, found)
         done = progress["epochs_done"]
@@ -211,9 +283,16 @@ def run(ctx) -> dict:
     best = progress["best"] or {}
     if not checkpoints.has_best(ctx.paths.checkpoints):
         raise StageError(f"training finished but {ctx.paths.checkpoints} has no best-dev checkpoint")
+    model = _model(ctx, progress)
+    progress["forced"] = False  # the forced training has finished: a later rerun continues nothing
+    progress.set_model(model)
+    log.info("the model is epoch %d's %s checkpoint %s (dev loss %s)", model["epoch"], model["which"],
+             model["checkpoint"], _loss(model["dev_loss"]))
     counts = {"epochs": progress["epochs_done"], "best_epoch": best.get("epoch"),
-              "best_dev_loss": best.get("dev_loss"), "mode": mode["mode"],
+              "best_dev_loss": best.get("dev_loss"), "model": model["checkpoint"], "mode": mode["mode"],
               "out_of_memory_retries": sum(1 for e in progress["events"] if e["event"] == "out_of_memory")}
+    # The weights by content: a retrain that changes them makes every later stage stale, a bit-identical one
+    # does not.
     return {"counts": counts, "outputs": {"lineage": progress["lineage"], "epochs": progress["epochs_done"],
                                           "stopped_early": progress["stopped_early"],
-                                          "best": best.get("checkpoint")}}
+                                          "model": {k: model[k] for k in ("which", "checkpoint", "digest")}}}

@@ -10,6 +10,8 @@ checkpoint of another shape fails as TensorFlow would.
 
 Environment variables read by the double only:
   DS_DOUBLE_CRASH_AT_EPOCH=k      crash while training epoch k of this invocation
+  DS_DOUBLE_HANG_AT_EPOCH=k       block while training epoch k of this invocation, until killed
+  DS_DOUBLE_SEED=s                weights trained differently (as another GPU or seed would): s is in them
   DS_DOUBLE_OOM_ABOVE_BATCH=n     run out of memory with a train or test batch above n...
   DS_DOUBLE_OOM_AT_EPOCH=k        ...when training epoch k of this invocation (default 0)
   DS_DOUBLE_DEV_LOSSES=a,b,...    the dev loss of each epoch, counted over the checkpoint's whole life
@@ -252,6 +254,12 @@ def train():
     dev_sources = FLAGS["dev_files"].split(",")
     checkpoint_saver, best_dev_saver = Saver(FLAGS["max_to_keep"]), Saver(1)
     crash_at = os.environ.get("DS_DOUBLE_CRASH_AT_EPOCH")
+    hang_at = os.environ.get("DS_DOUBLE_HANG_AT_EPOCH")
+    # What TensorFlow 1.15 prints as DeepSpeech 0.9.3 builds its graph.
+    print("WARNING:tensorflow:From /DeepSpeech/training/deepspeech_training/train.py:485: "
+          "Iterator.output_types (from tensorflow.python.data.ops.iterator_ops) is deprecated and will be removed "
+          "in a future version.\nInstructions for updating:\nUse `tf.compat.v1.data.get_output_types(iterator)`.",
+          flush=True)
     oom_at = int(os.environ.get("DS_DOUBLE_OOM_AT_EPOCH", "0"))
     log_info("STARTING Optimization")
     best_dev_loss = float("inf")
@@ -261,11 +269,15 @@ def train():
         if crash_at is not None and epoch == int(crash_at):
             fail("Traceback (most recent call last):\n  File \"train.py\", line 568, in run_set\n"
                  f"RuntimeError: the double was told to crash at epoch {epoch}")
+        if hang_at is not None and epoch == int(hang_at):
+            while True:
+                time.sleep(1)
         if epoch == oom_at:
             oom(FLAGS["train_batch_size"])
         global_epoch = weights["epochs"]
         train_loss = 100.0 / (global_epoch + 1) + 10.0
-        weights = dict(weights, step=weights["step"] + steps_per_epoch, epochs=global_epoch + 1)
+        weights = dict(weights, step=weights["step"] + steps_per_epoch, epochs=global_epoch + 1,
+                       seed=os.environ.get("DS_DOUBLE_SEED"))
         log_info(f"Finished training epoch {epoch} - loss: {train_loss:f}")
         checkpoint_saver.save(save_dir, "train", weights["step"], weights, "checkpoint")
         loss = dev_loss(global_epoch, train_loss)
