@@ -30,8 +30,6 @@ MATTERS = re.compile(OUT_OF_MEMORY.pattern + r"|cuDNN|CUDNN_STATUS|infinite \(or
 TAIL_LINES = 30
 OPTIMIZER_HOW_TO_GET = ("lm_optimizer.py is at the top of DeepSpeech v0.9.3's source tree (git clone --branch v0.9.3 "
                         "https://github.com/mozilla/DeepSpeech), not in the deepspeech_training package.")
-#: Where the Docker image puts it, used when optimize.script is not set.
-IMAGE_OPTIMIZER = Path("/usr/local/share/deepspeech/lm_optimizer.py")
 #: dstrain's own .pb to .pbmm converter, beside this module.
 MEMMAPPED = Path(__file__).with_name("memmapped.py")
 
@@ -172,8 +170,6 @@ def test_flags(ctx, test_csv: Path, output: Path, decoder, batch: int) -> Dict[s
 def find_optimizer(settings) -> Path:
     """DeepSpeech's lm_optimizer.py, as optimize.script names it; refused before any work when it is missing."""
     script = settings.optimize.script
-    if script is None and IMAGE_OPTIMIZER.is_file():
-        return IMAGE_OPTIMIZER
     if script is None:
         raise ConfigError("optimize.enabled is true but optimize.script is not set. " + OPTIMIZER_HOW_TO_GET
                           + " Set optimize.script to its path.")
