@@ -9,6 +9,7 @@ import os
 import shlex
 import signal
 import sys
+import traceback
 
 import click
 
@@ -18,18 +19,25 @@ from dstrain.pipeline.errors import ConfigError, DstrainError
 log = logging.getLogger("dstrain")
 
 
+#: Where _resolve leaves the data root in the click context, for the advice on an OS error.
+DATA_ROOT = "dstrain.data_root"
+
+
 class _Group(click.Group):
-    """Print user errors as one clear message instead of a traceback."""
+    """Print user errors, and the operating system's common refusals (no space, no permission, a read-only
+    disk, no more processes), as one clear message instead of a traceback; -v adds the traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except ConfigError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(2)
-        except DstrainError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(1)
+        except (DstrainError, OSError) as exc:
+            from dstrain.pipeline.advice import failure_message
+
+            if isinstance(exc, OSError):
+                log.debug("%s", traceback.format_exc())
+            message = failure_message(exc, ctx.meta.get(DATA_ROOT), _resume_command())
+            click.secho(f"error: {message}", fg="red", err=True)
+            sys.exit(2 if isinstance(exc, ConfigError) else 1)
 
 
 def _settings_options(func):
@@ -55,10 +63,12 @@ def _settings_options(func):
 def _resolve(language, data_root, run_name, datasets, workers, english_compatible, config_file):
     from dstrain.pipeline.config import resolve
 
-    return resolve(config_file, flags={
+    config = resolve(config_file, flags={
         "language": language, "data_root": data_root, "run": run_name, "datasets": datasets,
         "workers": workers, "english_compatible": english_compatible,
     })
+    click.get_current_context().meta[DATA_ROOT] = config.settings.data_root
+    return config
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -181,7 +181,7 @@ class Settings(_Section):
     run: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                                description="run name (defaults to the language code)")
     datasets: Optional[Tuple[str, ...]] = Field(None, description="use only these datasets of the language")
-    workers: int = Field(0, ge=0, description="parallel audio workers (0 = every core)")
+    workers: int = Field(0, ge=0, description="parallel audio workers (0 = every core; at most 4 per core)")
     english_compatible: bool = Field(
         False, description="transliterate to ASCII and use the English alphabet (for transfer learning)"
     )
@@ -199,3 +199,12 @@ class Settings(_Section):
     @classmethod
     def _split_list(cls, value):
         return _listed(value, r"\s*,\s*")
+
+    @field_validator("data_root", mode="before")
+    @classmethod
+    def _not_empty(cls, value):
+        # Path("") is the current directory: an empty DSTRAIN_DATA_ROOT (a variable cleared, a typo in a .env
+        # file) would otherwise scatter sources/, imported/ and runs/ wherever the command was typed.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty (unset it to use the default, ./data)")
+        return value
