@@ -204,23 +204,23 @@ def languages():
 
 @cli.command("new-language")
 @click.argument("code")
-@click.option("--name", required=True, help="The language's English name, e.g. Breton.")
+@click.option("--name", help="The language's English name, e.g. Breton [default: the locale's, from Unicode's list].")
 @click.option("--locale", help="Its locale tag, e.g. br-FR [default: CODE].")
 @click.option("--letters", default="abcdefghijklmnopqrstuvwxyz'", show_default=True,
               help="Every lower-case letter a transcript may hold.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False),
-              help="Where to write CODE.py [default: the languages/ folder of this checkout].")
+              help="Where to write CODE.py, created if missing [default: the languages/ folder of this checkout]. "
+                   "Elsewhere, the setting language_dirs (DSTRAIN_LANGUAGE_DIRS) tells dstrain to look there.")
 def new_language(code, name, locale, letters, directory):
     """Write languages/CODE.py from a commented template, ready to fill in.
 
     Then run `dstrain check --language CODE` until its test cases pass.
     See docs/adding-a-language.md.
     """
-    from dstrain.pipeline.registry import builtin_languages_dir
     from dstrain.pipeline.scaffold import new_language as scaffold
 
-    target = scaffold(code, name, locale or code, letters, directory or builtin_languages_dir())
-    click.echo(f"wrote {target}\nnext: answer its QUESTIONs, then `dstrain check --language {code}`")
+    _, message = scaffold(code, name, locale, letters, directory)
+    click.echo(message)
 
 
 def _add_commands(group: click.Group) -> None:

@@ -171,11 +171,16 @@ def resolve(
     layers.append(("env", read_environment(environ)))
     layers.append(("flag", {k: v for k, v in (flags or {}).items() if v is not None}))
 
-    # The language is itself a setting, and it supplies the second layer.
-    code = Settings().language
+    # The language is itself a setting, and it supplies the second layer; language_dirs say where else to look.
+    code, dirs = Settings().language, ()
     for _, layer in layers:
         code = layer.get("language", code)
-    language = get_language(code)
+        dirs = layer.get("language_dirs", dirs)
+    try:
+        dirs = Settings(language_dirs=dirs).language_dirs
+    except ValidationError:
+        dirs = ()  # the whole settings' check below says what is wrong with them
+    language = get_language(code, dirs)
     layers.insert(0, ("language " + language.code, _language_layer(language)))
 
     merged: Dict[str, Any] = {}

@@ -4,6 +4,7 @@ These pydantic models are what ``dstrain config`` prints and what a config file,
 flags are checked against (config.py layers them); they are also the schema a service's requests will use.
 Nested keys use dots in files and flags (``clean.shared_transcripts``).
 """
+import os
 import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -177,6 +178,9 @@ class ExportSettings(_Section):
 
 class Settings(_Section):
     language: str = Field("fr", description="language code, see `dstrain languages`")
+    language_dirs: Tuple[Path, ...] = Field(
+        (), description="folders of language modules besides the built-in ones, e.g. from dstrain new-language "
+                        "--dir (several: ':' between them, as in PATH)")
     data_root: Path = Field(Path("data"), description="where sources, imports and runs live")
     run: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                                description="run name (defaults to the language code)")
@@ -199,6 +203,11 @@ class Settings(_Section):
     @classmethod
     def _split_list(cls, value):
         return _listed(value, r"\s*,\s*")
+
+    @field_validator("language_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value):
+        return _listed(value, os.pathsep)
 
     @field_validator("data_root", mode="before")
     @classmethod
