@@ -20,7 +20,7 @@ from dstrain.pipeline.errors import ConfigError, DstrainError
 SCAN_LIMIT = 200_000
 #: Owned-by-someone-else paths named one by one; past this, the data root itself is what to give back.
 NAMED = 5
-NEVER_SUDO = ("Never run dstrain or docker compose with sudo: what it creates as root locks out every later run.")
+NEVER_SUDO = "Never run dstrain or docker compose with sudo: what it creates as root locks out every later run."
 
 
 def ensure_writable(root: Path) -> None:
@@ -38,7 +38,7 @@ def failure_message(exc: BaseException, root: Optional[Path], resume_command: st
     """What the CLI prints for a run stopped by ``exc``: a DstrainError's own message, with the paragraph on
     the OS error behind it, if any; a bare OSError explained, with the command that resumes."""
     os_error = first_os_error(exc)
-    paragraph = explain(os_error, Path(root or ".")) if os_error is not None else None
+    paragraph = explain(os_error, root) if os_error is not None else None
     if paragraph is None and any(str(e).startswith("can't start new thread") for e in _chain(exc)):
         paragraph = _processes()  # CPython's RuntimeError when the same limit stops a thread
     if isinstance(exc, DstrainError):
@@ -62,10 +62,11 @@ def first_os_error(exc: Optional[BaseException]) -> Optional[OSError]:
     return next((e for e in _chain(exc) if isinstance(e, OSError)), None)
 
 
-def explain(exc: OSError, root: Path, where: Optional[Path] = None) -> Optional[str]:
-    """One paragraph on ``exc`` for someone using the data root ``root``; None for an error not covered here.
-    ``where`` is the path to name, when it is not the one in ``exc`` (a temporary file's random name)."""
-    where = where or (Path(exc.filename) if exc.filename else root)
+def explain(exc: OSError, root: Optional[Path], where: Optional[Path] = None) -> Optional[str]:
+    """One paragraph on ``exc`` for someone using the data root ``root`` (None: a command without one); None
+    for an error not covered here.  ``where`` is the path to name, when it is not the one in ``exc`` (a
+    temporary file's random name)."""
+    where = where or (Path(exc.filename) if exc.filename else Path(root or "."))
     if exc.errno == errno.EROFS:
         return _read_only(where)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -165,7 +166,7 @@ def foreign_paths(root: Path, uid: int, limit: int = SCAN_LIMIT) -> Tuple[List[P
     return found, False
 
 
-def _permission(where: Path, root: Path) -> str:
+def _permission(where: Path, root: Optional[Path]) -> str:
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:
         # Root is refused only where owners are not the question: a network file system that maps root to
@@ -173,8 +174,9 @@ def _permission(where: Path, root: Path) -> str:
         return (f"{paths.for_the_user(where)} cannot be written even by root: the file system refuses it "
                 "(a network share that maps root to nobody, an immutable file, or a security policy). No chown "
                 "fixes that here; choose a data root on a local disk (--data-root, DSTRAIN_DATA_ROOT).")
-    root = Path(os.path.abspath(str(root)))
-    if root != where and root not in Path(os.path.abspath(str(where))).parents:
+    whole = Path(os.path.abspath(str(where)))
+    root = Path(os.path.abspath(str(root))) if root is not None else None
+    if root is None or (root != whole and root not in whole.parents):
         return (f"You (uid {uid} gid {gid}) may not use {paths.for_the_user(where)}: it belongs to "
                 f"{_owner(_existing(where))}, outside the data root. Check the setting that names it, or its "
                 f"permissions (`ls -ld {_quoted(where)}`).")
