@@ -217,3 +217,10 @@ class Settings(_Section):
         if isinstance(value, str) and not value.strip():
             raise ValueError("must not be empty (unset it to use the default, ./data)")
         return value
+
+    @field_validator("data_root")
+    @classmethod
+    def _home(cls, value: Path) -> Path:
+        # "~/dstrain-data" in a config file or a quoted variable means the home folder, as in a shell, not a
+        # folder named "~" in the current directory.
+        return value.expanduser()

@@ -1,4 +1,5 @@
 """Bad settings are refused with a clear message and a non-zero exit, before any work."""
+import json
 import os
 import shutil
 import subprocess
@@ -120,6 +121,12 @@ def test_an_empty_data_root_is_not_the_current_directory(tmp_path):
     proc = dstrain("run", "-l", "fr", env=clean_env(DSTRAIN_DATA_ROOT=""), cwd=str(tmp_path), check=False)
     refused(proc, "data_root: Value error, must not be empty", "env DSTRAIN_DATA_ROOT")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_data_root_under_the_home_folder_is_there(tmp_path):
+    out = dstrain("config", "-l", "fr", "--json", env=clean_env(DSTRAIN_DATA_ROOT="~/dstrain-data", HOME=str(tmp_path)),
+                  cwd=str(tmp_path)).stdout
+    assert json.loads(out)["data_root"]["value"] == str(tmp_path / "dstrain-data")
 
 
 @pytest.mark.parametrize("root", ["/", "/usr", "/etc", "/usr/local", "/var/lib", "/home", "/tmp", "/proc/x",
