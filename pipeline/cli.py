@@ -192,11 +192,14 @@ def show_config(as_json, **settings):
 
 
 @cli.command()
-def languages():
-    """List the built-in languages and those installed as plugins."""
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="A TOML settings file (also DSTRAIN_CONFIG), for its language_dirs.")
+def languages(config_file):
+    """List the built-in languages, those in the folders language_dirs names, and those installed as plugins."""
+    from dstrain.pipeline.config import language_dirs
     from dstrain.pipeline.registry import available_languages
 
-    for code, entry in sorted(available_languages().items()):
+    for code, entry in sorted(available_languages(language_dirs(config_file)).items()):
         lang = entry.language
         click.echo("{:<6} {:<20} {:<8} {:<28} datasets: {}".format(
             code, lang.name, lang.locale, entry.origin, ", ".join(d.key for d in lang.datasets) or "-"))

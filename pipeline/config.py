@@ -157,30 +157,45 @@ def _describe_errors(exc: ValidationError, sources: Mapping[str, str], values: M
     return "\n  ".join(lines)
 
 
-def resolve(
-    config_file=None,
-    environ: Optional[Mapping[str, str]] = None,
-    flags: Optional[Mapping[str, Any]] = None,
-) -> Config:
-    """Merge the layers, validate everything, and refuse unknown keys and bad values."""
-    environ = os.environ if environ is None else environ
+def _user_layers(config_file, environ: Mapping[str, str], flags: Optional[Mapping[str, Any]]
+                 ) -> List[Tuple[str, Dict[str, Any]]]:
+    """The file, environment and flag layers, lowest first."""
     config_file = config_file or environ.get("DSTRAIN_CONFIG")
     layers: List[Tuple[str, Dict[str, Any]]] = []
     if config_file:
         layers.append(("file " + str(config_file), read_config_file(config_file)))
     layers.append(("env", read_environment(environ)))
     layers.append(("flag", {k: v for k, v in (flags or {}).items() if v is not None}))
+    return layers
 
-    # The language is itself a setting, and it supplies the second layer; language_dirs say where else to look.
-    code, dirs = Settings().language, ()
+
+def _language_dirs(layers) -> Tuple[Path, ...]:
+    dirs = ()
     for _, layer in layers:
-        code = layer.get("language", code)
         dirs = layer.get("language_dirs", dirs)
     try:
-        dirs = Settings(language_dirs=dirs).language_dirs
+        return Settings(language_dirs=dirs).language_dirs
     except ValidationError:
-        dirs = ()  # the whole settings' check below says what is wrong with them
-    language = get_language(code, dirs)
+        return ()  # resolve's check of all the settings says what is wrong with them
+
+
+def language_dirs(config_file=None, environ: Optional[Mapping[str, str]] = None) -> Tuple[Path, ...]:
+    """The folders of language modules that the config file and the environment name (`dstrain languages`)."""
+    return _language_dirs(_user_layers(config_file, os.environ if environ is None else environ, None))
+
+
+def resolve(
+    config_file=None,
+    environ: Optional[Mapping[str, str]] = None,
+    flags: Optional[Mapping[str, Any]] = None,
+) -> Config:
+    """Merge the layers, validate everything, and refuse unknown keys and bad values."""
+    layers = _user_layers(config_file, os.environ if environ is None else environ, flags)
+    # The language is itself a setting, and it supplies the second layer; language_dirs say where else to look.
+    code = Settings().language
+    for _, layer in layers:
+        code = layer.get("language", code)
+    language = get_language(code, _language_dirs(layers))
     layers.insert(0, ("language " + language.code, _language_layer(language)))
 
     merged: Dict[str, Any] = {}

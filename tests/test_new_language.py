@@ -26,6 +26,8 @@ def test_new_language_takes_its_name_from_the_locale_and_makes_its_folder(tmp_pa
     hint = next_command(out)
     assert hint[0] == f"DSTRAIN_LANGUAGE_DIRS={folder}"
     assert "language br: 3 test cases pass" in run_hint(hint, tmp_path / "data").stderr
+    listed = dstrain("languages", env=clean_env(DSTRAIN_LANGUAGE_DIRS=str(folder))).stdout
+    assert f"br     Breton               br-FR    file {folder / 'br.py'}" in listed
 
 
 def test_a_code_unicode_does_not_know_gets_a_placeholder_name(tmp_path):
