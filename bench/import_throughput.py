@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import DSTRAIN, clean_env, write_config  # noqa: E402
+from tests.commands import DSTRAIN, clean_env, write_config  # noqa: E402
 from tests.fixtures.common_voice import FR_ROWS, build_common_voice  # noqa: E402
 
 

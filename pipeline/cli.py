@@ -9,6 +9,7 @@ import os
 import shlex
 import signal
 import sys
+import traceback
 
 import click
 
@@ -19,18 +20,25 @@ from dstrain.pipeline.redaction import RedactingFormatter, redact
 log = logging.getLogger("dstrain")
 
 
+#: Where _resolve leaves the data root in the click context, for the advice on an OS error.
+DATA_ROOT = "dstrain.data_root"
+
+
 class _Group(click.Group):
-    """Print user errors as one clear message instead of a traceback."""
+    """Print user errors, and the operating system's common refusals (no space, no permission, a read-only
+    disk, no more processes), as one clear message instead of a traceback; -v adds the traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except ConfigError as exc:
-            click.secho(f"error: {redact(str(exc))}", fg="red", err=True)
-            sys.exit(2)
-        except DstrainError as exc:
-            click.secho(f"error: {redact(str(exc))}", fg="red", err=True)
-            sys.exit(1)
+        except (DstrainError, OSError) as exc:
+            from dstrain.pipeline.advice import failure_message
+
+            if isinstance(exc, OSError):
+                log.debug("%s", traceback.format_exc())
+            message = redact(failure_message(exc, ctx.meta.get(DATA_ROOT), _resume_command()))
+            click.secho(f"error: {message}", fg="red", err=True)
+            sys.exit(2 if isinstance(exc, ConfigError) else 1)
 
 
 def _settings_options(func):
@@ -56,10 +64,12 @@ def _settings_options(func):
 def _resolve(language, data_root, run_name, datasets, workers, english_compatible, config_file):
     from dstrain.pipeline.config import resolve
 
-    return resolve(config_file, flags={
+    config = resolve(config_file, flags={
         "language": language, "data_root": data_root, "run": run_name, "datasets": datasets,
         "workers": workers, "english_compatible": english_compatible,
     })
+    click.get_current_context().meta[DATA_ROOT] = config.settings.data_root
+    return config
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -186,11 +196,14 @@ def show_config(as_json, **settings):
 
 
 @cli.command()
-def languages():
-    """List the built-in languages and those installed as plugins."""
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="A TOML settings file (also DSTRAIN_CONFIG), for its language_dirs.")
+def languages(config_file):
+    """List the built-in languages, those in the folders language_dirs names, and those installed as plugins."""
+    from dstrain.pipeline.config import language_dirs
     from dstrain.pipeline.registry import available_languages
 
-    for code, entry in sorted(available_languages().items()):
+    for code, entry in sorted(available_languages(language_dirs(config_file)).items()):
         lang = entry.language
         click.echo("{:<6} {:<20} {:<8} {:<28} datasets: {}".format(
             code, lang.name, lang.locale, entry.origin,
@@ -199,23 +212,23 @@ def languages():
 
 @cli.command("new-language")
 @click.argument("code")
-@click.option("--name", required=True, help="The language's English name, e.g. Breton.")
+@click.option("--name", help="The language's English name, e.g. Breton [default: the locale's, from Unicode's list].")
 @click.option("--locale", help="Its locale tag, e.g. br-FR [default: CODE].")
 @click.option("--letters", default="abcdefghijklmnopqrstuvwxyz'", show_default=True,
               help="Every lower-case letter a transcript may hold.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False),
-              help="Where to write CODE.py [default: the languages/ folder of this checkout].")
+              help="Where to write CODE.py, created if missing [default: the languages/ folder of this checkout]. "
+                   "Elsewhere, the setting language_dirs (DSTRAIN_LANGUAGE_DIRS) tells dstrain to look there.")
 def new_language(code, name, locale, letters, directory):
     """Write languages/CODE.py from a commented template, ready to fill in.
 
     Then run `dstrain check --language CODE` until its test cases pass.
     See docs/adding-a-language.md.
     """
-    from dstrain.pipeline.registry import builtin_languages_dir
     from dstrain.pipeline.scaffold import new_language as scaffold
 
-    target = scaffold(code, name, locale or code, letters, directory or builtin_languages_dir())
-    click.echo(f"wrote {target}\nnext: answer its QUESTIONs, then `dstrain check --language {code}`")
+    _, message = scaffold(code, name, locale, letters, directory)
+    click.echo(message)
 
 
 def _add_commands(group: click.Group) -> None:

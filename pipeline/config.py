@@ -6,6 +6,7 @@ use dots in files and flags (``clean.shared_transcripts``) and a double
 underscore in the environment (``DSTRAIN_CLEAN__SHARED_TRANSCRIPTS``).
 """
 import dataclasses
+import logging
 import os
 import re
 import sys
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 
 from dstrain.pipeline.errors import ConfigError
 from dstrain.pipeline.language import Language, TextSource
+from dstrain.pipeline.paths import data_root_problem
 from dstrain.pipeline.redaction import redact
 from dstrain.pipeline.registry import get_importer, get_language
 from dstrain.pipeline.settings import SOURCE_FILENAME, LmSettings, Settings
@@ -31,6 +33,18 @@ ENV_PREFIX = "DSTRAIN_"
 ENV_NOT_SETTINGS = {"DSTRAIN_CONFIG", "DSTRAIN_ARGS", "DSTRAIN_IMAGE", "DSTRAIN_RESUME_COMMAND", "DSTRAIN_DATA_ON_HOST"}
 SECRET_WORDS = re.compile(r"key|token|secret|password", re.IGNORECASE)
 REDACTED = "<redacted>"
+#: Audio workers are processes that each decode and resample one clip at a time: past a few per core they only
+#: add memory and switching, and a typo (100000000) would try to start that many.
+WORKERS_PER_CORE = 4
+
+log = logging.getLogger("dstrain")
+
+
+def cores() -> int:
+    """The cores this process may use: a container or taskset may allow fewer than the machine has."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover - not Linux
 
 
 @dataclass(frozen=True)
@@ -56,7 +70,7 @@ class Config:
 
     @property
     def workers(self) -> int:
-        return self.settings.workers or os.cpu_count() or 1
+        return self.settings.workers or cores()
 
     def flat(self) -> Dict[str, Any]:
         return flatten(self.settings.model_dump(mode="json"))
@@ -148,25 +162,45 @@ def _describe_errors(exc: ValidationError, sources: Mapping[str, str], values: M
     return "\n  ".join(lines)
 
 
-def resolve(
-    config_file=None,
-    environ: Optional[Mapping[str, str]] = None,
-    flags: Optional[Mapping[str, Any]] = None,
-) -> Config:
-    """Merge the layers, validate everything, and refuse unknown keys and bad values."""
-    environ = os.environ if environ is None else environ
+def _user_layers(config_file, environ: Mapping[str, str], flags: Optional[Mapping[str, Any]]
+                 ) -> List[Tuple[str, Dict[str, Any]]]:
+    """The file, environment and flag layers, lowest first."""
     config_file = config_file or environ.get("DSTRAIN_CONFIG")
     layers: List[Tuple[str, Dict[str, Any]]] = []
     if config_file:
         layers.append(("file " + str(config_file), read_config_file(config_file)))
     layers.append(("env", read_environment(environ)))
     layers.append(("flag", {k: v for k, v in (flags or {}).items() if v is not None}))
+    return layers
 
-    # The language is itself a setting, and it supplies the second layer.
+
+def _language_dirs(layers) -> Tuple[Path, ...]:
+    dirs = ()
+    for _, layer in layers:
+        dirs = layer.get("language_dirs", dirs)
+    try:
+        return Settings(language_dirs=dirs).language_dirs
+    except ValidationError:
+        return ()  # resolve's check of all the settings says what is wrong with them
+
+
+def language_dirs(config_file=None, environ: Optional[Mapping[str, str]] = None) -> Tuple[Path, ...]:
+    """The folders of language modules that the config file and the environment name (`dstrain languages`)."""
+    return _language_dirs(_user_layers(config_file, os.environ if environ is None else environ, None))
+
+
+def resolve(
+    config_file=None,
+    environ: Optional[Mapping[str, str]] = None,
+    flags: Optional[Mapping[str, Any]] = None,
+) -> Config:
+    """Merge the layers, validate everything, and refuse unknown keys and bad values."""
+    layers = _user_layers(config_file, os.environ if environ is None else environ, flags)
+    # The language is itself a setting, and it supplies the second layer; language_dirs say where else to look.
     code = Settings().language
     for _, layer in layers:
         code = layer.get("language", code)
-    language = get_language(code)
+    language = get_language(code, _language_dirs(layers))
     layers.insert(0, ("language " + language.code, _language_layer(language)))
 
     merged: Dict[str, Any] = {}
@@ -179,8 +213,22 @@ def resolve(
         settings = Settings(**unflatten(merged))
     except ValidationError as exc:
         raise ConfigError("invalid settings:\n  " + _describe_errors(exc, sources, merged)) from None
-    return Config(settings, language, _resolve_datasets(settings, language), sources,
+    problem = data_root_problem(settings.data_root)
+    if problem:
+        raise ConfigError(f"data_root: {problem} (from {sources.get('data_root', 'default')})")
+    settings = _cap_workers(settings, sources)
+    return Config(settings, language, _resolve_datasets(settings, language, sources), sources,
                   _resolve_lm_sources(settings.lm, language))
+
+
+def _cap_workers(settings: Settings, sources: Dict[str, str]) -> Settings:
+    limit = WORKERS_PER_CORE * cores()
+    if settings.workers <= limit:
+        return settings
+    log.warning("workers = %d (from %s) is more than this machine can use: at most %d per core, %d on its %d "
+                "cores. Using %d.", settings.workers, sources["workers"], WORKERS_PER_CORE, limit, cores(), limit)
+    sources["workers"] += f", capped at {WORKERS_PER_CORE} per core"
+    return settings.model_copy(update={"workers": limit})
 
 
 def _describe_source(source: str, key: str) -> str:
@@ -191,7 +239,8 @@ def _describe_source(source: str, key: str) -> str:
     return source
 
 
-def _resolve_datasets(settings: Settings, language: Language) -> Tuple[ResolvedDataset, ...]:
+def _resolve_datasets(settings: Settings, language: Language, sources: Mapping[str, str]
+                      ) -> Tuple[ResolvedDataset, ...]:
     known = [spec.key for spec in language.datasets]
     for key in settings.dataset:
         if key not in known:
@@ -217,6 +266,13 @@ def _resolve_datasets(settings: Settings, language: Language) -> Tuple[ResolvedD
                 "{}: {}".format(".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()
             )
             raise ConfigError(f"dataset.{key}: {problems}") from None
+        archive = getattr(params, "archive", None)
+        if archive is not None and not re.match(SOURCE_FILENAME, archive):
+            # A path here would make the download and the import write, and rename, files outside the data root.
+            raise ConfigError(
+                f"dataset.{key}.archive: {archive!r} (from {sources.get(f'dataset.{key}.archive', 'default')}) is "
+                "not a file name. It names a file inside sources/, without a directory: put the file there and "
+                "give its name alone, e.g. 'corpus.tar.gz'.")
         resolved.append(ResolvedDataset(key, spec.importer, params))
     if not resolved:
         raise ConfigError(f"no dataset selected for language {language.code!r}")

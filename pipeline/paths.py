@@ -23,6 +23,35 @@ def on_host(path: Path) -> Optional[str]:
     return outside if inside == Path(".") else f"{outside.rstrip('/')}/{inside}"
 
 
+#: The operating system's own directories. A data root there would mix dstrain's sources/, imported/ and
+#: runs/ with the system's files, and advice to give the data root to a user would give away the system.
+SYSTEM_DIRS = frozenset(
+    ["/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/opt",
+     "/proc", "/root", "/run", "/sbin", "/sys", "/tmp", "/usr", "/var"]
+    + ["/usr/" + name for name in ("bin", "include", "lib", "lib32", "lib64", "libexec", "local", "sbin", "share",
+                                   "src")]
+    + ["/var/" + name for name in ("backups", "cache", "lib", "local", "lock", "log", "mail", "opt", "run",
+                                   "spool", "tmp")]
+)
+#: Kernel and configuration trees: nothing below them is a place for data.
+NEVER_UNDER = ("/boot", "/dev", "/etc", "/proc", "/sys")
+
+
+def data_root_problem(root) -> Optional[str]:
+    """Why ``root`` cannot be a data root (a file, a system directory), or None when it can."""
+    # Resolved, so that a symbolic link to / or /usr, or /data/../etc, is seen for what it is.
+    real = Path(os.path.abspath(os.path.expanduser(str(root)))).resolve()
+    if str(real) in SYSTEM_DIRS or any(Path(place) in real.parents for place in NEVER_UNDER):
+        return f"{real} is a system directory; a data root needs a folder of its own, such as ~/dstrain-data"
+    for path in (real, *real.parents):
+        if path.exists():
+            if path.is_dir():
+                return None
+            return f"{real} is a file, not a directory" if path == real else \
+                f"{path} is a file, so it cannot hold the directory {real}"
+    return None
+
+
 def for_the_user(path: Path) -> str:
     """``path``, and in a container also its place on the host."""
     outside = on_host(path)

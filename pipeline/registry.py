@@ -19,7 +19,8 @@ import pkgutil
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import dstrain.importers
 import dstrain.languages
@@ -96,9 +97,31 @@ def _plugin_entry_points() -> List[Tuple[str, Any]]:
     return [(name, ep) for (name, _), ep in found.items()]
 
 
-def available_languages() -> Dict[str, LanguageEntry]:
-    """Built-in languages plus plugins; two providers of one code is an error."""
+def _languages_in(directory) -> Dict[str, LanguageEntry]:
+    """The language modules of a folder named by ``language_dirs``: each ``<code>.py`` that defines LANGUAGE,
+    as ``dstrain new-language --dir`` writes them."""
+    found = {}
+    for path in sorted(Path(directory).glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"dstrain_language_dir.{path.stem}", str(path))
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # the user's own file: say which, and why, without a traceback
+            raise ConfigError(f"language module {path} does not load: {type(exc).__name__}: {exc}") from None
+        lang = getattr(module, "LANGUAGE", None)
+        if isinstance(lang, Language):
+            found[lang.code] = LanguageEntry(lang, f"file {path}")
+    return found
+
+
+def available_languages(dirs: Sequence = ()) -> Dict[str, LanguageEntry]:
+    """Built-in languages, those in the folders ``dirs``, and plugins; two providers of one code is an error."""
     found = _builtin_languages()
+    for directory in dirs:
+        for code, entry in _languages_in(directory).items():
+            if code in found:
+                raise ConfigError(f"language {code!r} is defined twice: {found[code].origin} and {entry.origin}")
+            found[code] = entry
     old_names = _OldNames.install()
     for dist_name, ep in _plugin_entry_points():
         lang = _load_plugin(dist_name, ep, old_names)
@@ -111,8 +134,8 @@ def available_languages() -> Dict[str, LanguageEntry]:
     return found
 
 
-def get_language(code: str) -> Language:
-    found = available_languages()
+def get_language(code: str, dirs: Sequence = ()) -> Language:
+    found = available_languages(dirs)
     if code not in found:
         raise ConfigError(
             "unknown language {!r}; available: {}. To add one: see docs/adding-a-language.md".format(

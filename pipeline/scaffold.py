@@ -1,9 +1,13 @@
 """`dstrain new-language`: a commented starting point for a new language module."""
 import re
+import shlex
 from pathlib import Path
 from string import Template
+from typing import Optional, Tuple
 
+from dstrain.pipeline.atomic import write_text
 from dstrain.pipeline.errors import ConfigError
+from dstrain.pipeline.registry import available_languages, builtin_languages_dir
 
 TEMPLATE = Template('''\
 """$name for dstrain.
@@ -80,13 +84,45 @@ LANGUAGE = Language(
 DEFAULT_RELEASE = "cv-corpus-21.0-2025-03-14"
 
 
-def new_language(code: str, name: str, locale: str, letters: str, directory: Path) -> Path:
+def language_name(locale: str) -> Optional[str]:
+    """The English name of the language of a locale tag (``br-FR`` -> Breton), from Unicode's CLDR."""
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        return Locale.parse(locale.replace("-", "_")).get_language_name("en")
+    except (ValueError, UnknownLocaleError):  # not a tag, or one CLDR does not know
+        return None
+
+
+def new_language(code: str, name: Optional[str], locale: Optional[str], letters: str,
+                 directory: Optional[Path] = None) -> Tuple[Path, str]:
+    """Write ``directory/code.py`` (default: the built-in languages' folder) from the template; return its path
+    and what to tell the user: the name taken from the locale when not given, and the command to check it."""
     if not re.match(r"^[a-z]{2,3}(_[a-z0-9]+)?$", code):
         raise ConfigError(f"language code {code!r}: use an ISO 639 code such as 'br' or 'eo'")
-    target = Path(directory) / (code + ".py")
+    known = available_languages()
+    if code in known:
+        raise ConfigError(f"language {code!r} exists already ({known[code].origin}); pick another code")
+    locale = locale or code
+    builtin = Path(builtin_languages_dir())
+    directory = Path(directory or builtin)
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"--dir {directory}: that is a file, not a folder")
+    target = directory / (code + ".py")
     if target.exists():
         raise ConfigError(f"{target} already exists; edit it, or remove it first")
-    target.write_text(TEMPLATE.substitute(
+    notes = []
+    if not name:
+        name = language_name(locale) or language_name(code)
+        notes.append(f"its name, from the locale {locale!r}: {name}" if name else
+                     f"no language has the locale {locale!r} in Unicode's list, so its name is {code!r} for now: "
+                     "set name= in the file (or start again with --name)")
+        name = name or code
+    write_text(target, TEMPLATE.substitute(
         code=code, name=name, locale=locale, letters=letters.replace("\\", "\\\\").replace('"', '\\"'),
-        release=DEFAULT_RELEASE, cv_locale=code), encoding="utf-8")
-    return target
+        release=DEFAULT_RELEASE, cv_locale=code))
+    check = f"dstrain check --language {code}"
+    if directory.resolve() != builtin.resolve():
+        # dstrain finds languages among its own, in plugins, and in the folders language_dirs names.
+        check = f"DSTRAIN_LANGUAGE_DIRS={shlex.quote(str(directory.resolve()))} {check}"
+    return target, "\n".join([f"wrote {target}", *notes, f"next: answer its QUESTIONs, then `{check}`"])

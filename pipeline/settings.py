@@ -4,6 +4,7 @@ These pydantic models are what ``dstrain config`` prints and what a config file,
 flags are checked against (config.py layers them); they are also the schema a service's requests will use.
 Nested keys use dots in files and flags (``clean.shared_transcripts``).
 """
+import os
 import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -189,12 +190,15 @@ class ExportSettings(_Section):
 
 class Settings(_Section):
     language: str = Field("fr", description="language code, see `dstrain languages`")
+    language_dirs: Tuple[Path, ...] = Field(
+        (), description="folders of language modules besides the built-in ones, e.g. from dstrain new-language "
+                        "--dir (several: ':' between them, as in PATH)")
     data_root: Path = Field(Path("data"), description="where sources, imports and runs live")
     run: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                                description="run name (defaults to the language code)")
     datasets: Optional[Tuple[str, ...]] = Field(
         None, description="use only these datasets of the language; +name adds an opt-in one to the default ones")
-    workers: int = Field(0, ge=0, description="parallel audio workers (0 = every core)")
+    workers: int = Field(0, ge=0, description="parallel audio workers (0 = every core; at most 4 per core)")
     english_compatible: bool = Field(
         False, description="transliterate to ASCII and use the English alphabet (for transfer learning)"
     )
@@ -212,3 +216,24 @@ class Settings(_Section):
     @classmethod
     def _split_list(cls, value):
         return _listed(value, r"\s*,\s*")
+
+    @field_validator("language_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value):
+        return _listed(value, os.pathsep)
+
+    @field_validator("data_root", mode="before")
+    @classmethod
+    def _not_empty(cls, value):
+        # Path("") is the current directory: an empty DSTRAIN_DATA_ROOT (a variable cleared, a typo in a .env
+        # file) would otherwise scatter sources/, imported/ and runs/ wherever the command was typed.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty (unset it to use the default, ./data)")
+        return value
+
+    @field_validator("data_root")
+    @classmethod
+    def _home(cls, value: Path) -> Path:
+        # "~/dstrain-data" in a config file or a quoted variable means the home folder, as in a shell, not a
+        # folder named "~" in the current directory.
+        return value.expanduser()

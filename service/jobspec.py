@@ -26,6 +26,7 @@ REFUSED = {
     "data_root": "the job's data root is its tenant's directory",
     "run": "the run is named after the job",
     "language": "give it as the job's language",
+    "language_dirs": "jobs use the image's languages and installed plugins (the service would run that code)",
     "datasets": "give them as the job's datasets",
     "train.trainer_python": "jobs run the image's trainer",
     "train.source_checkpoint": "a place on the host",

@@ -1,14 +1,12 @@
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.commands import DSTRAIN, RELEASE, clean_env, write_config  # noqa: F401 - tests import them from here
 from tests.fixtures.common_voice import build_common_voice
 
-DSTRAIN = str(Path(sys.executable).with_name("dstrain"))
-RELEASE = "cv-corpus-99.0-2099-01-01"
 #: Set by tests/run.sh, which installs the real trainer and Docker engine: their tests then fail, never skip.
 REQUIRE_REAL_TOOLS = os.environ.get("REQUIRE_REAL_TOOLS") == "1"
 
@@ -25,12 +23,6 @@ def cv_archive(tmp_path_factory) -> Path:
     return build_common_voice(tmp_path_factory.mktemp("cv"))
 
 
-def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSTRAIN_", "MDC_"))}
-    env.update(extra)
-    return env
-
-
 def dstrain(*args, env=None, check=True, **kwargs) -> subprocess.CompletedProcess:
     """Run the real command line, as a user would."""
     proc = subprocess.run([DSTRAIN, *map(str, args)], capture_output=True, text=True,
@@ -38,20 +30,3 @@ def dstrain(*args, env=None, check=True, **kwargs) -> subprocess.CompletedProces
     if check and proc.returncode != 0:
         raise AssertionError(f"dstrain {args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
-
-
-def write_config(path: Path, data_root: Path, archive_sha256=None, url=None, **clean) -> Path:
-    lines = [
-        f'data_root = "{data_root}"',
-        "workers = 2",
-        'datasets = ["common_voice"]',
-        "[dataset.common_voice]",
-        f'release = "{RELEASE}"',
-        "max_duration = 5.0",
-    ]
-    if archive_sha256:
-        lines.append(f'sha256 = "{archive_sha256}"')
-    if url:
-        lines.append(f'url = "{url}"')
-    path.write_text("\n".join(lines) + "\n")
-    return path

@@ -35,8 +35,17 @@ if ((${#missing[@]})); then
         echo "missing Debian packages: ${missing[*]}; install them with: apt-get install ${missing[*]}" >&2
         exit 1
     fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Another apt or dpkg at work (an unattended upgrade, a second checkout's run): wait for it, up to 10
+    # minutes, instead of failing at once. That option covers dpkg's locks only: apt-get update takes the
+    # package lists' lock without waiting, so it is retried while someone else holds that.
+    apt_wait=(-o DPkg::Lock::Timeout=600)
+    for ((tries = 60; ; tries--)); do
+        err=$(apt-get update -qq "${apt_wait[@]}" 2>&1) && break
+        if ((tries == 0)) || [[ $err != *"Could not get lock"* ]]; then echo "$err" >&2; exit 1; fi
+        sleep 10
+    done
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_wait[@]}" "${missing[@]}" \
+        >/dev/null
 fi
 
 part "virtualenv"

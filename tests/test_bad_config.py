@@ -1,4 +1,5 @@
 """Bad settings are refused with a clear message and a non-zero exit, before any work."""
+import json
 import os
 import shutil
 import subprocess
@@ -78,8 +79,11 @@ def test_unwritable_data_root_is_refused_with_the_fix():
         root.mkdir(mode=0o755 if os.getuid() == 0 else 0o555)  # an ordinary user: make it read-only
         cmd[cmd.index("DATA")] = str(root)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), cwd=str(home))
-        refused(proc, f"the data root {root} is not writable", "belongs to uid 0", "sudo chown -R",
-                "Never run dstrain")
+        if os.getuid() == 0:
+            refused(proc, f"the data root {root} is not writable", f"{root}  (uid 0 gid 0)",
+                    f"sudo chown -R 65534:65534 {root}\n", "Never run dstrain")
+        else:  # one's own folder, made read-only: not a question of owners
+            refused(proc, f"the data root {root} is not writable", "chmod u+rwX")
         assert list(root.iterdir()) == []
     finally:
         shutil.rmtree(str(home))
@@ -101,3 +105,58 @@ def test_config_shows_each_layer(tmp_path):
     assert lines["data_root"].endswith(f"[file {config}]")
     assert lines["dataset.common_voice.locale"].endswith("[language fr]")
     assert lines["clean.shared_transcripts"].endswith("[default]")
+
+
+def test_workers_are_capped_at_a_few_per_core(tmp_path):
+    limit = 4 * len(os.sched_getaffinity(0))
+    proc = dstrain("config", "-l", "fr", "--workers", "100000000")
+    assert f"workers = 100000000 (from flag --workers) is more than this machine can use: at most 4 per core, " \
+           f"{limit} on its" in proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("workers "))
+    assert f"= {limit} " in line and line.endswith("[flag --workers, capped at 4 per core]")
+    assert "capped" not in dstrain("config", "-l", "fr", "--workers", str(limit)).stdout
+
+
+def test_an_empty_data_root_is_not_the_current_directory(tmp_path):
+    proc = dstrain("run", "-l", "fr", env=clean_env(DSTRAIN_DATA_ROOT=""), cwd=str(tmp_path), check=False)
+    refused(proc, "data_root: Value error, must not be empty", "env DSTRAIN_DATA_ROOT")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_data_root_under_the_home_folder_is_there(tmp_path):
+    out = dstrain("config", "-l", "fr", "--json", env=clean_env(DSTRAIN_DATA_ROOT="~/dstrain-data", HOME=str(tmp_path)),
+                  cwd=str(tmp_path)).stdout
+    assert json.loads(out)["data_root"]["value"] == str(tmp_path / "dstrain-data")
+
+
+@pytest.mark.parametrize("root", ["/", "/usr", "/etc", "/usr/local", "/var/lib", "/home", "/tmp", "/proc/x",
+                                  "/etc/dstrain", "/data/../usr"])
+def test_a_system_directory_is_no_data_root(root):
+    proc = dstrain("config", "-l", "fr", env=clean_env(DSTRAIN_DATA_ROOT=root), check=False)
+    refused(proc, "is a system directory; a data root needs a folder of its own", "(from env DSTRAIN_DATA_ROOT)")
+
+
+def test_a_link_to_a_system_directory_is_no_data_root(tmp_path):
+    (tmp_path / "data").symlink_to("/usr")
+    proc = dstrain("run", "-l", "fr", "--data-root", tmp_path / "data", check=False)
+    refused(proc, "data_root: /usr is a system directory", "(from flag --data-root)")
+
+
+def test_a_file_is_no_data_root(tmp_path):
+    (tmp_path / "notes").write_text("mine\n")
+    config = tmp_path / "dstrain.toml"
+    for root, phrase in ((tmp_path / "notes", f"{tmp_path / 'notes'} is a file, not a directory"),
+                         (tmp_path / "notes" / "data", f"{tmp_path / 'notes'} is a file, so it cannot hold")):
+        config.write_text(f'data_root = "{root}"\n')
+        refused(dstrain("run", "-l", "fr", "--config", config, check=False), phrase, f"(from file {config})")
+    assert (tmp_path / "notes").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("archive", ["../../x.tar.gz", "/tmp/x.tar.gz", "sub/x.tar.gz", ".hidden.tar.gz"])
+def test_an_archive_is_a_file_name_in_sources_never_a_path(tmp_path, archive):
+    data = tmp_path / "deep" / "data"
+    env = clean_env(DSTRAIN_DATASET__COMMON_VOICE__ARCHIVE=archive)
+    proc = dstrain("run", "-l", "fr", "--data-root", data, "--datasets", "common_voice", env=env, check=False)
+    refused(proc, f"dataset.common_voice.archive: {archive!r} (from env DSTRAIN_DATASET__COMMON_VOICE__ARCHIVE) "
+                  "is not a file name")
+    assert list(tmp_path.iterdir()) == []

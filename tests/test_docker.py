@@ -43,8 +43,8 @@ USER = 4242  # the invoking user: not root, and not the image's default 1000
 STOP_AFTER = 20
 MDC_KEY = "mdc-secret-never-written-anywhere"
 #: Settings that name places on the host: docker-compose.yml does not pass them into the container.
-HOST_PLACES = {"language", "data_root", "train.trainer_python", "lm.kenlm_bin", "lm.scorer_tool", "optimize.script",
-               "export.convert_graphdef_memmapped_format"}
+HOST_PLACES = {"language", "language_dirs", "data_root", "train.trainer_python", "lm.kenlm_bin", "lm.scorer_tool",
+               "optimize.script", "export.convert_graphdef_memmapped_format"}
 
 
 def compose(project: Path, *args, check=True, timeout=3600, **env) -> subprocess.CompletedProcess:

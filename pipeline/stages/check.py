@@ -1,15 +1,14 @@
 """check: the cheap things that would otherwise fail hours later."""
 import logging
 import os
-import shlex
 import shutil
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, List
 
-from dstrain.pipeline import __version__, paths
+from dstrain.pipeline import __version__
+from dstrain.pipeline.advice import ensure_writable
 from dstrain.pipeline.atomic import read_json, write_json
 from dstrain.pipeline.deepspeech import checkpoints, devices, scorer, smoke, trainer
 from dstrain.pipeline.digests import digest
@@ -20,38 +19,6 @@ from dstrain.pipeline.lm import kenlm
 
 log = logging.getLogger("dstrain")
 LOW_DISK_GB = 20
-
-
-def ensure_writable(root: Path) -> None:
-    """Create the data root if needed and prove we can write in it."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=str(root), prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        # In a container, the host's name for it is what the user can chown.
-        outside = paths.on_host(root)
-        mounted = f" It is the host's {outside}, mounted at {root}." if outside else ""
-        target = shlex.quote(outside or str(root))
-        raise ConfigError(
-            f"the data root {root} is not writable ({exc.strerror or exc}).{_owner(root)}{mounted} "
-            "Give it to your user once, on the host:\n"
-            f"    sudo chown -R {os.getuid()}:{os.getgid()} {target}\n"
-            "then run dstrain as yourself. Never run dstrain or docker compose with sudo: files it "
-            "creates as root lock out every later run."
-        ) from None
-
-
-def _owner(root: Path) -> str:
-    """Who owns the nearest existing directory, to explain a permission problem."""
-    for path in (root, *root.parents):
-        try:
-            stat = path.stat()
-        except OSError:
-            continue
-        return (f" {path} belongs to uid {stat.st_uid} gid {stat.st_gid}, "
-                f"and you are uid {os.getuid()} gid {os.getgid()}.")
-    return ""
 
 
 def ensure_language_cases(language: Language) -> None:
