@@ -222,7 +222,7 @@ def languages(config_file):
 def new_language(code, name, locale, letters, directory):
     """Write languages/CODE.py from a commented template, ready to fill in.
 
-    Then run `dstrain check --language CODE` until its test cases pass.
+    Then run `dstrain check --language CODE --to alphabet` until its test cases pass.
     See docs/adding-a-language.md.
     """
     from dstrain.pipeline.scaffold import new_language as scaffold

@@ -12,7 +12,7 @@ from dstrain.pipeline.registry import available_languages, builtin_languages_dir
 TEMPLATE = Template('''\
 """$name for dstrain.
 
-Answer the questions in the comments, run `dstrain check --language $code`
+Answer the questions in the comments, run `dstrain check --language $code --to alphabet`
 until its test cases pass, then train.  See docs/adding-a-language.md.
 """
 import re
@@ -67,10 +67,10 @@ LANGUAGE = Language(
     normalize=normalize,
     cases=CASES,
     letters=LETTERS,
-    # QUESTION 6: which corpora?  Common Voice's locale code for $name, and its
-    # release; `dstrain languages` lists what other languages use.
+    # QUESTION 6: which corpora?  Common Voice's locale code for $name (the release is
+    # that of the archive in sources/); `dstrain languages` lists what other languages use.
     datasets=(
-        DatasetSpec("common_voice", {"release": "$release", "locale": "$cv_locale"}),
+        DatasetSpec("common_voice", {"locale": "$cv_locale"}),
     ),
     # QUESTION 7: "data" builds the alphabet from your transcripts; "english"
     # transliterates to ASCII for transfer learning from the English model.
@@ -81,7 +81,6 @@ LANGUAGE = Language(
 )
 ''')
 
-DEFAULT_RELEASE = "cv-corpus-21.0-2025-03-14"
 
 
 def language_name(locale: str) -> Optional[str]:
@@ -120,8 +119,9 @@ def new_language(code: str, name: Optional[str], locale: Optional[str], letters:
         name = name or code
     write_text(target, TEMPLATE.substitute(
         code=code, name=name, locale=locale, letters=letters.replace("\\", "\\\\").replace('"', '\\"'),
-        release=DEFAULT_RELEASE, cv_locale=code))
-    check = f"dstrain check --language {code}"
+        cv_locale=code))
+    # Its test cases and the data side only: a new language is written long before a trainer is installed.
+    check = f"dstrain check --language {code} --to alphabet"
     if directory.resolve() != builtin.resolve():
         # dstrain finds languages among its own, in plugins, and in the folders language_dirs names.
         check = f"DSTRAIN_LANGUAGE_DIRS={shlex.quote(str(directory.resolve()))} {check}"

@@ -90,9 +90,11 @@ def test_after_sudo_dstrain_the_user_is_told_which_folders_to_take_back(other_us
     proc = as_user(ALICE, shared, *run)
     no_traceback(proc)
     fr = data / "runs" / "fr"
-    assert f"may not write {fr}/logs/check.log" in proc.stderr
-    assert f"    {fr}  (uid 0 gid 0)\n" in proc.stderr
-    assert f"    sudo chown -R {ALICE}:{ALICE} {fr}\n" in proc.stderr  # that folder, not the data root, not /
+    locks = data / "runs" / ".locks"  # the run's lock, the first thing a run writes
+    assert f"may not write {locks}/fr.lock" in proc.stderr
+    assert f"    {locks}  (uid 0 gid 0)\n    {fr}  (uid 0 gid 0)\n" in proc.stderr
+    # Those folders, not the data root, not /.
+    assert f"    sudo chown -R {ALICE}:{ALICE} {locks} {fr}\n" in proc.stderr
     assert "resume with:\n    dstrain run -l fr --data-root" in proc.stderr
     assert "Traceback" in as_user(ALICE, shared, "-v", *run).stderr  # -v shows it
 
