@@ -237,7 +237,7 @@ def test_a_data_directory_docker_made_as_root_is_refused_with_the_hosts_command(
     proc = compose(project[0], "--profile", "cpu", "run", "--rm", "train-cpu", check=False, LANGUAGE="fr",
                    DATA_DIR=str(owned_by_root))
     assert proc.returncode == 2
-    assert f"It is the host's {owned_by_root}, mounted at /data." in proc.stderr
+    assert f"the data root /data (on the host: {owned_by_root}) is not writable" in proc.stderr
     assert f"sudo chown -R {USER}:{USER} {owned_by_root}" in proc.stderr
 
 
