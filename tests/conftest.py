@@ -1,4 +1,6 @@
+import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -6,6 +8,7 @@ import pytest
 
 from tests.commands import DSTRAIN, RELEASE, clean_env, write_config  # noqa: F401 - tests import them from here
 from tests.fixtures.common_voice import build_common_voice
+from tests.http_server import FileServer
 
 #: Set by tests/run.sh, which installs the real trainer and Docker engine: their tests then fail, never skip.
 REQUIRE_REAL_TOOLS = os.environ.get("REQUIRE_REAL_TOOLS") == "1"
@@ -21,6 +24,20 @@ def need_real(available: bool, why: str) -> None:
 def cv_archive(tmp_path_factory) -> Path:
     """A small French Common Voice release, built once per test session."""
     return build_common_voice(tmp_path_factory.mktemp("cv"))
+
+
+@pytest.fixture()
+def served(cv_archive, tmp_path):
+    """That release on a real local HTTP server, under its published name: (server, the file it serves)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    shutil.copy(cv_archive, www / f"{RELEASE}-fr.tar.gz")
+    with FileServer(www) as server:
+        yield server, www / f"{RELEASE}-fr.tar.gz"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def dstrain(*args, env=None, check=True, **kwargs) -> subprocess.CompletedProcess:

@@ -1,5 +1,4 @@
 """Downloads over a real local HTTP server: resume, verification, placement by hand, the Data Collective."""
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -8,23 +7,10 @@ from pathlib import Path
 import pytest
 
 from dstrain.pipeline.sources import fetch
-from tests.conftest import RELEASE, clean_env, dstrain, write_config
-from tests.http_server import FileServer
+from tests.conftest import RELEASE, clean_env, dstrain, sha256, write_config
 
 NAME = f"{RELEASE}-fr.tar.gz"
 
-
-def sha256(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture()
-def served(cv_archive, tmp_path):
-    www = tmp_path / "www"
-    www.mkdir()
-    shutil.copy(cv_archive, www / NAME)
-    with FileServer(www) as server:
-        yield server, www / NAME
 
 
 def gets(server):

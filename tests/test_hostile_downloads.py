@@ -1,29 +1,13 @@
 """Downloads that cannot be fooled, from a real local HTTP server misbehaving on purpose."""
-import hashlib
 import json
 import shutil
 
-import pytest
-
-from tests.conftest import RELEASE, dstrain, write_config
-from tests.http_server import FileServer
+from tests.conftest import RELEASE, dstrain, sha256, write_config
 
 NAME = f"{RELEASE}-fr.tar.gz"
 PATH = "/" + NAME
 LOGIN_PAGE = b"<!DOCTYPE html>\n<html><body><form action='/login'>Please sign in</form></body></html>\n"
 
-
-def sha256(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture()
-def served(cv_archive, tmp_path):
-    www = tmp_path / "www"
-    www.mkdir()
-    shutil.copy(cv_archive, www / NAME)
-    with FileServer(www) as server:
-        yield server, www / NAME
 
 
 def gets(server):

@@ -15,22 +15,18 @@ import pytest
 
 from dstrain.pipeline import locks
 from tests.conftest import DSTRAIN, RELEASE, clean_env, dstrain, write_config
-from tests.http_server import FileServer
 
 NAME = f"{RELEASE}-fr.tar.gz"
 PATH = "/" + NAME
 
 
 @pytest.fixture()
-def held(cv_archive, tmp_path):
+def held(served):
     """A server whose answer for the archive waits until the test releases it."""
-    www = tmp_path / "www"
-    www.mkdir()
-    shutil.copy(cv_archive, www / NAME)
-    with FileServer(www) as server:
-        server.held[PATH] = threading.Event()
-        server.arrived[PATH] = threading.Event()
-        yield server
+    server, _ = served
+    server.held[PATH] = threading.Event()
+    server.arrived[PATH] = threading.Event()
+    return server
 
 
 def start(*args):
