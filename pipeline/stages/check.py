@@ -108,7 +108,7 @@ def _refuse_trainer(python: str, origin: str, problem: str) -> ConfigError:
         "train.trainer_python in your config) to it:\n    in the Docker image it is set already, to "
         "/usr/bin/python3;\n    on this machine, to the python of the virtualenv that docs/training.md builds: "
         "TRAINER_PYTHON=$HOME/deepspeech-0.9.3/venv/bin/python\n  Or prepare the data only, without training: "
-        "--to lm.")
+        "--to lm (the language model too, which needs KenLM), or --to alphabet (neither).")
 
 
 def _probe_trainer(ctx, optimizer: bool) -> devices.Report:
