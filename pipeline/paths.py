@@ -250,7 +250,7 @@ class DataRoot:
     @property
     def smoke_record(self) -> Path:
         """The last smoke training that passed, so a rerun before training starts does not repeat it."""
-        return self.run / "state" / "smoke-training.json"
+        return self.record("smoke-training")
 
 
 class ImportedDataset:
