@@ -72,9 +72,29 @@ OVERFIT_EPOCHS = 100
 
 
 def by_heart(**more) -> str:
-    """BY_HEART as TOML tables, with ``more`` lines added to (or as) sections."""
-    sections = {name: BY_HEART.get(name, []) + more.get(name, []) for name in {**BY_HEART, **more}}
+    """BY_HEART as TOML tables, with ``more`` lines added to (or as) sections; a line setting a key BY_HEART
+    sets already replaces BY_HEART's (TOML refuses a key twice)."""
+    def key(line: str) -> str:
+        return line.split("=", 1)[0].strip()
+
+    sections = {}
+    for name in {**BY_HEART, **more}:
+        added = more.get(name, [])
+        replaced = {key(line) for line in added}
+        sections[name] = [line for line in BY_HEART.get(name, []) if key(line) not in replaced] + added
     return "".join(f"[{name}]\n" + "".join(line + "\n" for line in lines) for name, lines in sections.items())
+
+
+def real_config(root: Path, rows, kenlm_bin: Path, **more) -> Path:
+    """``root/data`` whose sources/ hold ``rows`` as a Common Voice release, and a config that learns them by
+    heart with the real KenLM and scorer tool, plus ``more`` lines per section."""
+    data = root / "data"
+    (data / "sources").mkdir(parents=True)
+    build_common_voice(data / "sources", rows=rows)
+    config = write_config(root / "dstrain.toml", data)
+    tools = [f'kenlm_bin = "{kenlm_bin}"', f'scorer_tool = "{os.environ["GENERATE_SCORER_PACKAGE"]}"']
+    config.write_text(config.read_text() + by_heart(lm=tools, **more))
+    return config
 
 
 def require_trainer() -> None:
@@ -147,13 +167,9 @@ def real_run(kenlm_dir, tmp_path_factory):  # noqa: F811
     need_real(all(os.environ.get(name) for name in TOOLS), "set " + ", ".join(TOOLS) + " (tests/trainer_env.sh)")
     root = tmp_path_factory.mktemp("real")
     data = root / "data"
-    (data / "sources").mkdir(parents=True)
-    build_common_voice(data / "sources", rows=ONE_SENTENCE)
-    config = write_config(root / "dstrain.toml", data)
-    config.write_text(config.read_text() + by_heart(
-        lm=[f'kenlm_bin = "{kenlm_dir}"', f'scorer_tool = "{os.environ["GENERATE_SCORER_PACKAGE"]}"'],
-        optimize=["enabled = true", f'script = "{os.environ["LM_OPTIMIZER"]}"', "trials = 3"],
-        export=['formats = ["tflite", "pb", "zip"]']))
+    config = real_config(root, ONE_SENTENCE, kenlm_dir,
+                         optimize=["enabled = true", f'script = "{os.environ["LM_OPTIMIZER"]}"', "trials = 3"],
+                         export=['formats = ["tflite", "pb", "zip"]'])
     run = data / "runs" / "fr"
     dstrain("run", "-l", "fr", "--config", config, "--to", "lm")
     killed_at = kill_mid_training(config, run)
@@ -223,14 +239,8 @@ def test_the_last_checkpoint_of_an_overfitted_model_transcribes_its_training_cli
     need_real(bool(os.environ.get("DEEPSPEECH_TFLITE_RUNTIME") and os.environ.get("GENERATE_SCORER_PACKAGE")),
               "set DEEPSPEECH_TFLITE_RUNTIME and GENERATE_SCORER_PACKAGE (tests/trainer_env.sh)")
     data = tmp_path / "data"
-    (data / "sources").mkdir(parents=True)
-    build_common_voice(data / "sources", rows=OVERFIT)
-    config = write_config(tmp_path / "dstrain.toml", data)
-    config.write_text(config.read_text() + by_heart(
-        lm=[f'kenlm_bin = "{kenlm_dir}"', f'scorer_tool = "{os.environ["GENERATE_SCORER_PACKAGE"]}"'],
-        train=['model_checkpoint = "last"'], export=['formats = ["tflite"]'],
-    ).replace(f"epochs = {EPOCHS}\n", f"epochs = {OVERFIT_EPOCHS}\n").replace(
-        "train_batch_size = 1\n", "train_batch_size = 3\n"))
+    config = real_config(tmp_path, OVERFIT, kenlm_dir, export=['formats = ["tflite"]'],
+                         train=['model_checkpoint = "last"', f"epochs = {OVERFIT_EPOCHS}", "train_batch_size = 3"])
     dstrain("run", "-l", "fr", "--config", config, "--to", "export")
     run = data / "runs" / "fr"
     training = json.loads((run / "reports" / "metrics.json").read_text())["training"]
