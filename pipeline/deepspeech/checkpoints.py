@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from dstrain.pipeline.atomic import write_text
+from dstrain.pipeline.digests import hash_file
 
 LAST_STATE = "checkpoint"
 BEST_STATE = "best_dev_checkpoint"
@@ -152,9 +153,7 @@ def content_digest(directory: Path, name: str) -> Optional[str]:
     digest = hashlib.sha256()
     for path in found:
         digest.update(path.name[len(name):].encode() + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        hash_file(path, digest, label="hashing")
     return digest.hexdigest()[:16]
 
 

@@ -24,13 +24,13 @@ from tqdm import tqdm
 
 from dstrain.pipeline import locks
 from dstrain.pipeline.atomic import read_json, remove_leftovers, write_json
+from dstrain.pipeline.digests import hash_file
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.paths import for_the_user, partial, partial_validator, verified_record
 from dstrain.pipeline.redaction import redact, redact_url
 from dstrain.pipeline.sources import sniff
 
 log = logging.getLogger("dstrain")
-CHUNK = 1 << 20
 #: Small network reads: bytes of a read cut short by a dropped connection are lost.
 NET_CHUNK = 1 << 16
 ATTEMPTS = 5
@@ -107,17 +107,6 @@ def _remember(archive: Path, sha256: str, origin: str) -> None:
 
 def _holding(archive: Path):
     return locks.hold(archive, f"source {archive}")
-
-
-def hash_file(path: Path, hasher=None, label: str = "verifying"):
-    hasher = hasher or hashlib.sha256()
-    with path.open("rb") as handle, tqdm(
-        total=path.stat().st_size, unit="B", unit_scale=True, desc=f"{label} {path.name}", leave=False
-    ) as bar:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            hasher.update(block)
-            bar.update(len(block))
-    return hasher
 
 
 def _check(actual: str, expected: Optional[str], path: Path, archive: Path, origin: str) -> None:

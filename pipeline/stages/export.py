@@ -15,8 +15,8 @@ from typing import Dict, Optional
 
 from dstrain.pipeline.atomic import temporary_path
 from dstrain.pipeline.deepspeech import decoding, trainer
+from dstrain.pipeline.digests import hash_file
 from dstrain.pipeline.errors import ConfigError, StageError
-from dstrain.pipeline.sources.fetch import hash_file
 from dstrain.pipeline.tools import run_tool
 
 log = logging.getLogger("dstrain")

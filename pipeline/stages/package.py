@@ -17,9 +17,9 @@ from typing import Dict, List, Optional, Union
 from dstrain.pipeline.atomic import read_json, temporary_path, write_text
 from dstrain.pipeline.deepspeech import checkpoints, decoding
 from dstrain.pipeline.deepspeech.progress import Progress
+from dstrain.pipeline.digests import hash_file
 from dstrain.pipeline.errors import StageError
 from dstrain.pipeline.reports import model_card
-from dstrain.pipeline.sources.fetch import hash_file
 
 log = logging.getLogger("dstrain")
 SUMS = "SHA256SUMS"
