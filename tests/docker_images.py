@@ -21,6 +21,14 @@ STANDIN_IMAGE = "dstrain-test/tf1-standin:py37"
 #: The stand-in's TensorFlow Python, the image's TRAINER_PYTHON.
 STANDIN_PYTHON = "/opt/py37/bin/python3.7"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+#: Two checkouts testing on one engine at once (worktrees) keep their images, compose projects and containers
+#: apart by setting DSTRAIN_TEST_NAMESPACE; the base images are the same for all and stay shared.
+NAMESPACE = os.environ.get("DSTRAIN_TEST_NAMESPACE", "")
+
+
+def own(name: str) -> str:
+    """``name`` (an image tag, a compose project, a label value) of this checkout's tests."""
+    return f"{name}-{NAMESPACE}" if NAMESPACE else name
 
 
 def docker_binary() -> str:
@@ -97,7 +105,7 @@ def ensure_tf1_standin() -> str:
     return STANDIN_IMAGE
 
 
-TRAIN_IMAGE = "dstrain-test/train:latest"
+TRAIN_IMAGE = own("dstrain-test/train:latest")
 #: The vendored DeepSpeech v0.9.3 source (../shared/vendor/README.md), unless DEEPSPEECH_SOURCE names another.
 VENDORED_SOURCE = REPO.parent / "shared" / "vendor" / "DeepSpeech-0.9.3.tar.gz"
 VENDORED_SHA256 = "d1981e510f2803f2021985d82209963751d671247a8f10614f0af152c9276f4e"

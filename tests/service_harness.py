@@ -16,10 +16,10 @@ from typing import List, Optional
 
 import requests
 
-from tests.docker_images import DEBIAN_IMAGE, docker, ensure_debian_base, image_exists
+from tests.docker_images import DEBIAN_IMAGE, docker, ensure_debian_base, image_exists, own
 
 DSTRAIN = str(Path(sys.executable).with_name("dstrain"))
-TEST_LABEL = "dstrain.test=service"
+TEST_LABEL = "dstrain.test=" + own("service")
 #: A job image whose entrypoint sleeps about a second and succeeds, whatever dstrain arguments it is given.
 SLEEPER_IMAGE = "dstrain-test/sleeper:latest"
 FINAL = ("succeeded", "failed", "cancelled")

@@ -30,6 +30,7 @@ from tests.docker_images import (
     docker_binary,
     engine_running,
     ensure_tf1_standin,
+    own,
     standin_settings,
 )
 from tests.fixtures.common_voice import build_common_voice
@@ -38,7 +39,7 @@ from tests.test_deepspeech_real import EPOCHS, ONE_SENTENCE, SENTENCE, by_heart,
 
 pytestmark = pytest.mark.docker
 
-IMAGE = "dstrain-test/compose:latest"
+IMAGE = own("dstrain-test/compose:latest")
 USER = 4242  # the invoking user: not root, and not the image's default 1000
 STOP_AFTER = 20
 MDC_KEY = "mdc-secret-never-written-anywhere"
@@ -65,7 +66,7 @@ def project(tmp_path_factory):
         root = copy_checkout(tmp_path_factory.mktemp("clone") / "dstrain")
         settings = standin_settings(f"{server.url}/{source.name}", USER, USER)
         # Its own project name and image, so that a developer's own `dstrain` project is left alone.
-        settings.update(DSTRAIN_IMAGE=IMAGE, COMPOSE_PROJECT_NAME="dstrain-test")
+        settings.update(DSTRAIN_IMAGE=IMAGE, COMPOSE_PROJECT_NAME=own("dstrain-test"))
         # Everything but the stand-in lines is what README.md's one-time set-up writes.
         (root / ".env").write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
         started = time.time()

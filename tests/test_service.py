@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.docker_images import deepspeech_source, docker, engine_running
+from tests.docker_images import deepspeech_source, docker, engine_running, own
 from tests.fixtures.common_voice import build_common_voice
 from tests.http_server import FileServer
 from tests.service_harness import TEST_LABEL, Client, Service, free_port, remove_test_containers
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.docker
 
 #: Built from this tree: the other engineer's tests keep dstrain-test/train:latest for theirs, and the two
 #: trees' images differ until they are merged.
-TRAIN_IMAGE = "dstrain-test/train:service"
+TRAIN_IMAGE = own("dstrain-test/train:service")
 RELEASE = "cv-corpus-99.0-2099-01-01"
 ARCHIVE = f"{RELEASE}-fr.tar.gz"
 #: Small enough for seconds per job on two cores (tests/conftest.py's corpus, DeepSpeech at width 64).
