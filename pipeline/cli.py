@@ -173,7 +173,7 @@ def status(**settings):
     click.echo(f"run {ctx.config.run_name} ({ctx.language.code}), data root {ctx.paths.root}")
     click.echo("{:<10} {:<11} {:<21} {:>9}  {}".format("stage", "state", "finished", "seconds", "counts"))
     found = rows(ctx)
-    for row in found:
+    for row in found.rows:
         click.echo("{:<10} {:<11} {:<21} {:>9}  {}".format(*row))
     for line in advice(found, _resume_command().replace(" status", " run", 1)):
         click.echo(line)

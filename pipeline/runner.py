@@ -23,7 +23,8 @@ from dstrain.pipeline.atomic import read_json, remove_leftovers, write_json
 from dstrain.pipeline.config import Config
 from dstrain.pipeline.digests import digest
 from dstrain.pipeline.errors import ConfigError, DstrainError
-from dstrain.pipeline.redaction import RedactingFormatter
+from dstrain.pipeline.redaction import RedactingFormatter, redact
+from dstrain.pipeline.run_state import RunRecords
 from dstrain.pipeline.stage import Context, Stage
 from dstrain.pipeline.stages import STAGES
 from dstrain.pipeline.stages.check import preflight, without_check_stage
@@ -42,19 +43,8 @@ def fingerprint(stage: Stage, ctx: Context) -> str:
 
 
 def stage_states(stages: Sequence[Stage], ctx: Context) -> Dict[str, str]:
-    """'done', 'stale' or 'pending' for every stage, in order."""
-    states: Dict[str, str] = {}
-    for stage in stages:
-        record = ctx.record(stage.name)
-        if record is None:
-            states[stage.name] = "pending"
-        elif any(states[up] != "done" for up in stage.after) or record.get("fingerprint") != fingerprint(
-            stage, ctx
-        ):
-            states[stage.name] = "stale"
-        else:
-            states[stage.name] = "done"
-    return states
+    """'done', 'stale' or 'pending' for every stage, in order: its record against what it would compute now."""
+    return RunRecords(ctx.paths).states(stages, lambda stage: fingerprint(stage, ctx))
 
 
 def select(
@@ -122,10 +112,11 @@ def _run_one(stage: Stage, ctx: Context, resume_command: str) -> None:
             if not isinstance(exc, (DstrainError, KeyboardInterrupt)):
                 log.debug("%s", traceback.format_exc())
             cause = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or type(exc).__name__
-            # Last in the stage log, so whoever reads it (a person, the service) finds why it stopped; to that
-            # file alone, as the console gets the whole story from StageFailed.
+            # Last in the stage log, so a person reading it finds why it stopped; to that file alone, as the
+            # console gets the whole story from StageFailed.
             stage_log.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "✗ %-9s failed: %s",
                                             (stage.name, cause), None))
+            _record_failure(ctx, stage.name, cause, resume_command)
             raise StageFailed(stage.name, cause, str(log_path), resume_command) from exc
     finished = time.time()
     write_json(
@@ -142,7 +133,18 @@ def _run_one(stage: Stage, ctx: Context, resume_command: str) -> None:
             "dstrain_version": __version__,
         },
     )
+    ctx.paths.failure(stage.name).unlink(missing_ok=True)
     log.info("✓ %-9s done in %.1fs", stage.name, finished - started)
+
+
+def _record_failure(ctx: Context, stage: str, cause: str, resume_command: str) -> None:
+    """Why the stage stopped, for whoever asks later (`dstrain status`, the service): run_state.py reads it."""
+    now = time.time()
+    try:
+        write_json(ctx.paths.failure(stage), {"stage": stage, "cause": redact(cause), "resume": redact(resume_command),
+                                              "failed": _iso(now), "time": now, "dstrain_version": __version__})
+    except OSError as exc:  # a full or read-only disk: the failure itself is what the user must hear about
+        log.debug("the failure of stage %s could not be recorded: %s", stage, exc)
 
 
 @contextlib.contextmanager

@@ -1,18 +1,18 @@
 """What a job's run says about itself, read from the run's own files in its tenant's directory.
 
-Progress comes from the stage records (``state/<stage>.json``, written last), the training record
-(``checkpoints/dstrain-progress.json``), ``config.json`` and ``reports/metrics.json``; a failure's cause
-from the last error in the stage logs; never from console text.  Every file is reached through
-``layout.inside``, so nothing a job's container wrote can lead a read out of its tenant's directory.
+Progress and a failure's cause come from the run's records, read by the pipeline's one reader of them
+(pipeline/run_state.py): the stage records and failures (``state/``), the training's account
+(``checkpoints/dstrain-progress.json``), ``config.json`` and ``reports/metrics.json``; never from log lines
+or console text.  Every file is reached through ``layout.inside``, so nothing a job's container wrote can
+lead a read out of its tenant's directory.
 """
 import hashlib
 import os
-import re
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from dstrain.pipeline.atomic import read_json
 from dstrain.pipeline.paths import DataRoot
+from dstrain.pipeline.run_state import RunRecords, Training
 from dstrain.pipeline.stages import STAGE_NAMES
 from dstrain.service.layout import Layout, inside, relative_parts
 from dstrain.service.store import Job
@@ -20,9 +20,6 @@ from dstrain.service.store import Job
 #: What a tenant may download: the run's package, and the reports a person reads.
 ARTIFACT_DIRS = ("package",)
 ARTIFACT_FILES = ("reports/report.html", "reports/loss.png", "reports/report.md", "reports/metrics.json")
-
-_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ")
-_ERROR_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ERROR ")
 
 
 def stages_of(job: Job) -> Tuple[str, ...]:
@@ -40,36 +37,37 @@ def _file(run: DataRoot, path) -> Path:
     return inside(run.root, str(Path(path).relative_to(run.root)))
 
 
-def _read_json(run: DataRoot, path) -> Optional[Any]:
-    """A record of the run, or None where it is not a regular file inside the tenant's directory."""
-    try:
-        return read_json(_file(run, path))
-    except FileNotFoundError:
-        return None
+def _records(layout: Layout, job: Job) -> RunRecords:
+    """The job's run, read by the pipeline's reader of a run's records, through ``inside``."""
+    run = _run(layout, job)
+
+    def read(relative: str) -> Optional[bytes]:
+        try:
+            return _file(run, run.run / relative).read_bytes()
+        except OSError:  # not a regular file inside the tenant's directory (FileNotFoundError), or unreadable
+            return None
+
+    return RunRecords(run, read)
 
 
 def progress(layout: Layout, job: Job) -> Dict[str, Any]:
-    run = _run(layout, job)
+    records = _records(layout, job)
     stages = stages_of(job)
-    done = [stage for stage in stages if _read_json(run, run.record(stage)) is not None]
+    done = records.done(stages)
     current = next((stage for stage in stages if stage not in done), None)
-    settings = _read_json(run, run.config_file) or {}
-    training = _read_json(run, run.training_progress) or {}
-    epochs = training.get("epochs") or []
-    last = epochs[-1] if epochs else {}
-    test = (_read_json(run, run.metrics) or {}).get("test") or {}
-    overall = test.get("overall") or {}
+    training = records.training() or Training()
+    overall = records.test().get("overall") or {}
     return {
         "state": job.state,
         "stage": current if job.state == "running" else None,
         "stages_done": done,
         "stages": list(stages),
-        "epoch": training.get("epochs_done", 0),
-        "epochs": (settings.get("train.epochs") or {}).get("value"),
-        "train_loss": last.get("train_loss"),
-        "dev_loss": last.get("dev_loss"),
-        "best": training.get("best"),
-        "trainings": len(training.get("invocations") or []),
+        "epoch": training.epochs_done,
+        "epochs": records.setting("train.epochs"),
+        "train_loss": training.last_epoch.get("train_loss"),
+        "dev_loss": training.last_epoch.get("dev_loss"),
+        "best": training.best,
+        "trainings": training.invocations,
         "wer": overall.get("wer"),
         "cer": overall.get("cer"),
     }
@@ -87,18 +85,9 @@ def _logs(run: DataRoot) -> List[Tuple[str, Path]]:
 
 
 def failure_cause(layout: Layout, job: Job) -> Optional[str]:
-    """The last error of the stage log written last: the stage's own account of why it stopped."""
-    run = _run(layout, job)
-    logs = sorted(_logs(run), key=lambda item: os.stat(str(item[1])).st_mtime)
-    for _, path in reversed(logs):
-        with open(str(path), encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().splitlines()
-        for i in range(len(lines) - 1, -1, -1):
-            if _ERROR_START.match(lines[i]):
-                record = [_ERROR_START.sub("", lines[i])]
-                record += [line for line in lines[i + 1:] if not _RECORD_START.match(line)][:20]
-                return "\n".join(record).strip()
-    return None
+    """Why the run's last failed stage stopped, as the runner recorded it."""
+    failure = _records(layout, job).last_error(STAGE_NAMES)
+    return failure.describe() if failure is not None else None
 
 
 class LogReader:

@@ -298,13 +298,13 @@ def test_cancel_then_resume_continues_from_the_last_checkpoint(service, clients)
     assert [i["first_epoch"] for i in training["invocations"]] == [1, stopped_at + 1]
 
 
-def test_a_failed_job_says_why_from_its_stage_log_and_resumes(service, clients, tmp_path):
+def test_a_failed_job_says_why_from_its_failure_record_and_resumes(service, clients, tmp_path):
     """carol has no archive: download fails; she gives the job a URL to download from, then resumes."""
     carol = clients["carol-inc"]
     job_id = carol.post("/v1/jobs", json=job_request(3, to="download")).json()["id"]
     failed = carol.wait(job_id, timeout=120)
     assert failed["state"] == "failed" and failed["exit_code"] != 0
-    assert failed["cause"].startswith("✗ download  failed") and ARCHIVE in failed["cause"], failed["cause"]
+    assert failed["cause"].startswith("stage download failed: ") and ARCHIVE in failed["cause"], failed["cause"]
 
     archive = build_common_voice(tmp_path)
     with FileServer(tmp_path) as server:

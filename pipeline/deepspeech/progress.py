@@ -19,6 +19,26 @@ def _finite(value: Optional[float]) -> Optional[float]:
     return value if value is not None and math.isfinite(value) else None
 
 
+def still_running(invocation: Optional[Dict[str, Any]]) -> bool:
+    """Whether the dstrain process that started ``invocation`` (an unfinished one) is alive on this machine, and is
+    not this one."""
+    if invocation is None or invocation.get("host") != socket.gethostname() or not invocation.get("pid"):
+        return False
+    pid = invocation["pid"]
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:  # a process that took the number of a killed one (after a restart) is not a dstrain
+        return b"dstrain" in Path("/proc", str(pid), "cmdline").read_bytes()
+    except OSError:
+        return True
+
+
 class Progress:
     def __init__(self, path, metrics_path, data: Dict[str, Any]):
         self.path = path
@@ -98,21 +118,7 @@ class Progress:
 
     def running_elsewhere(self) -> bool:
         """Whether the unfinished invocation's dstrain process is alive on this machine."""
-        last = self.unfinished()
-        if last is None or last.get("host") != socket.gethostname() or not last.get("pid"):
-            return False
-        if last["pid"] == os.getpid():
-            return False
-        try:
-            os.kill(last["pid"], 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        try:  # a process that took the number of a killed one (after a restart) is not a dstrain
-            return b"dstrain" in Path("/proc", str(last["pid"]), "cmdline").read_bytes()
-        except OSError:
-            return True
+        return still_running(self.unfinished())
 
     def close_interrupted(self) -> None:
         """An invocation still "running" when a new one starts was killed: it is recorded as interrupted."""
