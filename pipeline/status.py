@@ -4,7 +4,9 @@ last error.
 Everything comes from the run's records, through run_state.py: a training that has not finished has no
 record yet (the record is written last), but its account is kept epoch by epoch (deepspeech/progress.py): it
 shows as ``running`` while its dstrain process is alive on this machine, else ``interrupted``, with the epochs
-done and the best so far.  A stage that failed left why (``state/<stage>.failed.json``).
+done, of those the run was started with, and the best so far.  A stage that failed left why
+(``state/<stage>.failed.json``).  Whether a stage is done or stale still compares its record with the
+settings ``status`` is given.
 """
 from typing import List, NamedTuple, Optional
 
@@ -31,7 +33,10 @@ class Status(NamedTuple):
 def rows(ctx: Context) -> Status:
     records = RunRecords(ctx.paths)
     states = stage_states(STAGES, ctx)
-    epochs = ctx.config.settings.train.epochs
+    # Whether a training was interrupted is a fact of the run: counted against the epochs it was started with
+    # (its config.json), not those the settings given to `status` would ask for.
+    epochs = records.setting("train.epochs")
+    epochs = epochs if type(epochs) is int else ctx.config.settings.train.epochs
     training = records.training()
     found = []
     for stage in STAGES:

@@ -22,7 +22,7 @@ log = logging.getLogger("dstrain")
 def inputs(ctx) -> dict:
     settings = ctx.config.settings
     return {
-        "decoder": decoding.in_use(ctx.paths, ctx.config.settings).identity,
+        "decoder": decoding.in_use(ctx.paths, settings).identity,
         "evaluate": settings.evaluate.model_dump(mode="json"),
         "test_batch_size": settings.train.test_batch_size,
     }
@@ -81,7 +81,7 @@ def run(ctx) -> dict:
     settings = ctx.config.settings
     if not any(True for _ in read_samples(paths.clean_csv("test"))):
         raise StageError(f"the test set is empty ({paths.clean_csv('test')}): there is nothing to evaluate on")
-    decoder = decoding.in_use(ctx.paths, ctx.config.settings)
+    decoder = decoding.in_use(paths, settings)
     scorer = decoder.scorer
     if scorer is None:
         note = (f"No scorer ({paths.scorer} was not built): the test decodes without a language model, so its "
