@@ -12,6 +12,7 @@ one process keep their logs apart.  The CLI is a thin layer over it.
 import contextlib
 import contextvars
 import logging
+import sys
 import time
 import traceback
 from dataclasses import replace
@@ -147,11 +148,28 @@ def _record_failure(ctx: Context, stage: str, cause: str, resume_command: str) -
         log.debug("the failure of stage %s could not be recorded: %s", stage, exc)
 
 
+class _StageLog(logging.FileHandler):
+    """A stage's log file that, when the disk under it is full (or gone), loses the lines instead of printing
+    logging's own traceback for each: the run says what happened itself (advice.py), and those tracebacks
+    would bury it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handleError(record)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the lines still buffered: raised here, it would replace the error the stage raised
+            pass
+
+
 @contextlib.contextmanager
 def _stage_log(path):
     """Everything the current run logs while the stage runs goes to the stage's file, and nothing of another run."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(str(path), encoding="utf-8")
+    handler = _StageLog(str(path), encoding="utf-8")
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
     run = _current_run.get()
     handler.addFilter(lambda record: _current_run.get() is run)
