@@ -218,14 +218,15 @@ def test_the_init_passes_the_stop_on_to_the_job(user, trained):
         assert stopped.read_text() == "stopped\n" and stopped.stat().st_uid == user.uid
     finally:
         docker("rm", "--force", name, check=False)
-        (trained.data / "stopped").unlink()
+        (trained.data / "stopped").unlink(missing_ok=True)
 
 
 def test_tensorboard_runs_as_the_owner_of_the_data(user, trained):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
-    compose(user, trained.clone, "--profile", "tensorboard", "up", "--detach", "--no-build", TENSORBOARD_PORT=port)
+    compose(user, trained.clone, "--profile", "tensorboard", "up", "--detach", "--no-build", "tensorboard",
+            TENSORBOARD_PORT=port)
     try:
         deadline, runs = time.time() + 120, None
         while time.time() < deadline and not runs:
@@ -235,8 +236,8 @@ def test_tensorboard_runs_as_the_owner_of_the_data(user, trained):
                 time.sleep(1)
         assert "fr/summaries/train" in set(runs or ())
         container = compose(user, trained.clone, "--profile", "tensorboard", "ps", "-q").stdout.split()[-1]
-        processes = docker("top", container, "-o", "uid,args").stdout.splitlines()[1:]
-        uids = {uid for uid, args in (line.split(None, 1) for line in processes) if "docker-init" not in args}
+        processes = docker("top", container, "-o", "pid,uid,args").stdout.splitlines()[1:]
+        uids = {uid for _, uid, args in (line.split(None, 2) for line in processes) if "docker-init" not in args}
         assert uids == {str(user.uid)}, processes
     finally:
         compose(user, trained.clone, "--profile", "tensorboard", "down", TENSORBOARD_PORT=port)

@@ -263,7 +263,7 @@ def test_the_tensorboard_profile_serves_the_runs_summaries_on_loopback(project, 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
-    compose(root, "--profile", "tensorboard", "up", "--detach", TENSORBOARD_PORT=port)
+    compose(root, "--profile", "tensorboard", "up", "--detach", "tensorboard", TENSORBOARD_PORT=port)
     try:
         deadline, runs = time.time() + 120, None
         while time.time() < deadline and not runs:
