@@ -7,7 +7,7 @@
 # it reads who owns the data root (/data, where docker-compose.yml mounts ./data), and replaces itself with
 # COMMAND under that uid and gid, with no supplementary groups, no capabilities (none left, none to inherit,
 # none in the bounding set) and no_new_privs, so that no set-uid file can make it root again.  Nothing runs
-# as root before that, and it never forks: the init stays PID 1 and its signals reach COMMAND.
+# as root before that, and COMMAND is exec'd, not forked: the init stays PID 1 and its signals reach it.
 #   - Started as another user (UID/GID in .env, `user:`, the service's jobs): COMMAND runs as that user.
 #   - The data root belongs to root: refuses, with the command that hands it to the user; nothing is written.
 #   - Rootless Docker or Podman: root here is the host user who owns the data (a user namespace maps it), so
@@ -51,7 +51,8 @@ main() {
     fi
     local data=${DSTRAIN_DATA_ROOT:-/data} owner
     if ! owner=$(stat -c %u:%g -- "$data"); then
-        echo "dstrain: cannot tell who owns the data directory $data: mount one there (docker-compose.yml mounts ./data)." >&2
+        echo "dstrain: cannot tell who owns the data directory $data: mount one there" \
+             "(docker-compose.yml mounts ./data)." >&2
         exit 2
     fi
     local drop=(setpriv --inh-caps=-all --bounding-set=-all --no-new-privs)
