@@ -5,6 +5,7 @@ The fallback is tested for real: the syscall number is pointed at one no kernel 
 answers ENOSYS, as an old kernel or a seccomp filter would.  The race is real too: a process running as
 another uid (setpriv) swaps files and directories for symlinks in a tight loop while this one reads.
 """
+import json
 import os
 import shutil
 import socket
@@ -12,8 +13,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -189,45 +188,27 @@ def test_chown_all_gives_the_tree_and_no_more(place):
     assert os.stat(place / "outside" / "secret").st_uid == 0  # not what it names
 
 
-#: Swaps the package's README.md, then the package directory itself, then sources/, for symlinks to each
-#: target in turn, as fast as it can, until killed; prints how many swaps it made when told to stop.
-_SWAPPER = textwrap.dedent("""
-    import os, signal, sys
-    tenant, targets = sys.argv[1], sys.argv[2:]
-    package = os.path.join(tenant, "runs/job-1/package")
-    swaps, stop = 0, []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    while not stop:
-        for target in targets:
-            os.symlink(target, package + "/.link")
-            os.replace(package + "/.link", package + "/README.md")
-            os.link(package + "/.real", package + "/.back")
-            os.replace(package + "/.back", package + "/README.md")
-            os.rename(package, package + ".aside")
-            os.symlink(os.path.dirname(target), package)
-            os.unlink(package)
-            os.rename(package + ".aside", package)
-            swaps += 2
-    print(swaps)
-""")
+SWAPPER = Path(__file__).with_name("link_swapper.py")
 
 
-def race(tenant: Path, targets, reader, requests: int):
-    """Run ``reader()`` ``requests`` times while a process of another uid swaps links in; (results, swaps)."""
-    subprocess.run(["chown", "-R", f"{SWAPPER_UID}:{SWAPPER_UID}", str(tenant)], check=True)
-    swapper = subprocess.Popen(["setpriv", f"--reuid={SWAPPER_UID}", f"--regid={SWAPPER_UID}", "--clear-groups",
-                                shutil.which("python3", path="/usr/bin") or sys.executable, "-c", _SWAPPER,
-                                str(tenant), *map(str, targets)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    try:
-        time.sleep(0.2)
-        assert swapper.poll() is None, swapper.stderr.read()
-        results = [reader() for _ in range(requests)]
-    finally:
-        swapper.terminate()
-        out, err = swapper.communicate(timeout=30)
+def swapper(uid: int, pairs, hold: float = 0.0) -> subprocess.Popen:
+    """tests/link_swapper.py as ``uid`` (a job's): it swaps each [path, target] pair for a symlink in a loop."""
+    process = subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                                shutil.which("python3", path="/usr/bin:/bin") or sys.executable, str(SWAPPER),
+                                json.dumps([[str(path), str(target)] for path, target in pairs]), str(hold)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    if process.poll() is not None:
+        raise AssertionError(f"the swapper exited: {process.communicate()}")
+    return process
+
+
+def stop(process: subprocess.Popen) -> int:
+    """How many swaps it made; everything is back in place."""
+    process.terminate()
+    out, err = process.communicate(timeout=60)
     assert out.strip().isdigit(), err
-    return results, int(out)
+    return int(out)
 
 
 def seeded_outside(place: Path):
@@ -255,23 +236,26 @@ def seeded_outside(place: Path):
 def test_a_racing_swapper_never_leads_a_read_outside(both_ways, place):
     tenant = _tenant(place)
     package = tenant / "runs" / "job-1" / "package"
-    (package / ".real").write_bytes((package / "README.md").read_bytes())
     targets, markers = seeded_outside(place)
-    lock = threading.Lock()
-
-    def reader():
-        with lock, tenantfs.Tree(tenant) as tree:
-            found = tree.read("runs/job-1/package/README.md")
-            listed = [entry.path for entry in tree.files("runs/job-1/package")]
-            return (found.data if found else None), listed
-
-    results, swaps = race(tenant, targets, reader, READS)
+    pairs = [(package / "README.md", target) for target in targets] + [(package, place / "outside")]
+    subprocess.run(["chown", "-R", f"{SWAPPER_UID}:{SWAPPER_UID}", str(tenant)], check=True)
+    racing = swapper(SWAPPER_UID, pairs)
+    try:
+        results = []
+        for _ in range(READS):
+            with tenantfs.Tree(tenant) as tree:
+                found = tree.read("runs/job-1/package/README.md")
+                results.append((found.data if found else None, [e.path for e in tree.files("runs/job-1/package")]))
+    finally:
+        swaps = stop(racing)
     for data, listed in results:
         assert data in (None, b"the model card\n")
         assert not any(marker in (data or b"") for marker in markers)
-        assert all(path.startswith("runs/job-1/package/") for path in listed)
+        # (the swapper's own entries: the real README under its hidden name while the link stands in for it)
+        assert {path for path in listed if "/.swap-" not in path} <= {"runs/job-1/package/README.md",
+                                                                        "runs/job-1/package/model.tar.xz"}
     served = sum(1 for data, _ in results if data)
-    refused = sum(1 for data, _ in results if data is None)
-    print(f"{both_ways}: {READS} reads during {swaps} swaps: {served} read the tenant's file, {refused} found a link "
-          "(refused), 0 read outside")
+    refused = len(results) - served
+    print(f"{both_ways}: {READS} reads during {swaps} swaps: {served} read the tenant's file, {refused} found a "
+          "link (refused), 0 read outside")
     assert served and refused and swaps > 100  # the race was run, both ways
