@@ -7,8 +7,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from fastapi import HTTPException
 
-from dstrain.service import lifecycle, quotas
+from dstrain.service import files, lifecycle, quotas
 from dstrain.service import store as store_module
 from dstrain.service.layout import Layout
 from dstrain.service.options import Options, cpu_slots
@@ -32,7 +33,7 @@ class _Launcher(_MemoryLauncher):
 
 
 def _options(root, **extra) -> Options:
-    return Options(root=root, image="i", slots=cpu_slots(2), tenant_uids=(200000, 200099), **extra)
+    return Options(root=root, image="i", slots=cpu_slots(2), **{"tenant_uids": (200000, 200099), **extra})
 
 
 @needs_root
@@ -148,3 +149,35 @@ def test_disable_enable_and_remove(tmp_path, capsys):
     assert f"tenant {tenant.id} (acme) removed" in audit and f"tenant {tenant.id} (acme) disabled" in audit
     assert oct(os.stat(layout.audit_log).st_mode & 0o777) == "0o600"
     assert "stopping job" in capsys.readouterr().out
+
+
+def test_uids_under_userns_remap_and_the_range_checks(tmp_path):
+    store = Store(tmp_path / "service.db")
+    store.add_tenant("t-1", "one", "h")
+    if os.geteuid() == 0:
+        options = _options(tmp_path, userns_offset=1_000_000)
+        store.give_uid("t-1", *options.tenant_uids)
+        # The container runs as the tenant's uid; the host sees it as offset + uid: its files are given to that.
+        assert (store.tenant("t-1").uid, owner(options, store.tenant("t-1"))) == (200000, (1_200_000, 1_200_000))
+        with pytest.raises(ValueError, match="never 0"):
+            _options(tmp_path, tenant_uids=(0, 5))
+    store.add_tenant("t-2", "two", "h")
+    store.give_uid("t-2", 5, 5)
+    store.add_tenant("t-3", "three", "h")
+    with pytest.raises(ValueError, match="every uid of 5-5"):
+        store.give_uid("t-3", 5, 5)
+
+
+@pytest.mark.parametrize("header,size,wanted", [
+    (None, 10, None), ("bytes=2-", 10, (2, 9)), ("bytes=2-4", 10, (2, 4)), ("bytes=-3", 10, (7, 9)),
+    ("bytes=0-99", 10, (0, 9)), ("bytes=1-2,4-5", 10, None), ("items=1-2", 10, None), ("bytes=-", 10, None),
+])
+def test_range_headers(header, size, wanted):
+    assert files._range(header, size) == wanted
+
+
+@pytest.mark.parametrize("header,size", [("bytes=10-", 10), ("bytes=5-2", 10), ("bytes=-0", 10), ("bytes=0-", 0)])
+def test_range_past_the_end_is_416(header, size):
+    with pytest.raises(HTTPException) as caught:
+        files._range(header, size)
+    assert caught.value.status_code == 416 and caught.value.headers["Content-Range"] == f"bytes */{size}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dstrain.service import tenantfs
+from dstrain.service import beneath, tenantfs
 
 #: The uid the racing swapper runs as (a job's, here: no one's on this machine).
 SWAPPER_UID = 54321
@@ -29,9 +29,9 @@ READS = 10000
 @pytest.fixture(params=["openat2", "walk"])
 def both_ways(request, monkeypatch):
     """Every test of this module once with openat2, once with the fallback walk."""
-    monkeypatch.setattr(tenantfs, "_openat2_works", None)
+    monkeypatch.setattr(beneath, "_openat2_works", None)
     if request.param == "walk":
-        monkeypatch.setattr(tenantfs, "OPENAT2_SYSCALL", 99999)  # the kernel answers ENOSYS
+        monkeypatch.setattr(beneath, "OPENAT2_SYSCALL", 99999)  # the kernel answers ENOSYS
     yield request.param
     assert tenantfs.openat2_in_use() is (request.param == "openat2"), "the other way was taken"
 
