@@ -25,8 +25,9 @@ _RESOLVE = _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS
 BASE = os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | BASE
 #: Errors that mean "not a plain file or directory reached without a link": a symlink (ELOOP), a '..' or a
-#: mount out of the tree (EXDEV), a file where a directory was needed (ENOTDIR), a socket (ENXIO).
-NOT_PLAIN = {errno.ENOENT, errno.ELOOP, errno.EXDEV, errno.ENOTDIR, errno.ENXIO, errno.EISDIR}
+#: mount out of the tree (EXDEV), a file where a directory was needed (ENOTDIR), a socket (ENXIO), a name
+#: no file system holds (ENAMETOOLONG).
+NOT_PLAIN = {errno.ENOENT, errno.ELOOP, errno.EXDEV, errno.ENOTDIR, errno.ENXIO, errno.EISDIR, errno.ENAMETOOLONG}
 #: Directories a walk enters one inside another, each holding a descriptor; a run's tree is about 5 deep.
 MAX_DEPTH = 64
 

@@ -191,7 +191,7 @@ class Tree:
                 raise NotFound(relative)
             try:
                 os.unlink(parts[-1], dir_fd=fd)  # unlinkat: a name in this directory, never followed
-            except FileNotFoundError:
+            except (FileNotFoundError, IsADirectoryError):  # gone, or swapped for a directory, meanwhile
                 raise NotFound(relative) from None
         finally:
             os.close(fd)
