@@ -8,7 +8,6 @@ parent's descriptor) against `du -s -B1`, which counts the same way.  The page c
 just written): a cold walk on a spinning disk is slower.  Not part of CI.
 """
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
