@@ -7,6 +7,7 @@ at /openapi.json and read at /docs.
 import asyncio
 import contextlib
 import logging
+import os
 from typing import Any, Dict, List, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
@@ -16,9 +17,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from dstrain.pipeline import __version__
-from dstrain.service import jobspec, runs
+from dstrain.service import jobspec, runs, tenantfs
 from dstrain.service.auth import Service, own_job, service, tenant_id
-from dstrain.service.files import artifacts, sources
+from dstrain.service.files import artifacts, refuse_over_quota, sources, tenant_tree
 from dstrain.service.layout import Layout, PathRefused
 from dstrain.service.metrics import registry_for
 from dstrain.service.options import Options
@@ -35,7 +36,6 @@ from dstrain.service.store import (
     Store,
     now,
 )
-from dstrain.service.tenants import give_to_jobs, make_private_dir
 
 log = logging.getLogger("dstrain.service")
 
@@ -102,12 +102,19 @@ def submit(body: jobspec.JobRequest, response: Response, tenant: str = Depends(t
     except jobspec.Invalid as exc:
         raise RequestValidationError(exc.errors) from None
 
+    refuse_over_quota(svc, tenant)
+
     def write_settings(job_id: str) -> None:
-        directory = svc.layout.job_dir(tenant, job_id)
-        make_private_dir(directory, svc.options.job_uid_gid)
-        path = svc.layout.job_settings(tenant, job_id)
-        path.write_text(jobspec.settings_toml(flat), encoding="utf-8")
-        give_to_jobs(path, svc.options.job_uid_gid)
+        with tenant_tree(svc, tenant) as tree:
+            directory = tree.make_dirs(svc.layout.relative(tenant, svc.layout.job_dir(tenant, job_id)),
+                                       svc.owner(tenant))
+            try:
+                with tenantfs.NewFile(directory, svc.layout.job_settings(tenant, job_id).name, svc.owner(tenant),
+                                      prefix=".settings-") as settings:
+                    settings.write(jobspec.settings_toml(flat).encode("utf-8"))
+                    settings.publish()
+            finally:
+                os.close(directory)
 
     try:
         job, created = svc.store.submit(tenant, body.language, body.datasets, flat, body.to, idempotency_key,
@@ -151,6 +158,7 @@ def cancel(job: Job = Depends(own_job), svc: Service = Depends(service)):
 def resume(body: Optional[jobspec.ResumeRequest] = None, job: Job = Depends(own_job),
            svc: Service = Depends(service)):
     """Queue a failed or cancelled job again: a new container on the same run, from its last checkpoint."""
+    refuse_over_quota(svc, job.tenant)
     if body and body.mdc_api_key:
         svc.scheduler.keep_secrets(job.id, {"MDC_API_KEY": body.mdc_api_key})
     if not svc.store.move(job.id, [FAILED, CANCELLED], QUEUED, "resumed by the tenant", cancel_requested=None,
@@ -229,5 +237,10 @@ def create_app(store: Store, layout: Layout, options: Options, scheduler: Schedu
     @app.exception_handler(PathRefused)
     def refused(request: Request, exc: PathRefused):
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(tenantfs.Refused)
+    def not_followed(request: Request, exc: tenantfs.Refused):
+        # Something in the tenant's own directory (its job's doing) that the service will not follow or replace.
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     return app

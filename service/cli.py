@@ -11,16 +11,22 @@ import click
 
 
 def _options(params: dict):
-    from dstrain.service.options import Options, cpu_slots, gpu_slots, parse_labels, parse_size
+    from dstrain.service.options import Options, cpu_slots, gpu_slots, parse_labels, parse_size, parse_uid_range
 
+    if params["job_user"]:
+        raise click.BadParameter("--job-user is gone: as root, each tenant's jobs run as its own uid from "
+                                 "--tenant-uids; a service that is not root runs them as its own user "
+                                 "(docs/service.md, \"Running it for strangers\")")
     try:
         slots = gpu_slots(params["gpus"]) if params["gpus"] else cpu_slots(params["slots"] or 1)
-        extra = {"job_user": params["job_user"]} if params["job_user"] else {}
+        extra = {"tenant_uids": parse_uid_range(params["tenant_uids"])} if params["tenant_uids"] else {}
         return Options(root=params["root"], image=params["image"], slots=slots, tenant_limit=params["tenant_limit"],
                        max_upload=parse_size(params["max_upload"]), instance=params["instance"],
                        memory=params["memory"] or None, cpus=params["cpus"], pids=params["pids"],
                        shm_size=params["shm_size"], network=params["network"], stop_grace=params["stop_grace"],
-                       labels=parse_labels(params["label"]), **extra)
+                       labels=parse_labels(params["label"]), userns_offset=params["userns_offset"],
+                       tenant_quota=parse_size(params["tenant_quota"]) if params["tenant_quota"] else None,
+                       max_files=params["max_files"], disk_check_seconds=params["disk_check_seconds"], **extra)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -45,7 +51,18 @@ def _options(params: dict):
 @click.option("--shm-size", default="1g", show_default=True, help="Each job's /dev/shm (NVIDIA's TF1 advice).")
 @click.option("--network", default="bridge", show_default=True,
               help="Jobs' network: 'bridge' keeps them off the host's loopback; 'host' only where there is no bridge.")
-@click.option("--job-user", help="UID:GID jobs run as [default: the service's own, or 1000:1000 for root].")
+@click.option("--tenant-uids", metavar="FIRST-LAST",
+              help="Each tenant's uid and gid, given at `tenant add`, from this range; needs root "
+                   "[default: 200000-299999 as root; without root every job runs as the service's own user].")
+@click.option("--userns-offset", default=0, show_default=True, type=click.IntRange(0),
+              help="With dockerd's userns-remap: the first subordinate uid of its remap user (/etc/subuid).")
+@click.option("--tenant-quota", metavar="SIZE", help="Disk a tenant's directory may hold, e.g. 50G "
+                                                     "[default: none]; `tenant quota NAME SIZE` sets one tenant's.")
+@click.option("--max-files", default=10000, show_default=True, type=click.IntRange(1),
+              help="Files a tenant's sources/ may hold.")
+@click.option("--disk-check-seconds", default=60.0, show_default=True, type=click.FloatRange(0.5),
+              help="How often running jobs' tenants' disk use is measured against their quota.")
+@click.option("--job-user", hidden=True, help="Gone: see --tenant-uids.")
 @click.option("--stop-grace", default=120, show_default=True, type=int,
               help="Seconds a cancelled job has to stop cleanly before it is killed.")
 @click.option("--instance", default="default", show_default=True,
@@ -73,6 +90,7 @@ def _run(options, host: str, port: int) -> None:
     from dstrain.service.layout import Layout
     from dstrain.service.scheduler import Scheduler
     from dstrain.service.store import Store
+    from dstrain.service.tenants import give_uids
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -83,6 +101,7 @@ def _run(options, host: str, port: int) -> None:
     layout = Layout(options.root)
     layout.root.mkdir(mode=0o711, parents=True, exist_ok=True)
     store = Store(layout.db)
+    give_uids(store, layout, options)  # tenants of an earlier version, before any of their jobs starts
     try:
         launcher = DockerLauncher(options)
     except Exception as exc:
@@ -114,14 +133,17 @@ def _store_and_layout(params):
 @click.pass_obj
 def tenant_add(params, name):
     """Create tenant NAME and print its token, once (only its hash is kept)."""
+    from dstrain.service.lifecycle import audit
     from dstrain.service.tenants import add_tenant
 
     store, layout = _store_and_layout(params)
     try:
-        found, token = add_tenant(store, layout, name, _options(params).job_uid_gid)
+        found, token = add_tenant(store, layout, _options(params), name)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"tenant {name}: id {found.id}, data in {layout.tenant(found.id)}")
+    audit(layout, f"tenant {found.id} ({name}) added, uid {found.uid}")
+    uid = f", uid {found.uid}" if found.uid is not None else ""
+    click.echo(f"tenant {name}: id {found.id}{uid}, data in {layout.tenant(found.id)}")
     click.echo("token (shown once; give it as 'Authorization: Bearer <token>'):")
     click.echo(token)
 
@@ -143,7 +165,85 @@ def tenant_token(params, name):
 @tenant.command("list")
 @click.pass_obj
 def tenant_list(params):
-    """Every tenant: id, name, created."""
-    store, _ = _store_and_layout(params)
+    """Every tenant: id, name, uid, state, disk in use out of its quota, created (measures each directory)."""
+    from dstrain.service.quotas import disk_in_use, human, quota_of
+    from dstrain.service.tenantfs import NotFound
+
+    store, layout = _store_and_layout(params)
+    options = _options(params)
     for found in store.tenants():
-        click.echo(f"{found.id}  {found.name}  {found.created}")
+        try:
+            used = human(disk_in_use(layout, found.id))
+        except NotFound:
+            used = "no directory"
+        quota = quota_of(options, found)
+        state = f"disabled since {found.disabled}" if found.disabled else "enabled"
+        click.echo(f"{found.id}  {found.name}  uid {found.uid if found.uid is not None else '-'}  {state}  "
+                   f"disk {used} of {human(quota) if quota is not None else 'no quota'}  created {found.created}")
+
+
+def _lifecycle(action, *args):
+    try:
+        return action(*args)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@tenant.command("disable")
+@click.argument("name")
+@click.pass_obj
+def tenant_disable(params, name):
+    """Disable tenant NAME: its token is refused at once, its queued jobs are cancelled, and the running
+    service stops its running jobs (with the grace period) on its next pass."""
+    from dstrain.service import lifecycle
+
+    store, layout = _store_and_layout(params)
+    running = _lifecycle(lifecycle.disable, store, layout, name)
+    click.echo(f"tenant {name} disabled" + (f"; the service stops its running jobs: {', '.join(running)}"
+                                             if running else ""))
+
+
+@tenant.command("enable")
+@click.argument("name")
+@click.pass_obj
+def tenant_enable(params, name):
+    """Enable tenant NAME again (its cancelled jobs stay cancelled; it can resume them)."""
+    from dstrain.service import lifecycle
+
+    store, layout = _store_and_layout(params)
+    _lifecycle(lifecycle.enable, store, layout, name)
+    click.echo(f"tenant {name} enabled")
+
+
+@tenant.command("quota")
+@click.argument("name")
+@click.argument("size")
+@click.pass_obj
+def tenant_quota(params, name, size):
+    """Set tenant NAME's disk quota to SIZE (e.g. 200G), or back to the host's with 'default'."""
+    from dstrain.service import lifecycle
+    from dstrain.service.options import parse_size
+
+    store, layout = _store_and_layout(params)
+    quota = None if size == "default" else _lifecycle(parse_size, size)
+    _lifecycle(lifecycle.set_quota, store, layout, name, quota)
+    click.echo(f"tenant {name}: quota {size}")
+
+
+@tenant.command("remove")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Stop its running jobs (with the grace period) instead of refusing.")
+@click.pass_obj
+def tenant_remove(params, name, force):
+    """Remove tenant NAME: its jobs, its directory and everything in it, its rows in the store."""
+    from dstrain.service import lifecycle
+    from dstrain.service.docker_launcher import DockerLauncher
+
+    store, layout = _store_and_layout(params)
+    options = _options(params)
+    try:
+        lifecycle.remove(store, layout, name, force, lambda: DockerLauncher(options), options.stop_grace,
+                         say=click.echo)
+    except (ValueError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"tenant {name} removed, with its data")

@@ -1,7 +1,7 @@
 """The Docker engine as a launcher: one container per run of a job, through the `docker` SDK.
 
 A container gets its tenant's directory at /data and nothing else of the host; its slot's GPUs through a
-device request; a non-root user; memory, CPU and process limits; no capabilities; an init that passes
+device request; its tenant's own uid (never root); memory, CPU and process limits; no capabilities; an init that passes
 the stop signal on to dstrain.  Its labels carry the job, the attempt, the tenant's opaque id and this
 service's instance name: on restart the service finds its containers by them and by nothing else.
 """
@@ -60,7 +60,7 @@ class DockerLauncher(Launcher):
             device_requests=[DeviceRequest(device_ids=list(spec.devices), capabilities=[["gpu"]])]
             if spec.devices else None,
             environment=dict(spec.environment),
-            user=options.job_user,
+            user=spec.user,
             mem_limit=options.memory,
             nano_cpus=int(options.cpus * 1e9) if options.cpus else None,
             pids_limit=options.pids,

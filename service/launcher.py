@@ -28,6 +28,8 @@ class JobSpec:
     devices: Tuple[str, ...] = ()
     #: Secrets for this run only (MDC_API_KEY); never stored by the service.
     environment: Dict[str, str] = field(default_factory=dict)
+    #: ``uid:gid`` the run's processes have: its tenant's own (tenants.py).
+    user: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -59,10 +59,22 @@ def cpu_slots(count: int) -> Tuple[Slot, ...]:
     return tuple(Slot(f"cpu{i}") for i in range(count))
 
 
-def default_job_user() -> str:
-    """The service's own user, so tenant files are the service's to read; never root (then 1000, the image's)."""
-    uid, gid = os.getuid(), os.getgid()
-    return f"{uid}:{gid}" if uid != 0 else "1000:1000"
+#: Where tenants' uids come from when the service runs as root and --tenant-uids does not say.
+DEFAULT_TENANT_UIDS = (200000, 299999)
+
+
+def default_tenant_uids() -> Optional[Tuple[int, int]]:
+    """A uid per tenant needs root (to chown its directory); a service that is not root runs every job as its
+    own user, the only one whose files it can read."""
+    return DEFAULT_TENANT_UIDS if os.geteuid() == 0 else None
+
+
+def parse_uid_range(text: str) -> Tuple[int, int]:
+    """'200000-299999' -> (200000, 299999)."""
+    first, sep, last = str(text).partition("-")
+    if not sep or not first.strip().isdigit() or not last.strip().isdigit():
+        raise ValueError(f"--tenant-uids {text!r}: give a range FIRST-LAST, e.g. 200000-299999")
+    return int(first), int(last)
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,6 @@ class Options:
     max_upload: int = parse_size("50G")
     #: Names this service's containers, so two services on one engine keep apart.
     instance: str = "default"
-    job_user: str = field(default_factory=default_job_user)
     memory: Optional[str] = "16g"
     cpus: Optional[float] = None
     pids: int = 4096
@@ -88,16 +99,31 @@ class Options:
     labels: Dict[str, str] = field(default_factory=dict)
     #: How often the scheduler looks at the containers when no event wakes it.
     poll_seconds: float = 2.0
+    #: Each tenant's uid and gid, as its containers see them, come from this range; None: every job runs as
+    #: the service's own user (a service that is not root).  docs/service.md, "Running it for strangers".
+    tenant_uids: Optional[Tuple[int, int]] = field(default_factory=default_tenant_uids)
+    #: With dockerd's userns-remap: a container's uid U is the host's uid userns_offset + U (/etc/subuid).
+    userns_offset: int = 0
+    #: Bytes on disk a tenant's directory may hold (--tenant-quota; a tenant's own quota overrides it).
+    tenant_quota: Optional[int] = None
+    #: Files a tenant's sources/ may hold; an upload of one more is refused.
+    max_files: int = 10000
+    #: How old a tenant's measured disk use may be when a running job is held to its quota.
+    disk_check_seconds: float = 60.0
 
     def __post_init__(self):
-        uid = self.job_user.split(":")[0]
-        if not uid.isdigit() or int(uid) == 0:
-            raise ValueError(f"--job-user {self.job_user!r}: give a numeric UID:GID other than root's")
-
-    @property
-    def job_uid_gid(self) -> Tuple[int, int]:
-        uid, _, gid = self.job_user.partition(":")
-        return int(uid), int(gid or uid)
+        if self.tenant_uids is None:
+            return
+        first, last = self.tenant_uids
+        if os.geteuid() != 0:
+            raise ValueError("--tenant-uids needs a service that runs as root (it gives each tenant's directory "
+                             "to its uid); docs/service.md says what works without root")
+        # Root is the service's own uid, and the one a job must never have.
+        if not 0 < first <= last:
+            raise ValueError(f"--tenant-uids {first}-{last}: give FIRST-LAST with 0 < FIRST <= LAST; never 0, "
+                             "the service's own uid")
+        if self.userns_offset < 0:
+            raise ValueError("--userns-offset must be 0 or more")
 
 
 def parse_labels(pairs: Sequence[str]) -> Dict[str, str]:

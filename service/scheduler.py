@@ -18,7 +18,9 @@ from dstrain.service import runs
 from dstrain.service.launcher import ACTIVE, CREATED, JobSpec, Launcher, RunState
 from dstrain.service.layout import Layout
 from dstrain.service.options import Options
+from dstrain.service.quotas import DiskMeter, quota_of
 from dstrain.service.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, Store
+from dstrain.service.tenants import container_user
 
 log = logging.getLogger("dstrain.service")
 
@@ -47,12 +49,15 @@ class Scheduler:
         #: Secrets for a job's next run, kept in memory only (never in the store).
         self._secrets: Dict[str, Dict[str, str]] = {}
         self._threads: List[threading.Thread] = []
+        #: Each tenant's disk in use, for its quota (uploads read it too).
+        self.disk = DiskMeter(layout)
 
     # -- life ------------------------------------------------------------------------------------------
 
     def start(self) -> None:
         self.step()  # re-attach and record what ended while the service was down, before anything new
-        for target, name in ((self._loop, "scheduler"), (self._watch, "docker-events")):
+        for target, name in ((self._loop, "scheduler"), (self._watch, "docker-events"),
+                             (self._measure_disks, "disk-meter")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -93,6 +98,7 @@ class Scheduler:
             if not self.launcher.available():
                 log.warning("the container engine does not answer; jobs wait")
                 return
+            self._hold_to_quotas()
             self._reconcile(self.launcher.runs())
             self._dispatch()
 
@@ -111,7 +117,7 @@ class Scheduler:
                 log.info("job %s: starting its container, created before the service stopped", job.id)
                 self.launcher.resume_created(current[0].handle)
             elif current[0].phase == ACTIVE:
-                if job.cancel_requested and job.id not in self._stopping:
+                if (job.cancel_requested or job.stop_cause) and job.id not in self._stopping:
                     self._stop(job, current[0].handle)
             else:
                 self._finish(job, current[0])
@@ -126,7 +132,9 @@ class Scheduler:
 
     def _finish(self, job: Job, run: RunState) -> None:
         if job.cancel_requested:
-            state, cause = CANCELLED, "cancelled by the tenant"
+            state, cause = CANCELLED, job.stop_cause or "cancelled by the tenant"
+        elif job.stop_cause:  # the service stopped it, and said why
+            state, cause = FAILED, job.stop_cause
         elif run.exit_code == 0:
             state, cause = SUCCEEDED, "finished"
         else:
@@ -166,13 +174,14 @@ class Scheduler:
             slot = free.pop(0)
             attempt = job.attempt + 1
             if not self.store.move(job.id, [QUEUED], RUNNING, f"started on slot {slot.name}", slot=slot.name,
-                                   attempt=attempt, exit_code=None):
+                                   attempt=attempt, exit_code=None, stop_cause=None):
                 free.insert(0, slot)  # cancelled meanwhile
                 continue
             per_tenant[job.tenant] += 1
-            spec = JobSpec(job.id, job.tenant, attempt, tuple(job_argv(self.layout, job)),
-                           self.layout.tenant(job.tenant), slot.devices, self._secrets.pop(job.id, {}))
             try:
+                spec = JobSpec(job.id, job.tenant, attempt, tuple(job_argv(self.layout, job)),
+                               self.layout.tenant(job.tenant), slot.devices, self._secrets.pop(job.id, {}),
+                               user=container_user(self.options, self.store.tenant(job.tenant)))
                 handle = self.launcher.start(spec)
             except Exception as exc:  # the engine's message may name host paths: it stays in the service's log
                 log.error("job %s: its container could not be started: %s", job.id, exc)
@@ -182,3 +191,29 @@ class Scheduler:
                 continue
             self.store.update(job.id, RUNNING, container=handle)
             log.info("job %s: running in container %s on slot %s (run %d)", job.id, handle[:12], slot.name, attempt)
+
+    # -- disk quotas -----------------------------------------------------------------------------------
+
+    def _measure_disks(self) -> None:
+        """Measure the disk in use of each tenant with a running job, every --disk-check-seconds: a walk, so
+        here rather than in the pass, which must stay quick."""
+        while not self._closed.wait(self.options.disk_check_seconds):
+            try:
+                for tenant_id in {job.tenant for job in self.store.jobs(states=[RUNNING])}:
+                    tenant = self.store.tenant(tenant_id)
+                    if tenant is not None and quota_of(self.options, tenant) is not None:
+                        self.disk.measure(tenant_id)
+                self.poke()
+            except Exception:  # the next round measures again
+                log.exception("measuring the tenants' disk in use failed")
+
+    def _hold_to_quotas(self) -> None:
+        """A running job whose tenant is over its disk quota is stopped (with the grace: its checkpoint is
+        kept) and ends failed, with the quota and the use as its cause."""
+        for job in self.store.jobs(states=[RUNNING]):
+            tenant = self.store.tenant(job.tenant)
+            if job.stop_cause or job.cancel_requested or tenant is None:
+                continue
+            over = self.disk.over(job.tenant, quota_of(self.options, tenant), max_age=None)
+            if over and self.store.update(job.id, RUNNING, stop_cause=over):
+                log.info("job %s: stopping it, %s", job.id, over)

@@ -16,7 +16,16 @@ from typing import List, Optional
 
 import requests
 
-from tests.docker_images import DEBIAN_IMAGE, docker, ensure_debian_base, image_exists, own
+from tests.docker_images import (
+    DEBIAN_IMAGE,
+    build_train_image,
+    deepspeech_source,
+    docker,
+    ensure_debian_base,
+    image_exists,
+    own,
+)
+from tests.http_server import FileServer
 
 DSTRAIN = str(Path(sys.executable).with_name("dstrain"))
 TEST_LABEL = "dstrain.test=" + own("service")
@@ -35,6 +44,24 @@ def ensure_sleeper_image() -> str:
                 'ENTRYPOINT ["/bin/sh", "-c", "sleep 1", "sleeper"]\n')
             docker("build", "--network", "host", "-t", SLEEPER_IMAGE, context)
     return SLEEPER_IMAGE
+
+
+def ensure_train_image(tag: str) -> str:
+    """The training image of this tree (tests/docker_images.py), built once and then from the engine's cache."""
+    source = deepspeech_source()
+    if not source.is_file():
+        raise FileNotFoundError(f"no DeepSpeech source at {source} (DEEPSPEECH_SOURCE)")
+    with FileServer(source.parent) as server:
+        build_train_image(f"{server.url}/{source.name}", tag=tag)
+    return tag
+
+
+def passable_dir(prefix: str) -> Path:
+    """A new directory under /tmp that every uid may pass through (pytest's own are root's alone): a service
+    root there lets a test act as a tenant's uid in the tenant's directory, as its jobs do."""
+    found = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    found.chmod(0o711)
+    return found
 
 
 def remove_test_containers() -> None:
