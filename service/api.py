@@ -10,7 +10,6 @@ import contextlib
 import errno
 import hmac
 import logging
-import os
 import sqlite3
 from typing import Any, Dict, List, Optional
 
@@ -26,6 +25,7 @@ from dstrain.pipeline import __version__
 from dstrain.service import jobspec, runs
 from dstrain.service.auth import Service, own_job, service, tenant_id
 from dstrain.service.files import artifacts, sources
+from dstrain.service.health import cannot_write, free_bytes
 from dstrain.service.layout import Layout, PathRefused
 from dstrain.service.metrics import registry_for
 from dstrain.service.options import Options
@@ -215,36 +215,14 @@ async def job_log(follow: bool = Query(False, description="keep streaming until 
 health = APIRouter(tags=["health"])
 
 
-#: Written and removed again by each /healthz, in the service's root: a full disk fails it.
-_PROBE_BYTES = 64 << 10
-
-
-def _write_probe(svc: Service) -> Optional[str]:
-    """Why the service cannot write its root or its store now, or None."""
-    path = svc.layout.root / f".healthz-{os.getpid()}"
-    try:
-        fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, bytes(_PROBE_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(str(path))
-        svc.scheduler.ledger.probe()
-    except (OSError, sqlite3.Error) as exc:
-        return f"cannot write in {svc.layout.root.name}/: {getattr(exc, 'strerror', None) or exc}"
-    return None
-
-
 @health.get("/healthz", responses={503: {"description": "the service cannot write its store or its files"}})
 def healthz(svc: Service = Depends(service)):
     """Whether the service answers, and can read and write its store and files (503 with the reason when not);
     `engine` says whether the container engine answers; `disk_free` is the bytes left where the store is."""
     svc.store.counts()
-    problem = _write_probe(svc)
-    disk = os.statvfs(str(svc.layout.root))
+    problem = cannot_write(svc.layout, svc.scheduler.ledger)
     body = {"status": "degraded" if problem else "ok", "version": __version__,
-            "engine": svc.scheduler.launcher.available(), "disk_free": disk.f_bavail * disk.f_frsize}
+            "engine": svc.scheduler.launcher.available(), "disk_free": free_bytes(svc.layout)}
     if problem:
         body["problem"] = problem
     return JSONResponse(body, status_code=503 if problem else 200)

@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from typing import Dict, List, Optional
 
 from dstrain.service import runs
+from dstrain.service.health import cannot_write
 from dstrain.service.launcher import ACTIVE, CREATED, JobSpec, Launcher, RunState
 from dstrain.service.layout import Layout
 from dstrain.service.ledger import REQUEUED, Ledger
@@ -272,6 +273,13 @@ class Scheduler:
             return
         self._samples[job_id] = (attempt, usage, time.time())
 
+    def _disk_full(self) -> bool:
+        """Whether the service cannot write its files or store now: then no job starts (health.py)."""
+        problem = cannot_write(self.layout, self.ledger)
+        if problem:
+            log.warning("no job starts while the service %s", problem)
+        return problem is not None
+
     def _stop(self, job: Job, handle: str) -> None:
         self._stopping.add(job.id)
         log.info("job %s: stopping its container (grace %d s)", job.id, self.options.stop_grace)
@@ -284,7 +292,10 @@ class Scheduler:
         used = {job.slot for job in running}
         per_tenant = Counter(job.tenant for job in running)
         free = [slot for slot in self.options.slots if slot.name not in used]
-        for job in self.store.jobs(states=[QUEUED]):
+        queued = self.store.jobs(states=[QUEUED])
+        if free and queued and self._disk_full():
+            return
+        for job in queued:
             if not free:
                 return
             if per_tenant[job.tenant] >= self.options.tenant_limit:

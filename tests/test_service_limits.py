@@ -37,11 +37,13 @@ def service(tmp_path_factory):
                          "--metrics-token-file", str(root / "metrics.token")])
     svc.tokens = {name: svc.add_tenant(name) for name in ("dora-corp", "eve-labs", "holder")}
     svc.start()
-    holder = Client(svc.url, svc.tokens["holder"])
-    holder.wait(holder.post("/v1/jobs", json=job()).json()["id"], states=("running",), timeout=60)
-    yield svc
-    svc.stop()
-    remove_test_containers()
+    try:
+        holder = Client(svc.url, svc.tokens["holder"])
+        holder.wait(holder.post("/v1/jobs", json=job()).json()["id"], states=("running",), timeout=60)
+        yield svc
+    finally:
+        svc.stop()
+        remove_test_containers()
 
 
 @pytest.fixture(scope="module")
