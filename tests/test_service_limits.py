@@ -8,7 +8,6 @@ it is stopped, so that every other job accepted stays queued: what is measured h
 """
 import json
 import re
-import time
 
 import pytest
 import requests
@@ -87,9 +86,7 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(service, dora):
     grown = rss_kib(service.proc.pid) - before
     print(f"service RSS grew by {grown} KiB for two 50 MB bodies")
     assert grown < 20 << 10, grown  # nowhere near the 50 MB (and the 500 MB of the parsed body)
-    other = Client(service.url, service.tokens["eve-labs"])
-    started = time.time()
-    assert other.get("/v1/jobs").status_code == 200 and time.time() - started < 2
+    # bench/service_request_limit.py prints the memory and the other tenants' wait with and without the limit.
 
 
 def test_strings_lists_and_nesting_of_a_job_are_bounded(dora):

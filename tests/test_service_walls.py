@@ -94,9 +94,11 @@ def test_the_exception_downloads_and_the_container_is_walled(walled, servers):
     assert frank.wait(job_id, timeout=300)["state"] == "succeeded"
 
 
-def test_a_job_past_its_time_limit_fails_keeps_its_checkpoint_and_resume_continues(walled):
+def test_a_job_past_its_time_limit_fails_keeps_its_checkpoint_and_resume_continues(walled, servers):
+    allowed, _ = servers
     frank = Client(walled.url, walled.tokens["frank"])
-    job_id = frank.post("/v1/jobs", json=job_request(1000, to="train")).json()["id"]
+    job_id = frank.post("/v1/jobs", json=job_request(200, to="train", **{
+        "dataset.common_voice.url": f"{allowed.url}/{ARCHIVE}"})).json()["id"]
     failed = frank.wait(job_id, timeout=TIME_LIMIT + 120)
     assert failed["state"] == "failed", failed
     assert failed["cause"] == (f"stopped: the time limit of {TIME_LIMIT} s was reached; its checkpoint is kept, "
@@ -108,9 +110,12 @@ def test_a_job_past_its_time_limit_fails_keeps_its_checkpoint_and_resume_continu
     assert list(checkpoints.glob("train-*.index")), list(checkpoints.iterdir())
 
     assert frank.post(f"/v1/jobs/{job_id}/resume").status_code == 202  # a new count starts with the resume
-    again = frank.wait(job_id, timeout=TIME_LIMIT + 120, states=("failed", "succeeded"))
-    assert again["state"] == "failed" and again["cause"] == failed["cause"]
-    assert states(frank, job_id) == ["queued", "running", "failed", "queued", "running", "failed"]
+    frank.wait(job_id, states=("running",), timeout=60)
+    again = frank.wait(job_id, timeout=TIME_LIMIT + 120)
+    # The epochs left fit in a second period here (about 1.5 epochs a second); on a slower machine it meets
+    # the limit again.
+    assert again["state"] == "succeeded" or again["cause"] == failed["cause"], again
+    assert states(frank, job_id)[:5] == ["queued", "running", "failed", "queued", "running"]
     training = json.loads((checkpoints / "dstrain-progress.json").read_text())
     assert [i["first_epoch"] for i in training["invocations"]] == [1, stopped_at + 1]
     assert requests.get(walled.url + "/healthz", timeout=10).json()["status"] == "ok"
