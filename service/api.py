@@ -7,7 +7,6 @@ service itself (fastapi-offline), not from a CDN.
 """
 import asyncio
 import contextlib
-import errno
 import hmac
 import logging
 import sqlite3
@@ -25,7 +24,7 @@ from dstrain.pipeline import __version__
 from dstrain.service import jobspec, runs
 from dstrain.service.auth import Service, own_job, service, tenant_id
 from dstrain.service.files import artifacts, sources
-from dstrain.service.health import cannot_write, free_bytes
+from dstrain.service.health import cannot_write, disk_full, free_bytes
 from dstrain.service.layout import Layout, PathRefused
 from dstrain.service.metrics import registry_for
 from dstrain.service.options import Options
@@ -251,12 +250,6 @@ def metrics(request: Request):
     return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
 
-def _disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
-
-
 _FULL = "the service's disk is full: nothing of this request was kept; try again later"
 
 
@@ -280,7 +273,7 @@ def create_app(store: Store, layout: Layout, options: Options, scheduler: Schedu
 
     @app.exception_handler(OSError)
     def os_error(request: Request, exc: OSError):
-        if _disk_full(exc):
+        if disk_full(exc):
             log.error("%s %s: %s", request.method, request.url.path, exc)
             return JSONResponse({"detail": _FULL}, status_code=507)
         raise exc
@@ -288,7 +281,7 @@ def create_app(store: Store, layout: Layout, options: Options, scheduler: Schedu
     @app.exception_handler(sqlite3.OperationalError)
     def store_error(request: Request, exc: sqlite3.OperationalError):
         log.error("%s %s: the store: %s", request.method, request.url.path, exc)
-        if _disk_full(exc):
+        if disk_full(exc):
             return JSONResponse({"detail": _FULL}, status_code=507)
         return JSONResponse({"detail": "the service's store cannot be used now; try again later"}, status_code=503)
 

@@ -4,6 +4,7 @@
 started on a full disk would fail for the host's reason, not its own); ends of jobs are recorded as soon as
 the writes succeed again (scheduler.py retries every pass).
 """
+import errno
 import os
 import sqlite3
 from typing import Optional
@@ -35,3 +36,10 @@ def cannot_write(layout: Layout, ledger: Ledger) -> Optional[str]:
 def free_bytes(layout: Layout) -> int:
     disk = os.statvfs(str(layout.root))
     return disk.f_bavail * disk.f_frsize
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write refused for want of space (the file system's, or the store's)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)

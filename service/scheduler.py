@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from typing import Dict, List, Optional
 
 from dstrain.service import runs
-from dstrain.service.health import cannot_write
+from dstrain.service.health import cannot_write, disk_full
 from dstrain.service.launcher import ACTIVE, CREATED, JobSpec, Launcher, RunState
 from dstrain.service.layout import Layout
 from dstrain.service.ledger import REQUEUED, Ledger
@@ -108,8 +108,11 @@ class Scheduler:
                 break
             try:
                 self.step()
-            except Exception:  # a pass must not end the loop: the engine may be restarting
-                log.exception("scheduler pass failed; the next one tries again")
+            except Exception as exc:  # a pass must not end the loop: the engine may be restarting
+                if disk_full(exc):  # said once per pass in one line: the traceback tells nothing more
+                    log.warning("scheduler pass stopped, the disk is full (%s); the next one tries again", exc)
+                else:
+                    log.exception("scheduler pass failed; the next one tries again")
 
     def _watch(self) -> None:
         self.launcher.watch(self.poke)

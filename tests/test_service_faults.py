@@ -49,24 +49,30 @@ def test_an_engine_restart_queues_the_job_again_and_it_resumes(tmp_path):
         stopped_at = training(service, ivy, job_id)["epochs_done"]
         assert 2 <= stopped_at < 20
         assert requests.get(service.url + "/healthz", timeout=10).json()["engine"] is False
-        assert ivy.get(f"/v1/jobs/{job_id}").json()["state"] == "running"  # nothing decided without the engine
+        # Queued again if the service saw the container end before the engine went; else when it is back.
+        assert ivy.get(f"/v1/jobs/{job_id}").json()["state"] in ("running", "queued")
         down = time.time()
         engine.start()
-        ivy.wait(job_id, until=lambda job, progress: job["attempt"] == 2 and job["state"] == "running",
+        ivy.wait(job_id, until=lambda job, progress: job["attempt"] >= 2 and job["state"] == "running",
                  timeout=120)
         print(f"engine stopped in {took:.1f} s; the job ran again {time.time() - down:.1f} s after the engine "
               "was started again")
         done = ivy.wait(job_id, timeout=600)
-        assert done["state"] == "succeeded" and done["attempt"] == 2, done
-        assert states(ivy, job_id) == ["queued", "running", "queued", "running", "succeeded"]
-        requeue = done["transitions"][2]["cause"]
-        assert requeue.startswith("stopped by the infrastructure: its container was stopped by a SIGTERM the "
-                                  "service did not send (exit code 143)") and "requeue 1 of at most 3" in requeue
+        assert done["state"] == "succeeded", done
+        moves = done["transitions"]
+        assert [t["to_state"] for t in moves[:3]] == ["queued", "running", "queued"]
+        assert moves[2]["cause"].startswith("stopped by the infrastructure: its container was stopped by a SIGTERM "
+                                            "the service did not send (exit code 143)")
+        assert "requeue 1 of at most 3" in moves[2]["cause"]
+        # A start tried while the engine was going down is put back too, never failed.
+        assert all(t["cause"].startswith(("started on slot", "the container engine stopped answering"))
+                   for t in moves[3:-1]), moves
+        assert [t["to_state"] for t in moves[-2:]] == ["running", "succeeded"]
         record = training(service, ivy, job_id)
         assert record["epochs_done"] == 20
         assert [i["first_epoch"] for i in record["invocations"]] == [1, stopped_at + 1]  # no epoch trained twice
         assert [e["epoch"] for e in record["epochs"]] == list(range(1, 21))
-        assert done["usage"]["runs"] == 2
+        assert done["usage"]["runs"] == 2  # two containers ran: before the restart and after
     finally:
         if service is not None:
             service.stop()
