@@ -60,8 +60,8 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send) -> None:
-        detail = (f"the request body is over {self.limit} bytes, this service's limit for a request (uploads to "
-                  "/v1/sources have their own)")
+        detail = (f"the request body is over {self.limit} bytes, this service's limit for a request "
+                  "(--max-request; uploads to /v1/sources have their own)")
         payload = json.dumps({"detail": detail}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
