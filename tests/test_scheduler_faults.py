@@ -174,3 +174,32 @@ def test_a_start_meeting_an_engine_going_away_is_queued_again_not_failed(tmp_pat
     engine.up = True
     scheduler.step()
     assert store.job(job_id).state == RUNNING
+
+
+def test_a_killed_runs_record_is_not_taken_for_a_live_one_of_another_container(tmp_path):
+    """A requeued job's new container may give its own dstrain processes the numbers of the killed one's, under
+    the same host name (--network host): the record's process identity (pid namespace, start time) tells them
+    apart, or the resumed run would refuse to train ("this run is already training")."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from dstrain.pipeline.deepspeech.progress import Progress
+
+    train = type("Train", (), {"train_batch_size": 2, "dev_batch_size": 2, "learning_rate": 1e-4})()
+    progress = Progress.new(tmp_path / "progress.json", tmp_path / "metrics.json", {}, train)
+    # A live process whose command line says dstrain, as the new container's own processes do.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "dstrain"])
+    try:
+        time.sleep(0.5)
+        progress.begin(["dstrain"], "init", tmp_path, 3)  # recorded by this process, as its own
+        record = progress.data["invocations"][-1]
+        assert record["pid"] == os.getpid() and record["host"] == socket.gethostname() and record["process"]
+        record["pid"] = other.pid  # the killed one's number, now another process's
+        assert not progress.running_elsewhere()
+        del record["process"]  # a record from before: the number and the name alone take it for the trainer
+        assert progress.running_elsewhere()
+    finally:
+        other.kill()
+        other.wait()

@@ -58,7 +58,7 @@ def test_an_engine_restart_queues_the_job_again_and_it_resumes(tmp_path):
         print(f"engine stopped in {took:.1f} s; the job ran again {time.time() - down:.1f} s after the engine "
               "was started again")
         done = ivy.wait(job_id, timeout=600)
-        assert done["state"] == "succeeded", done
+        assert done["state"] == "succeeded", (done["cause"], done["transitions"])
         moves = done["transitions"]
         assert [t["to_state"] for t in moves[:3]] == ["queued", "running", "queued"]
         assert moves[2]["cause"].startswith("stopped by the infrastructure: its container was stopped by a SIGTERM "
@@ -130,7 +130,7 @@ def test_a_full_disk_degrades_health_refuses_clearly_and_loses_no_end(small_disk
 
         filler.unlink()
         done = jay.wait(job_id, timeout=600)
-        assert done["state"] == "succeeded", done
+        assert done["state"] == "succeeded", (done["cause"], done["transitions"])
         assert states(jay, job_id) == ["queued", "running", "queued", "running", "succeeded"]
         assert "SIGKILL" in done["transitions"][2]["cause"]
         assert requests.get(service.url + "/healthz", timeout=10).status_code == 200

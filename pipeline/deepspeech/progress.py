@@ -19,6 +19,17 @@ def _finite(value: Optional[float]) -> Optional[float]:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _process_identity(pid: int) -> Optional[str]:
+    """What tells process ``pid`` apart from any other that had or will have its number: its pid namespace (a
+    container's own) and its start time since boot; None where /proc cannot tell (not Linux)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+        stat = Path("/proc", str(pid), "stat").read_text()
+    except OSError:
+        return None
+    return f"{namespace}/{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, counted after the command's name
+
+
 class Progress:
     def __init__(self, path, metrics_path, data: Dict[str, Any]):
         self.path = path
@@ -103,6 +114,10 @@ class Progress:
             return False
         if last["pid"] == os.getpid():
             return False
+        if last.get("process") and last["process"] != _process_identity(last["pid"]):
+            # Another process now has that number: one of another container (its own numbers, the host's
+            # name under --network host), or one that took the number of a killed one.
+            return False
         try:
             os.kill(last["pid"], 0)
         except ProcessLookupError:
@@ -138,6 +153,7 @@ class Progress:
             # Whether it still runs, for `dstrain status`.
             "pid": os.getpid(),
             "host": socket.gethostname(),
+            "process": _process_identity(os.getpid()),
         })
         self.save()
 
