@@ -74,4 +74,9 @@ class PrivateEngine:
             if found:
                 self.docker("rm", "-f", *found, check=False)
             self.stop()
+        # dockerd leaves its network namespace file mounted in its exec root.
+        with open("/proc/self/mounts") as mounts:
+            inside = [line.split()[1] for line in mounts if line.split()[1].startswith(str(self.run) + "/")]
+        for mountpoint in inside:
+            subprocess.run(["umount", "-l", mountpoint], check=False)
         shutil.rmtree(self.run, ignore_errors=True)
