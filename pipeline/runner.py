@@ -26,6 +26,7 @@ from dstrain.pipeline.digests import digest
 from dstrain.pipeline.errors import ConfigError, DstrainError
 from dstrain.pipeline.redaction import RedactingFormatter, redact
 from dstrain.pipeline.run_state import RunRecords
+from dstrain.pipeline.sources import archive, egress
 from dstrain.pipeline.stage import Context, Stage
 from dstrain.pipeline.stages import STAGES
 from dstrain.pipeline.stages.check import preflight, without_check_stage
@@ -200,11 +201,20 @@ def start_run(config: Config, start: Optional[str] = None, stop: Optional[str] =
     token = _current_run.set(object())
     try:
         preflight(ctx)
-        with locks.waiting(wait), locks.hold(ctx.paths.run, f"run {config.run_name} ({ctx.paths.run})"):
+        with locks.waiting(wait), locks.hold(ctx.paths.run, f"run {config.run_name} ({ctx.paths.run})"), \
+                _walls(config):
             _under_lock(ctx, config, selected, force, resume_command)
     finally:
         _current_run.reset(token)
     return ctx
+
+
+def _walls(config: Config):
+    """What the run may reach and unpack: its network policy and the bound on an archive's expansion."""
+    walls = contextlib.ExitStack()
+    walls.enter_context(egress.enforced(egress.Policy.of(config.settings.network)))
+    walls.enter_context(archive.bounded(config.settings.archives.max_expanded_bytes))
+    return walls
 
 
 def _under_lock(ctx: Context, config: Config, selected, force, resume_command: str) -> None:

@@ -11,7 +11,17 @@ import click
 
 
 def _options(params: dict):
-    from dstrain.service.options import Options, cpu_slots, gpu_slots, parse_labels, parse_size, parse_uid_range
+    from dstrain.service.options import (
+        Options,
+        cpu_slots,
+        gpu_slots,
+        parse_cpus,
+        parse_duration,
+        parse_labels,
+        parse_size,
+        parse_uid_range,
+    )
+    from dstrain.service.rules import Rules, read_ceilings
 
     if params["job_user"]:
         raise click.BadParameter("--job-user is gone: as root, each tenant's jobs run as its own uid from "
@@ -20,15 +30,30 @@ def _options(params: dict):
     try:
         slots = gpu_slots(params["gpus"]) if params["gpus"] else cpu_slots(params["slots"] or 1)
         extra = {"tenant_uids": parse_uid_range(params["tenant_uids"])} if params["tenant_uids"] else {}
+        rules = Rules(read_ceilings(params["limits"], params["ceiling"]), tuple(params["egress_allow"]))
         return Options(root=params["root"], image=params["image"], slots=slots, tenant_limit=params["tenant_limit"],
                        max_upload=parse_size(params["max_upload"]), instance=params["instance"],
-                       memory=params["memory"] or None, cpus=params["cpus"], pids=params["pids"],
+                       memory=params["memory"] or None, cpus=parse_cpus(params["cpus"]), pids=params["pids"],
                        shm_size=params["shm_size"], network=params["network"], stop_grace=params["stop_grace"],
                        labels=parse_labels(params["label"]), userns_offset=params["userns_offset"],
                        tenant_quota=parse_size(params["tenant_quota"]) if params["tenant_quota"] else None,
-                       max_files=params["max_files"], disk_check_seconds=params["disk_check_seconds"], **extra)
+                       max_files=params["max_files"], disk_check_seconds=params["disk_check_seconds"],
+                       tmp_size=params["tmp_size"],
+                       tenant_queue=params["tenant_queue"], max_request=parse_size(params["max_request"]),
+                       time_limit=parse_duration(params["job_time_limit"]), max_requeues=params["max_requeues"],
+                       rules=rules, metrics_token=_metrics_token(params["metrics_token_file"]), **extra)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _metrics_token(path):
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        token = handle.read().strip()
+    if len(token) < 16:
+        raise ValueError(f"--metrics-token-file {path}: the token in it is shorter than 16 characters")
+    return token
 
 
 @click.group(invoke_without_command=True)
@@ -46,7 +71,10 @@ def _options(params: dict):
               help="Jobs of one tenant running at once.")
 @click.option("--max-upload", default="50G", show_default=True, help="Largest upload.")
 @click.option("--memory", default="16g", show_default=True, help="Each job's memory limit ('' for none).")
-@click.option("--cpus", type=float, help="Each job's CPU limit [default: none].")
+@click.option("--cpus", default="auto", show_default=True,
+              help="Each job's CPU limit: a number of CPUs, auto (the engine's CPUs divided among the slots) or none.")
+@click.option("--tmp-size", default="2g", show_default=True,
+              help="Each job's /tmp, in memory; the rest of its root file system is read-only.")
 @click.option("--pids", default=4096, show_default=True, type=int, help="Each job's process limit.")
 @click.option("--shm-size", default="1g", show_default=True, help="Each job's /dev/shm (NVIDIA's TF1 advice).")
 @click.option("--network", default="bridge", show_default=True,
@@ -65,6 +93,23 @@ def _options(params: dict):
 @click.option("--job-user", hidden=True, help="Gone: see --tenant-uids.")
 @click.option("--stop-grace", default=120, show_default=True, type=int,
               help="Seconds a cancelled job has to stop cleanly before it is killed.")
+@click.option("--job-time-limit", default="48h", show_default=True,
+              help="How long a job may run (its runs since it was submitted or resumed); then it is stopped, keeps "
+                   "its checkpoint and fails. 90m, 48h, 2d; none for no limit.")
+@click.option("--max-requeues", default=3, show_default=True, type=click.IntRange(0),
+              help="Times in a row a job stopped by the infrastructure (an engine restart) is queued again to resume.")
+@click.option("--tenant-queue", default=50, show_default=True, type=click.IntRange(1),
+              help="Jobs of one tenant waiting in the queue at once.")
+@click.option("--max-request", default="1M", show_default=True,
+              help="Largest request body (uploads have --max-upload).")
+@click.option("--limits", type=click.Path(dir_okay=False, exists=True),
+              help="A TOML file of ceilings on jobs' costly settings (train.epochs = 500); docs/service.md lists them.")
+@click.option("--ceiling", multiple=True, metavar="KEY=VALUE",
+              help="A ceiling on a job setting, e.g. train.epochs=500 (after --limits).")
+@click.option("--egress-allow", multiple=True, metavar="HOST[:PORT]|ADDRESS|NETWORK",
+              help="A non-public address jobs' downloads may reach (an internal mirror); jobs reach public ones only.")
+@click.option("--metrics-token-file", type=click.Path(dir_okay=False, exists=True),
+              help="A file holding the bearer token /metrics asks for; without it /metrics is off.")
 @click.option("--instance", default="default", show_default=True,
               help="This service's name on the engine: its containers carry it, a restart finds them by it.")
 @click.option("--label", multiple=True, metavar="KEY=VALUE", help="An extra label for every job's container.")

@@ -7,7 +7,9 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+from dstrain.service.rules import Rules
 
 #: Every container the service starts carries these labels; the restart finds its own by them.
 LABEL_JOB = "dstrain.job"
@@ -19,6 +21,43 @@ LABEL_ATTEMPT = "dstrain.attempt"
 CONTAINER_DATA = "/data"
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)[iI]?[bB]?\s*$")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*$")
+_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> Optional[float]:
+    """'48h', '90m', '2d', '30s' or '3600' -> seconds; '0' or 'none' -> None (no limit)."""
+    if str(text).strip().lower() in ("none", "0"):
+        return None
+    match = _DURATION.match(str(text).lower())
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (say e.g. 48h, 90m or 2d; none for no limit)")
+    number, unit = match.groups()
+    return float(number) * _SECONDS[unit or "s"]
+
+
+def shown_duration(seconds: float) -> str:
+    """48 h, 90 min, 45 s: as a person says the time limit."""
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)} {unit}"
+    return f"{seconds:g} s"
+
+
+def parse_cpus(text: str) -> Union[float, str, None]:
+    """'auto' (the engine's CPUs shared among the slots), 'none', or a number of CPUs."""
+    word = str(text).strip().lower()
+    if word in ("auto", "none"):
+        return None if word == "none" else "auto"
+    try:
+        cpus = float(word)
+    except ValueError:
+        raise ValueError(f"--cpus {text!r}: give a number of CPUs, auto or none") from None
+    if cpus <= 0:
+        raise ValueError(f"--cpus {text!r}: give a positive number (none for no limit)")
+    return cpus
 
 
 def parse_size(text: str) -> int:
@@ -88,7 +127,10 @@ class Options:
     #: Names this service's containers, so two services on one engine keep apart.
     instance: str = "default"
     memory: Optional[str] = "16g"
-    cpus: Optional[float] = None
+    #: CPUs per job: a number, "auto" (the engine's CPUs divided among the slots) or None (no limit).
+    cpus: Union[float, str, None] = "auto"
+    #: Size of each job's /tmp, a tmpfs (the rest of its root file system is read-only).
+    tmp_size: str = "2g"
     pids: int = 4096
     shm_size: str = "1g"
     #: 'bridge' on a normal engine.  'host' gives jobs the host's loopback too (docs/service.md).
@@ -97,7 +139,7 @@ class Options:
     stop_grace: int = 120
     #: Extra labels for every container (a test's, a billing system's).
     labels: Dict[str, str] = field(default_factory=dict)
-    #: How often the scheduler looks at the containers when no event wakes it.
+    #: How often the scheduler looks at the containers when no event wakes it (and samples their usage).
     poll_seconds: float = 2.0
     #: Each tenant's uid and gid, as its containers see them, come from this range; None: every job runs as
     #: the service's own user (a service that is not root).  docs/service.md, "Running it for strangers".
@@ -110,6 +152,19 @@ class Options:
     max_files: int = 10000
     #: How old a tenant's measured disk use may be when a running job is held to its quota.
     disk_check_seconds: float = 60.0
+    #: Jobs of one tenant waiting in the queue at once; a submit past it gets 429.
+    tenant_queue: int = 50
+    #: Largest request body, uploads aside (they have max_upload).
+    max_request: int = parse_size("1M")
+    #: Seconds a job may run, counted over its runs since its tenant submitted or resumed it; None: no limit.
+    time_limit: Optional[float] = 48 * 3600.0
+    #: Times in a row a job stopped by the infrastructure (not by its tenant, the service or itself) is queued
+    #: again to resume, before it is failed.
+    max_requeues: int = 3
+    #: Ceilings on a job's costly settings, and the exceptions to the egress check (rules.py).
+    rules: Rules = field(default_factory=Rules)
+    #: The bearer token /metrics asks for; None: /metrics is off.
+    metrics_token: Optional[str] = None
 
     def __post_init__(self):
         if self.tenant_uids is None:

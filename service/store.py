@@ -67,6 +67,26 @@ CREATE TABLE IF NOT EXISTS uploads (
     at TEXT NOT NULL,
     PRIMARY KEY (tenant, name)
 );
+-- Each run (attempt) of a job, what a host bills and what the time limit counts (ledger.py reads and writes it).
+CREATE TABLE IF NOT EXISTS runs (
+    job TEXT NOT NULL REFERENCES jobs(id),
+    attempt INTEGER NOT NULL,
+    tenant TEXT NOT NULL REFERENCES tenants(id),
+    slot TEXT NOT NULL,
+    gpus INTEGER NOT NULL,
+    started REAL NOT NULL,          -- seconds since the epoch
+    ended REAL,
+    outcome TEXT,                   -- succeeded | failed | cancelled | requeued
+    cpu_seconds REAL,               -- the engine's count, sampled while it ran
+    peak_memory INTEGER,            -- bytes, the engine's high-water mark, sampled while it ran
+    PRIMARY KEY (job, attempt)
+);
+CREATE INDEX IF NOT EXISTS runs_by_tenant ON runs (tenant, started);
+-- /healthz's write probe.
+CREATE TABLE IF NOT EXISTS probes (
+    name TEXT PRIMARY KEY,
+    at TEXT NOT NULL
+);
 """
 
 
@@ -248,9 +268,11 @@ class Store:
             db.execute("UPDATE tenants SET disabled = NULL WHERE id = ?", (tenant_id,))
 
     def remove_tenant(self, tenant_id: str) -> None:
-        """The tenant's rows, its jobs' and their transitions' (its files are the caller's to delete first)."""
+        """The tenant's rows, its jobs', their transitions' and their runs' usage (its files are the caller's to
+        delete first)."""
         with self._tx() as db:
             jobs = "SELECT id FROM jobs WHERE tenant = ?"
+            db.execute("DELETE FROM runs WHERE tenant = ?", (tenant_id,))
             db.execute(f"DELETE FROM transitions WHERE job IN ({jobs})", (tenant_id,))
             db.execute("DELETE FROM jobs WHERE tenant = ?", (tenant_id,))
             db.execute("DELETE FROM uploads WHERE tenant = ?", (tenant_id,))

@@ -64,6 +64,21 @@ def passable_dir(prefix: str) -> Path:
     return found
 
 
+#: A job image whose entrypoint waits until it is stopped: a job of it holds its slot, so others stay queued.
+HOLDER_IMAGE = "dstrain-test/holder:latest"
+
+
+def ensure_holder_image() -> str:
+    ensure_debian_base()
+    if not image_exists(HOLDER_IMAGE):
+        with tempfile.TemporaryDirectory(prefix="holder-") as context:
+            Path(context, "Dockerfile").write_text(
+                f"FROM {DEBIAN_IMAGE}\n"
+                'ENTRYPOINT ["/bin/sh", "-c", "exec sleep infinity", "holder"]\n')
+            docker("build", "--network", "host", "-t", HOLDER_IMAGE, context)
+    return HOLDER_IMAGE
+
+
 def remove_test_containers() -> None:
     """Every container a service test started, and nothing else on the shared engine."""
     found = docker("ps", "-aq", "--filter", f"label={TEST_LABEL}").stdout.split()
@@ -84,9 +99,12 @@ def clean_env() -> dict:
 class Service:
     """`dstrain serve` as a subprocess; ``restart()`` after ``kill()`` brings it back on the same root and port."""
 
-    def __init__(self, root: Path, image: str, slots: int = 2, extra: Optional[List[str]] = None):
+    def __init__(self, root: Path, image: str, slots: int = 2, extra: Optional[List[str]] = None,
+                 env: Optional[dict] = None):
         self.root = Path(root)
         self.image = image
+        #: Variables besides the clean environment, e.g. DOCKER_HOST for an engine of the test's own.
+        self.env = dict(env or {})
         self.port = free_port()
         self.args = ["--root", str(self.root), "--image", image, "--slots", str(slots), "--network", "host",
                      "--label", TEST_LABEL, "--instance", f"test{self.port}", "--memory", "4g",
@@ -97,7 +115,7 @@ class Service:
 
     def cli(self, *args) -> str:
         proc = subprocess.run([DSTRAIN, "serve", *self.args, *args], capture_output=True, text=True,
-                              env=clean_env(), timeout=120)
+                              env=dict(clean_env(), **self.env), timeout=120)
         if proc.returncode != 0:
             raise AssertionError(f"dstrain serve {args}: {proc.stdout}\n{proc.stderr}")
         return proc.stdout
@@ -110,7 +128,7 @@ class Service:
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([DSTRAIN, "serve", *self.args, "--port", str(self.port)], stdout=log,
-                                         stderr=subprocess.STDOUT, env=clean_env())
+                                         stderr=subprocess.STDOUT, env=dict(clean_env(), **self.env))
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -74,7 +74,7 @@ def test_an_interrupted_stage_is_recorded_as_interrupted(served, tmp_path):
         _, err = proc.communicate(timeout=60)
     finally:
         server.held[path].set()
-    assert proc.returncode == 1 and "stage download failed: interrupted" in err
+    assert proc.returncode == 143 and "stage download failed: interrupted" in err  # 128 + SIGTERM
     failure = RunRecords(DataRoot(data, "fr", "fr")).last_error(STAGE_NAMES)
     assert failure.stage == "download" and failure.interrupted
     assert failure.resume == f"dstrain run -l fr --config {config} --to download"

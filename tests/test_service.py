@@ -41,6 +41,7 @@ TINY = {
     "evaluate.beam_width": 50,
 }
 MDC_KEY = "mdc-secret-4f1d2c"
+METRICS_TOKEN = "metrics-token-of-the-host-5e2a"
 
 
 def need_real(available: bool, why: str) -> None:
@@ -60,8 +61,8 @@ def job_request(epochs: int, to=None, **overrides) -> dict:
                                                                               **overrides), "to": to}
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def train_image() -> str:
+    """The training image of this tree, built (or found in the engine's cache); the other service tests use it."""
     need_real(engine_running(), "no Docker engine answers (`docker info`)")
     from tests.docker_images import build_train_image
 
@@ -69,9 +70,19 @@ def service(tmp_path_factory):
     need_real(source.is_file(), f"no DeepSpeech source at {source} (DEEPSPEECH_SOURCE)")
     with FileServer(source.parent) as server:
         build_train_image(f"{server.url}/{source.name}", tag=TRAIN_IMAGE)
+    return TRAIN_IMAGE
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    train_image()
     remove_test_containers()
-    svc = Service(tmp_path_factory.mktemp("service") / "root", TRAIN_IMAGE, slots=2,
-                  extra=["--max-upload", "1M", "--tenant-limit", "1"])
+    home = tmp_path_factory.mktemp("service")
+    (home / "metrics.token").write_text(METRICS_TOKEN)
+    # Jobs reach public addresses only; the test's file servers are on loopback: the host allows it.
+    svc = Service(home / "root", TRAIN_IMAGE, slots=2,
+                  extra=["--max-upload", "1M", "--tenant-limit", "1", "--egress-allow", "127.0.0.1",
+                         "--metrics-token-file", str(home / "metrics.token")])
     svc.tokens = {name: svc.add_tenant(name) for name in ("alice-corp", "bob-labs", "carol-inc")}
     svc.start()
     yield svc
@@ -321,7 +332,8 @@ def test_a_failed_job_says_why_from_its_failure_record_and_resumes(service, clie
 
 def test_health_and_metrics(service, clients):
     assert requests.get(service.url + "/healthz", timeout=10).json()["engine"] is True
-    text = requests.get(service.url + "/metrics", timeout=10).text
+    text = requests.get(service.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+                        timeout=10).text
     assert 'dstrain_jobs{state="succeeded"}' in text and "dstrain_slots 2.0" in text
     assert "dstrain_slots_in_use" in text and "alice" not in text
     docs = requests.get(service.url + "/openapi.json", timeout=10).json()
