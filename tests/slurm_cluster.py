@@ -74,6 +74,13 @@ class Cluster:
         text = self.run("scontrol", "-d", "show", "job", job_id).stdout
         return dict(item.split("=", 1) for item in text.split() if "=" in item)
 
+    def batch_pids(self, job_id: str) -> List[int]:
+        """The processes of the job's batch step, its script first (``scontrol listpids``, asked of its node's
+        slurmd: with two on one host, named)."""
+        listed = self.run("scontrol", "listpids", job_id, self.job(job_id)["nodes"]).stdout
+        rows = [line.split() for line in listed.splitlines()[1:]]
+        return [int(row[0]) for row in sorted(rows, key=lambda row: row[3] != "0") if row[2] == "batch"]
+
     def cancel_mine(self) -> None:
         live = {job["job_id"] for job in self.live()}
         mine = [job_id for job_id in self.submitted if int(job_id) in live]

@@ -232,3 +232,21 @@ def test_a_job_runs_as_a_tenants_uid_by_setpriv_not_sbatch_uid(slurm, shared_dir
     wait_for(lambda: state(slurm, job_id) == "COMPLETED", 30, "the setpriv job")
     assert (d / f"{job_id}.out").read_text().split() == [str(TENANT_UID), str(TENANT_UID), "[]", "CapEff:",
                                                            "0000000000000000"]
+
+
+def test_a_batch_script_killed_outright_fails_its_job_and_leaves_its_own_session_running(slurm, shared_dir):
+    d = shared_dir
+    job_id = slurm.sbatch("--output", f"{d}/%j.out", wrap=f"setsid sleep 300 & echo $! > {d}/child; wait")
+    wait_for(lambda: (d / "child").exists() and (d / "child").read_text().strip(), 60, "the child started")
+    child = int((d / "child").read_text())
+    # scancel cannot kill outright: --signal=KILL still cancels with SIGTERM first, as scancel does.
+    script, *_ = slurm.batch_pids(job_id)
+    try:
+        subprocess.run(["kill", "-9", str(script)], check=True)
+        job = wait_for(lambda: state(slurm, job_id) == "FAILED" and slurm.job(job_id), 30, "the job failed")
+        assert (job["state_reason"], job["exit_code"]) == ("JobLaunchFailure", 9)
+        # Without cgroups, a process that left the script's session is no longer the job's: it runs on.
+        time.sleep(2)
+        assert Path(f"/proc/{child}").exists()
+    finally:
+        subprocess.run(["kill", "-9", str(child)], check=False)
