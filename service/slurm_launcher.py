@@ -263,9 +263,10 @@ class SlurmLauncher(Launcher):
             name, attempt, slurm_job = known["job"], int(known["attempt"]), str(known["slurm_job"])
         state = job["job_state"] if job else ""
         record = ended or started or {}
-        # The job script's own clock first; else Slurm's allocation, while Slurm knows the job (a pending job's
-        # start_time is only Slurm's guess, a running one's end_time its time limit).
-        allocated = job if job and state != "PENDING" else {}
+        # The job script's own clock first; else Slurm's allocation, while Slurm knows the job and gave it a node
+        # (a pending job's start_time is Slurm's guess, a running one's end_time its time limit, and one
+        # cancelled while pending has both at the cancel).
+        allocated = job if job and state != "PENDING" and job.get("nodes") else {}
         usage = dict(node=record.get("node") or allocated.get("nodes", ""), gpus=record.get("gpus", ""),
                      started=record.get("started") or allocated.get("start_time") or None,
                      ended=record.get("ended") or (allocated.get("end_time") if state not in _LIVE else None))

@@ -106,6 +106,18 @@ def test_a_native_run_is_the_nodes_dstrain_as_the_tenants_uid_to_a_stage(make_la
     assert not [p for p in launcher.dir.iterdir() if SECRET in p.read_text(errors="replace")]
 
 
+def test_a_queued_run_shows_slurms_reason_and_stop_cancels_it_unstarted(make_launcher, node_dstrain, tenant_dir):
+    # --hold keeps it queued for as long as the test needs (Slurm's own reason: JobHeldUser).
+    launcher = make_launcher("native", dstrain=node_dstrain, extra_args=("--hold",))
+    handle = launcher.start(spec("job-held", ("--version",), tenant_dir))
+    run = run_of(launcher, handle, ACTIVE, 30)
+    assert (run.state, run.reason, run.node, run.started) == ("PENDING", "JobHeldUser", "", None)
+    launcher.stop(handle, grace_seconds=30)
+    run = run_of(launcher, handle, EXITED, 30)
+    assert (run.state, run.killed_because, run.started) == ("CANCELLED", "cancelled in Slurm (scancel)", None)
+    assert not (launcher.dir / f"{handle}.started").exists()
+
+
 def test_stop_asks_dstrain_to_stop_and_its_stage_records_the_interruption(make_launcher, node_dstrain, tenant_dir,
                                                                           served):
     server, _ = served
