@@ -25,8 +25,10 @@ NODE_PORTS=(16818 16819)
 GPU_FILES=(/dev/null /dev/zero)
 
 # A test job's whole life (seconds) after it ends, before slurmctld forgets it (no accounting here): short,
-# so that the tests see a job forgotten.  Slurm's default is 300.
-MIN_JOB_AGE=${DSTRAIN_SLURM_MIN_JOB_AGE:-10}
+# so that the tests see a job forgotten.  Slurm's default is 300.  A job killed at its time limit gets its
+# end time at the SIGTERM and its final state KillWait later: the gap between the two settings is how long
+# that state can be seen.
+MIN_JOB_AGE=${DSTRAIN_SLURM_MIN_JOB_AGE:-20}
 # Seconds between SIGTERM and SIGKILL when a job is cancelled or passes its time limit (default 30).
 KILL_WAIT=${DSTRAIN_SLURM_KILL_WAIT:-10}
 
@@ -101,8 +103,8 @@ answering() {
     local state
     for name in $(daemons); do [[ -n $(pid_of "$name") ]] || return 1; done
     state=$(sinfo -h -N -o '%N %t' 2>/dev/null) || return 1
-    # Both nodes up: idle, or busy with a job (mix, alloc).
-    [[ $(grep -cE ' (idle|mix|alloc)$' <<<"$state") -eq ${#NODES[@]} ]]
+    # Both nodes up: idle, or busy with a job (mix, alloc), or ending one (comp).
+    [[ $(grep -cE ' (idle|mix|alloc|comp)$' <<<"$state") -eq ${#NODES[@]} ]]
 }
 
 # Every process of this cluster's job steps: slurmstepd inherits slurmd's SLURM_CONF, which names this
