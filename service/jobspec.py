@@ -15,7 +15,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dstrain.pipeline.config import SettingClash, flatten, resolve, unflatten
-from dstrain.pipeline.errors import ConfigError
+from dstrain.pipeline.errors import ConfigError, Portable
 from dstrain.pipeline.settings import SOURCE_FILENAME, Settings
 from dstrain.pipeline.stages import STAGE_NAMES
 
@@ -70,7 +70,7 @@ class ResumeRequest(BaseModel):
                                        json_schema_extra={"writeOnly": True})
 
 
-class Invalid(Exception):
+class Invalid(Portable, Exception):
     """422 details, as FastAPI gives them: a list of {loc, msg, type}."""
 
     def __init__(self, errors: List[Dict[str, Any]]):

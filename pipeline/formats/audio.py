@@ -16,17 +16,18 @@ import contextlib
 import io
 import logging
 import math
-import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import wave
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
+
+from dstrain.pipeline import processes
+from dstrain.pipeline.workers import ordered
 
 SAMPLE_RATE = 16000
 #: DeepSpeech computes one feature frame per 20 ms; CTC needs one per character.
@@ -228,8 +229,8 @@ def _external(src: Union[Path, bytes], name: str, dst: Path, tool: str, max_seco
         if piped:
             cmd.remove("-nostdin")
     try:
-        subprocess.run(cmd, check=True, input=src if piped else None, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, timeout=300)
+        processes.run(cmd, check=True, input=src if piped else None, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.PIPE, timeout=300)
         if max_seconds is not None and wav_seconds(tmp) > max_seconds + LENGTH_SLACK:
             raise _Refused("too_long", f"decodes to more than {max_seconds + LENGTH_SLACK}s (> {max_seconds}s)")
         os.replace(str(tmp), str(dst))
@@ -313,63 +314,38 @@ def noted(name: str, clip: Clip) -> Clip:
     return clip
 
 
-def _pool(workers: int):
-    # Loaded once here, the decoding libraries are inherited by every forked worker.
+def _load_decoders() -> None:
+    """Loaded once before the workers start, the decoding libraries are inherited by every forked worker."""
     import numpy  # noqa: F401
     import soundfile  # noqa: F401
     import soxr  # noqa: F401
-
-    return multiprocessing.get_context("fork").Pool(workers)
 
 
 def convert_stream(jobs: Iterable[Tuple[str, Optional[bytes], str]], workers: int, progress,
                    max_seconds: float) -> Iterator[Tuple[str, Clip]]:
     """(name, clip) for clips read one by one from an archive, converted as they arrive.
 
-    At most ``IN_FLIGHT_BYTES`` of clips are held in memory: the pool's feeder
-    thread waits for results before it reads further into the archive.
+    At most ``IN_FLIGHT_BYTES`` of clips are held in memory: the archive is read further only as results
+    come back.
     """
     if workers <= 1:
         for job in jobs:
             yield job[0], noted(job[0], convert_bytes(job, max_seconds))
             progress.update(1)
         return
-    budget = _Budget(IN_FLIGHT_BYTES)
-
-    def bounded():
-        for job in jobs:
-            budget.take(JOB_BYTES + len(job[1] or b""))
-            yield job
-
-    with _pool(workers) as pool:
-        for name, size, clip in pool.imap(partial(_named_convert_bytes, max_seconds=max_seconds), bounded(),
-                                          chunksize=4):
-            budget.give(size)
-            progress.update(1)
-            yield name, noted(name, clip)
+    _load_decoders()
+    for name, clip in ordered(partial(_named_convert_bytes, max_seconds=max_seconds), jobs, workers,
+                              window=8 * workers, chunk=4, cost=_job_bytes, budget=IN_FLIGHT_BYTES):
+        progress.update(1)
+        yield name, noted(name, clip)
 
 
-class _Budget:
-    """Bytes that one thread takes before handing work on and another gives back once it is done."""
-
-    def __init__(self, total: int):
-        self.total, self.used = total, 0
-        self.changed = threading.Condition()
-
-    def take(self, size: int) -> None:
-        with self.changed:
-            # One clip bigger than the whole budget still goes, alone.
-            self.changed.wait_for(lambda: self.used == 0 or self.used + size <= self.total)
-            self.used += size
-
-    def give(self, size: int) -> None:
-        with self.changed:
-            self.used -= size
-            self.changed.notify()
+def _job_bytes(job: Tuple[str, Optional[bytes], str]) -> int:
+    return JOB_BYTES + len(job[1] or b"")
 
 
-def _named_convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: float) -> Tuple[str, int, Clip]:
-    return job[0], JOB_BYTES + len(job[1] or b""), convert_bytes(job, max_seconds)
+def _named_convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: float) -> Tuple[str, Clip]:
+    return job[0], convert_bytes(job, max_seconds)
 
 
 def convert_all(jobs: List[Tuple[str, str]], workers: int, progress, max_seconds: float) -> Iterable[Clip]:
@@ -380,7 +356,8 @@ def convert_all(jobs: List[Tuple[str, str]], workers: int, progress, max_seconds
             progress.update(1)
         return
     chunk = max(1, min(64, len(jobs) // (workers * 8)))
-    with _pool(workers) as pool:
-        for job, clip in zip(jobs, pool.imap(partial(convert, max_seconds=max_seconds), jobs, chunksize=chunk)):
-            progress.update(1)
-            yield noted(job[0], clip)
+    _load_decoders()
+    for job, clip in zip(jobs, ordered(partial(convert, max_seconds=max_seconds), jobs, workers,
+                                       window=4 * workers, chunk=chunk)):
+        progress.update(1)
+        yield noted(job[0], clip)

@@ -11,13 +11,13 @@ not cut again, so a rerun after a crash decodes only the recordings with
 segments missing.  The importer then hands the cut WAVs to
 importers/kit/assemble.py, which finds them in place and only judges them.
 """
-import multiprocessing
 import os
 import wave
 from pathlib import Path
 from typing import Iterable, List, NamedTuple, Tuple
 
 from dstrain.pipeline.formats.audio import SAMPLE_RATE, Clip, console_notes, convert, header_problem, noted, wav_seconds
+from dstrain.pipeline.workers import ordered
 
 #: Seconds of source audio decoded at a time.
 BLOCK_SECONDS = 30
@@ -141,10 +141,9 @@ def cut_all(recordings: List[Recording], workers: int, progress) -> Iterable[Lis
             yield _noted(recording, cut(recording))
             progress.update(len(recording.segments))
         return
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        for recording, clips in zip(recordings, pool.imap(cut, recordings)):
-            progress.update(len(recording.segments))
-            yield _noted(recording, clips)
+    for recording, clips in zip(recordings, ordered(cut, recordings, workers, window=2 * workers)):
+        progress.update(len(recording.segments))
+        yield _noted(recording, clips)
 
 
 def _noted(recording: Recording, clips: List[Clip]) -> List[Clip]:

@@ -10,9 +10,8 @@ import bz2
 import gzip
 import heapq
 import lzma
-import multiprocessing
 import re
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from dstrain.pipeline.atomic import temporary_path
 from dstrain.pipeline.errors import StageError
+from dstrain.pipeline.workers import ordered
 
 BLOCK_BYTES = 4 << 20
 #: Blocks queued per worker: enough to keep every core busy, few enough to keep memory flat.
@@ -169,30 +169,28 @@ def process_block(block: bytes) -> Tuple[bytes, Counter, Counter, Set[str]]:
     return text, Counter(text.split()), counts, met  # bytes words: cheaper to make and count than str
 
 
+def _named_block(job: Tuple[str, bytes]) -> Tuple[str, Tuple[bytes, Counter, Counter, Set[str]]]:
+    return job[0], process_block(job[1])
+
+
 def build(inputs: Iterable[Tuple[str, Iterable[bytes]]], corpus: Path, rules: Rules, workers: int) -> Summary:
     """Write the normalised corpus to ``corpus`` (atomically) and count its words."""
     summary = Summary({}, Counter(), set())
-    pending: deque = deque()
 
-    def collect(out) -> None:
-        name, result = pending.popleft()
-        text, words, counts, met = result.get()
-        out.write(text)
-        summary.words.update(words)
-        summary.per_source.setdefault(name, Counter()).update(counts)
-        summary.held_out_found.update(met)
-
-    with temporary_path(corpus) as tmp, tmp.open("wb") as out, multiprocessing.get_context("fork").Pool(
-        workers, initializer=_init_worker, initargs=(rules,)
-    ) as pool:
-        for name, blocks in inputs:
+    def blocks():
+        for name, source in inputs:
             summary.per_source.setdefault(name, Counter())
-            for block in blocks:
-                pending.append((name, pool.apply_async(process_block, (block,))))
-                if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
-                    collect(out)
-        while pending:
-            collect(out)
+            for block in source:
+                yield name, block
+
+    with temporary_path(corpus) as tmp, tmp.open("wb") as out:
+        for name, (text, words, counts, met) in ordered(_named_block, blocks(), workers,
+                                                        window=IN_FLIGHT_PER_WORKER * workers,
+                                                        initializer=_init_worker, initargs=(rules,)):
+            out.write(text)
+            summary.words.update(words)
+            summary.per_source.setdefault(name, Counter()).update(counts)
+            summary.held_out_found.update(met)
     return summary
 
 

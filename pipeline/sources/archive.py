@@ -105,7 +105,7 @@ def tar_members(archive: Path, desc: str = ""):
     """(name, kind, opener) for each member, read in one pass: a .tar.gz cannot be read out of order."""
     reader = tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size, unit="B", unit_scale=True,
                            desc=desc or "extract " + archive.name, leave=False)
-    with _damage_named(archive), reader as raw, _decompressed(raw, _magic(archive)) as plain, \
+    with _damage_named(archive), reader as raw, decompressed(raw, _magic(archive)) as plain, \
             tarfile.open(fileobj=plain, mode="r|", bufsize=READ_SIZE) as tar:
         yield _forgetting(tar)
 
@@ -121,7 +121,7 @@ def _magic(archive: Path) -> bytes:
 
 
 @contextlib.contextmanager
-def _decompressed(raw, magic: bytes):
+def decompressed(raw, magic: bytes):
     """The tar inside ``raw``, decompressed here rather than by tarfile's stream mode: tarfile inflates a
     64 KB block at a time whatever it holds, and copies what is left of it on every 512-byte read.  An
     archive that compresses well (100,000 one-byte members; a member of zeros) then cost time per member
