@@ -38,7 +38,7 @@ from dstrain.importers.kit.spoken_numbers import spell_numbers, supported
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.deepspeech_csv import Reject
 from dstrain.pipeline.formats.recordings import Recording, Segment, cut_all
-from dstrain.pipeline.paths import ImportedDataset, verified_record
+from dstrain.pipeline.paths import ImportedDataset, folded, verified_record
 from dstrain.pipeline.sources.archive import extract
 from dstrain.pipeline.sources.fetch import adopt, fetch
 
@@ -102,6 +102,11 @@ class Ccpmf(Corpus):
         rejects: List[Reject] = [Reject(split_for(m), _name(m), "no_transcript", "no XML of the same date")
                                  for m in unpaired]
         candidates, recordings, seen = [], [], {}
+        # Clip names, and the recording's decoded copy, start with the transcript's name: two names that differ
+        # only in case would share those files where case is ignored.
+        stems: Dict[str, List[str]] = {}
+        for xml, _ in pairs:
+            stems.setdefault(folded(xml.stem), []).append(_name(xml))
         for xml, mp3 in pairs:
             split, where = split_for(xml), _name(xml)
             if mp3 is None:
@@ -112,6 +117,11 @@ class Ccpmf(Corpus):
                                       "a transcript of the same name is at " + seen[xml.stem]))
                 continue
             seen[xml.stem] = where
+            clashing = [other for other in stems[folded(xml.stem)] if other.split("/")[-1] != xml.name]
+            if clashing:
+                rejects.append(Reject(split, where, "name_clash", f"its name and {', '.join(clashing)}'s differ "
+                                      "only in case: where case is ignored their clips would be one file"))
+                continue
             pieces = []
             for run in segments(_rows(xml, where, split, rejects), params.max_duration, params.max_gap):
                 start, end = run[0].start, max(row.end for row in run)

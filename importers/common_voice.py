@@ -24,7 +24,7 @@ from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Literal, O
 from pydantic import Field
 from tqdm import tqdm
 
-from dstrain.importers.kit.assemble import Candidate, claim_clips, wav_name
+from dstrain.importers.kit.assemble import Candidate, claim_clips, one_wav_each, wav_name
 from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import CorpusParams
 from dstrain.importers.kit.resplit import RULE, Recording, train_from_validated
@@ -102,6 +102,7 @@ class CommonVoice(Corpus):
         with _read_tsvs(job.archive, params.locale, ("dev", "test", "validated", "train") if validated else SPLITS,
                         params.release) as tables:
             candidates, rejects, facts = _labelled_rows(tables, validated, job.normalize, params.max_repeats)
+        candidates = one_wav_each(candidates, rejects)  # before two clips are converted into one WAV
         clips = _convert_clips(job.archive, params.locale, job.out, {str(c.audio) for c in candidates},
                                job.workers, params.max_duration)
         return Found(candidates, rejects, {c.wav_name: clips[str(c.audio)] for c in candidates}, facts)
@@ -110,8 +111,9 @@ class CommonVoice(Corpus):
 CORPUS = CommonVoice(licence="CC0-1.0", homepage="https://commonvoice.mozilla.org/datasets",
                      published="{release}-{locale}.tar.gz", reported=("locale",),
                      # 2: the release is the archive's own; the validated split; rows naming a path are rejected
-                     # (invalid_path); bounded decoding (too_large, bad_header).
-                     version=2)
+                     # (invalid_path); bounded decoding (too_large, bad_header).  3: a WAV is named with its clip's
+                     # extension (x.mp3.wav); clashing names and clips listed twice are rejected.
+                     version=3)
 
 
 def _labelled_rows(tables: Dict[str, IO[bytes]], validated: bool, normalize, max_repeats: int
@@ -260,7 +262,7 @@ def _convert_clips(archive: Path, locale: str, out: ImportedDataset, wanted: Ite
     todo: Dict[str, str] = {}
     for name in wanted:
         dst = out.clips / wav_name(name)
-        if dst.exists():
+        if os.path.exists(str(dst)):  # False for a name the file system refuses: its conversion says why
             results[name] = convert((name, str(dst)))  # reads the WAV's header only
         else:
             todo[os.path.basename(name)] = str(dst)

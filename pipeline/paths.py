@@ -1,5 +1,6 @@
 """Every path under the data root is named here, once, for writers and checkers alike."""
 import os
+import unicodedata
 from pathlib import Path
 from typing import Optional
 
@@ -50,6 +51,19 @@ def data_root_problem(root) -> Optional[str]:
             return f"{real} is a file, not a directory" if path == real else \
                 f"{path} is a file, so it cannot hold the directory {real}"
     return None
+
+
+def folded(name: str) -> str:
+    """A file name as a file system that ignores case and Unicode normalisation sees it: names that fold
+    alike (``X.mp3`` and ``x.mp3``) are one file on macOS's and Windows' disks, a Docker Desktop bind mount or
+    a network share, so two inputs whose outputs fold alike would end up in one file."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
+def printable(name: str) -> str:
+    """``name`` as UTF-8 can write it (in a CSV, a record): a byte of another encoding in a file name, which
+    Python holds as a lone surrogate, is shown as ``\\udcXX``."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def for_the_user(path: Path) -> str:

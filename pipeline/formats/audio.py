@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from dstrain.pipeline import processes
+from dstrain.pipeline.advice import name_refused, of_one_name
 from dstrain.pipeline.workers import ordered
 
 SAMPLE_RATE = 16000
@@ -49,6 +50,8 @@ MIN_BYTES = WAV_HEADER_BYTES
 #: each counted with ``JOB_BYTES`` more, so a million empty members are not all queued either.
 IN_FLIGHT_BYTES = 32 << 20
 JOB_BYTES = 4096
+#: Of what a decoder writes on the console about one clip, what is kept in its notes.
+NOTES_BYTES = 1 << 16
 
 log = logging.getLogger("dstrain")
 
@@ -180,7 +183,7 @@ def console_notes():
         sys.stderr.flush()
     saved = os.dup(2)
     notes: List[str] = []
-    with tempfile.TemporaryFile() as sink:
+    with _in_memory() as sink:
         os.dup2(sink.fileno(), 2)
         try:
             yield notes
@@ -188,8 +191,15 @@ def console_notes():
             os.dup2(saved, 2)
             os.close(saved)
             sink.seek(0)
-            notes.append(" / ".join(line.strip() for line in sink.read().decode(errors="replace").splitlines()
-                                    if line.strip()))
+            notes.append(" / ".join(line.strip() for line in sink.read(NOTES_BYTES).decode(errors="replace")
+                                    .splitlines() if line.strip()))
+
+
+def _in_memory():
+    """An anonymous file in memory: nothing of an import is written to a /tmp outside the data root."""
+    if hasattr(os, "memfd_create"):
+        return open(os.memfd_create("dstrain-notes"), "w+b")
+    return tempfile.TemporaryFile()  # pragma: no cover - not Linux
 
 
 def _libsndfile_reason(exc: Exception) -> str:
@@ -240,6 +250,23 @@ def _external(src: Union[Path, bytes], name: str, dst: Path, tool: str, max_seco
 
 
 def _convert(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optional[float]) -> Clip:
+    """Decode a file, or the bytes of one read from an archive; a failure is a reason.  So is a name the file
+    system cannot hold (too long, bytes it refuses): an error of the machine (no space, a read-only disk) is
+    raised, and stops the work."""
+    try:
+        return _decoded(src, name, dst, max_seconds)
+    except (OSError, ValueError) as exc:
+        if not of_one_name(exc):
+            raise
+        return refused_name(name, exc)
+
+
+def refused_name(name: str, exc: BaseException) -> Clip:
+    """The clip of a row whose name the file system refused, as a reason."""
+    return Clip(False, reason="invalid_path", detail=f"{name!r} cannot be a file here: {name_refused(exc)}")
+
+
+def _decoded(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optional[float]) -> Clip:
     """Decode a file, or the bytes of one read from an archive; never raises, a failure is a reason."""
     size = len(src) if isinstance(src, bytes) else src.stat().st_size
     if size == 0:
@@ -288,13 +315,27 @@ def convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: Optional[f
 
 
 def convert(job: Tuple[str, str], max_seconds: Optional[float] = None) -> Clip:
-    """Convert one clip (source file, destination WAV); never raises, a failure is a reason."""
+    """Convert one clip (source file, destination WAV); a failure is a reason, as for ``_convert``."""
     src, dst = Path(job[0]), Path(job[1])
-    if dst.exists():
-        return _done(dst)
-    if not src.exists():
-        return Clip(False, reason="missing_audio", detail="no such file: " + src.name)
+    try:
+        if _exists(dst):
+            return _done(dst)
+        if not _exists(src):
+            return Clip(False, reason="missing_audio", detail="no such file: " + src.name)
+    except (OSError, ValueError) as exc:
+        if not of_one_name(exc):
+            raise
+        return refused_name(src.name, exc)
     return _convert(src, src.name, dst, max_seconds)
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a name the file system refuses raises, as Path.exists does only before 3.12."""
+    try:
+        os.stat(str(path))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _tidy(message: str, src: Path) -> str:

@@ -16,7 +16,17 @@ import wave
 from pathlib import Path
 from typing import Iterable, List, NamedTuple, Tuple
 
-from dstrain.pipeline.formats.audio import SAMPLE_RATE, Clip, console_notes, convert, header_problem, noted, wav_seconds
+from dstrain.pipeline.advice import of_one_name
+from dstrain.pipeline.formats.audio import (
+    SAMPLE_RATE,
+    Clip,
+    console_notes,
+    convert,
+    header_problem,
+    noted,
+    refused_name,
+    wav_seconds,
+)
 from dstrain.pipeline.workers import ordered
 
 #: Seconds of source audio decoded at a time.
@@ -107,7 +117,19 @@ def _write(dst: Path, frames: bytes) -> None:
 
 
 def cut(recording: Recording) -> List[Clip]:
-    """Write every segment of one recording; one result per segment, in order."""
+    """Write every segment of one recording; one result per segment, in order.  A recording whose segments'
+    names (or its decoded copy's) the file system refuses is rejected whole, with that reason; an error of the
+    machine (no space, a read-only disk) is raised, and stops the work."""
+    try:
+        return _cut(recording)
+    except (OSError, ValueError) as exc:
+        if not of_one_name(exc):
+            raise
+        refused = refused_name(os.path.basename(recording.audio), exc)
+        return [refused if not os.path.exists(s.wav) else _done(Path(s.wav)) for s in recording.segments]
+
+
+def _cut(recording: Recording) -> List[Clip]:
     missing = {s.wav for s in recording.segments if not os.path.exists(s.wav)}
     if not missing:
         return [_done(Path(s.wav)) for s in recording.segments]

@@ -11,12 +11,14 @@ import tarfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from tqdm import tqdm
 
+from dstrain.pipeline.advice import name_refused, of_one_name
 from dstrain.pipeline.atomic import read_json, write_json
 from dstrain.pipeline.errors import DstrainError
+from dstrain.pipeline.paths import folded, printable
 
 log = logging.getLogger("dstrain")
 #: tarfile's stream buffer.  Larger is slower: every 512-byte header read copies the rest of the buffer
@@ -49,7 +51,10 @@ def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) 
     """Extract the members ``keep`` accepts into ``target``; redo it unless it finished for this archive.
 
     ``identity`` (the archive's sha256) is written into the marker last, so a
-    killed extraction or a different archive starts again from scratch.
+    killed extraction or a different archive starts again from scratch.  A member that cannot be written
+    (its name is too long for the file system, or holds bytes it refuses) and files whose names differ only
+    in case are left out, each with its reason (``refused_members``): they would be one file where case is
+    ignored.  An error of the machine (no space, a read-only disk) stops the extraction.
     """
     marker = target / DONE
     if (read_json(marker) or {}).get("identity") == identity:
@@ -59,6 +64,8 @@ def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) 
     target.mkdir(parents=True)
     root = target.resolve()
     skipped = 0
+    refused: Dict[str, List[str]] = {}
+    written: Dict[str, str] = {}  # folded path -> the path of the file written there
     members = _zip_members if zipfile.is_zipfile(str(archive)) else tar_members
     with members(archive) as entries:
         for name, kind, open_member in entries:
@@ -71,18 +78,52 @@ def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) 
                 )
             if not keep(name):
                 continue
-            if kind == "dir":
-                dest.mkdir(parents=True, exist_ok=True)
-            elif kind == "file":
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with open_member() as src, dest.open("wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            else:  # links and devices could point anywhere; sources never need them
+            if kind not in ("dir", "file"):  # links and devices could point anywhere; sources never need them
                 skipped += 1
+                continue
+            path = "/".join(parts)
+            first = written.get(folded(path)) if kind == "file" else None
+            if first is not None and first != path:
+                why = f"{first!r} and {path!r} differ only in case: where case is ignored they are one file"
+                refused[printable(first)] = refused[printable(path)] = ["name_clash", why]
+                root.joinpath(*first.split("/")).unlink(missing_ok=True)
+                continue
+            try:
+                _write_member(dest, kind, open_member)
+            except (OSError, ValueError) as exc:
+                if not of_one_name(exc):
+                    raise
+                refused[printable(path)] = ["invalid_path", f"{printable(path)!r} cannot be a file here: "
+                                                            f"{name_refused(exc)}"]
+                continue
+            if kind == "file":
+                written[folded(path)] = path
     if skipped:
         log.warning("%s: skipped %d links or special files", archive.name, skipped)
-    write_json(marker, {"identity": identity, "archive": archive.name})
+    if refused:
+        log.warning("%s: %d members left out, their names clash or cannot be files here (%s)", archive.name,
+                    len(refused), marker)
+    write_json(marker, {"identity": identity, "archive": archive.name, "refused": refused})
     return target
+
+
+def _write_member(dest: Path, kind: str, open_member) -> None:
+    if kind == "dir":
+        dest.mkdir(parents=True, exist_ok=True)
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open_member() as src, dest.open("wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except BaseException:
+        with contextlib.suppress(OSError, ValueError):  # no half-written file stays behind
+            dest.unlink()
+        raise
+
+
+def refused_members(target: Path) -> Dict[str, List[str]]:
+    """The members ``extract`` left out of ``target``, by path (``printable``): [reason, detail] each."""
+    return (read_json(target / DONE) or {}).get("refused", {})
 
 
 def canonical(name: str) -> Optional[Tuple[str, ...]]:
