@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import tarfile
 import tempfile
 from pathlib import Path
@@ -29,7 +28,7 @@ from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import CorpusParams
 from dstrain.importers.kit.resplit import RULE, Recording, train_from_validated
 from dstrain.importers.kit.rows import labelled, plain_name
-from dstrain.importers.kit.tsv import read_tsv
+from dstrain.importers.kit.tsv import copy_table, read_tsv
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.audio import Clip, convert, convert_stream, read_member
 from dstrain.pipeline.formats.deepspeech_csv import Reject
@@ -100,7 +99,7 @@ class CommonVoice(Corpus):
         claim_clips(job.out, job.sha256)
         validated = params.split == "validated"
         with _read_tsvs(job.archive, params.locale, ("dev", "test", "validated", "train") if validated else SPLITS,
-                        params.release) as tables:
+                        params.release, job.out.dir) as tables:
             candidates, rejects, facts = _labelled_rows(tables, validated, job.normalize, params.max_repeats)
         candidates = one_wav_each(candidates, rejects)  # before two clips are converted into one WAV
         clips = _convert_clips(job.archive, params.locale, job.out, {str(c.audio) for c in candidates},
@@ -223,13 +222,17 @@ def _files(archive: Path, desc: str) -> Iterator[Tuple[Tuple[str, ...], Callable
 
 #: A TSV up to this size is kept in memory; a larger one (validated.tsv of a big release) spills to a temp file.
 _TSV_IN_MEMORY = 32 << 20
+#: More than any table of a release (English's validated.tsv is under 1 GB).
+_TSV_LIMIT = 4 << 30
 
 
 @contextlib.contextmanager
-def _read_tsvs(archive: Path, locale: str, tables: Iterable[str], release: Optional[str]
+def _read_tsvs(archive: Path, locale: str, tables: Iterable[str], release: Optional[str], scratch: Path
                ) -> Iterator[Dict[str, IO[bytes]]]:
     """The locale's TSVs named in ``tables``, copied out in the archive's one pass, which stops as soon as it has
-    them.  The copies are spooled to a temporary file when large: never held whole in memory, whatever their size."""
+    them.  The copies are spooled, when large, to a nameless file in ``scratch`` (the dataset's folder, under
+    the data root, not a /tmp that may be small), and bounded as they are made: each line longer than any row
+    is cut short (read_tsv still finds it too long), and a table over ``_TSV_LIMIT`` is refused."""
     wanted = {table + ".tsv": table for table in tables}
     with contextlib.ExitStack() as copies:
         found: Dict[str, IO[bytes]] = {}
@@ -238,9 +241,9 @@ def _read_tsvs(archive: Path, locale: str, tables: Iterable[str], release: Optio
                 if release and parts[0] != release:
                     raise DstrainError(f"{archive.name} holds release {parts[0]}, not {release} as set for this "
                                        "dataset")
-                copy = copies.enter_context(tempfile.SpooledTemporaryFile(_TSV_IN_MEMORY))
+                copy = copies.enter_context(tempfile.SpooledTemporaryFile(_TSV_IN_MEMORY, dir=str(scratch)))
                 with open_member() as member:
-                    shutil.copyfileobj(member, copy)
+                    copy_table(member, copy, _TSV_LIMIT, f"{archive.name}: {'/'.join(parts)}")
                 found[wanted[parts[2]]] = copy
                 if len(found) == len(wanted):
                     break
