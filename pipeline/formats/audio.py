@@ -213,7 +213,9 @@ def _libsndfile_reason(exc: Exception) -> str:
 
 def _write_wav(dst: Path, pcm) -> Clip:
     tmp = dst.with_name(dst.name + ".part")
-    with wave.open(str(tmp), "wb") as wav:
+    # Opened first: a name the file system refuses fails here, not inside the wave module, which then
+    # complains again when it is collected.
+    with open(str(tmp), "wb") as raw, wave.open(raw, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(SAMPLE_RATE)

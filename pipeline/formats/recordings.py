@@ -69,7 +69,7 @@ def _stream_decode(src: Path, dst: Path) -> None:
         lie = header_problem(sound.samplerate, sound.channels)
         if lie:  # resampled, a recording whose header claims 1 Hz would fill the disk
             raise BadHeader(lie)
-        with wave.open(str(tmp), "wb") as out:
+        with open(str(tmp), "wb") as raw, wave.open(raw, "wb") as out:
             out.setnchannels(1)
             out.setsampwidth(2)
             out.setframerate(SAMPLE_RATE)
@@ -108,7 +108,7 @@ def decode(src: Path, dst: Path) -> Clip:
 
 def _write(dst: Path, frames: bytes) -> None:
     tmp = dst.with_name(dst.name + ".part")
-    with wave.open(str(tmp), "wb") as out:
+    with open(str(tmp), "wb") as raw, wave.open(raw, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(SAMPLE_RATE)
