@@ -1,14 +1,18 @@
 """One bad row never stops an import, and only plainly named members count (issue 13, class 4); an OS error of
 one row's name is one rejected row, an error of the machine stops the import (issue 18, class 4)."""
+import io
 import shlex
 import subprocess
+import sys
 import zipfile
 
 import pytest
 
 from dstrain.importers.common_voice import CORPUS
 from dstrain.importers.kit.rows import plain_name
+from dstrain.importers.kit.tsv import MAX_LINE, copy_table
 from dstrain.languages.fr import LANGUAGE as FR
+from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.sources.archive import canonical
 from tests.conftest import DSTRAIN, clean_env, sha256, write_config
 from tests.fixtures.hostile import RELEASE, good_rows, hostile_cv, import_peak, mp3, tsv
@@ -158,3 +162,40 @@ def test_a_full_disk_stops_the_import_with_what_to_do(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "The disk is full: no room to write" in proc.stderr and "stage import failed" in proc.stderr
     assert not (data / "imported" / "fr" / "common_voice" / "rejects.csv").exists()
+
+
+# -- issue 18, class 5: a bomb never lands outside the data root ---------------------------------------------
+
+def test_a_line_bomb_leaves_nothing_in_a_small_tmpdir(tmp_path):
+    """A train.tsv that inflates to 512 MB without a newline, with TMPDIR on a disk of 1 MB: the table is cut
+    as it streams and spooled under the dataset's own folder, so it fills nothing, and is one bad row."""
+    clips, rows = good_rows()
+    clips["after.mp3"] = mp3("La mer est calme ce soir.")
+    train = tsv(rows["train"]), 512 << 20, b"\n" + tsv([("after.mp3", "La mer est calme ce soir.")]).split(b"\n", 1)[1]
+    archive = hostile_cv(tmp_path, clips, rows, before=[(f"{RELEASE}/fr/train.tsv", train)])
+    small, out = tmp_path / "small-tmp", tmp_path / "imported"
+    small.mkdir()
+    script = (f"mount -t tmpfs -o size=1m tmpfs {shlex.quote(str(small))} || exit 97\n"
+              f"TMPDIR={shlex.quote(str(small))} exec {shlex.quote(sys.executable)} -c "
+              + shlex.quote("import sys\nfrom pathlib import Path\n"
+                            "from dstrain.importers.common_voice import CORPUS\n"
+                            "from dstrain.languages.fr import LANGUAGE\n"
+                            f"params = CORPUS.Params(release='{RELEASE}', locale='fr', max_duration=5.0)\n"
+                            "CORPUS.prepare(Path(sys.argv[1]), '0' * 64, Path(sys.argv[2]), LANGUAGE.normalize, "
+                            "params, 2)\n") + f" {shlex.quote(str(archive))} {shlex.quote(str(out))}\n")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=600)
+    if proc.returncode == 97 or "unshare failed" in proc.stderr or "Operation not permitted" in proc.stderr:
+        pytest.skip("mounting a small disk needs root and mount namespaces")
+    assert proc.returncode == 0, proc.stderr
+    assert [(r["source"], r["reason"], r["detail"]) for r in read_csv(out / "rejects.csv")] == [
+        ("train.tsv:3", "unreadable_row", "longer than 65536 bytes")]
+    assert kept_rows(out)["la mer est calme ce soir"][0] == "train"
+
+
+def test_a_table_is_cut_as_it_streams_and_bounded():
+    source = io.BytesIO(b"head\n" + b"x" * (5 * MAX_LINE) + b"\nok\n")
+    copy = io.BytesIO()
+    copy_table(source, copy, 1 << 20, "t.tsv")
+    assert [len(line) for line in copy.getvalue().split(b"\n")] == [4, MAX_LINE + 1, 2, 0]
+    with pytest.raises(DstrainError, match="t.tsv is over 1 MB"):
+        copy_table(io.BytesIO(b"row\n" * (1 << 19)), io.BytesIO(), 1 << 20, "t.tsv")
