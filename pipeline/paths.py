@@ -31,6 +31,8 @@ SYSTEM_DIRS = frozenset(
      "/proc", "/root", "/run", "/sbin", "/sys", "/tmp", "/usr", "/var"]
     + ["/usr/" + name for name in ("bin", "include", "lib", "lib32", "lib64", "libexec", "local", "sbin", "share",
                                    "src")]
+    + ["/usr/local/" + name for name in ("bin", "etc", "games", "include", "lib", "lib64", "libexec", "man", "sbin",
+                                         "share", "src")]
     + ["/var/" + name for name in ("backups", "cache", "lib", "local", "lock", "log", "mail", "opt", "run",
                                    "spool", "tmp")]
 )
@@ -38,11 +40,25 @@ SYSTEM_DIRS = frozenset(
 NEVER_UNDER = ("/boot", "/dev", "/etc", "/proc", "/sys")
 
 
+def real_path(path) -> Path:
+    """Where the kernel would write for ``path``: every symbolic link followed before any ``..`` is applied, as
+    the kernel does (``lnk/..``, with lnk a link to /usr/local/share, is /usr/local, not the current folder)."""
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
+
+
+def system_dir_problem(path) -> Optional[str]:
+    """Why dstrain must not write in ``path`` (a system directory, or below /etc, /proc, ...), or None."""
+    real = real_path(path)
+    if str(real) in SYSTEM_DIRS or any(Path(place) in real.parents for place in NEVER_UNDER):
+        return f"{real} is a system directory"
+    return None
+
+
 def data_root_problem(root) -> Optional[str]:
     """Why ``root`` cannot be a data root (a file, a system directory), or None when it can."""
-    # Resolved, so that a symbolic link to / or /usr, or /data/../etc, is seen for what it is.
-    real = Path(os.path.abspath(os.path.expanduser(str(root)))).resolve()
-    if str(real) in SYSTEM_DIRS or any(Path(place) in real.parents for place in NEVER_UNDER):
+    # Resolved first, so that a symbolic link to / or /usr, lnk/.. or /data/../etc is seen for what it is.
+    real = real_path(root)
+    if system_dir_problem(real):
         return f"{real} is a system directory; a data root needs a folder of its own, such as ~/dstrain-data"
     for path in (real, *real.parents):
         if path.exists():

@@ -160,3 +160,32 @@ def test_an_archive_is_a_file_name_in_sources_never_a_path(tmp_path, archive):
     refused(proc, f"dataset.common_voice.archive: {archive!r} (from env DSTRAIN_DATASET__COMMON_VOICE__ARCHIVE) "
                   "is not a file name")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- issue 18, class 3: links are followed before the check, as the kernel follows them --------------------
+
+@pytest.mark.parametrize("given", ["lnk/..", "lnk/../share", "lnk/../../local/./share/..", "deep/lnk/.."])
+def test_a_link_then_dot_dot_reaching_a_system_directory_is_no_data_root(tmp_path, given):
+    """`lnk/..` with lnk a link to /usr/local/share is /usr/local to the kernel: refused, and nothing written."""
+    (tmp_path / "lnk").symlink_to("/usr/local/share")
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "lnk").symlink_to("/usr/local/share")
+    before = set(os.listdir("/usr/local"))
+    for args in (["run", "-l", "fr", "--data-root", given, "--to", "download"],
+                 ["check", "-l", "fr", "--to", "alphabet", "--data-root", given]):
+        proc = dstrain(*args, cwd=str(tmp_path), check=False)
+        refused(proc, "is a system directory; a data root needs a folder of its own", "(from flag --data-root)")
+    config = tmp_path / "c.toml"
+    config.write_text(f'data_root = "{tmp_path / given}"\n')
+    refused(dstrain("run", "-l", "fr", "--config", config, check=False), "is a system directory",
+            f"(from file {config})")
+    assert set(os.listdir("/usr/local")) == before
+
+
+def test_a_language_folder_is_read_and_never_written(tmp_path):
+    """language_dirs may name a shared, read-only folder (the system's): loading it leaves no __pycache__."""
+    folder = tmp_path / "languages"
+    dstrain("new-language", "br", "--locale", "br-FR", "--dir", folder)
+    before = sorted(p.name for p in folder.iterdir())
+    dstrain("config", "-l", "br", env=clean_env(DSTRAIN_LANGUAGE_DIRS=str(folder)))
+    assert sorted(p.name for p in folder.iterdir()) == before == ["br.py"]

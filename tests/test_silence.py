@@ -51,7 +51,8 @@ def test_silent_clips_and_impossible_rates_are_quarantined_with_their_measure(cl
     data, _ = cleaned
     quarantined = _quarantined(data)
     assert {name: row["reason"] for name, row in quarantined.items()} == {
-        "silence.mp3.wav": "silent", "hiss.mp3.wav": "silent", "fast.mp3.wav": "speaking_rate", "slow.mp3.wav": "speaking_rate"}
+        "silence.mp3.wav": "silent", "hiss.mp3.wav": "silent", "fast.mp3.wav": "speaking_rate",
+        "slow.mp3.wav": "speaking_rate"}
     assert "0.00s louder than -50 dBFS" in quarantined["silence.mp3.wav"]["detail"]
     assert "outside 1 to 30" in quarantined["fast.mp3.wav"]["detail"]
     assert _kept(data) == {"good_1.mp3.wav", "good_2.mp3.wav", "good_3.mp3.wav", "dev_1.mp3.wav", "test_1.mp3.wav"}
