@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from dstrain.pipeline.errors import ConfigError
 from dstrain.pipeline.language import Language, TextSource
-from dstrain.pipeline.paths import data_root_problem
+from dstrain.pipeline.paths import data_root_problem, printable
 from dstrain.pipeline.redaction import redact
 from dstrain.pipeline.registry import get_importer, get_language
 from dstrain.pipeline.settings import SOURCE_FILENAME, LmSettings, Settings
@@ -131,6 +131,14 @@ def read_config_file(path) -> Dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8: a file saved as Latin-1, or not a text file at all
+        raise ConfigError(f"config file {path} is not valid UTF-8 (byte {exc.object[exc.start]:#04x} at byte "
+                          f"{exc.start}): TOML files are UTF-8; save it as UTF-8") from None
+    except RecursionError:  # arrays or tables nested thousands deep: no setting is
+        raise ConfigError(f"config file {path} nests its arrays or tables too deeply to be a settings file; "
+                          "no setting is nested more than a few levels deep") from None
+    except OSError as exc:  # a folder, a file that cannot be read
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
 
 
 def read_environment(environ: Mapping[str, str]) -> Dict[str, Any]:
@@ -209,6 +217,8 @@ def resolve(
         for key, value in layer.items():
             merged[key] = value
             sources[key] = _describe_source(source, key)
+    for key, value in merged.items():
+        _utf8(key, value, sources[key])
     try:
         settings = Settings(**unflatten(merged))
     except ValidationError as exc:
@@ -219,6 +229,15 @@ def resolve(
     settings = _cap_workers(settings, sources)
     return Config(settings, language, _resolve_datasets(settings, language, sources), sources,
                   _resolve_lm_sources(settings.lm, language))
+
+
+def _utf8(key: str, value: Any, source: str) -> None:
+    """Refuse a name or value with bytes that are not UTF-8 (a variable or an argument in Latin-1): it could
+    not be written into the run's config.json, nor shown."""
+    for text in [key] + (value if isinstance(value, list) else [value]):
+        if isinstance(text, str) and printable(text) != text:
+            raise ConfigError(f"{printable(key)} (from {printable(source)}): '{printable(text)}' is not valid UTF-8; "
+                              "give it in UTF-8")
 
 
 def _cap_workers(settings: Settings, sources: Dict[str, str]) -> Settings:
