@@ -3,6 +3,7 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
 import shutil
 import tarfile
 
@@ -205,3 +206,36 @@ def test_a_tar_gz_sent_with_content_encoding_gzip_is_stored_as_it_is(served, tmp
     assert (data / "sources" / NAME).read_bytes() == archive.read_bytes()
     assert gets(server)[0]["Accept-Encoding"] == "identity"
     assert (data / "imported" / "fr" / "common_voice" / "train.csv").exists()
+
+
+TEXTS = ("commonvoice-fr-lm-0.1-wiki.txt.xz", "commonvoice-fr-lm-0.1-debats-assemblee-nationale.txt.xz")
+
+
+def test_offline_the_language_model_texts_fail_the_run_before_the_import(cv_archive, tmp_path):
+    """A run that goes as far as lm gets its texts in the download stage: offline, it stops there, naming where
+    to put each text, instead of after an import of hours.  A run up to the import does not ask for them."""
+    data = tmp_path / "data"
+    (data / "sources").mkdir(parents=True)
+    shutil.copy(cv_archive, data / "sources" / NAME)
+    tools = tmp_path / "kenlm"
+    tools.mkdir()
+    for name in ("lmplz", "filter", "build_binary", "generate_scorer_package"):  # never reached
+        (tools / name).write_text("#!/bin/sh\nexit 1\n")
+        (tools / name).chmod(0o755)
+    config = write_config(tmp_path / "c.toml", data)
+    with config.open("a") as out:
+        out.write(f'[lm]\nkenlm_bin = "{tools}"\nscorer_tool = "{tools / "generate_scorer_package"}"\n'
+                  '[lm.source.wikipedia]\nurl = "http://dstrain-test.invalid/wiki.txt.xz"\n'
+                  '[lm.source.assemblee_nationale]\nurl = "http://dstrain-test.invalid/an.txt.xz"\n')
+    proc = dstrain("run", "-l", "fr", "--config", config, "--to", "lm", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "stage download failed: 2 of 2 language-model texts could not be obtained" in proc.stderr
+    for name in TEXTS:
+        assert f"A copy you get yourself goes at exactly this path:\n    {data / 'sources' / name}" in proc.stderr
+    assert "▶ import" not in proc.stderr and not (data / "imported").exists()
+    dstrain("run", "-l", "fr", "--config", config, "--to", "import")  # no text needed up to here
+    for name in TEXTS:  # placed by hand
+        (data / "sources" / name).write_bytes(lzma.compress(b"Le chat dort.\n"))
+    again = dstrain("run", "-l", "fr", "--config", config, "--to", "lm", check=False)
+    assert "✓ download  done" in again.stderr and "✓ import    up to date" in again.stderr
+    assert "stage lm failed" in again.stderr  # the fake lmplz: the texts were found, the import kept

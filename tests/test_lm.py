@@ -291,7 +291,12 @@ def test_every_unreachable_text_is_named_with_where_it_goes_and_how_to_skip_it(l
             run.data / "sources" / name) in proc.stderr
     assert "set lm.source.assemblee_nationale.url to a mirror" in proc.stderr
     assert 'set sources = [] under [lm] in your config (or DSTRAIN_LM__SOURCES="")' in proc.stderr
-    assert "stage lm failed" in proc.stderr
+    assert "stage download failed" in proc.stderr  # got with the datasets, before any import
+    assert "▶ import" not in proc.stderr
+    # And by the lm stage itself, run alone.
+    proc = dstrain("run", "-l", "fr", "--config", run.config, "--only", "lm", env=run.env(), check=False)
+    assert proc.returncode == 1 and "stage lm failed" in proc.stderr
+    assert "2 of 2 language-model texts could not be obtained" in proc.stderr
 
 
 def test_changed_model_parameter_rebuilds_the_model_not_the_corpus(lm_run, tmp_path):
