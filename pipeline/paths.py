@@ -122,6 +122,11 @@ class DataRoot:
     def config_file(self) -> Path:
         return self.run / "config.json"
 
+    @property
+    def temporary(self) -> Path:
+        """The TMPDIR of the programs a run starts (pipeline/processes.py), emptied when a run starts."""
+        return self.run / "tmp"
+
     def record(self, stage: str) -> Path:
         return self.run / "state" / (stage + ".json")
 

@@ -219,8 +219,8 @@ def test_offline_the_language_model_texts_fail_the_run_before_the_import(cv_arch
     shutil.copy(cv_archive, data / "sources" / NAME)
     tools = tmp_path / "kenlm"
     tools.mkdir()
-    for name in ("lmplz", "filter", "build_binary", "generate_scorer_package"):  # never reached
-        (tools / name).write_text("#!/bin/sh\nexit 1\n")
+    for name in ("lmplz", "filter", "build_binary", "generate_scorer_package"):  # say where TMPDIR is, and fail
+        (tools / name).write_text(f'#!/bin/sh\necho "$TMPDIR" > {tools / "tmpdir"}\nexit 1\n')
         (tools / name).chmod(0o755)
     config = write_config(tmp_path / "c.toml", data)
     with config.open("a") as out:
@@ -239,3 +239,5 @@ def test_offline_the_language_model_texts_fail_the_run_before_the_import(cv_arch
     again = dstrain("run", "-l", "fr", "--config", config, "--to", "lm", check=False)
     assert "✓ download  done" in again.stderr and "✓ import    up to date" in again.stderr
     assert "stage lm failed" in again.stderr  # the fake lmplz: the texts were found, the import kept
+    # Its temporary files go under the data root, not to a /tmp that may be small.
+    assert (tools / "tmpdir").read_text().strip() == str(data / "runs" / "fr" / "tmp")
