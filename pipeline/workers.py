@@ -42,7 +42,10 @@ def ordered(fn: Callable[[Any], Any], jobs: Iterable[Any], workers: int, window:
                 future, done = pending.popleft()
                 in_flight -= done
                 yield from _results(future)
-            pending.append((pool.submit(_each, fn, batch), weight))
+            try:
+                pending.append((pool.submit(_each, fn, batch), weight))
+            except BrokenProcessPool as exc:  # a worker died between two results
+                raise _died(exc) from exc
             in_flight += weight
         while pending:
             yield from _results(pending.popleft()[0])
@@ -67,12 +70,15 @@ def _results(future: Future) -> List[Any]:
     try:
         return future.result()
     except BrokenProcessPool as exc:
-        cause = str(exc.__cause__ or "").strip().splitlines()
-        raise StageError(
-            "a worker process ended before finishing its work ({}{}): the system may have run out of memory "
-            "and killed it, or it crashed. Nothing it was doing is recorded; run the same command again to go "
-            "on, with fewer workers (--workers) if memory is short.".format(
-                exc, f"; {cause[-1]}" if cause else "")) from exc
+        raise _died(exc) from exc
+
+
+def _died(exc: BrokenProcessPool) -> StageError:
+    cause = str(exc.__cause__ or "").strip().splitlines()
+    return StageError(
+        "a worker process ended before finishing its work ({}{}): the system may have run out of memory and "
+        "killed it, or it crashed. Nothing it was doing is recorded; run the same command again to go on, with "
+        "fewer workers (--workers) if memory is short.".format(exc, f"; {cause[-1]}" if cause else ""))
 
 
 @contextlib.contextmanager

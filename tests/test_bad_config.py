@@ -189,3 +189,11 @@ def test_a_language_folder_is_read_and_never_written(tmp_path):
     before = sorted(p.name for p in folder.iterdir())
     dstrain("config", "-l", "br", env=clean_env(DSTRAIN_LANGUAGE_DIRS=str(folder)))
     assert sorted(p.name for p in folder.iterdir()) == before == ["br.py"]
+
+
+def test_the_service_folder_is_never_a_system_directory(tmp_path):
+    (tmp_path / "lnk").symlink_to("/usr/local/share")
+    for root in ("lnk/..", "/etc", "/usr"):
+        proc = dstrain("serve", "--root", root, "tenant", "add", "someone", cwd=str(tmp_path), check=False)
+        assert proc.returncode == 2 and "is a system directory: the service needs a folder of its own" in proc.stderr
+    assert not Path("/usr/local/service.db").exists()
