@@ -106,15 +106,17 @@ LONG = "a" * 296 + ".mp3"  # 300 bytes: no Linux file system takes a name over 2
 def test_a_clip_name_longer_than_the_file_system_allows_is_one_rejected_row(tmp_path, workers):
     """It ended the whole import with ENAMETOOLONG, on every rerun; in a worker process or not."""
     clips, rows = good_rows()
-    clips[LONG] = mp3("Un nom bien trop long.")
-    rows["train"] = [(LONG, "Un nom bien trop long.")] + rows["train"]
+    fits = "f" * 247 + ".mp3"  # its WAV, fits.mp3.wav, is 255 bytes: the most a name may have, and allowed
+    clips.update({LONG: mp3("Un nom bien trop long."), fits: mp3("La mer est calme ce soir.")})
+    rows["train"] = [(LONG, "Un nom bien trop long."), (fits, "La mer est calme ce soir.")] + rows["train"]
     out = tmp_path / "imported"
     params = CORPUS.Params(release=RELEASE, locale="fr", max_duration=5.0)
     manifest = CORPUS.prepare(hostile_cv(tmp_path, clips, rows), "0" * 64, out, FR.normalize, params, workers)
     rejects = read_csv(out / "rejects.csv")
     assert [(r["source"], r["reason"]) for r in rejects] == [(f"train.tsv:2 {LONG}", "invalid_path")]
     assert "cannot be a file here: File name too long" in rejects[0]["detail"]
-    assert manifest["counts"] == {"train": 1, "dev": 1, "test": 1}
+    assert manifest["counts"] == {"train": 2, "dev": 1, "test": 1}
+    assert kept_rows(out)["la mer est calme ce soir"][1]["wav_filename"] == f"clips/{fits}.wav"
 
 
 def test_members_the_file_system_refuses_are_rejected_rows_of_an_extracting_importer(tmp_path):

@@ -12,15 +12,13 @@ be resampled into gigabytes), a file bigger than any clip of ``max_seconds``
 can be is refused unread, and no more than ``max_seconds`` (plus a little)
 is ever decoded.  A clip refused for any of these leaves no WAV behind.
 """
-import contextlib
+import hashlib
 import io
 import logging
 import math
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 import wave
 from functools import partial
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import BinaryIO, Iterable, Iterator, List, NamedTuple, Optional, Tup
 
 from dstrain.pipeline import processes
 from dstrain.pipeline.advice import name_refused, of_one_name
+from dstrain.pipeline.formats.notes import console_notes
 from dstrain.pipeline.workers import ordered
 
 SAMPLE_RATE = 16000
@@ -50,8 +49,6 @@ MIN_BYTES = WAV_HEADER_BYTES
 #: each counted with ``JOB_BYTES`` more, so a million empty members are not all queued either.
 IN_FLIGHT_BYTES = 32 << 20
 JOB_BYTES = 4096
-#: Of what a decoder writes on the console about one clip, what is kept in its notes.
-NOTES_BYTES = 1 << 16
 
 log = logging.getLogger("dstrain")
 
@@ -175,33 +172,6 @@ def _decode(source, max_seconds: Optional[float]):
     return numpy.round(numpy.clip(mono, -1.0, 1.0) * 32767).astype("<i2")
 
 
-@contextlib.contextmanager
-def console_notes():
-    """Catch what C libraries write on file descriptor 2 meanwhile: libmpg123, inside libsndfile, prints its
-    notes on damaged MP3s there, past Python, where they would fill the console during an import."""
-    if sys.stderr is not None:  # what Python holds for the console goes there, not into the notes
-        sys.stderr.flush()
-    saved = os.dup(2)
-    notes: List[str] = []
-    with _in_memory() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield notes
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            notes.append(" / ".join(line.strip() for line in sink.read(NOTES_BYTES).decode(errors="replace")
-                                    .splitlines() if line.strip()))
-
-
-def _in_memory():
-    """An anonymous file in memory: nothing of an import is written to a /tmp outside the data root."""
-    if hasattr(os, "memfd_create"):
-        return open(os.memfd_create("dstrain-notes"), "w+b")
-    return tempfile.TemporaryFile()  # pragma: no cover - not Linux
-
-
 def _libsndfile_reason(exc: Exception) -> str:
     """libsndfile's own words, without the file object or path it names."""
     message = str(exc).split(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
@@ -211,8 +181,14 @@ def _libsndfile_reason(exc: Exception) -> str:
     return message.rstrip(".")
 
 
+def partial_wav(dst: Path, suffix: str = ".part") -> Path:
+    """Where a WAV is written before it is renamed to ``dst``: a name of a fixed length, so that a WAV whose own
+    name the file system takes is never refused for its temporary name's."""
+    return dst.with_name("." + hashlib.sha256(os.fsencode(dst.name)).hexdigest()[:24] + suffix)
+
+
 def _write_wav(dst: Path, pcm) -> Clip:
-    tmp = dst.with_name(dst.name + ".part")
+    tmp = partial_wav(dst)
     # Opened first: a name the file system refuses fails here, not inside the wave module, which then
     # complains again when it is collected.
     with open(str(tmp), "wb") as raw, wave.open(raw, "wb") as wav:
@@ -226,7 +202,7 @@ def _write_wav(dst: Path, pcm) -> Clip:
 
 def _external(src: Union[Path, bytes], name: str, dst: Path, tool: str, max_seconds: Optional[float]) -> None:
     """sox or ffmpeg, reading the file or (for a clip read from an archive) its bytes on stdin."""
-    tmp = dst.with_name(dst.name + ".part.wav")
+    tmp = partial_wav(dst, ".part.wav")
     piped = isinstance(src, bytes)
     kind = os.path.splitext(name)[1].lstrip(".")
     # One sample past the limit is enough to tell a clip too long, without decoding an hour of it.

@@ -20,13 +20,14 @@ from dstrain.pipeline.advice import of_one_name
 from dstrain.pipeline.formats.audio import (
     SAMPLE_RATE,
     Clip,
-    console_notes,
     convert,
     header_problem,
     noted,
+    partial_wav,
     refused_name,
     wav_seconds,
 )
+from dstrain.pipeline.formats.notes import console_notes
 from dstrain.pipeline.workers import ordered
 
 #: Seconds of source audio decoded at a time.
@@ -64,7 +65,7 @@ def _stream_decode(src: Path, dst: Path) -> None:
     import soundfile
     import soxr
 
-    tmp = dst.with_name(dst.name + ".part")
+    tmp = partial_wav(dst)
     with soundfile.SoundFile(str(src)) as sound:
         lie = header_problem(sound.samplerate, sound.channels)
         if lie:  # resampled, a recording whose header claims 1 Hz would fill the disk
@@ -100,14 +101,14 @@ def decode(src: Path, dst: Path) -> Clip:
         except BadHeader as lie:
             return Clip(False, reason="bad_header", detail=str(lie))
         except Exception:  # libsndfile's errors are plain RuntimeErrors; convert() says why, or tries sox/ffmpeg
-            tmp = dst.with_name(dst.name + ".part")
+            tmp = partial_wav(dst)
             if tmp.exists():
                 tmp.unlink()
     return convert((str(src), str(dst)))
 
 
 def _write(dst: Path, frames: bytes) -> None:
-    tmp = dst.with_name(dst.name + ".part")
+    tmp = partial_wav(dst)
     with open(str(tmp), "wb") as raw, wave.open(raw, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
