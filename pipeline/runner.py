@@ -146,11 +146,19 @@ def _run_one(stage: Stage, ctx: Context, resume_command: str) -> None:
     log.info("✓ %-9s done in %.1fs", stage.name, finished - started)
 
 
+class _StageFile(logging.FileHandler):
+    """A stage's log file.  A line it cannot take (the disk is full) is left out of it, where the logging module
+    would print its own traceback on the console, which gets the message, and the advice, anyway."""
+
+    def handleError(self, record):
+        pass
+
+
 @contextlib.contextmanager
 def _stage_log(path):
     """Everything the current run logs while the stage runs goes to the stage's file, and nothing of another run."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(str(path), encoding="utf-8")
+    handler = _StageFile(str(path), encoding="utf-8")
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
     run = _current_run.get()
     handler.addFilter(lambda record: _current_run.get() is run)
