@@ -1,10 +1,11 @@
 """A stop stops everything dstrain started (issue 18, class 6).
 
-The real lmplz, sorting a corpus big enough that it is still at work, must end with dstrain whichever way
-dstrain ends: SIGTERM (docker stop, Slurm's scancel), Ctrl-C (SIGINT to the terminal's process group), or
-SIGKILL of dstrain alone (kill -9, the out-of-memory killer, Slurm's last word).  /proc is then searched for
-an lmplz left running.  And no code of the pipeline starts a program or a process but through
-pipeline/processes.py and pipeline/workers.py, which tie every child to dstrain.
+The real lmplz, sorting a corpus big enough that it is still at work, and DeepSpeech's training (the
+test double, blocked in an epoch) must end with dstrain whichever way dstrain ends: SIGTERM (docker stop,
+Slurm's scancel), Ctrl-C (SIGINT to the terminal's process group), or SIGKILL of dstrain alone (kill -9,
+the out-of-memory killer, Slurm's last word).  /proc is then searched for one left running.  And no code of
+the pipeline starts a program or a process but through pipeline/processes.py and pipeline/workers.py,
+which tie every child to dstrain.
 """
 import os
 import random
@@ -19,6 +20,7 @@ import pytest
 
 from tests.conftest import DSTRAIN, clean_env, dstrain, need_real, write_config
 from tests.test_lm import fake_scorer_tool
+from tests.test_training import Scenario, prepared, tools  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 #: Letters of the test release's alphabet.
@@ -34,13 +36,13 @@ def kenlm(tmp_path_factory) -> Path:
     prefix = tmp_path_factory.mktemp("kenlm")
     built = subprocess.run(["bash", str(REPO / "docker" / "build_kenlm.sh"), str(prefix)], timeout=1800)
     need_real(built.returncode == 0, "KenLM could not be built here")
-    tools = prefix / "tools"
-    tools.mkdir()
+    wrapped = prefix / "tools"
+    wrapped.mkdir()
     for name in ("filter", "build_binary"):
-        (tools / name).symlink_to(prefix / "bin" / name)
-    (tools / "lmplz").write_text(f"#!/bin/sh\ntrap '' PIPE\nexec {prefix / 'bin' / 'lmplz'} \"$@\"\n")
-    (tools / "lmplz").chmod(0o755)
-    return tools
+        (wrapped / name).symlink_to(prefix / "bin" / name)
+    (wrapped / "lmplz").write_text(f"#!/bin/sh\ntrap '' PIPE\nexec {prefix / 'bin' / 'lmplz'} \"$@\"\n")
+    (wrapped / "lmplz").chmod(0o755)
+    return wrapped
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +145,39 @@ def test_every_child_is_started_through_the_one_helper():
                 if SPAWNS.search(code):
                     found.append(f"{where}:{number}: {line.strip()}")
     assert not found, "start children through pipeline/processes.py (or workers.py for pools):\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_deepspeech_stops_with_dstrain(prepared, tools, tmp_path, how):  # noqa: F811
+    """DeepSpeech's training (the test double, blocked in an epoch, silent, as a real one is for minutes) ends
+    with dstrain: stopped by it on SIGTERM, killed by the kernel when dstrain is killed."""
+    scenario = Scenario(tmp_path, prepared, tools, train={"epochs": 4})
+    env = clean_env(TRAINER_PYTHON=str(tools["python"]), DS_DOUBLE_RECORD=str(scenario.record),
+                    DS_DOUBLE_HANG_AT_EPOCH="2")
+    proc = subprocess.Popen([DSTRAIN, "run", "-l", "fr", "--config", str(scenario.config), "--from", "train",
+                             "--to", "train"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+
+    def trainers():
+        return [pid for pid, _, state, _, command in _processes()
+                if "deepspeech_training.train" in command and str(scenario.data) in command and state != "Z"]
+
+    try:
+        deadline = time.monotonic() + 120
+        while not (trainers() and (scenario.run_dir / "checkpoints").is_dir()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(1)  # into its epochs
+        proc.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGKILL)
+        _, err = proc.communicate(timeout=90)
+        deadline = time.monotonic() + (2 if how == "SIGKILL" else 0)
+        while trainers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in trainers():
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"the trainer {pid} outlived dstrain ({how})")
+    if how == "SIGTERM":
+        assert "stage train failed: interrupted" in err
