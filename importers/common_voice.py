@@ -18,7 +18,7 @@ import re
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Set, Tuple
 
 from pydantic import Field
 from tqdm import tqdm
@@ -102,6 +102,7 @@ class CommonVoice(Corpus):
                         params.release, job.out.dir) as tables:
             candidates, rejects, facts = _labelled_rows(tables, validated, job.normalize, params.max_repeats)
         candidates = one_wav_each(candidates, rejects)  # before two clips are converted into one WAV
+        _forget_others(job.out, {c.wav_name for c in candidates})
         clips = _convert_clips(job.archive, params.locale, job.out, {str(c.audio) for c in candidates},
                                job.workers, params.max_duration)
         return Found(candidates, rejects, {c.wav_name: clips[str(c.audio)] for c in candidates}, facts)
@@ -113,6 +114,14 @@ CORPUS = CommonVoice(licence="CC0-1.0", homepage="https://commonvoice.mozilla.or
                      # (invalid_path); bounded decoding (too_large, bad_header).  3: a WAV is named with its clip's
                      # extension (x.mp3.wav); clashing names and clips listed twice are rejected.
                      version=3)
+
+
+def _forget_others(out: ImportedDataset, wanted: Set[str]) -> None:
+    """Delete the WAVs of this archive that no row names now: those of an earlier import, named otherwise
+    (``x.wav`` before the extension was kept), or of rows since rejected."""
+    for wav in out.clips.glob("*.wav"):
+        if wav.name not in wanted:
+            wav.unlink()
 
 
 def _labelled_rows(tables: Dict[str, IO[bytes]], validated: bool, normalize, max_repeats: int

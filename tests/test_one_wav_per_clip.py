@@ -126,3 +126,15 @@ def test_what_a_wav_is_named():
     assert one_wav_each([Candidate("train", "1", Path("x"), wav_name("x"), "a"),
                          Candidate("train", "2", Path("x.wav"), wav_name("x.wav"), "b")], rejects) == []
     assert {r.reason for r in rejects} == {"name_clash"}
+
+
+def test_the_wavs_of_an_import_under_the_old_names_do_not_stay(tmp_path):
+    """Before the extension was kept, x.mp3 became x.wav: a new import of the same archive deletes those."""
+    clips, rows = good_rows()
+    archive = hostile_cv(tmp_path, clips, rows)
+    out = tmp_path / "imported"
+    _import(archive, out)
+    (out / "clips" / "train_good.wav").write_bytes((out / "clips" / "train_good.mp3.wav").read_bytes())
+    _import(archive, out)
+    assert sorted(p.name for p in (out / "clips").glob("*.wav")) == [
+        "dev_good.mp3.wav", "test_good.mp3.wav", "train_good.mp3.wav"]

@@ -92,7 +92,7 @@ def parse_gpu(description: str) -> Gpu:
 def probe(python: str) -> Report:
     """Ask the trainer's Python; raises OSError (no such program) or ValueError (it cannot run the probe)."""
     proc = processes.run([python, "-c", PROBE], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
