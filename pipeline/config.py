@@ -7,6 +7,7 @@ underscore in the environment (``DSTRAIN_CLEAN__SHARED_TRANSCRIPTS``).
 """
 import dataclasses
 import logging
+import math
 import os
 import re
 import sys
@@ -41,10 +42,35 @@ log = logging.getLogger("dstrain")
 
 
 def cores() -> int:
-    """The cores this process may use: a container or taskset may allow fewer than the machine has."""
+    """The cores this process may use: a container or taskset may allow fewer than the machine has, by the CPUs
+    it may run on or by a share of their time (`docker run --cpus`, a service's CPU limit per job)."""
+    quota = _cpu_quota()
+    return max(1, min(_affinity(), math.ceil(quota))) if quota else _affinity()
+
+
+def _affinity() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1  # pragma: no cover - not Linux
+
+
+#: Where a cgroup says how much CPU time its processes get: v2's "quota period", v1's two files.
+_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+_CFS = (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+
+
+def _cpu_quota() -> Optional[float]:
+    """CPUs' worth of time this process's cgroup may use, or None without such a limit."""
+    try:
+        if _CPU_MAX.exists():
+            quota, period = _CPU_MAX.read_text().split()[:2]
+        else:
+            quota, period = (path.read_text().strip() for path in _CFS)
+        if quota in ("max", "-1") or int(period) <= 0:
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,10 @@ class DataRoot:
     def record(self, stage: str) -> Path:
         return self.run / "state" / (stage + ".json")
 
+    def failure(self, stage: str) -> Path:
+        """Why ``stage`` last failed, and the command that resumes; removed when the stage finishes."""
+        return self.run / "state" / (stage + ".failed.json")
+
     def log(self, stage: str) -> Path:
         return self.run / "logs" / (stage + ".log")
 

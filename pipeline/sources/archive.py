@@ -1,6 +1,13 @@
-"""Safe extraction of source archives: tar (streamed; plain, gz, bz2, xz) and zip."""
+"""Safe extraction of source archives: tar (streamed; plain, gz, bz2, xz) and zip.
+
+Within ``bounded(n)`` (the runner sets it from ``archives.max_expanded_bytes``), one reading of an archive,
+an extraction or a pass over its members, stops with ``ArchiveTooLarge`` once it has decompressed more than
+``n`` bytes: a small upload cannot expand into a full disk or hours of reading.  An archive inside an
+archive is read, and bounded, on its own.
+"""
 import bz2
 import contextlib
+import contextvars
 import gzip
 import io
 import logging
@@ -27,6 +34,60 @@ READ_SIZE = 64 << 10
 DONE = ".extracted.json"
 #: What reading a truncated or damaged archive raises, from the container or the compression under it.
 DAMAGE = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+
+
+#: The most bytes one reading of an archive may decompress; None: no bound.
+_bound: contextvars.ContextVar = contextvars.ContextVar("dstrain_archive_bound", default=None)
+
+
+class ArchiveTooLarge(DstrainError):
+    """An archive that expands past the run's bound: not damaged, too large for this run."""
+
+    def __init__(self, archive: Path, limit: int):
+        super().__init__(f"{archive.name} expands to more than {limit} bytes, the bound on what one archive may "
+                         "expand to (archives.max_expanded_bytes); reading it stopped there, and nothing it "
+                         "holds is used. Raise the bound for an archive this large (a service's host sets it)")
+
+
+@contextlib.contextmanager
+def bounded(max_bytes: Optional[int]):
+    """Within this block, one reading of an archive decompresses at most ``max_bytes`` (None: no bound)."""
+    token = _bound.set(max_bytes)
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
+class _Counted:
+    """A reader that adds what it reads to ``tally``, shared by one reading of ``archive``, up to the bound."""
+
+    def __init__(self, stream, archive: Path, limit: int, tally: list):
+        self.stream, self.archive, self.limit, self.tally = stream, archive, limit, tally
+
+    def read(self, size=-1):
+        data = self.stream.read(size)
+        self.tally[0] += len(data)
+        if self.tally[0] > self.limit:
+            raise ArchiveTooLarge(self.archive, self.limit)
+        return data
+
+    def close(self):
+        self.stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _counting(archive: Path):
+    """How this reading of ``archive`` wraps what it decompresses: counted when a bound is set."""
+    limit, tally = _bound.get(), [0]
+    if limit is None:
+        return lambda stream: stream
+    return lambda stream: _Counted(stream, archive, limit, tally)
 
 
 class CorruptArchive(DstrainError):
@@ -146,8 +207,9 @@ def tar_members(archive: Path, desc: str = ""):
     """(name, kind, opener) for each member, read in one pass: a .tar.gz cannot be read out of order."""
     reader = tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size, unit="B", unit_scale=True,
                            desc=desc or "extract " + archive.name, leave=False)
+    counted = _counting(archive)
     with _damage_named(archive), reader as raw, decompressed(raw, _magic(archive)) as plain, \
-            tarfile.open(fileobj=plain, mode="r|", bufsize=READ_SIZE) as tar:
+            tarfile.open(fileobj=counted(plain), mode="r|", bufsize=READ_SIZE) as tar:
         yield _forgetting(tar)
 
 
@@ -208,13 +270,14 @@ def _forgetting(tar: tarfile.TarFile):
 @contextlib.contextmanager
 def _zip_members(archive: Path):
     """(name, kind, opener) for each member; the progress counts compressed bytes."""
+    counted = _counting(archive)
     with _damage_named(archive), zipfile.ZipFile(str(archive)) as zip_file:
         infos = zip_file.infolist()
         with tqdm(total=sum(i.compress_size for i in infos), unit="B", unit_scale=True,
                   desc="extract " + archive.name, leave=False) as bar:
             def entries():
                 for info in infos:
-                    yield info.filename, _zip_kind(info), lambda info=info: zip_file.open(info)
+                    yield info.filename, _zip_kind(info), lambda info=info: counted(zip_file.open(info))
                     bar.update(info.compress_size)
             yield entries()
 

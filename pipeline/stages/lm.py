@@ -81,7 +81,7 @@ def run(ctx) -> dict:
     scorer_key = digest({"model": model_key, "alpha": lm.alpha, "beta": lm.beta,
                          "bytes_output_mode": lm.bytes_output_mode})
     if _step(ctx, "scorer", scorer_key, [paths.scorer]) is None:
-        scorer.package(ctx, lm.alpha, lm.beta, paths.scorer)
+        scorer.package(lm, paths, lm.alpha, lm.beta, paths.scorer)
         write_json(paths.lm_step("scorer"), {"fingerprint": scorer_key})
     log.info("scorer: %s (alpha %s, beta %s)", paths.scorer, lm.alpha, lm.beta)
     return {"counts": counts, "outputs": scorer_key}
