@@ -148,11 +148,19 @@ def unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
     return nested
 
 
+#: Larger than any settings file; a larger "config file" (a device, a log given by mistake) is not read whole.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_config_file(path) -> Dict[str, Any]:
     path = Path(path)
     try:
         with path.open("rb") as handle:
-            return flatten(tomllib.load(handle))
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES >> 20} MB: no settings file is that "
+                              "large; is it the right file?")
+        return flatten(tomllib.loads(data.decode("utf-8")))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
@@ -163,8 +171,17 @@ def read_config_file(path) -> Dict[str, Any]:
     except RecursionError:  # arrays or tables nested thousands deep: no setting is
         raise ConfigError(f"config file {path} nests its arrays or tables too deeply to be a settings file; "
                           "no setting is nested more than a few levels deep") from None
+    except ValueError as exc:  # a value the parser itself refuses: an integer of thousands of digits
+        raise ConfigError(f"config file {path} holds a value that cannot be read ({_shown(str(exc).split(':')[0])})"
+                          ) from None
     except OSError as exc:  # a folder, a file that cannot be read
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """``value`` in an error message, cut short: a value of a million characters is still one paragraph."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def read_environment(environ: Mapping[str, str]) -> Dict[str, Any]:
@@ -192,7 +209,7 @@ def _describe_errors(exc: ValidationError, sources: Mapping[str, str], values: M
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown setting {key!r} (from {where})")
         else:
-            lines.append("{}: {} (got {!r} from {})".format(key, err["msg"], values.get(key), where))
+            lines.append("{}: {} (got {} from {})".format(key, err["msg"], _shown(repr(values.get(key))), where))
     return "\n  ".join(lines)
 
 

@@ -7,7 +7,8 @@ class Portable:
     Python pickles an exception as its class called again with ``args``, the arguments given to
     ``Exception.__init__``: a class whose own ``__init__`` takes others (``CorruptArchive(archive, reason)``
     passes one message up) cannot be rebuilt, and one sent back by a worker process killed the worker while
-    the pool waited for it forever.  This rebuilds it as it was, without calling ``__init__`` again.
+    the pool waited for it forever.  This rebuilds it as it was, without calling ``__init__`` again (an
+    ``OSError``'s errno and strerror, which live outside ``__dict__``, from its ``args``).
     """
 
     def __reduce__(self):
@@ -16,6 +17,8 @@ class Portable:
 
 def _rebuilt(kind, args, state):
     error = kind.__new__(kind, *args)
+    if isinstance(error, OSError):
+        OSError.__init__(error, *args)
     error.args = args
     error.__dict__.update(state)
     return error

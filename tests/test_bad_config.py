@@ -197,3 +197,49 @@ def test_the_service_folder_is_never_a_system_directory(tmp_path):
         proc = dstrain("serve", "--root", root, "tenant", "add", "someone", cwd=str(tmp_path), check=False)
         assert proc.returncode == 2 and "is a system directory: the service needs a folder of its own" in proc.stderr
     assert not Path("/usr/local/service.db").exists()
+
+
+# -- issue 18, class 7: a config that is not text, or pathological, gets the one-paragraph error --------------
+
+PATHOLOGICAL = {
+    "latin-1": ("language = \"fr\"\n# café\n".encode("latin-1"), "is not valid UTF-8 (byte 0xe9"),
+    "binary": (bytes(range(256)) * 4, "is not valid UTF-8"),
+    "nested arrays": (b"workers = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nests its arrays or tables too deeply"),
+    "nested tables": (b"workers = " + b"{a=" * 50_000 + b"1" + b"}" * 50_000 + b"\n", "too deeply"),
+    "a number of 5000 digits": (b"workers = " + b"9" * 5000 + b"\n", "holds a value that cannot be read"),
+    "two megabytes": (b"# " + b"x" * (2 << 20) + b"\n", "is over 1 MB"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(PATHOLOGICAL))
+def test_a_config_file_that_is_not_settings_gets_the_config_error(tmp_path, what):
+    content, phrase = PATHOLOGICAL[what]
+    config = tmp_path / "c.toml"
+    config.write_bytes(content)
+    proc = dstrain("config", "-l", "fr", "--data-root", tmp_path / "data", "--config", config, check=False)
+    refused(proc, f"error: config file {config}", phrase)
+    assert len(proc.stderr) < 2000  # one paragraph, not the file back
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_device_given_as_config_file_is_not_read_whole(tmp_path):
+    proc = dstrain("config", "-l", "fr", "--data-root", tmp_path / "data", "--config", "/dev/zero", check=False)
+    refused(proc, "config file /dev/zero is over 1 MB")
+
+
+def test_a_variable_or_flag_that_is_not_utf8_gets_the_config_error(tmp_path):
+    env = {os.fsencode(k): os.fsencode(v) for k, v in clean_env().items()}
+    env[b"DSTRAIN_RUN"] = b"caf\xe9"
+    proc = subprocess.run([DSTRAIN, "config", "-l", "fr", "--data-root", str(tmp_path / "data")], env=env,
+                          capture_output=True, text=True, errors="replace")
+    refused(proc, "run (from env DSTRAIN_RUN)", "is not valid UTF-8")
+    proc = subprocess.run([os.fsencode(DSTRAIN), b"config", b"-l", b"fr", b"--data-root", str(tmp_path).encode()
+                           + b"/caf\xe9"], env=clean_env(), capture_output=True, text=True, errors="replace")
+    refused(proc, "data_root (from flag --data-root)", "is not valid UTF-8")
+
+
+def test_a_value_of_100_000_characters_is_shown_cut_short(tmp_path):
+    proc = dstrain("config", "-l", "fr", "--data-root", tmp_path / "data", check=False,
+                   env=clean_env(DSTRAIN_WORKERS="[" * 100_000))
+    refused(proc, "workers: ", "(100002 characters) from env DSTRAIN_WORKERS")
+    assert len(proc.stderr) < 2000

@@ -83,6 +83,8 @@ def test_every_exception_of_the_package_survives_pickling(name, kind):
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is kind and str(again) == str(error) and again.args == error.args
     assert vars(again) == vars(error)
+    if isinstance(error, OSError):  # its errno and strerror live outside vars()
+        assert (again.errno, again.strerror, again.filename) == (error.errno, error.strerror, error.filename)
 
 
 # -- the pool -------------------------------------------------------------------------------------------
