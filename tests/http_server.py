@@ -1,10 +1,12 @@
 """A real HTTP server on loopback that serves files with Range support and misbehaves on demand: it drops
 connections, answers with errors or an HTML page, ignores ranges, lies about the piece it sends or the
-version it is, says a .tar.gz is gzip-encoded, or keeps a download in flight."""
+version it is, says a .tar.gz is gzip-encoded, keeps a download in flight, or trickles it."""
+import contextlib
 import hashlib
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Dict, List, Set
@@ -32,6 +34,10 @@ class FileServer:
         self.ignore_if_range: Set[str] = set()
         #: path -> the ETag to send whatever the content (a server whose validator does not follow changes).
         self.fixed_etag: Dict[str, str] = {}
+        #: path -> byte count: every full response for it is cut after that many bytes (a link that always drops).
+        self.cut_every: Dict[str, int] = {}
+        #: path -> seconds between pieces of 1000 bytes: the body is trickled (a server holding a client).
+        self.trickle: Dict[str, float] = {}
         #: path -> bytes that replace the file once a response for it was cut (a new version, mid-download).
         self.replace_after_cut: Dict[str, bytes] = {}
         #: Paths sent with ``Content-Encoding: gzip`` (the stored .tar.gz bytes as they are, as a web server
@@ -109,6 +115,15 @@ class FileServer:
                     self.send_header("Content-Encoding", "gzip")
                 self.end_headers()
                 cut = server.cut_after.pop(path, None)
+                if cut is None and start == 0:
+                    cut = server.cut_every.get(path)
+                if path in server.trickle:
+                    with contextlib.suppress(OSError):  # the client gave up on it
+                        for piece in range(0, len(body), 1000):
+                            self.wfile.write(body[piece:piece + 1000])
+                            self.wfile.flush()
+                            time.sleep(server.trickle[path])
+                    return
                 if cut is not None:
                     self.wfile.write(body[:cut])
                     self.wfile.flush()

@@ -6,9 +6,13 @@ import json
 import lzma
 import shutil
 import tarfile
+import time
 
 import pytest
 
+from dstrain.pipeline.paths import partial
+from dstrain.pipeline.sources import ranges
+from dstrain.pipeline.sources.fetch import ATTEMPTS, SourceError, fetch
 from dstrain.pipeline.sources.ranges import OVERLAP
 from tests.conftest import RELEASE, dstrain, sha256, write_config
 
@@ -241,3 +245,46 @@ def test_offline_the_language_model_texts_fail_the_run_before_the_import(cv_arch
     assert "stage lm failed" in again.stderr  # the fake lmplz: the texts were found, the import kept
     # Its temporary files go under the data root, not to a /tmp that may be small.
     assert (tools / "tmpdir").read_text().strip() == str(data / "runs" / "fr" / "tmp")
+
+
+# -- more of class 1: servers that would keep a download going for ever ------------------------------------
+
+def test_a_server_that_trickles_is_a_stalled_download_resumed_then_given_up(served, tmp_path, monkeypatch):
+    """Each piece arrives well within the read timeout, but at 10 kB/s: below the floor (here 50 kB a second, in
+    place of 64 kB a minute) the connection counts as dropped, is resumed, and after its attempts the download
+    fails naming why, its partial file kept.  A server at full speed is unaffected by the same floor."""
+    server, archive = served
+    monkeypatch.setattr(ranges, "STALL_SECONDS", 1.0)
+    monkeypatch.setattr(ranges, "STALL_BYTES", 50_000)
+    server.trickle[PATH] = 0.1
+    target = tmp_path / "sources" / NAME
+    started = time.monotonic()
+    with pytest.raises(SourceError) as caught:
+        fetch(server.url + PATH, target, sha256(archive), retry_wait=0.01)
+    assert time.monotonic() - started < 60
+    assert f"after {ATTEMPTS} attempts" in str(caught.value) and "it stalls" in str(caught.value)
+    assert "the next run resumes it" in str(caught.value) and partial(target).stat().st_size > 0
+    assert len(gets(server)) == ATTEMPTS and gets(server)[1].get("Range")  # each attempt a resume
+    del server.trickle[PATH]
+    assert fetch(server.url + PATH, target, sha256(archive), retry_wait=0.01) == sha256(archive)
+    assert target.read_bytes() == archive.read_bytes()
+
+
+def test_a_server_that_lies_on_every_resume_is_downloaded_again_once_not_for_ever(served, tmp_path):
+    """Every full answer drops at 150 kB, and every resume is a 206 of a new version (same ETag, If-Range
+    ignored) that matches the overlap but ends with another CRC: spliced, it never verifies.  Downloaded again
+    from the first byte once, it fails the same way, and the run stops there with what to do."""
+    server, archive = served
+    original = archive.read_bytes()
+    server.cut_every[PATH] = 150_000
+    server.ignore_if_range.add(PATH)
+    server.fixed_etag[PATH] = '"v1"'
+    server.replace_after_cut[PATH] = original[:-8] + bytes(8)  # the gzip trailer: CRC and length
+    data = tmp_path / "data"
+    config = write_config(tmp_path / "c.toml", data, url=server.url + PATH)
+    proc = dstrain("run", "-l", "fr", "--config", config, "--to", "download", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "the resumed download does not verify" in proc.stderr
+    assert "is a truncated or corrupt gzip-compressed tar file" in proc.stderr and "was not used" in proc.stderr
+    assert [r.get("Range") is not None for r in gets(server)] == [False, True, False, True]
+    assert not (data / "sources" / NAME).exists()

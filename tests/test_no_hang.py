@@ -8,13 +8,16 @@ archive imported with --workers 2 gets its message, is marked damaged, and the r
 import ctypes
 import importlib
 import inspect
+import io
 import os
 import pickle
 import pkgutil
 import signal
+import struct
 import subprocess
 import time
 import typing
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,8 @@ import dstrain.pipeline
 import dstrain.service
 from dstrain.pipeline.deepspeech.trainer import Outcome
 from dstrain.pipeline.errors import StageError
+from dstrain.pipeline.sources import sniff
+from dstrain.pipeline.sources.archive import CorruptArchive, extract
 from dstrain.pipeline.workers import ordered
 from tests.conftest import DSTRAIN, clean_env, sha256, write_config
 from tests.fixtures.hostile import RELEASE, good_rows, hostile_cv, mp3
@@ -260,3 +265,40 @@ def _worker_of(proc: subprocess.Popen) -> int:
         seen = now
         time.sleep(0.2)
     raise AssertionError(f"no worker seen: {proc.communicate()}")
+
+
+# -- a zip whose members share their bytes: read in full, it would take hours ---------------------------------
+
+def overlapping_zip(path: Path, copies: int, size: int) -> Path:
+    """A zip of one deflated member of ``size`` zeros whose directory lists it ``copies`` times, at the same
+    place: a few kB that zipfile, before Python 3.12, reads as ``copies * size`` bytes."""
+    plain = io.BytesIO()
+    with zipfile.ZipFile(plain, "w", zipfile.ZIP_DEFLATED) as zip_file:
+        zip_file.writestr("clips/zeros.ogg", bytes(size))
+    data = plain.getvalue()
+    end = data.rindex(b"PK\x05\x06")
+    signature, _, _, _, _, size_of_directory, start, _ = struct.unpack("<IHHHHIIH", data[end:end + 22])
+    directory = data[start:start + size_of_directory] * copies
+    path.write_bytes(data[:start] + directory
+                     + struct.pack("<IHHHHIIH", signature, 0, 0, copies, copies, len(directory), start, 0))
+    return path
+
+
+def test_a_zip_of_overlapping_members_is_refused_before_any_is_read(tmp_path):
+    """2,000 members sharing 10 MB of zeros: 20 GB to inflate.  Verification and extraction refuse it at once,
+    as damage; an ordinary zip with a member stored twice under two names still reads."""
+    bomb = overlapping_zip(tmp_path / "bomb.zip", copies=2000, size=10 << 20)
+    assert bomb.stat().st_size < 300_000
+    started = time.monotonic()
+    verdict = sniff.check(bomb, hashing=True)
+    assert verdict.damaged and "overlaps the next one" in verdict.damaged and "zip bomb" in verdict.damaged
+    with pytest.raises(CorruptArchive, match="overlaps the next one"):
+        extract(bomb, tmp_path / "out", "id")
+    assert time.monotonic() - started < 10
+    assert not (tmp_path / "out" / ".extracted.json").exists()
+    fine = tmp_path / "fine.zip"
+    with zipfile.ZipFile(fine, "w", zipfile.ZIP_DEFLATED) as zip_file:
+        for name in ("a/x.ogg", "b/x.ogg"):
+            zip_file.writestr(name, bytes(1 << 20))
+    assert sniff.check(fine).problem is None
+    assert (extract(fine, tmp_path / "fine", "id") / "b" / "x.ogg").stat().st_size == 1 << 20

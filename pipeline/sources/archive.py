@@ -82,8 +82,9 @@ class _Counted:
         self.close()
 
 
-def _counting(archive: Path):
-    """How this reading of ``archive`` wraps what it decompresses: counted when a bound is set."""
+def counting(archive: Path):
+    """How this reading of ``archive`` (an extraction, a pass over its members, its verification: sniff.py)
+    wraps what it decompresses: counted when a bound is set."""
     limit, tally = _bound.get(), [0]
     if limit is None:
         return lambda stream: stream
@@ -207,7 +208,7 @@ def tar_members(archive: Path, desc: str = ""):
     """(name, kind, opener) for each member, read in one pass: a .tar.gz cannot be read out of order."""
     reader = tqdm.wrapattr(archive.open("rb"), "read", total=archive.stat().st_size, unit="B", unit_scale=True,
                            desc=desc or "extract " + archive.name, leave=False)
-    counted = _counting(archive)
+    counted = counting(archive)
     with _damage_named(archive), reader as raw, decompressed(raw, _magic(archive)) as plain, \
             tarfile.open(fileobj=counted(plain), mode="r|", bufsize=READ_SIZE) as tar:
         yield _forgetting(tar)
@@ -270,9 +271,9 @@ def _forgetting(tar: tarfile.TarFile):
 @contextlib.contextmanager
 def _zip_members(archive: Path):
     """(name, kind, opener) for each member; the progress counts compressed bytes."""
-    counted = _counting(archive)
+    counted = counting(archive)
     with _damage_named(archive), zipfile.ZipFile(str(archive)) as zip_file:
-        infos = zip_file.infolist()
+        infos = apart(zip_file)
         with tqdm(total=sum(i.compress_size for i in infos), unit="B", unit_scale=True,
                   desc="extract " + archive.name, leave=False) as bar:
             def entries():
@@ -280,6 +281,23 @@ def _zip_members(archive: Path):
                     yield info.filename, _zip_kind(info), lambda info=info: counted(zip_file.open(info))
                     bar.update(info.compress_size)
             yield entries()
+
+
+#: The fixed part of a zip member's local header, before its name and extra field.
+_LOCAL_HEADER = 30
+
+
+def apart(zip_file: zipfile.ZipFile) -> List[zipfile.ZipInfo]:
+    """The zip's members, in the order of its directory, refused (``BadZipFile``, damage) when the data of one
+    reaches into the next member or the directory: a zip bomb's trick, one deflated kernel read as thousands
+    of members (42 kB that expand to petabytes), which no zipfile before Python 3.12 refuses itself."""
+    infos = zip_file.infolist()
+    stored = sorted(infos, key=lambda i: i.header_offset)
+    for info, limit in zip(stored, [i.header_offset for i in stored[1:]] + [zip_file.start_dir]):
+        if info.header_offset + _LOCAL_HEADER + info.compress_size > limit:
+            raise zipfile.BadZipFile(f"member {info.filename!r} overlaps the next one: the same bytes would be read "
+                                     "as several members (a zip bomb)")
+    return infos
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> str:

@@ -30,6 +30,7 @@ from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.paths import for_the_user, partial, partial_validator, verified_record
 from dstrain.pipeline.redaction import redact, redact_url
 from dstrain.pipeline.sources import ranges, sniff
+from dstrain.pipeline.sources.archive import ArchiveTooLarge
 
 log = logging.getLogger("dstrain")
 ATTEMPTS = 5
@@ -248,9 +249,10 @@ def _fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 1
         raise SourceError(f"{archive.name}: the downloaded file is not the {total or offset} bytes received; "
                           "it was deleted, run again to download it anew")
     actual = hasher.hexdigest()
-    wrong = sniff.check(part, name=archive.name) if not sha256 else None  # unpinned: read to its end, to prove it whole
-    if resumed and (wrong.problem if wrong else actual.lower() != sha256.lower()):
-        # A resume the server answered wrongly after all: once more, from the first byte.
+    wrong = _whole(part, archive) if not sha256 else None  # unpinned: read to its end, to prove it whole
+    if resumed and not fresh and (wrong.problem if wrong else actual.lower() != sha256.lower()):
+        # A resume the server answered wrongly after all: once more, from the first byte, and only once, so
+        # a server that lies on every resume cannot keep a download going round for ever.
         log.warning("%s: the resumed download does not verify (%s); downloading it again from the first byte",
                     archive.name, wrong.problem if wrong else f"sha256 {actual}")
         return _fetch(url, archive, sha256, retry_wait, fresh=True)
@@ -268,6 +270,17 @@ def _fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 1
     partial_validator(archive).unlink(missing_ok=True)
     _remember(archive, actual, url)
     return actual
+
+
+def _whole(part: Path, archive: Path) -> sniff.Verdict:
+    """``sniff.check`` of a finished download.  One that expands past the run's bound is put in place, not
+    verified, and the error raised: with a larger bound, the next run reads it again, without downloading it."""
+    try:
+        return sniff.check(part, name=archive.name)
+    except ArchiveTooLarge:
+        os.replace(str(part), str(archive))
+        partial_validator(archive).unlink(missing_ok=True)
+        raise
 
 
 def _fetch_mdc(dataset_id: str, archive: Path, sha256: Optional[str]) -> str:

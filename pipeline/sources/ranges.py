@@ -8,6 +8,7 @@ Spliced onto the partial file, either makes a file whose start reads well.  So f
 answer's validator (ETag, Last-Modified) is not the one the partial file was downloaded with.
 """
 import re
+import time
 from pathlib import Path
 from typing import Iterator, Optional, Tuple
 
@@ -16,6 +17,10 @@ import urllib3
 
 #: Small network reads: bytes of a read cut short by a dropped connection are lost.
 NET_CHUNK = 1 << 16
+#: A download that brings fewer than STALL_BYTES in STALL_SECONDS (about 1 kB/s) has stalled: slower than any
+#: network a corpus is fetched over, and what a server that trickles to hold a run would send.
+STALL_SECONDS = 60.0
+STALL_BYTES = 64 << 10
 #: Bytes before a partial file's end asked for again when it is resumed, and compared with what it holds.
 OVERLAP = 64 << 10
 
@@ -43,9 +48,25 @@ def content_range(resp) -> Tuple[Optional[int], Optional[int]]:
 
 def body(resp) -> Iterator[bytes]:
     """The body's bytes as the server holds them: a .tar.gz that a server sends with ``Content-Encoding: gzip``
-    stays the .tar.gz it is (undone, it would be a .tar, and never the size announced)."""
+    stays the .tar.gz it is (undone, it would be a .tar, and never the size announced).
+
+    Read as it comes (``read1``), so that a server that trickles (a byte a minute, each within the read
+    timeout) is caught: fewer than ``STALL_BYTES`` in ``STALL_SECONDS`` is a dropped connection, retried and
+    resumed like one, so a download ends, done or failed, after at most fetch.ATTEMPTS such minutes."""
+    window, got = time.monotonic(), 0
     try:
-        yield from resp.raw.stream(NET_CHUNK, decode_content=False)
+        while True:
+            block = resp.raw.read1(NET_CHUNK, decode_content=False)
+            if not block:
+                return
+            yield block
+            got += len(block)
+            elapsed = time.monotonic() - window
+            if elapsed >= STALL_SECONDS:
+                if got < STALL_BYTES:
+                    raise requests.ConnectionError(f"the server sent {got} bytes in {elapsed:.0f} s, less than "
+                                                   f"{STALL_BYTES} bytes in {STALL_SECONDS:.0f} s: it stalls")
+                window, got = time.monotonic(), 0
     except urllib3.exceptions.HTTPError as exc:  # as requests' own iter_content would say it, to be retried
         raise requests.ConnectionError(exc) from exc
 

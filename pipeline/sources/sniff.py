@@ -19,7 +19,7 @@ from typing import NamedTuple, Optional
 
 from tqdm import tqdm
 
-from dstrain.pipeline.sources.archive import DAMAGE, decompressed
+from dstrain.pipeline.sources.archive import DAMAGE, apart, counting, decompressed
 
 #: Name endings, longest first, and the magic bytes their files start with (b"" when tar says it itself).
 KINDS = (
@@ -57,7 +57,7 @@ def check(path: Path, hashing: bool = False, name: str = "") -> Verdict:
         raw.seek(0)
         wrong, damaged = _kind_problem(name, head), None
         if wrong is None:
-            damaged = _damage(reader, name)
+            damaged = _damage(reader, name, counting(path.with_name(name)))
             wrong = f"it is a truncated or corrupt {_kind(name)[0]} file: {damaged}" if damaged else None
         return Verdict(reader.finish(), wrong, damaged)
 
@@ -80,19 +80,20 @@ def _kind(name: str):
     return next(((label, magic) for ending, label, magic in KINDS if name.lower().endswith(ending)), None)
 
 
-def _damage(reader: "_Hashing", name: str) -> Optional[str]:
-    """Why the file, of the kind its name says, is not whole; None when every byte of it reads."""
+def _damage(reader: "_Hashing", name: str, bound) -> Optional[str]:
+    """Why the file, of the kind its name says, is not whole; None when every byte of it reads.  What it
+    decompresses goes through ``bound`` (archive.counting): past the run's bound, ArchiveTooLarge."""
     kind = _kind(name)
     if kind is None:  # a text file, a numbered part: nothing more to check by its name
         return None
     label = kind[0]
     try:
         if label == "zip":
-            return _zip_whole(reader)
+            return _zip_whole(reader, bound)
         if "tar" in label:
-            return _tar_whole(reader)
+            return _tar_whole(reader, bound)
         opener = {"gzip": lambda raw: gzip.GzipFile(fileobj=raw), "bzip2": bz2.BZ2File, "xz": lzma.LZMAFile}[label]
-        with opener(reader) as stream:
+        with bound(opener(reader)) as stream:
             while stream.read(CHUNK):
                 pass
         return None
@@ -100,11 +101,11 @@ def _damage(reader: "_Hashing", name: str) -> Optional[str]:
         return str(exc) or type(exc).__name__
 
 
-def _tar_whole(reader: "_Hashing") -> Optional[str]:
+def _tar_whole(reader: "_Hashing", bound) -> Optional[str]:
     magic = reader.raw.read(6)
     reader.raw.seek(0)
     with decompressed(reader, magic) as plain:
-        counted = _Counted(plain)
+        counted = _Counted(bound(plain))
         with tarfile.open(fileobj=counted, mode="r|", bufsize=64 << 10) as tar:
             while tar.next() is not None:
                 tar.members.clear()  # a million members are not all kept
@@ -116,12 +117,12 @@ def _tar_whole(reader: "_Hashing") -> Optional[str]:
     return None
 
 
-def _zip_whole(reader: "_Hashing") -> Optional[str]:
+def _zip_whole(reader: "_Hashing", bound) -> Optional[str]:
     with zipfile.ZipFile(reader) as archive:
         # In the order they are stored, so the file is read from start to end (and hashed on the way).
-        for info in sorted(archive.infolist(), key=lambda i: i.header_offset):
+        for info in sorted(apart(archive), key=lambda i: i.header_offset):
             if not info.is_dir():
-                with archive.open(info) as member:  # its CRC is checked at its end
+                with bound(archive.open(info)) as member:  # its CRC is checked at its end
                     while member.read(CHUNK):
                         pass
     return None
