@@ -60,6 +60,11 @@ def data_root_problem(root) -> Optional[str]:
     real = real_path(root)
     if system_dir_problem(real):
         return f"{real} is a system directory; a data root needs a folder of its own, such as ~/dstrain-data"
+    for link in _written_links(real):
+        target = real_path(link)
+        if system_dir_problem(target):
+            return (f"{link} is a link to {target}, a system directory, and dstrain writes in it; make it a folder "
+                    "of the data root (rm it, then run again)")
     for path in (real, *real.parents):
         if path.exists():
             if path.is_dir():
@@ -67,6 +72,19 @@ def data_root_problem(root) -> Optional[str]:
             return f"{real} is a file, not a directory" if path == real else \
                 f"{path} is a file, so it cannot hold the directory {real}"
     return None
+
+
+#: The folders of a data root that dstrain writes in, down to a run's own (logs, state, lm, ...) and a dataset's.
+_WRITTEN = ("*", "runs/*", "runs/*/*", IMPORTED + "/*", IMPORTED + "/*/*")
+
+
+def _written_links(real: Path):
+    """The symbolic links among the folders of the data root ``real`` that dstrain writes in: where one leads
+    is where the kernel writes."""
+    for pattern in _WRITTEN:
+        for path in sorted(real.glob(pattern)):
+            if path.is_symlink():
+                yield path
 
 
 def folded(name: str) -> str:

@@ -243,3 +243,21 @@ def test_a_value_of_100_000_characters_is_shown_cut_short(tmp_path):
                    env=clean_env(DSTRAIN_WORKERS="[" * 100_000))
     refused(proc, "workers: ", "(100002 characters) from env DSTRAIN_WORKERS")
     assert len(proc.stderr) < 2000
+
+
+@pytest.mark.parametrize("inside, target", [("runs", "/usr/local"), ("runs/fr/logs", "/usr/local/share"),
+                                            ("imported/fr", "/usr/local/lib"), ("sources", "/var/lib")])
+def test_a_folder_of_the_data_root_that_links_to_a_system_directory_is_refused(tmp_path, inside, target):
+    """The data root is a folder of its own, but a folder dstrain writes in there is a link to a system
+    directory: the kernel would write there.  Refused before anything is written, saying which link."""
+    data = tmp_path / "data"
+    link = data / inside
+    link.parent.mkdir(parents=True)
+    link.symlink_to(target)
+    before = set(os.listdir(target))
+    proc = dstrain("run", "-l", "fr", "--data-root", data, "--to", "download", check=False)
+    refused(proc, f"{link} is a link to {target}, a system directory, and dstrain writes in it")
+    assert set(os.listdir(target)) == before
+    link.unlink()
+    link.mkdir()
+    assert dstrain("config", "-l", "fr", "--data-root", data).returncode == 0
