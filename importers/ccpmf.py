@@ -22,10 +22,11 @@ the split is by day (kit/split.py).
 import os
 import re
 import shutil
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import ParseError, parse
 from pydantic import Field, field_validator
 from tqdm import tqdm
 
@@ -43,6 +44,9 @@ from dstrain.pipeline.sources.archive import extract
 from dstrain.pipeline.sources.fetch import adopt, fetch
 
 _DATE = re.compile(r"^[0-9]{8}$")
+#: Far more than the transcript of a day of sessions (the real ones are under 1 MB): a larger XML, inflated from
+#: a small zip, is not parsed into memory.
+MAX_XML_BYTES = 64 << 20
 
 
 class Params(SpeakerSplit):
@@ -259,10 +263,20 @@ class Row(NamedTuple):
 
 def _rows(xml: Path, where: str, split: str, rejects: List[Reject]) -> List[Optional[Row]]:
     """The XML's rows in order; None stands for an unreadable row, whose reject is recorded."""
+    size = xml.stat().st_size
+    if size > MAX_XML_BYTES:
+        rejects.append(Reject(split, where, "too_large", f"{size} bytes; no transcript is over {MAX_XML_BYTES} bytes"))
+        return []
     try:
-        root = ElementTree.parse(str(xml)).getroot()
-    except ElementTree.ParseError as exc:
+        # defusedxml: entities are refused, so a few kB that expand to gigabytes (billion laughs) are never
+        # expanded, whatever the expat of the machine.
+        root = parse(str(xml)).getroot()
+    except ParseError as exc:
         rejects.append(Reject(split, where, "unreadable_row", f"not well-formed XML: {exc}"))
+        return []
+    except DefusedXmlException as exc:
+        rejects.append(Reject(split, where, "unreadable_row", f"declares entities, which a transcript never needs "
+                                                            f"({exc!r})"))
         return []
     rows: List[Optional[Row]] = []
     for number, element in enumerate(root.iter("row"), start=1):
