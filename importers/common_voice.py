@@ -17,6 +17,7 @@ import os
 import re
 import tarfile
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Set, Tuple
 
@@ -268,8 +269,9 @@ def _convert_clips(archive: Path, locale: str, out: ImportedDataset, wanted: Ite
     """Decode the wanted clips straight from the archive: no extracted copy of the MP3s on disk.
 
     WAVs already converted by an interrupted run are kept; a clip the TSVs name
-    but the archive lacks is reported missing.
+    but the archive lacks is reported missing, and one it holds twice is rejected (name_clash).
     """
+    wanted = set(wanted)
     results: Dict[str, Clip] = {}
     todo: Dict[str, str] = {}
     for name in wanted:
@@ -278,17 +280,29 @@ def _convert_clips(archive: Path, locale: str, out: ImportedDataset, wanted: Ite
             results[name] = convert((name, str(dst)))  # reads the WAV's header only
         else:
             todo[os.path.basename(name)] = str(dst)
+    found: Counter = Counter()  # how many times the archive holds each clip a row names
 
     def jobs():
         for parts, open_member in _files(archive, "read clips " + archive.name):
-            if len(parts) == 4 and parts[1] == locale and parts[2] == "clips" and parts[3] in todo:
-                with open_member() as member:
-                    data = read_member(member, max_seconds)
-                yield parts[3], data, todo.pop(parts[3])
+            if len(parts) == 4 and parts[1] == locale and parts[2] == "clips" and parts[3] in wanted:
+                found[parts[3]] += 1
+                if parts[3] in todo:
+                    with open_member() as member:
+                        data = read_member(member, max_seconds)
+                    yield parts[3], data, todo.pop(parts[3])
 
     with tqdm(total=len(todo), unit="clip", desc="convert " + out.dir.name) as bar:
         for name, clip in convert_stream(jobs(), workers, bar, max_seconds):
             results[name] = clip
     for name in todo:
         results[name] = Clip(False, reason="missing_audio", detail="not in the archive: " + name)
+    for name in _held_twice(found):
+        (out.clips / wav_name(name)).unlink(missing_ok=True)
+        results[name] = Clip(False, reason="name_clash", detail=f"the archive holds clips/{name} {found[name]} "
+                                                                 "times: which recording the row means cannot be told")
     return results
+
+
+def _held_twice(found: Counter) -> List[str]:
+    """The clips an archive holds more than once: the WAV made of the first may not be what the row says."""
+    return [name for name, count in found.items() if count > 1]

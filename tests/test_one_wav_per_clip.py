@@ -8,6 +8,7 @@ share (MLS, through the check every importer's rows go through).
 """
 import tempfile
 import unicodedata
+import warnings
 import wave
 import zipfile
 from pathlib import Path
@@ -138,3 +139,39 @@ def test_the_wavs_of_an_import_under_the_old_names_do_not_stay(tmp_path):
     _import(archive, out)
     assert sorted(p.name for p in (out / "clips").glob("*.wav")) == [
         "dev_good.mp3.wav", "test_good.mp3.wav", "train_good.mp3.wav"]
+
+
+def test_a_clip_the_archive_holds_twice_is_rejected_not_taken_from_either_copy(tmp_path):
+    """clips/x.mp3 twice in the tar, another recording each time: which one the row's sentence is about cannot be
+    told, so no WAV is made of either, on the first import and on one that finds a WAV of an earlier run."""
+    clips, rows = good_rows()
+    clips["x.mp3"] = mp3(SECOND)
+    rows["train"].append(("x.mp3", SECOND))
+    archive = hostile_cv(tmp_path, clips, rows, before=[(f"{RELEASE}/fr/clips/x.mp3", mp3(FIRST))])
+    out = tmp_path / "imported"
+    for _ in range(2):
+        manifest = _import(archive, out)
+        rejects = {row["source"]: row for row in read_csv(out / "rejects.csv")}
+        assert rejects["train.tsv:3 x.mp3"]["reason"] == "name_clash"
+        assert "the archive holds clips/x.mp3 2 times" in rejects["train.tsv:3 x.mp3"]["detail"]
+        assert manifest["counts"] == {"train": 1, "dev": 1, "test": 1}
+        assert not (out / "clips" / "x.mp3.wav").exists()
+        (out / "clips" / "x.mp3.wav").write_bytes((out / "clips" / "train_good.mp3.wav").read_bytes())
+
+
+def test_a_member_an_extracting_importer_finds_twice_is_extracted_from_neither_copy(tmp_path):
+    archive = tmp_path / "Q21-fra-French.zip"
+    with zipfile.ZipFile(str(archive), "w") as zip_file, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of a duplicate name: that is the point
+        for name, text in (("Alice/bonjour.ogg", "bonjour"), ("Alice/bonjour.ogg", "au revoir"),
+                           ("Alice/maison.ogg", "maison")):
+            zip_file.writestr("Q21-fra-French/" + name, ogg(text))
+    out = tmp_path / "imported"
+    manifest = LINGUA_LIBRE.prepare(archive, "1" * 64, out, FR.normalize,
+                                    LINGUA_LIBRE.Params(**dict(LINGUA_LIBRE_PARAMS, split=(1, 0, 0))), 2)
+    rejects = [(row["source"], row["reason"], row["detail"]) for row in read_csv(out / "rejects.csv")]
+    twice = ("Q21-fra-French/Alice/bonjour.ogg", "name_clash")
+    assert [(source, reason) for source, reason, _ in rejects] == [twice, twice]
+    assert "holds 'Q21-fra-French/Alice/bonjour.ogg' twice" in rejects[0][2]
+    assert manifest["counts"]["train"] == 1
+    assert not (out / "extracted" / "Q21-fra-French" / "Alice" / "bonjour.ogg").exists()

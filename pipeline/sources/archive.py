@@ -114,9 +114,9 @@ def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) 
 
     ``identity`` (the archive's sha256) is written into the marker last, so a
     killed extraction or a different archive starts again from scratch.  A member that cannot be written
-    (its name is too long for the file system, or holds bytes it refuses) and files whose names differ only
-    in case are left out, each with its reason (``refused_members``): they would be one file where case is
-    ignored.  An error of the machine (no space, a read-only disk) stops the extraction.
+    (its name is too long for the file system, or holds bytes it refuses), files whose names differ only in
+    case (one file where case is ignored) and a file the archive holds twice are left out, each with its
+    reason (``refused_members``).  An error of the machine (no space, a read-only disk) stops the extraction.
     """
     marker = target / DONE
     if (read_json(marker) or {}).get("identity") == identity:
@@ -145,9 +145,8 @@ def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) 
                 continue
             path = "/".join(parts)
             first = written.get(folded(path)) if kind == "file" else None
-            if first is not None and first != path:
-                why = f"{first!r} and {path!r} differ only in case: where case is ignored they are one file"
-                refused[printable(first)] = refused[printable(path)] = ["name_clash", why]
+            if first is not None:
+                refused[printable(first)] = refused[printable(path)] = ["name_clash", _clash(first, path)]
                 root.joinpath(*first.split("/")).unlink(missing_ok=True)
                 continue
             try:
@@ -167,6 +166,13 @@ def extract(archive: Path, target: Path, identity: str, keep=lambda name: True) 
                     len(refused), marker)
     write_json(marker, {"identity": identity, "archive": archive.name, "refused": refused})
     return target
+
+
+def _clash(first: str, path: str) -> str:
+    """Why two members that would be one file are both left out: which of the two a row means cannot be told."""
+    if first == path:
+        return f"the archive holds {printable(path)!r} twice, and which one is meant cannot be told"
+    return f"{printable(first)!r} and {printable(path)!r} differ only in case: where case is ignored they are one file"
 
 
 def _write_member(dest: Path, kind: str, open_member) -> None:
