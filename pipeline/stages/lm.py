@@ -157,7 +157,7 @@ def _report(ctx, summary: corpus.Summary, counts: Dict[str, float]) -> str:
         "",
         "`rejected`: the language's normalize refused the line (digits, another script, ...). "
         "`outside_alphabet`: a character the model cannot write. `held_out`: the sentence is in the dev or "
-        "test set.",
+        "test set. `too_long`: over a megabyte without a newline, left out unread.",
         "",
         "## Sentences of the dev and test sets",
         "",
