@@ -8,12 +8,10 @@ archive imported with --workers 2 gets its message, is marked damaged, and the r
 import ctypes
 import importlib
 import inspect
-import io
 import os
 import pickle
 import pkgutil
 import signal
-import struct
 import subprocess
 import time
 import typing
@@ -32,7 +30,7 @@ from dstrain.pipeline.sources import sniff
 from dstrain.pipeline.sources.archive import CorruptArchive, extract
 from dstrain.pipeline.workers import ordered
 from tests.conftest import DSTRAIN, clean_env, sha256, write_config
-from tests.fixtures.hostile import RELEASE, good_rows, hostile_cv, mp3
+from tests.fixtures.hostile import RELEASE, good_rows, hostile_cv, mp3, overlapping_zip
 
 NAME = f"{RELEASE}-fr.tar.gz"
 
@@ -268,21 +266,6 @@ def _worker_of(proc: subprocess.Popen) -> int:
 
 
 # -- a zip whose members share their bytes: read in full, it would take hours ---------------------------------
-
-def overlapping_zip(path: Path, copies: int, size: int) -> Path:
-    """A zip of one deflated member of ``size`` zeros whose directory lists it ``copies`` times, at the same
-    place: a few kB that zipfile, before Python 3.12, reads as ``copies * size`` bytes."""
-    plain = io.BytesIO()
-    with zipfile.ZipFile(plain, "w", zipfile.ZIP_DEFLATED) as zip_file:
-        zip_file.writestr("clips/zeros.ogg", bytes(size))
-    data = plain.getvalue()
-    end = data.rindex(b"PK\x05\x06")
-    signature, _, _, _, _, size_of_directory, start, _ = struct.unpack("<IHHHHIIH", data[end:end + 22])
-    directory = data[start:start + size_of_directory] * copies
-    path.write_bytes(data[:start] + directory
-                     + struct.pack("<IHHHHIIH", signature, 0, 0, copies, copies, len(directory), start, 0))
-    return path
-
 
 def test_a_zip_of_overlapping_members_is_refused_before_any_is_read(tmp_path):
     """2,000 members sharing 10 MB of zeros: 20 GB to inflate.  Verification and extraction refuse it at once,
