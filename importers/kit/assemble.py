@@ -135,26 +135,35 @@ def one_wav_each(candidates: List[Candidate], rejects: List[Reject]) -> List[Can
         groups.setdefault(folded(cand.wav_name), []).append(cand)
     dropped = set()
     for group in groups.values():
-        inputs = sorted({str(c.audio) for c in group})
-        first = group[0]
         for cand in group:
-            if printable(cand.wav_name) != cand.wav_name:
-                rejects.append(Reject(cand.split, cand.source, "invalid_path",
-                                      f"{printable(cand.wav_name)!r} has bytes that are not UTF-8"))
-            elif printable(cand.transcript) != cand.transcript:
-                rejects.append(Reject(cand.split, cand.source, "unreadable_row", "not valid UTF-8"))
-            elif len(inputs) > 1:
-                others = ", ".join(printable(i) for i in inputs if i != str(cand.audio))
-                rejects.append(Reject(cand.split, cand.source, "name_clash",
-                                      f"its WAV, {printable(cand.wav_name)}, would be the file of {others} too "
-                                      "(where case is ignored): neither is kept"))
-            elif any((c.split, c.transcript) != (first.split, first.transcript) for c in group):
-                rejects.append(Reject(cand.split, cand.source, "duplicate",
-                                      "this clip is listed elsewhere with another sentence or split: "
-                                      + ", ".join(c.source for c in group if c is not cand)))
-            elif cand is not first:
-                rejects.append(Reject(cand.split, cand.source, "duplicate", "listed again: " + first.source))
-            else:
-                continue
-            dropped.add(id(cand))
+            reject = _not_one_wav(cand, group)
+            if reject is not None:
+                rejects.append(reject)
+                dropped.add(id(cand))
     return [c for c in candidates if id(c) not in dropped]
+
+
+def _not_one_wav(cand: Candidate, group: List[Candidate]) -> Optional[Reject]:
+    """Why ``cand`` cannot have its WAV, among ``group`` (the candidates whose WAV names fold alike), or None."""
+    if printable(cand.wav_name) != cand.wav_name:
+        return Reject(cand.split, cand.source, "invalid_path", f"{printable(cand.wav_name)!r} has bytes that are not "
+                                                                "UTF-8")
+    if printable(cand.transcript) != cand.transcript:
+        return Reject(cand.split, cand.source, "unreadable_row", "not valid UTF-8")
+    inputs = sorted({str(c.audio) for c in group})
+    if len(inputs) > 1:
+        return _name_clash(cand, inputs)
+    first = group[0]
+    if any((c.split, c.transcript) != (first.split, first.transcript) for c in group):
+        return Reject(cand.split, cand.source, "duplicate", "this clip is listed elsewhere with another sentence or "
+                      "split: " + ", ".join(c.source for c in group if c is not cand))
+    if cand is not first:
+        return Reject(cand.split, cand.source, "duplicate", "listed again: " + first.source)
+    return None
+
+
+def _name_clash(cand: Candidate, inputs: List[str]) -> Reject:
+    """Two inputs, one WAV (where case is ignored): neither is kept."""
+    others = ", ".join(printable(i) for i in inputs if i != str(cand.audio))
+    return Reject(cand.split, cand.source, "name_clash", f"its WAV, {printable(cand.wav_name)}, would be the file of "
+                  f"{others} too (where case is ignored): neither is kept")
