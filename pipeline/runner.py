@@ -220,9 +220,14 @@ def _walls(config: Config):
 def _under_lock(ctx: Context, config: Config, selected, force, resume_command: str) -> None:
     # Whatever a killed run was writing: no one else writes here while the lock is held.
     remove_leftovers(ctx.paths.run, recursive=True)
-    if read_json(ctx.paths.config_file) != config.redacted():
-        write_json(ctx.paths.config_file, config.redacted())
+    before = read_json(ctx.paths.config_file)
+    if before != config.record(before):
+        write_json(ctx.paths.config_file, config.record(before))
     log.info("run %s: language %s, data root %s", config.run_name, config.language.code, ctx.paths.root)
+    # Now, not only when it stops: a stop's last lines may never reach the screen (Compose, piped, stops
+    # showing the job's output as soon as it is interrupted).
+    log.info("Stopping it (Ctrl-C) keeps everything finished; to go on later, with the settings it keeps: %s",
+             resume_command)
     # Under the lock: the smoke training writes in the run directory.
     without_check_stage(ctx)
     run_stages(STAGES, ctx, selected, force, resume_command)
