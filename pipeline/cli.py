@@ -199,13 +199,17 @@ def show_config(as_json, **settings):
     """Print the resolved settings, each with the layer it came from."""
     import json
 
-    resolved = _resolve(**settings).redacted()
+    config = _resolve(**settings)
+    resolved = config.redacted()
     if as_json:
         click.echo(json.dumps(resolved, indent=2, sort_keys=True))
         return
     width = max(len(key) for key in resolved)
     for key, entry in resolved.items():
         click.echo("{:<{w}} = {!s:<40} [{}]".format(key, json.dumps(entry["value"]), entry["source"], w=width))
+    if config.waiting:
+        click.echo("a run goes on without {}: placed in sources/ by hand, not there yet".format(
+            ", ".join(d.key for d in config.waiting)))
 
 
 @cli.command()

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from dstrain.pipeline.errors import ConfigError
 from dstrain.pipeline.language import Language, TextSource
-from dstrain.pipeline.paths import data_root_problem
+from dstrain.pipeline.paths import DataRoot, data_root_problem
 from dstrain.pipeline.redaction import redact
 from dstrain.pipeline.registry import get_importer, get_language
 from dstrain.pipeline.run_settings import KEPT, Layer, carry_used, kept_layer
@@ -95,6 +95,8 @@ class Config:
     sources: Mapping[str, str]
     #: The language model's text sources: the language's, changed or added by lm.source, chosen by lm.sources.
     lm_sources: Tuple[TextSource, ...] = ()
+    #: The language's datasets this run goes on without: their sources must be placed by hand, and are not yet.
+    waiting: Tuple[ResolvedDataset, ...] = ()
 
     @property
     def run_name(self) -> str:
@@ -264,8 +266,8 @@ def resolve(
     if problem:
         raise ConfigError(f"data_root: {problem} (from {sources.get('data_root', 'default')})")
     settings = _cap_workers(settings, sources)
-    return Config(settings, language, _resolve_datasets(settings, language, sources), sources,
-                  _resolve_lm_sources(settings.lm, language))
+    datasets, waiting = _resolve_datasets(settings, language, sources)
+    return Config(settings, language, datasets, sources, _resolve_lm_sources(settings.lm, language), waiting)
 
 
 def _cap_workers(settings: Settings, sources: Dict[str, str]) -> Settings:
@@ -289,7 +291,8 @@ def _describe_source(source, key: str) -> str:
 
 
 def _resolve_datasets(settings: Settings, language: Language, sources: Mapping[str, str]
-                      ) -> Tuple[ResolvedDataset, ...]:
+                      ) -> Tuple[Tuple[ResolvedDataset, ...], Tuple[ResolvedDataset, ...]]:
+    """The datasets the run uses, and those of the language's defaults it goes on without (_waiting_for_hands)."""
     known = [spec.key for spec in language.datasets]
     for key in settings.dataset:
         if key not in known:
@@ -325,7 +328,21 @@ def _resolve_datasets(settings: Settings, language: Language, sources: Mapping[s
         resolved.append(ResolvedDataset(key, spec.importer, params))
     if not resolved:
         raise ConfigError(f"no dataset selected for language {language.code!r}")
-    return tuple(resolved)
+    waiting = _waiting_for_hands(resolved, defaults if settings.datasets is None or added else (),
+                                 DataRoot(settings.data_root, "-", language.code).sources)
+    return tuple(d for d in resolved if d not in waiting), waiting
+
+
+def _waiting_for_hands(resolved: List[ResolvedDataset], implicit: Tuple[str, ...], sources: Path
+                       ) -> Tuple[ResolvedDataset, ...]:
+    """Of the datasets the run uses without being told to (the language's defaults), those whose source only a
+    person can place in ``sources`` and that are not there yet: the run goes on without them, and says so.
+    Not when that would leave none of them: then the download says how to get them."""
+    implicit_ones = [d for d in resolved if d.key in implicit]
+    waiting = tuple(d for d in implicit_ones
+                    if get_importer(d.importer).by_hand(d.params) and not get_importer(d.importer).in_sources(
+                        d.params, sources))
+    return waiting if len(waiting) < len(implicit_ones) else ()
 
 
 def _resolve_lm_sources(lm: LmSettings, language: Language) -> Tuple[TextSource, ...]:

@@ -51,7 +51,8 @@ def kept_layer(layers: List[Layer]) -> Layer:
     values: Dict[str, Any] = {}
     for key, entry in RunRecords(DataRoot(named.data_root, run, named.language)).settings().items():
         source, value = entry["source"], entry["value"]
-        if key in NOT_KEPT or source == "default" or source.startswith("language "):
+        origin = source.split(",", 1)[0]  # "default, capped at ..."
+        if key in NOT_KEPT or origin == "default" or origin.startswith("language "):
             continue
         if _redacted(value):
             log.warning("%s: run %s kept it without its secret part (%s), which is never written down: give it "

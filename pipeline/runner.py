@@ -228,6 +228,10 @@ def _under_lock(ctx: Context, config: Config, selected, force, resume_command: s
     # showing the job's output as soon as it is interrupted).
     log.info("Stopping it (Ctrl-C) keeps everything finished; to go on later, with the settings it keeps: %s",
              resume_command)
+    if config.waiting:
+        log.warning("going on without %s: each is placed in %s by hand, and is not there yet (the download stage "
+                    "says how to get it); the next run after one is placed adds it",
+                    ", ".join(d.key for d in config.waiting), ctx.paths.sources)
     # Under the lock: the smoke training writes in the run directory.
     without_check_stage(ctx)
     run_stages(STAGES, ctx, selected, force, resume_command)

@@ -120,12 +120,13 @@ def compose(user, clone: Path, *args, check=True, build_settings=True, **env) ->
 
 
 def in_a_terminal(user, clone: Path, *args, interrupt=None, timeout=3600, **env) -> SimpleNamespace:
-    """`docker compose ARGS` typed by ``user`` in a terminal (a pseudo-terminal that script(1) makes); Ctrl-C is
-    typed once ``interrupt()`` is true.  Returns its exit status and everything the terminal showed."""
+    """`docker compose ARGS` typed by ``user`` in a terminal (a pseudo-terminal that script(1) makes, of the
+    TERM a terminal emulator sets); Ctrl-C is typed once ``interrupt()`` is true.  Returns its exit status and
+    everything the terminal showed."""
     command = shlex.join([docker_binary(), "compose", *args])
     proc = subprocess.Popen(["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "--",
                              "script", "-qefc", command, "/dev/null"], cwd=str(clone),
-                            env=dict(user.env, **user.settings, **env), stdin=subprocess.PIPE,
+                            env=dict(user.env, TERM="xterm-256color", **user.settings, **env), stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     shown = []
     reader = threading.Thread(target=lambda: shown.extend(iter(lambda: proc.stdout.read1(65536), b"")),
@@ -240,11 +241,13 @@ def trained(user, origin):
 def test_ctrl_c_says_how_to_go_on_and_the_command_alone_goes_on_with_the_runs_settings(trained):
     stopped = readable(trained.stopped.console)
     assert trained.stopped.interrupted and STOP_AFTER <= trained.stopped_at < int(TINY["DSTRAIN_TRAIN__EPOCHS"])
-    assert trained.stopped.returncode == 143, stopped  # the job's: stopped from outside
     resume = "LANGUAGE=fr docker compose --profile cpu up --abort-on-container-failure train-cpu"
-    # Said at the start, before any stop, and again at the stop.
+    # Said at the start, before any stop: Compose shows a stopping job's last lines only in a terminal where it
+    # draws its menu (not piped, nor with COMPOSE_MENU=false or TERM unset), and exits 130 itself then.
     assert f"to go on later, with the settings it keeps: {resume}" in stopped
+    # In a terminal, also at the stop, and the command's exit status is the job's: stopped from outside.
     assert "stage train failed: interrupted" in stopped and f"resume with:\n{PREFIX}    {resume}" in stopped
+    assert trained.stopped.returncode == 143, stopped
     assert trained.went_on.returncode == 0, trained.console
     assert f"resuming: {trained.stopped_at} of 12 epochs were done" in trained.console
     settings = json.loads((trained.data / "runs" / "fr" / "config.json").read_text())

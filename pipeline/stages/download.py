@@ -41,10 +41,16 @@ def run(ctx) -> dict:
 
     ``--force download`` fetches every source anew (one placed by hand, with no address, is hashed anew).
     """
+    for dataset in ctx.config.waiting:
+        log.warning("%s: left out of this run until its source is in %s. %s", dataset.key, ctx.paths.sources,
+                    get_importer(dataset.importer).how_to_get(dataset.params))
     with again() if "download" in ctx.forced else contextlib.nullcontext():
         digests, failures = obtain_each({d.key: partial(_download, ctx, d) for d in ctx.config.datasets})
     if failures:
         problems = "\n".join(f"  dataset {key}: {cause}" for key, cause in failures.items())
         raise SourceError(f"{len(failures)} of {len(ctx.config.datasets)} datasets could not be obtained:\n"
                           f"{problems}{skip_hint(ctx, list(failures))}")
-    return {"counts": {"datasets": len(digests)}, "outputs": digests}
+    counts = {"datasets": len(digests)}
+    if ctx.config.waiting:
+        counts["left_out"] = ",".join(d.key for d in ctx.config.waiting)
+    return {"counts": counts, "outputs": digests}
