@@ -22,6 +22,12 @@ def test_a_batch_size_larger_than_its_set_is_lowered_said_and_recorded(prepared,
     assert (f"train_batch_size 64 is more than the training set ({TRAIN_CLIPS} clips): DeepSpeech drops each "
             "epoch's last incomplete batch, so it would take no step and learn nothing. Training uses batches of "
             f"{TRAIN_CLIPS} instead") in proc.stderr
+    # Piped, the console is a log: no progress bar redrawing its line, no command line of the trainer's or the
+    # tools' (the stage logs have them).
+    assert "\r" not in proc.stderr and "\x1b[" not in proc.stderr and "$ " not in proc.stderr
+    assert "lm corpus" not in proc.stderr  # the lm stage's bar
+    train_log = (scenario.run_dir / "logs" / "train.log").read_text()
+    assert f"$ {tools['python']} -u -m deepspeech_training.train" in train_log
     (call,) = training_calls(scenario)
     assert (argv_value(call, "train_batch_size"), argv_value(call, "dev_batch_size")) == (str(TRAIN_CLIPS),
                                                                                           str(DEV_CLIPS))

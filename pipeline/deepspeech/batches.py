@@ -49,7 +49,7 @@ def fit(asked: int, clips: int) -> Fitted:
     return Fitted(asked, max(1, min(asked, clips)), clips)
 
 
-def _clips(count: int) -> str:
+def clips(count: int) -> str:
     return f"{count} clip" + ("" if count == 1 else "s")
 
 
@@ -64,13 +64,13 @@ def why_not(configured: int, found: Fitted, what: str) -> Optional[str]:
     if found.asked != configured:
         why.append(f"halved from {configured} to {found.asked} after running out of memory")
     if found.lowered:
-        why.append(f"lowered from {found.asked}: the {what} set has {_clips(found.clips)}")
+        why.append(f"lowered from {found.asked}: the {what} set has {clips(found.clips)}")
     return "; ".join(why) or None
 
 
 def describe_lowered(found: Fitted) -> str:
     """The warning for a training batch size larger than the training set."""
-    return (f"train_batch_size {found.asked} is more than the training set ({_clips(found.clips)}): DeepSpeech drops "
+    return (f"train_batch_size {found.asked} is more than the training set ({clips(found.clips)}): DeepSpeech drops "
             "each epoch's last incomplete batch, so it would take no step and learn nothing. Training uses batches "
             f"of {found.used} instead (one step per epoch; config.json and the model card say so). A "
             "smaller train.train_batch_size gives more steps per epoch.")

@@ -234,7 +234,8 @@ def _fit_batches(plan: Plan, progress: Progress) -> Tuple[batches.Fitted, batche
         if left is not None:
             log.warning("%s", batches.describe(left))
     if dev.lowered:
-        log.info("dev_batch_size %d: validation uses one batch of the %d dev clips", dev.asked, dev.clips)
+        log.info("dev_batch_size %d is more than the dev set (%s): validation uses one batch of it all", dev.asked,
+                 batches.clips(dev.clips))
     progress["batches"] = {"train": train._asdict(), "dev": dev._asdict()}  # keyed as batches.SETS
     return train, dev
 
