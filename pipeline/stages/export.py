@@ -95,10 +95,12 @@ def _zip_published_at(ctx, made: Path) -> None:
     with zipfile.ZipFile(str(made)) as source, temporary_path(_zip(ctx)) as tmp, \
             zipfile.ZipFile(str(tmp), "w", zipfile.ZIP_DEFLATED) as out:
         for member in source.infolist():
-            data = source.read(member)
             if member.filename.endswith(".md") and "/" not in member.filename:
-                data = published_at(data.decode("utf-8"), _urls(ctx)).encode("utf-8")
-            out.writestr(member, data)
+                out.writestr(member, published_at(source.read(member).decode("utf-8"), _urls(ctx)).encode("utf-8"))
+                continue
+            # Streamed: the scorer beside the model may be a gigabyte.
+            with source.open(member) as data, out.open(member, "w") as copy:
+                shutil.copyfileobj(data, copy, 1 << 20)
 
 
 def _memmapped(ctx, pb: Path) -> Path:
