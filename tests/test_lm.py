@@ -459,7 +459,7 @@ def test_the_tools_commands_and_output_go_to_the_stage_log_and_to_the_console_on
     run = lm_run.copy(tmp_path, order=3)  # a new order: the model is built again
     quiet = run.run()
     # The commands too: the console has the stage's own lines, the stage log everything.
-    assert "lmplz" not in quiet.stderr and "Counting and sorting" not in quiet.stderr
+    assert "$ " + str(run.kenlm_dir / "lmplz") not in quiet.stderr and "Counting and sorting" not in quiet.stderr
     log = (run.data / "runs" / "fr" / "logs" / "lm.log").read_text()
     assert "$ " + str(run.kenlm_dir / "lmplz") in log and "Counting and sorting" in log
     loud = dstrain("-v", "run", "-l", "fr", "--config", run.config, "--to", "lm", "--force", "lm", env=run.env())

@@ -98,6 +98,10 @@ def _search(ctx, lm_scorer: Path, key: str) -> events.Trial:
                                                          attempt))
             done += saved["rounds"][-1]["trials"]
             write_json(ctx.paths.optimize_trials, saved)
+            # A line per round, as per epoch in training: where no bar is drawn (not a terminal), the progress.
+            best = _best(saved["rounds"])
+            log.info("alpha/beta: %d of %d trials, the best so far alpha %.4f, beta %.4f (error rate %.4f)", done,
+                     o.trials, best.alpha, best.beta, best.value)
     return _best(saved["rounds"])
 
 
