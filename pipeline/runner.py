@@ -226,7 +226,7 @@ def _under_lock(ctx: Context, config: Config, selected, force, resume_command: s
     log.info("run %s: language %s, data root %s", config.run_name, config.language.code, ctx.paths.root)
     # Now, not only when it stops: a stop's last lines may never reach the screen (Compose, piped, stops
     # showing the job's output as soon as it is interrupted).
-    log.info("Stopping it (Ctrl-C) keeps everything finished; to go on later, with the settings it keeps: %s",
+    log.info("Ctrl-C stops it and keeps everything finished; to go on later, with the settings it keeps: %s",
              resume_command)
     if config.waiting:
         log.warning("going on without %s: each is placed in %s by hand, and is not there yet (the download stage "
@@ -259,9 +259,10 @@ def check_run(config: Config, smoke: bool = False, stop: Optional[str] = None,
 class StageFailed(DstrainError):
     def __init__(self, stage: str, cause: str, log_path: str, resume_command: str):
         self.stage = stage
+        todo = "Nothing to fix: resume with" if cause == "interrupted" else "Fix the cause, then resume with"
         super().__init__(
             f"stage {stage} failed: {cause}\n  log: {log_path}\n  Everything finished before it is kept. "
-            f"Fix the cause, then resume with:\n    {resume_command}"
+            f"{todo}:\n    {resume_command}"
         )
 
 
