@@ -5,8 +5,8 @@ starts the run (config.py's ``Config.record``).  A setting the user gave (a conf
 variable, a flag) is kept: the next invocation of the same run starts from it as a layer above the language's
 and below anything given again, so that resuming a run needs none of its settings a second time, and a value
 given anew wins and is kept in its place.  Defaults and the language's values are not kept: they follow the
-installed dstrain.  Neither is where things are on this machine, nor which run this is (``NOT_KEPT``), nor a
-secret (config.json never holds one).
+installed dstrain.  Neither is where things are on this machine, nor the limits its owner sets, nor which
+run this is (``NOT_KEPT``), nor a secret (config.json never holds one).
 
 A stage that could not use a setting as it is says so beside it (``note_used``): a batch size larger than its
 set is lowered to the set's size, and config.json says which size was used, and why.
@@ -26,9 +26,12 @@ from dstrain.pipeline.settings import Settings
 log = logging.getLogger("dstrain")
 
 #: What a run never keeps: where things are on this machine (a run may go on in a container, on the host or
-#: on another node, each with its own) and which run it is (that is how its kept settings are found).
+#: on another node, each with its own), the limits its owner sets on what a job may expand and reach (a host
+#: gives them to each job; one given once must not outlive it), and which run it is (that is how its kept
+#: settings are found).
 NOT_KEPT = frozenset({"data_root", "run", "language_dirs", "workers", "train.trainer_python", "lm.kenlm_bin",
-                      "lm.scorer_tool", "optimize.script", "export.convert_graphdef_memmapped_format"})
+                      "lm.scorer_tool", "optimize.script", "export.convert_graphdef_memmapped_format",
+                      "archives.max_expanded_bytes", "network.block_private", "network.allow"})
 #: How the source of a kept setting begins, in config.json and `dstrain config`.
 KEPT = "kept by run "
 #: A layer of settings: where its values come from (one name for all, or one per key), and the values by

@@ -12,6 +12,7 @@ one process keep their logs apart.  The CLI is a thin layer over it.
 import contextlib
 import contextvars
 import logging
+import shutil
 import sys
 import time
 import traceback
@@ -19,7 +20,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Sequence
 
-from dstrain.pipeline import __version__, locks
+from dstrain.pipeline import __version__, locks, processes
 from dstrain.pipeline.atomic import read_json, remove_leftovers, write_json
 from dstrain.pipeline.config import Config
 from dstrain.pipeline.digests import digest
@@ -232,9 +233,12 @@ def _under_lock(ctx: Context, config: Config, selected, force, resume_command: s
         log.warning("going on without %s: each is placed in %s by hand, and is not there yet (the download stage "
                     "says how to get it); the next run after one is placed adds it",
                     ", ".join(d.key for d in config.waiting), ctx.paths.sources)
-    # Under the lock: the smoke training writes in the run directory.
-    without_check_stage(ctx)
-    run_stages(STAGES, ctx, selected, force, resume_command)
+    # What the programs of a killed run left in their TMPDIR: no one else uses it while the lock is held.
+    shutil.rmtree(str(ctx.paths.temporary), ignore_errors=True)
+    with processes.temporary_files_in(ctx.paths.temporary):
+        # Under the lock: the smoke training writes in the run directory.
+        without_check_stage(ctx)
+        run_stages(STAGES, ctx, selected, force, resume_command)
 
 
 def check_run(config: Config, smoke: bool = False, stop: Optional[str] = None,
@@ -250,6 +254,7 @@ def check_run(config: Config, smoke: bool = False, stop: Optional[str] = None,
                 # The smoke training writes in the run directory; a run holding it is not waited for.
                 held.enter_context(locks.waiting(False))
                 held.enter_context(locks.hold(ctx.paths.run, f"run {config.run_name} ({ctx.paths.run})"))
+                held.enter_context(processes.temporary_files_in(ctx.paths.temporary))
             run_stages(STAGES, ctx, select(STAGES, only="check"), (), resume_command)
     finally:
         _current_run.reset(token)

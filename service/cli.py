@@ -132,7 +132,6 @@ def _run(options, host: str, port: int) -> None:
 
     from dstrain.service.api import create_app
     from dstrain.service.docker_launcher import DockerLauncher
-    from dstrain.service.layout import Layout
     from dstrain.service.scheduler import Scheduler
     from dstrain.service.store import Store
     from dstrain.service.tenants import give_uids
@@ -143,8 +142,7 @@ def _run(options, host: str, port: int) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False  # not into the pipeline's "dstrain" logger and its console
-    layout = Layout(options.root)
-    layout.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    layout = _layout(options.root)
     store = Store(layout.db)
     give_uids(store, layout, options)  # tenants of an earlier version, before any of their jobs starts
     try:
@@ -165,12 +163,24 @@ def tenant():
 
 
 def _store_and_layout(params):
-    from dstrain.service.layout import Layout
     from dstrain.service.store import Store
 
-    layout = Layout(params["root"])
-    layout.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    layout = _layout(params["root"])
     return Store(layout.db), layout
+
+
+def _layout(root):
+    """The service's folder, made if needed; never a system directory (links followed first, as the kernel
+    follows them)."""
+    from dstrain.pipeline.paths import system_dir_problem
+    from dstrain.service.layout import Layout
+
+    refused = system_dir_problem(root)
+    if refused:
+        raise click.BadParameter(f"{refused}: the service needs a folder of its own", param_hint="--root")
+    layout = Layout(root)
+    layout.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    return layout
 
 
 @tenant.command("add")
