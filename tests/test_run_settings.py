@@ -46,18 +46,22 @@ def test_status_without_the_runs_settings_describes_the_run_as_it_was_run(prepar
     assert shown(data, "--reset-settings")[0]["datasets"]["source"] == "default"
 
 
-def test_a_run_keeps_what_it_was_given_but_no_place_on_this_machine_and_no_secret(tmp_path):
+def test_a_run_keeps_what_it_was_given_but_no_place_on_this_machine_no_limit_of_its_host_and_no_secret(tmp_path):
     data = tmp_path / "data"
     secret = "https://someone:hunter22@mirror.example/cv-corpus-99.0-2099-01-01-fr.tar.gz"
     first = dstrain("run", "-l", "fr", "--data-root", data, "--only", "check",
                     env=clean_env(DSTRAIN_TRAIN__EPOCHS="7", DSTRAIN_LM__KENLM_BIN="/opt/kenlm/bin",
-                                  DSTRAIN_DATASET__COMMON_VOICE__URL=secret))
+                                  DSTRAIN_DATASET__COMMON_VOICE__URL=secret, DSTRAIN_NETWORK__BLOCK_PRIVATE="true",
+                                  DSTRAIN_ARCHIVES__MAX_EXPANDED_BYTES="20000"))
     # How to go on is said at the start, before anything can stop it.
     assert (f"to go on later, with the settings it keeps: dstrain run -l fr --data-root {data} --only check"
             in first.stderr)
     resolved, warned = shown(data)
     assert resolved["train.epochs"] == {"value": 7, "source": "kept by run fr, env DSTRAIN_TRAIN__EPOCHS"}
     assert resolved["lm.kenlm_bin"] == {"value": None, "source": "default"}
+    # The limits a host sets on a job hold for the command that gives them (a service gives them to each job).
+    assert resolved["network.block_private"] == {"value": False, "source": "default"}
+    assert resolved["archives.max_expanded_bytes"]["source"] == "default"
     assert "dataset.common_voice.url" not in resolved
     assert "dataset.common_voice.url: run fr kept it without its secret part" in warned and "hunter22" not in warned
 
