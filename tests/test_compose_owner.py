@@ -282,6 +282,17 @@ def test_the_cpu_job_as_the_user_reaches_package_and_every_file_is_theirs(user, 
     assert as_user(user, "git", "status", "--porcelain", cwd=trained.clone).stdout == ""
 
 
+def test_status_in_the_container_without_the_settings_describes_the_run_as_it_was_run(user, trained):
+    """The user asks, in the container, with none of the DSTRAIN_* variables the run was started with: the run's
+    own records answer, not the defaults (which would ask for six datasets and 30 epochs)."""
+    proc = compose(user, trained.clone, "--profile", "cpu", "run", "--rm", "train-cpu", "status",
+                   "-l", "fr", LANGUAGE="fr")
+    states = dict(line.split()[:2] for line in proc.stdout.splitlines()
+                  if line.split()[:1] and line.split()[0] in ("check", "download", "train", "evaluate", "package"))
+    assert states == dict.fromkeys(("check", "download", "train", "evaluate", "package"), "done"), proc.stdout
+    assert "epochs=12" in proc.stdout and "stale" not in proc.stdout and "interrupted" not in proc.stdout
+
+
 def test_the_job_is_the_inits_own_child_with_no_privilege_left(user, trained):
     probe = (r'printf "init: "; tr "\0" " " < /proc/1/cmdline; echo; '
              r'exec grep -E "^(PPid|Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):" /proc/self/status')
