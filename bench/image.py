@@ -24,10 +24,12 @@ from tests.docker_images import (  # noqa: E402
     deepspeech_source,
     docker,
     ensure_tf1_standin,
+    own,
 )
 from tests.http_server import FileServer  # noqa: E402
 
-TAG = "dstrain-bench/train:cold"
+#: Under DSTRAIN_TEST_NAMESPACE's suffix, as the tests' own images, so two checkouts on one engine keep theirs apart.
+TAG = own("dstrain-bench/train:cold")
 
 
 def timed(context: Path, url: str, *extra: str) -> float:

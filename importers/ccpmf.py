@@ -73,6 +73,13 @@ class Ccpmf(Corpus):
                 f"{params.archive}.001, {params.archive}.002, and so on (they are joined in that order); or set "
                 "parts (their URLs, in order) or url for this dataset.")
 
+    def by_hand(self, params: Params) -> bool:
+        return not params.parts and params.url is None
+
+    def in_sources(self, params: Params, sources: Path) -> bool:
+        archive = self.archive_path(params, sources)
+        return archive.exists() or bool(_placed_parts(archive))
+
     def download(self, params: Params, sources: Path) -> str:
         """The zip as one file (placed by hand or downloaded from url), or joined from its numbered parts."""
         archive = self.archive_path(params, sources)
@@ -195,10 +202,14 @@ CASES = (
 )
 
 
+def _placed_parts(archive: Path) -> List[Path]:
+    return sorted(p for p in archive.parent.glob(archive.name + ".[0-9][0-9][0-9]"))
+
+
 def _fetch_parts(params: Params, archive: Path) -> List[Path]:
     """The numbered parts, downloaded if ``parts`` names them, else those placed by hand beside the archive."""
     if not params.parts:
-        return sorted(p for p in archive.parent.glob(archive.name + ".[0-9][0-9][0-9]"))
+        return _placed_parts(archive)
     pieces = [archive.with_name(f"{archive.name}.{number:03d}") for number in range(1, len(params.parts) + 1)]
     for url, piece in zip(params.parts, pieces):
         if not piece.exists():  # a part is renamed into place only once whole

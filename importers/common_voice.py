@@ -67,6 +67,13 @@ class CommonVoice(Corpus):
         # With none or several, download says so; this name is never created.
         return found[0] if len(found) == 1 else Path(sources) / f"cv-corpus-RELEASE-{params.locale}.tar.gz"
 
+    def by_hand(self, params: Params) -> bool:
+        return params.url is None and params.mdc_dataset_id is None
+
+    def in_sources(self, params: Params, sources: Path) -> bool:
+        # Several releases placed: download says which to choose.
+        return self.archive_path(params, sources).exists() or bool(placed(Path(sources), params.locale))
+
     def download(self, params: Params, sources: Path) -> str:
         archive = self.archive_path(params, sources)
         if not (params.archive or params.release or archive.exists()):

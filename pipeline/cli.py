@@ -1,8 +1,9 @@
 """The ``dstrain`` command: thin click commands over the library.
 
 Settings come, lowest first, from built-in defaults, the language module, the
-config file (--config or DSTRAIN_CONFIG), DSTRAIN_* environment variables and
-these flags.  ``dstrain config`` shows the result and where each value came from.
+settings the run kept from earlier commands, the config file (--config or
+DSTRAIN_CONFIG), DSTRAIN_* environment variables and these flags.  ``dstrain
+config`` shows the result and where each value came from.
 """
 import logging
 import os
@@ -55,24 +56,36 @@ def _settings_options(func):
                           "from the English model."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False),
                      help="A TOML settings file (also DSTRAIN_CONFIG)."),
+        click.option("--reset-settings", is_flag=True,
+                     help="Start from the defaults and the settings given now, not those the run kept from "
+                          "earlier commands."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _resolve(language, data_root, run_name, datasets, workers, english_compatible, config_file):
+def _resolve(language, data_root, run_name, datasets, workers, english_compatible, config_file, reset_settings):
     from dstrain.pipeline.config import resolve
 
     config = resolve(config_file, flags={
         "language": language, "data_root": data_root, "run": run_name, "datasets": datasets,
         "workers": workers, "english_compatible": english_compatible,
-    })
+    }, kept=not reset_settings)
     click.get_current_context().meta[DATA_ROOT] = config.settings.data_root
     return config
 
 
+def _bars_on_a_terminal_only() -> None:
+    """Progress bars redraw their line with cursor codes, which only a terminal understands.  Piped, in a log
+    file or in a container (whose output is no terminal unless Compose gives it one), each stage's own lines
+    and one line per epoch say what happens.  tqdm reads TQDM_* when it is imported: this comes before."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")
+
+
 def _setup_logging(verbose: bool) -> None:
+    _bars_on_a_terminal_only()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter("%(message)s"))
     handler.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -186,13 +199,17 @@ def show_config(as_json, **settings):
     """Print the resolved settings, each with the layer it came from."""
     import json
 
-    resolved = _resolve(**settings).redacted()
+    config = _resolve(**settings)
+    resolved = config.redacted()
     if as_json:
         click.echo(json.dumps(resolved, indent=2, sort_keys=True))
         return
     width = max(len(key) for key in resolved)
     for key, entry in resolved.items():
         click.echo("{:<{w}} = {!s:<40} [{}]".format(key, json.dumps(entry["value"]), entry["source"], w=width))
+    if config.waiting:
+        click.echo("a run goes on without {}: placed in sources/ by hand, not there yet".format(
+            ", ".join(d.key for d in config.waiting)))
 
 
 @cli.command()

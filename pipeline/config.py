@@ -1,9 +1,13 @@
 """Layered settings resolved into one frozen object, remembering where each value came from.
 
-Layers, lowest first: built-in defaults, the language module, the config file
+Layers, lowest first: built-in defaults, the language module, the settings the run kept, the config file
 (TOML), ``DSTRAIN_*`` environment variables, command-line flags.  Nested keys
 use dots in files and flags (``clean.shared_transcripts``) and a double
 underscore in the environment (``DSTRAIN_CLEAN__SHARED_TRANSCRIPTS``).
+
+A run keeps the settings it was given (its ``config.json``, run_settings.py): a later invocation of the same
+run starts from them, so that resuming needs none of them again, and what it gives anew wins, and is kept in
+turn.
 """
 import dataclasses
 import logging
@@ -19,9 +23,10 @@ from pydantic import ValidationError
 
 from dstrain.pipeline.errors import ConfigError
 from dstrain.pipeline.language import Language, TextSource
-from dstrain.pipeline.paths import data_root_problem, printable
+from dstrain.pipeline.paths import DataRoot, data_root_problem, printable
 from dstrain.pipeline.redaction import redact
 from dstrain.pipeline.registry import get_importer, get_language
+from dstrain.pipeline.run_settings import KEPT, Layer, carry_used, kept_layer
 from dstrain.pipeline.settings import SOURCE_FILENAME, LmSettings, Settings
 
 if sys.version_info >= (3, 11):
@@ -33,6 +38,7 @@ ENV_PREFIX = "DSTRAIN_"
 #: Environment variables with the prefix that are not settings (docker-compose.yml sets or reads the last four).
 ENV_NOT_SETTINGS = {"DSTRAIN_CONFIG", "DSTRAIN_ARGS", "DSTRAIN_IMAGE", "DSTRAIN_RESUME_COMMAND", "DSTRAIN_DATA_ON_HOST"}
 SECRET_WORDS = re.compile(r"key|token|secret|password", re.IGNORECASE)
+
 REDACTED = "<redacted>"
 #: Audio workers are processes that each decode and resample one clip at a time: past a few per core they only
 #: add memory and switching, and a typo (100000000) would try to start that many.
@@ -89,6 +95,8 @@ class Config:
     sources: Mapping[str, str]
     #: The language model's text sources: the language's, changed or added by lm.source, chosen by lm.sources.
     lm_sources: Tuple[TextSource, ...] = ()
+    #: The language's datasets this run goes on without: their sources must be placed by hand, and are not yet.
+    waiting: Tuple[ResolvedDataset, ...] = ()
 
     @property
     def run_name(self) -> str:
@@ -113,6 +121,11 @@ class Config:
                 value = [redact(item) if isinstance(item, str) else item for item in value]
             out[key] = {"value": value, "source": self.sources.get(key, "default")}
         return out
+
+    def record(self, before: Optional[Mapping[str, Any]] = None) -> Dict[str, Dict[str, Any]]:
+        """What the run's config.json holds: ``redacted()``, and from the one ``before`` the value a stage used
+        instead of a setting, and why (run_settings.py)."""
+        return carry_used(self.redacted(), before or {})
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -202,22 +215,25 @@ def _language_layer(language: Language) -> Dict[str, Any]:
 
 
 def _describe_errors(exc: ValidationError, sources: Mapping[str, str], values: Mapping[str, Any]) -> str:
-    lines = []
+    lines, kept = [], False
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"])
         where = sources.get(key, "default")
+        kept = kept or where.startswith(KEPT)
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown setting {key!r} (from {where})")
         else:
             lines.append("{}: {} (got {} from {})".format(key, err["msg"], _shown(repr(values.get(key))), where))
+    if kept:
+        lines.append("A setting kept by the run comes from its config.json: give it again with a good value, or "
+                     "add --reset-settings to start from the defaults and what you give now.")
     return "\n  ".join(lines)
 
 
-def _user_layers(config_file, environ: Mapping[str, str], flags: Optional[Mapping[str, Any]]
-                 ) -> List[Tuple[str, Dict[str, Any]]]:
+def _user_layers(config_file, environ: Mapping[str, str], flags: Optional[Mapping[str, Any]]) -> List[Layer]:
     """The file, environment and flag layers, lowest first."""
     config_file = config_file or environ.get("DSTRAIN_CONFIG")
-    layers: List[Tuple[str, Dict[str, Any]]] = []
+    layers: List[Layer] = []
     if config_file:
         layers.append(("file " + str(config_file), read_config_file(config_file)))
     layers.append(("env", read_environment(environ)))
@@ -244,9 +260,16 @@ def resolve(
     config_file=None,
     environ: Optional[Mapping[str, str]] = None,
     flags: Optional[Mapping[str, Any]] = None,
+    kept: bool = False,
 ) -> Config:
-    """Merge the layers, validate everything, and refuse unknown keys and bad values."""
+    """Merge the layers, validate everything, and refuse unknown keys and bad values.
+
+    ``kept``: start from the settings the run was given before (the CLI's commands do, unless told
+    --reset-settings; a check of settings on their own, such as the service's, does not).
+    """
     layers = _user_layers(config_file, os.environ if environ is None else environ, flags)
+    if kept:
+        layers.insert(0, kept_layer(layers))
     # The language is itself a setting, and it supplies the second layer; language_dirs say where else to look.
     code = Settings().language
     for _, layer in layers:
@@ -270,8 +293,8 @@ def resolve(
     if problem:
         raise ConfigError(f"data_root: {problem} (from {sources.get('data_root', 'default')})")
     settings = _cap_workers(settings, sources)
-    return Config(settings, language, _resolve_datasets(settings, language, sources), sources,
-                  _resolve_lm_sources(settings.lm, language))
+    datasets, waiting = _resolve_datasets(settings, language, sources)
+    return Config(settings, language, datasets, sources, _resolve_lm_sources(settings.lm, language), waiting)
 
 
 def _utf8(key: str, value: Any, source: str) -> None:
@@ -293,7 +316,9 @@ def _cap_workers(settings: Settings, sources: Dict[str, str]) -> Settings:
     return settings.model_copy(update={"workers": limit})
 
 
-def _describe_source(source: str, key: str) -> str:
+def _describe_source(source, key: str) -> str:
+    if isinstance(source, Mapping):  # one per key: the kept layer's
+        return source[key]
     if source == "env":
         return "env " + ENV_PREFIX + key.upper().replace(".", "__")
     if source == "flag":
@@ -302,7 +327,8 @@ def _describe_source(source: str, key: str) -> str:
 
 
 def _resolve_datasets(settings: Settings, language: Language, sources: Mapping[str, str]
-                      ) -> Tuple[ResolvedDataset, ...]:
+                      ) -> Tuple[Tuple[ResolvedDataset, ...], Tuple[ResolvedDataset, ...]]:
+    """The datasets the run uses, and those of the language's defaults it goes on without (_waiting_for_hands)."""
     known = [spec.key for spec in language.datasets]
     for key in settings.dataset:
         if key not in known:
@@ -338,7 +364,21 @@ def _resolve_datasets(settings: Settings, language: Language, sources: Mapping[s
         resolved.append(ResolvedDataset(key, spec.importer, params))
     if not resolved:
         raise ConfigError(f"no dataset selected for language {language.code!r}")
-    return tuple(resolved)
+    waiting = _waiting_for_hands(resolved, defaults if settings.datasets is None or added else (),
+                                 DataRoot(settings.data_root, "-", language.code).sources)
+    return tuple(d for d in resolved if d not in waiting), waiting
+
+
+def _waiting_for_hands(resolved: List[ResolvedDataset], implicit: Tuple[str, ...], sources: Path
+                       ) -> Tuple[ResolvedDataset, ...]:
+    """Of the datasets the run uses without being told to (the language's defaults), those whose source only a
+    person can place in ``sources`` and that are not there yet: the run goes on without them, and says so.
+    Not when that would leave none of them: then the download says how to get them."""
+    implicit_ones = [d for d in resolved if d.key in implicit]
+    waiting = tuple(d for d in implicit_ones
+                    if get_importer(d.importer).by_hand(d.params) and not get_importer(d.importer).in_sources(
+                        d.params, sources))
+    return waiting if len(waiting) < len(implicit_ones) else ()
 
 
 def _resolve_lm_sources(lm: LmSettings, language: Language) -> Tuple[TextSource, ...]:

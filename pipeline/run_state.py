@@ -7,7 +7,8 @@ A run says what it did only in records written for that, never in a log line:
   when the stage finishes);
 - ``checkpoints/dstrain-progress.json``: the training's epochs, best checkpoint and invocations
   (deepspeech/progress.py);
-- ``config.json``: the settings the run was last started with; ``reports/metrics.json``: the test's results.
+- ``config.json``: the settings the run was last started with, which later invocations of the run start from
+  (config.py); ``reports/metrics.json``: the test's results.
 
 Files are read through a ``Reader``: a function from a path relative to the run directory to the file's bytes,
 or None when there is none.  The CLI reads its own disk (``local``).  The service passes a reader that opens a
@@ -174,9 +175,19 @@ class RunRecords:
             unfinished=last if last is not None and last.get("outcome") == "running" else None,
         )
 
+    def settings(self) -> Dict[str, Dict[str, Any]]:
+        """The settings the run was last started with (config.json): each dotted key's {"value", "source"}, and
+        "used" and "why" where a stage used another value; {} before its first start."""
+        found = {}
+        for key, entry in (self._json(self.paths.config_file) or {}).items():
+            entry = _object(entry)
+            if entry is not None and "value" in entry and isinstance(entry.get("source"), str):
+                found[key] = entry
+        return found
+
     def setting(self, key: str) -> Any:
         """The value of the dotted setting ``key`` the run was last started with (config.json), or None."""
-        entry = _object((self._json(self.paths.config_file) or {}).get(key))
+        entry = self.settings().get(key)
         return entry.get("value") if entry else None
 
     def test(self) -> Dict[str, Any]:

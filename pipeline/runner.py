@@ -221,9 +221,18 @@ def _walls(config: Config):
 def _under_lock(ctx: Context, config: Config, selected, force, resume_command: str) -> None:
     # Whatever a killed run was writing: no one else writes here while the lock is held.
     remove_leftovers(ctx.paths.run, recursive=True)
-    if read_json(ctx.paths.config_file) != config.redacted():
-        write_json(ctx.paths.config_file, config.redacted())
+    before = read_json(ctx.paths.config_file)
+    if before != config.record(before):
+        write_json(ctx.paths.config_file, config.record(before))
     log.info("run %s: language %s, data root %s", config.run_name, config.language.code, ctx.paths.root)
+    # Now, not only when it stops: a stop's last lines may never reach the screen (Compose, piped, stops
+    # showing the job's output as soon as it is interrupted).
+    log.info("Ctrl-C stops it and keeps everything finished; to go on later, with the settings it keeps: %s",
+             resume_command)
+    if config.waiting:
+        log.warning("going on without %s: each is placed in %s by hand, and is not there yet (the download stage "
+                    "says how to get it); the next run after one is placed adds it",
+                    ", ".join(d.key for d in config.waiting), ctx.paths.sources)
     # What the programs of a killed run left in their TMPDIR: no one else uses it while the lock is held.
     shutil.rmtree(str(ctx.paths.temporary), ignore_errors=True)
     with processes.temporary_files_in(ctx.paths.temporary):
@@ -255,9 +264,10 @@ def check_run(config: Config, smoke: bool = False, stop: Optional[str] = None,
 class StageFailed(DstrainError):
     def __init__(self, stage: str, cause: str, log_path: str, resume_command: str):
         self.stage = stage
+        todo = "Nothing to fix: resume with" if cause == "interrupted" else "Fix the cause, then resume with"
         super().__init__(
             f"stage {stage} failed: {cause}\n  log: {log_path}\n  Everything finished before it is kept. "
-            f"Fix the cause, then resume with:\n    {resume_command}"
+            f"{todo}:\n    {resume_command}"
         )
 
 

@@ -173,6 +173,10 @@ class ExportSettings(_Section):
     formats: Tuple[str, ...] = Field(
         ("tflite", "pb", "zip"), description="tflite, pb (with its .pbmm), zip")
     beam_width: int = Field(500, ge=1, description="default beam width stored in the exported model")
+    acoustic_model_url: Optional[str] = Field(
+        None, description="where the model will be published, for its metadata file (none: the field is left out)")
+    scorer_url: Optional[str] = Field(
+        None, description="where the scorer will be published, for the metadata (none: the field is left out)")
     convert_graphdef_memmapped_format: Optional[str] = Field(
         None, description="TensorFlow's .pb to .pbmm tool, a command or a path (default: dstrain's own converter)")
 

@@ -5,8 +5,9 @@ Everything comes from the run's records, through run_state.py: a training that h
 record yet (the record is written last), but its account is kept epoch by epoch (deepspeech/progress.py): it
 shows as ``running`` while its dstrain process is alive on this machine, else ``interrupted``, with the epochs
 done, of those the run was started with, and the best so far.  A stage that failed left why
-(``state/<stage>.failed.json``).  Whether a stage is done or stale still compares its record with the
-settings ``status`` is given.
+(``state/<stage>.failed.json``).  Whether a stage is done or stale compares its record with the settings the
+run kept (run_settings.py) and those ``status`` is given: given none, it describes the run as it was run; given
+others, what a run with them would redo.
 """
 from typing import List, NamedTuple, Optional
 

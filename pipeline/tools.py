@@ -40,7 +40,7 @@ def run_tool(command: Sequence[str], stdin: Optional[Path] = None) -> List[str]:
     Returns the last lines of its output.
     """
     command = [str(part) for part in command]
-    log.info("$ %s", shlex.join(command))
+    log.debug("$ %s", shlex.join(command))  # the stage log's; the console has the stage's own lines
     tail: deque = deque(maxlen=TAIL_LINES)
     with open(str(stdin), "rb") if stdin else open(os.devnull, "rb") as feed:
         with processes.started(command, stdin=feed, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:

@@ -5,16 +5,22 @@ A user who is not root, in the group of the engine's socket, is made here.  They
 are: the jobs become the owner of ./data.  The stand-in bases' build settings (tests/docker_images.py) are in
 the environment of their `docker compose` only, as a user's shell would give them; there is no .env.
 The case where .env names UID and GID is tests/test_docker.py.
+
+The tiny CPU job runs as the README says, in a terminal: its settings as DSTRAIN_* variables, the batch size
+left at its default.  Ctrl-C stops it during training; the README's command alone, with none of those variables,
+then goes on to package/: the run kept its settings.
 """
 import grp
 import json
 import os
 import pwd
 import re
+import shlex
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +28,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from tests.conftest import RELEASE, need_real
+from tests.conftest import need_real
 from tests.docker_images import (
     NAMESPACE,
     copy_checkout,
@@ -36,16 +42,28 @@ from tests.docker_images import (
 )
 from tests.fixtures.common_voice import build_common_voice
 from tests.http_server import FileServer
-from tests.test_deepspeech_real import ONE_SENTENCE, by_heart
+from tests.test_deepspeech_real import ONE_SENTENCE
 
 pytestmark = pytest.mark.docker
 
 SOCKET = Path("/var/run/docker.sock")
 IMAGE = own("dstrain-test/owner:latest")
 PROJECT = own("dstrain-owner")
-#: The README's command for the CPU job: a service without a profile always runs, so it is named.
-CPU_UP = ["--profile", "cpu", "up", "train-cpu"]
+#: The README's command for the CPU job: a service without a profile always runs, so it is named; the flag makes
+#: the command's exit status the job's.
+CPU_UP = ["--profile", "cpu", "up", "--abort-on-container-failure", "train-cpu"]
 CONSOLE_LINES = 30
+#: The tiny job's settings, as a user gives them in the shell: a small model that learns one sentence by heart
+#: (tests/test_deepspeech_real.py's BY_HEART), with the default batch sizes (64, for one clip of each set).
+TINY = {"DSTRAIN_DATASETS": "common_voice", "DSTRAIN_WORKERS": "2", "DSTRAIN_CLEAN__SHARED_TRANSCRIPTS": "keep",
+        "DSTRAIN_LM__SOURCES": "", "DSTRAIN_LM__EXCLUDE_HELD_OUT": "false", "DSTRAIN_LM__MEMORY": "64M",
+        "DSTRAIN_TRAIN__EPOCHS": "12", "DSTRAIN_TRAIN__N_HIDDEN": "100", "DSTRAIN_TRAIN__LEARNING_RATE": "0.002",
+        "DSTRAIN_TRAIN__DROPOUT_RATE": "0.0", "DSTRAIN_TRAIN__EARLY_STOP": "false", "DSTRAIN_TRAIN__SMOKE": "false",
+        "DSTRAIN_EVALUATE__BEAM_WIDTH": "100", "DSTRAIN_EXPORT__BEAM_WIDTH": "100"}
+#: Ctrl-C once training has recorded this many of its epochs.
+STOP_AFTER = 3
+#: What Compose puts before each line of the job's.
+PREFIX = "train-cpu-1  | "
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +119,48 @@ def compose(user, clone: Path, *args, check=True, build_settings=True, **env) ->
     return as_user(user, docker_binary(), "compose", *args, cwd=clone, check=check, **more)
 
 
+def in_a_terminal(user, clone: Path, *args, interrupt=None, timeout=3600, **env) -> SimpleNamespace:
+    """`docker compose ARGS` typed by ``user`` in a terminal (a pseudo-terminal that script(1) makes, of the
+    TERM a terminal emulator sets); Ctrl-C is typed once ``interrupt()`` is true.  Returns its exit status and
+    everything the terminal showed."""
+    command = shlex.join([docker_binary(), "compose", *args])
+    proc = subprocess.Popen(["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "--",
+                             "script", "-qefc", command, "/dev/null"], cwd=str(clone),
+                            env=dict(user.env, TERM="xterm-256color", **user.settings, **env), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    shown = []
+    reader = threading.Thread(target=lambda: shown.extend(iter(lambda: proc.stdout.read1(65536), b"")),
+                              daemon=True)
+    reader.start()
+    deadline, typed = time.time() + timeout, False
+    while proc.poll() is None and time.time() < deadline:
+        if interrupt is not None and not typed and interrupt():
+            proc.stdin.write(b"\x03")  # what the terminal turns into SIGINT for the foreground program
+            proc.stdin.flush()
+            typed = True
+        time.sleep(0.5)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    reader.join(timeout=30)
+    return SimpleNamespace(returncode=proc.returncode, interrupted=typed, console=b"".join(shown).decode(
+        "utf-8", "replace"))
+
+
+def readable(console: str) -> str:
+    """What a terminal shows as it scrolls: without the menu Compose keeps drawing on its last line (between a
+    saved and a restored cursor), colour and cursor codes, and with plain line ends."""
+    console = re.sub(r"\x1b7\x1b\[[0-9;-]*H.*?\x1b8", "", console, flags=re.DOTALL)
+    return re.sub(r"\x1b\[[0-9;?-]*[A-Za-z]|\x1b[78]", "", console).replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _progress_epochs(data: Path) -> int:
+    try:
+        return json.loads((data / "runs" / "fr" / "checkpoints" / "dstrain-progress.json").read_text())["epochs_done"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 @pytest.fixture(scope="module")
 def origin(user):
     """The project as a repository the user may clone."""
@@ -154,24 +214,60 @@ def test_with_no_env_compose_lists_the_gpu_train_as_the_default(user, origin):
 
 @pytest.fixture(scope="module")
 def trained(user, origin):
-    """A fresh clone's tiny CPU job, from its README command to package/, as the user; and its console."""
+    """A fresh clone's tiny CPU job, from the README's command to package/, as the user, in a terminal: stopped
+    with Ctrl-C during training, then the same command without the settings; and both consoles."""
     clone = fresh_clone(user, origin, "dstrain")
     data = clone / "data"
     (data / "sources").mkdir()
     build_common_voice(data / "sources", rows=ONE_SENTENCE)
-    (data / "dstrain.toml").write_text('workers = 2\ndatasets = ["common_voice"]\n' + by_heart(
-        train=["epochs = 10"], **{"dataset.common_voice": [f'release = "{RELEASE}"']}))
-    # What the user put there: their download, and their settings file.
-    subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(data)], check=True)
+    subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(data)], check=True)  # what the user put there
     started = time.time()
-    proc = compose(user, clone, *CPU_UP, LANGUAGE="fr", DSTRAIN_ARGS="--config /data/dstrain.toml")
+    stopped = in_a_terminal(user, clone, *CPU_UP, interrupt=lambda: _progress_epochs(data) >= STOP_AFTER,
+                            LANGUAGE="fr", **TINY)
     seconds = time.time() - started
-    lines = proc.stdout.splitlines()
-    print(f"\n`LANGUAGE=fr docker compose {' '.join(CPU_UP)}` as {user.name} took {seconds:.0f} s, "
-          f"{len(lines)} lines; the first and last {CONSOLE_LINES}:")
-    print("\n".join(lines[:CONSOLE_LINES] + ["[...]"] + lines[-CONSOLE_LINES:]))
-    yield SimpleNamespace(clone=clone, data=data, console=proc.stdout)
+    epochs = _progress_epochs(data)
+    started = time.time()
+    went_on = in_a_terminal(user, clone, *CPU_UP, LANGUAGE="fr")
+    for name, run, took in (("stopped", stopped, seconds), ("went on", went_on, time.time() - started)):
+        lines = readable(run.console).splitlines()
+        print(f"\n`LANGUAGE=fr docker compose {' '.join(CPU_UP)}` ({name}, exit status {run.returncode}) as "
+              f"{user.name} took {took:.0f} s, {len(lines)} lines; the first and last {CONSOLE_LINES}:")
+        print("\n".join(lines[:CONSOLE_LINES] + ["[...]"] + lines[-CONSOLE_LINES:]))
+    yield SimpleNamespace(clone=clone, data=data, stopped=stopped, stopped_at=epochs, went_on=went_on,
+                          console=readable(went_on.console))
     compose(user, clone, "--profile", "*", "down", check=False)
+
+
+def test_ctrl_c_says_how_to_go_on_and_the_command_alone_goes_on_with_the_runs_settings(trained):
+    stopped = readable(trained.stopped.console)
+    assert trained.stopped.interrupted and STOP_AFTER <= trained.stopped_at < int(TINY["DSTRAIN_TRAIN__EPOCHS"])
+    resume = "LANGUAGE=fr docker compose --profile cpu up --abort-on-container-failure train-cpu"
+    # Said at the start, before any stop: Compose shows a stopping job's last lines only in a terminal where it
+    # draws its menu (not piped, nor with COMPOSE_MENU=false or TERM unset), and exits 130 itself then.
+    assert f"to go on later, with the settings it keeps: {resume}" in stopped
+    # In a terminal, also at the stop, and the command's exit status is the job's: stopped from outside.
+    assert "stage train failed: interrupted" in stopped and f"resume with:\n{PREFIX}    {resume}" in stopped
+    assert trained.stopped.returncode == 143, stopped
+    assert trained.went_on.returncode == 0, trained.console
+    assert f"resuming: {trained.stopped_at} of 12 epochs were done" in trained.console
+    settings = json.loads((trained.data / "runs" / "fr" / "config.json").read_text())
+    assert settings["train.epochs"] == {"value": 12, "source": "kept by run fr, env DSTRAIN_TRAIN__EPOCHS"}
+    assert settings["datasets"]["value"] == ["common_voice"]
+
+
+def test_the_default_batch_size_is_lowered_to_the_tiny_set_the_loss_moves_and_the_run_says_so(trained):
+    run = trained.data / "runs" / "fr"
+    training = json.loads((run / "reports" / "metrics.json").read_text())["training"]
+    losses = [epoch["train_loss"] for epoch in training["epochs"]]
+    assert len(losses) == 12 and all(epoch["steps"] == 1 for epoch in training["epochs"])
+    assert losses[-1] < 0.5 * losses[0], losses
+    settings = json.loads((run / "config.json").read_text())
+    assert settings["train.train_batch_size"] == {"value": 64, "source": "default", "used": 1,
+                                                  "why": "lowered from 64: the training set has 1 clip"}
+    assert settings["train.dev_batch_size"]["used"] == settings["train.test_batch_size"]["used"] == 1
+    card = (run / "package" / "README.md").read_text()
+    assert "| train_batch_size | 1 (lowered from 64: the training set has 1 clip) |" in card
+    assert "train_batch_size 64 is more than the training set (1 clip)" in readable(trained.stopped.console)
 
 
 def test_the_cpu_job_as_the_user_reaches_package_and_every_file_is_theirs(user, trained):
@@ -184,6 +280,17 @@ def test_the_cpu_job_as_the_user_reaches_package_and_every_file_is_theirs(user, 
     assert owners == {(user.uid, user.gid)}
     # And git sees none of it: the repository ships data/ empty, and ignores what goes in.
     assert as_user(user, "git", "status", "--porcelain", cwd=trained.clone).stdout == ""
+
+
+def test_status_in_the_container_without_the_settings_describes_the_run_as_it_was_run(user, trained):
+    """The user asks, in the container, with none of the DSTRAIN_* variables the run was started with: the run's
+    own records answer, not the defaults (which would ask for six datasets and 30 epochs)."""
+    proc = compose(user, trained.clone, "--profile", "cpu", "run", "--rm", "train-cpu", "status",
+                   "-l", "fr", LANGUAGE="fr")
+    states = dict(line.split()[:2] for line in proc.stdout.splitlines()
+                  if line.split()[:1] and line.split()[0] in ("check", "download", "train", "evaluate", "package"))
+    assert states == dict.fromkeys(("check", "download", "train", "evaluate", "package"), "done"), proc.stdout
+    assert "epochs=12" in proc.stdout and "stale" not in proc.stdout and "interrupted" not in proc.stdout
 
 
 def test_the_job_is_the_inits_own_child_with_no_privilege_left(user, trained):
@@ -258,7 +365,8 @@ def test_up_with_no_profile_starts_the_gpu_job_and_down_removes_it(user, origin,
     clone = fresh_clone(user, origin, "gpu")
     before = _snapshot(clone / "data")
     project = own("dstrain-owner-gpu")
-    proc = compose(user, clone, "up", "--no-build", check=False, LANGUAGE="fr", COMPOSE_PROJECT_NAME=project)
+    proc = compose(user, clone, "up", "--abort-on-container-failure", "--no-build", check=False, LANGUAGE="fr",
+                   COMPOSE_PROJECT_NAME=project)
     assert proc.returncode != 0 and 'could not select device driver "nvidia"' in proc.stdout, proc.stdout
     assert [line.split()[0] for line in _containers(project)] == ["train"]
     compose(user, clone, "down", COMPOSE_PROJECT_NAME=project)
@@ -266,14 +374,15 @@ def test_up_with_no_profile_starts_the_gpu_job_and_down_removes_it(user, origin,
     assert _snapshot(clone / "data") == before
 
 
-def test_data_owned_by_root_is_refused_with_the_fix_and_nothing_is_written(user, origin, trained):
+def test_data_owned_by_root_is_refused_with_the_fix_the_exit_status_and_nothing_is_written(user, origin, trained):
     clone = fresh_clone(user, origin, "refused")
     subprocess.run(["chown", "-R", "0:0", str(clone / "data")], check=True)
     before = _snapshot(clone / "data")
     project = own("dstrain-owner-refused")
     try:
-        proc = compose(user, clone, *CPU_UP, "--no-build", LANGUAGE="fr", COMPOSE_PROJECT_NAME=project)
-        assert _exit_code(project, "train-cpu") == 2
+        proc = compose(user, clone, *CPU_UP, "--no-build", check=False, LANGUAGE="fr", COMPOSE_PROJECT_NAME=project)
+        # The job failed, and the README's command says so with the job's own exit status.
+        assert _exit_code(project, "train-cpu") == 2 and proc.returncode == 2, proc.stdout
         assert "the data directory ./data belongs to root" in proc.stdout
         assert '    sudo chown -R "$(id -u):$(id -g)" ./data' in proc.stdout
         # In the user's shell, that names them.

@@ -173,8 +173,9 @@ def test_compose_stop_mid_training_then_up_trains_only_the_epochs_left(trained):
     assert [e["epoch"] for e in record["epochs"]] == list(range(1, EPOCHS + 1))
     _, stopped, resumed_log, _ = trained[3]["logs"]
     assert "stage train failed: interrupted" in stopped
-    assert ("resume with:\n    LANGUAGE=fr docker compose up, with the same --profile, service and DSTRAIN_ARGS"
-            in stopped)
+    # The README's command for this job, with the variables that chose its run and stages as they were given.
+    assert ('resume with:\n    LANGUAGE=fr DSTRAIN_ARGS="--config /data/dstrain.toml" docker compose --profile cpu '
+            "up --abort-on-container-failure train-cpu" in stopped)
     assert f"resuming: {stop['epochs']} of {EPOCHS} epochs were done" in resumed_log
 
 

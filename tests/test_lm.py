@@ -474,10 +474,12 @@ def test_kenlm_build_script_reuses_its_cache(kenlm_bin, tmp_path):
         assert (tmp_path / "bin" / tool).read_bytes() == (kenlm_bin / tool).read_bytes()
 
 
-def test_the_tools_output_goes_to_the_stage_log_and_to_the_console_only_with_verbose(lm_run, tmp_path):
+def test_the_tools_commands_and_output_go_to_the_stage_log_and_to_the_console_only_with_verbose(lm_run, tmp_path):
     run = lm_run.copy(tmp_path, order=3)  # a new order: the model is built again
     quiet = run.run()
-    assert "$ " + str(run.kenlm_dir / "lmplz") in quiet.stderr and "Counting and sorting" not in quiet.stderr
-    assert "Counting and sorting" in (run.data / "runs" / "fr" / "logs" / "lm.log").read_text()
+    # The commands too: the console has the stage's own lines, the stage log everything.
+    assert "$ " + str(run.kenlm_dir / "lmplz") not in quiet.stderr and "Counting and sorting" not in quiet.stderr
+    log = (run.data / "runs" / "fr" / "logs" / "lm.log").read_text()
+    assert "$ " + str(run.kenlm_dir / "lmplz") in log and "Counting and sorting" in log
     loud = dstrain("-v", "run", "-l", "fr", "--config", run.config, "--to", "lm", "--force", "lm", env=run.env())
     assert "Counting and sorting" in loud.stderr

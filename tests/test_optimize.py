@@ -59,9 +59,12 @@ def test_the_search_runs_on_the_dev_set_with_the_lm_scorer_and_configured_ranges
         assert call["flags"]["test_files"] == str(scenario.run_dir / "clean" / "dev.csv")
         assert call["flags"]["scorer_path"] == str(scenario.run_dir / "lm" / "kenlm.scorer")
         assert (call["flags"]["lm_alpha_max"], call["flags"]["lm_beta_max"]) == (3.0, 4.0)
-        assert call["flags"]["test_batch_size"] == 4 and call["flags"]["load_evaluate"] == "best"
+        # dev_batch_size 4 on the 3 dev clips: one batch of them all.
+        assert call["flags"]["test_batch_size"] == 3 and call["flags"]["load_evaluate"] == "best"
         assert call["flags"]["beam_width"] == 1024
-    assert "alpha/beta: 100%" in proc.stderr and "7/7" in proc.stderr
+    # Piped, a line per round (a terminal also gets a bar).
+    assert [line.split(",")[0] for line in proc.stderr.splitlines() if line.startswith("alpha/beta: ")] == [
+        "alpha/beta: 3 of 7 trials", "alpha/beta: 6 of 7 trials", "alpha/beta: 7 of 7 trials"]
 
 
 def test_the_best_pair_is_written_and_the_scorer_rebuilt_with_it(optimized):

@@ -123,6 +123,8 @@ def test_lmplz_stops_with_dstrain(before_lm, kenlm, tmp_path, how):
     assert lmplz and not _lmplz_of(data)
     if how != "SIGKILL":
         assert "stage lm failed: interrupted" in err and "Traceback" not in err
+        # The exit status README.md gives a script: a stop from outside, or a failure (Ctrl-C's) of the run's own.
+        assert proc.returncode == (143 if how == "SIGTERM" else 1), (proc.returncode, err)
 
 
 #: How a program or a process can be started from Python, other than through processes.py and workers.py.

@@ -242,8 +242,11 @@ def test_report_has_the_loss_curve_and_its_data(crashed_then_resumed):
     assert "Epoch 4: training resumed from the last checkpoint." in markdown
     for title in ("### Best", "### Median", "### Worst"):
         assert title in markdown
-    # Every sample row has a player whose link, relative to the report, reaches its clip.
-    players = re.findall(r'<audio controls preload="none" src="([^"]+)"></audio>', html)
+    # The caption names what the curve draws: this run was resumed.
+    assert "dotted lines mark where training was resumed after a stop" in markdown
+    # Every sample row has a player whose link, relative to the report, reaches its clip; its length shows before
+    # it is played.
+    players = re.findall(r'<audio controls preload="metadata" src="([^"]+)"></audio>', html)
     examples = scenario.metrics()["test"]["examples"]
     assert len(players) == sum(len(rows) for rows in examples.values()) == 3
     for link in players:
@@ -311,23 +314,29 @@ def test_packages_hold_exactly_the_listed_files_and_their_checksums_verify(crash
 
 
 def test_out_of_memory_halves_the_batch_and_resumes_from_the_last_checkpoint(prepared, tools, tmp_path):
-    scenario = Scenario(tmp_path, prepared, tools, train={"epochs": 4, "train_batch_size": 8,
-                                                          "dev_batch_size": 8, "test_batch_size": 8})
-    proc = scenario.run("--from", "train", "--to", "evaluate", DS_DOUBLE_OOM_ABOVE_BATCH="4",
+    # The prepared run has 9 train, 3 dev and 3 test clips: a dev batch of 4 is one batch of the 3.
+    scenario = Scenario(tmp_path, prepared, tools, train={"epochs": 4, "train_batch_size": 4,
+                                                          "dev_batch_size": 4, "test_batch_size": 3})
+    proc = scenario.run("--from", "train", "--to", "evaluate", DS_DOUBLE_OOM_ABOVE_BATCH="2",
                         DS_DOUBLE_OOM_AT_EPOCH="1")
-    assert "out of memory: batch sizes 8/8 (train/dev) halved to 4/4" in proc.stderr
+    assert "out of memory: batch sizes 4/4 (train/dev) halved to 2/2" in proc.stderr
     first, second = training_calls(scenario)
-    assert argv_value(first, "train_batch_size") == "8" and argv_value(first, "load_train") == "init"
-    assert argv_value(second, "train_batch_size") == "4" and argv_value(second, "dev_batch_size") == "4"
+    assert argv_value(first, "train_batch_size") == "4" and argv_value(first, "load_train") == "init"
+    assert argv_value(first, "dev_batch_size") == "3"
+    assert argv_value(second, "train_batch_size") == "2" and argv_value(second, "dev_batch_size") == "2"
     assert argv_value(second, "load_train") == "last" and argv_value(second, "epochs") == "3"
     training = scenario.metrics()["training"]
     assert [e["epoch"] for e in training["epochs"]] == [1, 2, 3, 4]
-    assert [e["train_batch_size"] for e in training["epochs"]] == [8, 4, 4, 4]
+    assert [e["train_batch_size"] for e in training["epochs"]] == [4, 2, 2, 2]
+    assert [e["steps"] for e in training["epochs"]] == [2, 4, 4, 4]  # 9 // 4, then 9 // 2
     assert [e for e in training["events"] if e["event"] == "out_of_memory"] == [
-        {"event": "out_of_memory", "epoch": 2, "train_batch_size": [8, 4], "dev_batch_size": [8, 4]}]
+        {"event": "out_of_memory", "epoch": 2, "train_batch_size": [4, 2], "dev_batch_size": [4, 2]}]
     assert [i["outcome"] for i in training["invocations"]] == ["out_of_memory", "finished"]
     tests = [c for c in scenario.calls() if c["flags"]["test_files"]]
-    assert [c["flags"]["test_batch_size"] for c in tests] == [8, 4]
+    assert [c["flags"]["test_batch_size"] for c in tests] == [3, 1]
+    config = json.loads((scenario.run_dir / "config.json").read_text())
+    assert config["train.train_batch_size"]["used"] == 2
+    assert config["train.train_batch_size"]["why"] == "halved from 4 to 2 after running out of memory"
 
     # Without a scorer, the test still runs, and says what that means.
     test = scenario.metrics()["test"]

@@ -111,6 +111,16 @@ class Corpus(ABC):
         """What the user can do when the source cannot be downloaded."""
         return f"Download it from {self.homepage}."
 
+    def by_hand(self, params) -> bool:
+        """Whether the source can only be placed in sources/ by hand: with these parameters the corpus has nowhere
+        to download it from.  A run that was not told which datasets to use goes on without such a source while
+        it is not there (config.py)."""
+        return self.source_url(params) is None
+
+    def in_sources(self, params, sources: Path) -> bool:
+        """Whether the source, or what ``download`` makes it from, is in ``sources``."""
+        return self.archive_path(params, sources).exists()
+
     def download(self, params, sources: Path) -> str:
         """The verified sha256 of the source, downloaded first unless it is already in ``sources``."""
         return obtain(self.archive_path(params, sources), params.sha256, self.source_url(params), None,

@@ -60,6 +60,7 @@ class Progress:
         self.metrics_path = metrics_path
         self.data = data
         self._before = 0
+        self._steps: Optional[int] = None
         self._train_losses: Dict[int, Optional[float]] = {}
 
     @classmethod
@@ -84,6 +85,8 @@ class Progress:
             "learning_rate": None,
             #: The rate in force, after any reduction on a plateau.
             "current_learning_rate": train_settings.learning_rate,
+            #: The batch sizes of the last invocation, fitted to its sets: {"train"|"dev": batches.Fitted}.
+            "batches": None,
             "feature_cache_data": None,
             #: The training set last trained on, to say when a finished model has not seen a new one.
             "train_data": None,
@@ -113,7 +116,7 @@ class Progress:
     def metrics(self) -> Dict[str, Any]:
         return {key: self.data.get(key) for key in (
             "mode", "epochs_done", "stopped_early", "best", "model", "epochs", "events", "invocations",
-            "train_batch_size", "dev_batch_size")}
+            "train_batch_size", "dev_batch_size", "configured_batch", "batches")}
 
     @property
     def last_epoch(self) -> Optional[int]:
@@ -144,9 +147,11 @@ class Progress:
 
     # -- one DeepSpeech invocation ----------------------------------------------
 
-    def begin(self, cmd: List[str], load: str, load_dir, epochs: int) -> None:
+    def begin(self, cmd: List[str], load: str, load_dir, epochs: int, steps: Optional[int] = None) -> None:
+        """``steps``: training steps per epoch, with the batch size in use (the account's "batches")."""
         self._before = self.data["epochs_done"]
         self._train_losses = {}
+        self._steps = steps
         self.data["invocations"].append({
             "argv": cmd,
             "load_train": load,
@@ -154,7 +159,8 @@ class Progress:
             #: Counted from 1 over the whole run, as every epoch number a user reads.
             "first_epoch": self._before + 1,
             "epochs": epochs,
-            "train_batch_size": self.data["train_batch_size"],
+            "train_batch_size": self._batch_size(),
+            "steps_per_epoch": steps,
             "outcome": "running",
             # Whether it still runs, for `dstrain status`.
             "pid": os.getpid(),
@@ -162,6 +168,11 @@ class Progress:
             "process": _process_identity(os.getpid()),
         })
         self.save()
+
+    def _batch_size(self) -> int:
+        """The training batch size in use: fitted to the training set, when the account says so."""
+        fitted = (self.data.get("batches") or {}).get("train")
+        return fitted["used"] if fitted else self.data["train_batch_size"]
 
     def set_model(self, model: Dict[str, Any]) -> None:
         """The checkpoint that is the model; test results of other weights no longer describe it."""
@@ -195,7 +206,8 @@ class Progress:
                 "train_loss": self._train_losses.pop(event.epoch, None),
                 "dev_loss": _finite(event.value),
                 "learning_rate": self.data["current_learning_rate"],
-                "train_batch_size": self.data["train_batch_size"],
+                "train_batch_size": self._batch_size(),
+                "steps": self._steps,
             })
             self.data["epochs_done"] += 1
             self.save()

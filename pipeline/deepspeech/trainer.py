@@ -32,6 +32,12 @@ OUT_OF_MEMORY = re.compile(r"ResourceExhaustedError|OOM when allocating")
 #: (An epoch's infinite or NaN loss reaches the console in the train stage's own line for the epoch.)
 MATTERS = re.compile(OUT_OF_MEMORY.pattern + r"|cuDNN|CUDNN_STATUS|infinite \(or NaN\) loss|^E |^Fatal|^FATAL",
                      re.IGNORECASE)
+
+
+def matters(line: str) -> bool:
+    """Whether the console must show this line of the trainer's; not DeepSpeech's own info lines ("I Loading
+    variable from checkpoint: cudnn_lstm/..."), which may name cuDNN without being a failure."""
+    return bool(MATTERS.search(line)) and not line.startswith("I ")
 TAIL_LINES = 30
 OPTIMIZER_HOW_TO_GET = ("lm_optimizer.py is at the top of DeepSpeech v0.9.3's source tree (git clone --branch v0.9.3 "
                         "https://github.com/mozilla/DeepSpeech), not in the deepspeech_training package.")
@@ -273,7 +279,8 @@ class Outcome(NamedTuple):
 def run(cmd: Sequence[str], env: Dict[str, str], on_line: Optional[Callable[[str], None]] = None) -> Outcome:
     """Run DeepSpeech, stream its output to the stage log (the lines that matter to the console too), and
     watch for out-of-memory."""
-    log.info("$ %s", " ".join(shlex.quote(part) for part in cmd))
+    # The stage log's: a training's command line is about 900 characters, too long for the console.
+    log.debug("$ %s", " ".join(shlex.quote(part) for part in cmd))
     tail: deque = deque(maxlen=TAIL_LINES)
     out_of_memory = False
     try:
@@ -285,7 +292,7 @@ def run(cmd: Sequence[str], env: Dict[str, str], on_line: Optional[Callable[[str
     try:
         for raw in proc.stdout:
             line = raw.rstrip("\n")
-            log.log(logging.WARNING if MATTERS.search(line) else logging.DEBUG, "  %s", line)
+            log.log(logging.WARNING if matters(line) else logging.DEBUG, "  %s", line)
             tail.append(line)
             if OUT_OF_MEMORY.search(line):
                 out_of_memory = True

@@ -70,8 +70,11 @@ def _check_data(plan: Plan) -> None:
 
 
 def finished(progress: Progress, epochs: int) -> bool:
-    """Whether the training this account describes is over, for ``epochs`` configured epochs."""
-    return progress["stopped_early"] or progress["epochs_done"] >= epochs
+    """Whether the training this account describes is over, for ``epochs`` configured epochs.  One that never
+    took a step (a batch size larger than its training set, before dstrain lowered it) learnt nothing: it is
+    not over, whatever its epochs say."""
+    over = progress["stopped_early"] or progress["epochs_done"] >= epochs
+    return over and not batches.took_no_step(progress["epochs"])
 
 
 def _load_progress(plan: Plan) -> Progress:
@@ -83,6 +86,12 @@ def _load_progress(plan: Plan) -> Progress:
             progress.unfinished()["pid"]))
     if progress is not None:
         progress.close_interrupted()
+    if progress is not None and not plan.forced and batches.took_no_step(progress["epochs"]):
+        log.warning("the earlier training took no step in its %d epochs (each batch was larger than the training "
+                    "set, so DeepSpeech dropped it): it learnt nothing, so training starts over",
+                    progress["epochs_done"])
+        _discard(plan)
+        progress = None
     if plan.forced:
         # The record first: a forced training interrupted from here on shows as not done, and the rerun
         # continues it instead of finding the previous training "up to date".
@@ -155,15 +164,14 @@ def _train_once(plan: Plan, progress: Progress, found: Optional[starting.Source]
     t = plan.train
     start = starting.choose(plan, found, progress["learning_rate"])
     remaining = t.epochs - progress["epochs_done"]
+    train, dev = _fit_batches(plan, progress)
     flags = trainer.train_flags(plan.graph, t, (plan.train_csv, plan.dev_csv), start, remaining,
-                                (progress["train_batch_size"], progress["dev_batch_size"]),
-                                _feature_cache(plan, progress))
+                                (train.used, dev.used), _feature_cache(plan, progress))
     cmd = trainer.command(t, flags)
     _keep_best(plan, progress)
     best = progress["best"]
     if best is not None:
         checkpoints.protect_best(plan.checkpoints, plan.best_backup, best["checkpoint"])
-    _warn_left_out(plan, progress["train_batch_size"])
     if start.reset_learning_rate:
         progress["current_learning_rate"] = t.learning_rate
     progress["learning_rate"] = t.learning_rate
@@ -171,7 +179,7 @@ def _train_once(plan: Plan, progress: Progress, found: Optional[starting.Source]
     log.info("training epochs %d to %d of %d (%s)", progress["epochs_done"] + 1, t.epochs, t.epochs,
              "continuing from the last checkpoint" if start.load_train == "last"
              else "from scratch" if start.load_train == "init" else f"from {start.load_dir}")
-    progress.begin(cmd, start.load_train, start.load_dir, remaining)
+    progress.begin(cmd, start.load_train, start.load_dir, remaining, train.steps)
     outcome = None
     try:
         outcome = trainer.run(cmd, trainer.environment(t), lambda line: _on_line(t.epochs, progress, line))
@@ -213,11 +221,34 @@ def _keep_best(plan: Plan, progress: Progress) -> None:
     checkpoints.prune(directory)
 
 
-def _warn_left_out(plan: Plan, batch_size: int) -> None:
+def _fit_batches(plan: Plan, progress: Progress) -> Tuple[batches.Fitted, batches.Fitted]:
+    """The train and dev batch sizes this invocation uses: those in force (configured, or halved after running
+    out of memory), lowered to the set's size where they are larger; recorded in the account."""
     sizes = [sample.wav_filesize for sample in read_samples(plan.train_csv)]
-    found = batches.left_out(sizes, batch_size)
-    if found is not None:
-        log.warning("%s", batches.describe(found))
+    train = batches.fit(progress["train_batch_size"], len(sizes))
+    dev = batches.fit(progress["dev_batch_size"], sum(1 for _ in read_samples(plan.dev_csv)))
+    if train.lowered:
+        log.warning("%s", batches.describe_lowered(train))
+    else:
+        left = batches.left_out(sizes, train.used)
+        if left is not None:
+            log.warning("%s", batches.describe(left))
+    if dev.lowered:
+        log.info("dev_batch_size %d is more than the dev set (%s): validation uses one batch of it all", dev.asked,
+                 batches.clips(dev.clips))
+    progress["batches"] = {"train": train._asdict(), "dev": dev._asdict()}  # keyed as batches.SETS
+    return train, dev
+
+
+def used(progress: Progress) -> Dict[str, Tuple[int, str]]:
+    """The batch sizes the training used instead of the configured ones, and why, by setting."""
+    found = {}
+    for (split, what), configured in zip(batches.SETS.items(), progress["configured_batch"]):
+        fitted = (progress.data.get("batches") or {}).get(split)
+        why = batches.why_not(configured, batches.Fitted(**fitted), what) if fitted else None
+        if why is not None:
+            found[f"train.{split}_batch_size"] = (fitted["used"], why)
+    return found
 
 
 def _model(plan: Plan, progress: Progress) -> Dict[str, Any]:
@@ -310,4 +341,6 @@ def _result(plan: Plan, progress: Progress) -> Dict[str, Any]:
     # does not.
     return {"counts": counts, "outputs": {"lineage": progress["lineage"], "epochs": progress["epochs_done"],
                                           "stopped_early": progress["stopped_early"],
-                                          "model": {k: model[k] for k in ("which", "checkpoint", "digest")}}}
+                                          "model": {k: model[k] for k in ("which", "checkpoint", "digest")}},
+            # For config.json, beside the settings they replaced (stages/train.py).
+            "used": used(progress)}

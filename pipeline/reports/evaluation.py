@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 from dstrain.pipeline.atomic import temporary_path, write_text
+from dstrain.pipeline.deepspeech import batches
 
 #: Above this share of wrong characters the acoustic model, not the scorer, is the weak part.
 HIGH_CER = 0.15
@@ -19,6 +20,9 @@ HIGH_CER = 0.15
 WORDS_PER_CHAR_ERROR = 3.0
 #: A training loss that fell by less than this share over the run "did not move".
 FLAT = 0.05
+#: Fewer training steps than this in a whole run move the loss little at DeepSpeech's learning rates: when the
+#: loss did not move, that, not the rate, is what to change first.
+FEW_STEPS = 200
 
 Block = Tuple[Any, ...]
 
@@ -52,6 +56,12 @@ def advice(training: Dict[str, Any], test: Dict[str, Any]) -> List[str]:
     train = _series(training, "train_loss")
     dev = _series(training, "dev_loss")
     epochs = [e["epoch"] for e in training.get("epochs", [])]
+    if batches.took_no_step(training.get("epochs", [])):
+        tips.append("No training step was taken: each batch was larger than the training set, and DeepSpeech drops "
+                    "the last incomplete batch of every epoch, so the model learnt nothing (its loss of 0.00 means "
+                    "no step, not a perfect model). Lower train.train_batch_size below the number of training "
+                    "clips; dstrain itself lowers it to the set's size when it trains again.")
+        return tips
     if any(v is None for v in train + dev):
         tips.append("Some losses were infinite or not a number: the learning rate may be too high, or some clips "
                     "do not match their sentence (DeepSpeech names such files in the train log).")
@@ -66,13 +76,25 @@ def advice(training: Dict[str, Any], test: Dict[str, Any]) -> List[str]:
                         "train.dropout_rate, keep train.early_stop on (a smaller train.es_epochs stops sooner), "
                         "or add more varied data.")
         if known[-1][1] >= known[0][1] * (1 - FLAT):
-            tips.append(f"The training loss hardly moved ({known[0][1]:.1f} at first, {known[-1][1]:.1f} at the "
-                        "end): the learning rate is likely wrong. Too low and nothing is learnt, too high and it "
-                        "cannot settle: try train.learning_rate ten times smaller, then ten times larger.")
+            tips.append(_flat(training, known[0][1], known[-1][1]))
     if not tips:
         tips.append("Nothing stands out. More hours of speech and more text for the language model are the "
                     "surest ways to lower both numbers.")
     return tips
+
+
+def _flat(training: Dict[str, Any], first: float, last: float) -> str:
+    """Why the training loss hardly moved: too few steps, when the account counted them, else the learning rate."""
+    moved = f"The training loss hardly moved ({first:.1f} at first, {last:.1f} at the end)"
+    steps = [e.get("steps") for e in training.get("epochs", [])]
+    if steps and None not in steps and sum(steps) < FEW_STEPS:
+        fitted = (training.get("batches") or {}).get("train") or {}
+        cut = (f": {fitted['clips']} clips in batches of {fitted['used']}" if fitted.get("clips") else "")
+        return (f"{moved} over only {sum(steps)} training steps in all ({steps[-1]} per epoch{cut}), too few for "
+                "the model to learn much. A smaller train.train_batch_size gives more steps per epoch, more epochs "
+                "more in all; more training clips help most.")
+    return (f"{moved}: the learning rate is likely wrong. Too low and nothing is learnt, too high and it cannot "
+            "settle: try train.learning_rate ten times smaller, then ten times larger.")
 
 
 def loss_curve(training: Dict[str, Any], png) -> None:
@@ -154,6 +176,29 @@ def model_facts(training: Dict[str, Any]) -> List[str]:
     return [text]
 
 
+def batch_sizes(training: Dict[str, Any]) -> Dict[str, str]:
+    """The batch size each set was trained or validated with (training's account), with why it is not the one
+    configured; {} for an account that did not record them."""
+    found = {}
+    fitted, configured = training.get("batches") or {}, training.get("configured_batch") or []
+    for (split, what), asked in zip(batches.SETS.items(), configured):
+        if fitted.get(split):
+            used = batches.Fitted(**fitted[split])
+            why = batches.why_not(asked, used, what)
+            found[split] = str(used.used) + (f" ({why})" if why else "")
+    return found
+
+
+def batch_facts(training: Dict[str, Any]) -> List[str]:
+    """How the last training cut its set into steps; for the report."""
+    train = (training.get("batches") or {}).get("train")
+    if not train:
+        return []
+    fitted = batches.Fitted(**train)
+    return [f"{fitted.steps} training step{'s' if fitted.steps != 1 else ''} per epoch: {fitted.clips} clips in "
+            f"batches of {batch_sizes(training)['train']}."]
+
+
 def document(title: str, training: Dict[str, Any], test: Dict[str, Any], reports_dir=None) -> List[Block]:
     blocks: List[Block] = [("h1", f"Evaluation of {title}"), ("p", test["note"]), ("h2", "Results")]
     rows = [["all", str(test["overall"]["clips"]), _rate(test["overall"]["wer"]), _rate(test["overall"]["cer"]),
@@ -174,7 +219,7 @@ def document(title: str, training: Dict[str, Any], test: Dict[str, Any], reports
                                                ", then stopped early" if training.get("stopped_early") else ""))
     if best:
         facts.append(f"Lowest dev loss: epoch {best['epoch']}, {_number(best['dev_loss'])}.")
-    facts += model_facts(training)
+    facts += model_facts(training) + batch_facts(training)
     for invocation in training.get("invocations", []):
         if invocation.get("first_epoch", 1) > 1:
             facts.append(f"Epoch {invocation['first_epoch']}: training resumed from the last checkpoint.")
@@ -186,10 +231,11 @@ def document(title: str, training: Dict[str, Any], test: Dict[str, Any], reports
             facts.append("Epoch {}: out of memory; batch sizes halved to {} (train) and {} (dev).".format(
                 event["epoch"], event["train_batch_size"][1], event["dev_batch_size"][1]))
     blocks += [("ul", facts), ("img", "Training and validation loss per epoch")]
+    resumed = any(i.get("first_epoch", 1) > 1 for i in training.get("invocations", []))
     blocks.append(("p", "The training loss measures the clips the model learns from, the validation loss clips it "
                         "never learns from. Both should fall; when only the training loss falls, the model is "
-                        "memorising. The star marks the lowest dev loss; dotted lines mark where training "
-                        "was resumed after a stop."))
+                        "memorising. The star marks the lowest dev loss"
+                        + ("; dotted lines mark where training was resumed after a stop." if resumed else ".")))
     blocks.append(("h2", "Samples"))
     for name, label in (("best", "Best"), ("median", "Median"), ("worst", "Worst")):
         rows = [[_rate(s["wer"]), _rate(s["cer"]), s["src"], s["res"], _clip(s["wav_filename"], reports_dir)]
@@ -213,7 +259,7 @@ def _md_cell(text: str) -> str:
 
 def _html_cell(text: str) -> str:
     if isinstance(text, Clip):
-        return (f'<audio controls preload="none" src="{html.escape(quote(text))}"></audio> '
+        return (f'<audio controls preload="metadata" src="{html.escape(quote(text))}"></audio> '
                 f'<a href="{html.escape(quote(text))}">{html.escape(os.path.basename(text))}</a>')
     return html.escape(text)
 

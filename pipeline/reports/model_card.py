@@ -6,7 +6,7 @@ from dstrain.pipeline.atomic import read_json
 from dstrain.pipeline.deepspeech.decoding import Decoder
 from dstrain.pipeline.language import Language, TextSource
 from dstrain.pipeline.paths import DataRoot, ImportedDataset
-from dstrain.pipeline.reports.evaluation import model_facts
+from dstrain.pipeline.reports.evaluation import batch_sizes, model_facts
 from dstrain.pipeline.settings import TrainSettings
 
 
@@ -112,11 +112,14 @@ def render(subject: Subject, files: Dict[str, List[str]], metrics: Dict[str, Any
               + (", stopped early." if training.get("stopped_early") else "."), ""]
     lines += model_facts(training)
     lines += ["", "| hyperparameter | value |", "|---|---|"]
+    used = batch_sizes(training)
     for name in ("n_hidden", "epochs", "learning_rate", "dropout_rate", "train_batch_size", "dev_batch_size",
                  "early_stop", "es_epochs", "es_min_delta", "reduce_lr_on_plateau", "automatic_mixed_precision",
                  "train_cudnn", "augment"):
         value = getattr(t, name)
-        if name in ("train_batch_size", "dev_batch_size") and training.get(name) not in (None, value):
+        if name in ("train_batch_size", "dev_batch_size") and name[:-len("_batch_size")] in used:
+            value = used[name[:-len("_batch_size")]]
+        elif name in ("train_batch_size", "dev_batch_size") and training.get(name) not in (None, value):
             value = f"{training[name]} (halved from {value} after running out of memory)"
         elif name == "augment":
             value = ", ".join(value) or "none"

@@ -51,6 +51,9 @@ def run(ctx) -> dict:
 
     ``--force download`` fetches every source anew (one placed by hand, with no address, is hashed anew).
     """
+    for dataset in ctx.config.waiting:
+        log.warning("%s: left out of this run until its source is in %s. %s", dataset.key, ctx.paths.sources,
+                    get_importer(dataset.importer).how_to_get(dataset.params))
     with again() if "download" in ctx.forced else contextlib.nullcontext():
         digests, failures = obtain_each({d.key: partial(_download, ctx, d) for d in ctx.config.datasets})
         sources = ctx.config.lm_sources if _wants_texts(ctx) else ()
@@ -64,5 +67,8 @@ def run(ctx) -> dict:
         told.append(texts.failure(missing, sources))
     if told:
         raise SourceError("\n".join(told))
+    counts = {"datasets": len(digests), "texts": len(shas)}
+    if ctx.config.waiting:
+        counts["left_out"] = ",".join(d.key for d in ctx.config.waiting)
     # The texts are not among the outputs: the import, which does not read them, is not redone for them.
-    return {"counts": {"datasets": len(digests), "texts": len(shas)}, "outputs": digests}
+    return {"counts": counts, "outputs": digests}

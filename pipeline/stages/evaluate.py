@@ -10,11 +10,12 @@ import logging
 from typing import Any, Dict, List
 
 from dstrain.pipeline.atomic import temporary_path, write_json
-from dstrain.pipeline.deepspeech import decoding, trainer
+from dstrain.pipeline.deepspeech import batches, decoding, trainer
 from dstrain.pipeline.deepspeech.progress import Progress
 from dstrain.pipeline.errors import StageError
 from dstrain.pipeline.formats.deepspeech_csv import read_samples
 from dstrain.pipeline.reports import evaluation
+from dstrain.pipeline.run_settings import note_used
 
 log = logging.getLogger("dstrain")
 
@@ -28,7 +29,7 @@ def inputs(ctx) -> dict:
     }
 
 
-def _test(ctx, decoder: decoding.Decoder) -> List[Dict[str, Any]]:
+def _test(ctx, decoder: decoding.Decoder, batch: int) -> List[Dict[str, Any]]:
     """DeepSpeech's test output, halving the batch size while it runs out of memory."""
     settings = ctx.config.settings
     model = trainer.Model.of(settings, ctx.paths)
@@ -41,7 +42,7 @@ def _test(ctx, decoder: decoding.Decoder) -> List[Dict[str, Any]]:
                 raise trainer.Failed(outcome)
             return json.loads(tmp.read_text(encoding="utf-8"))
 
-    return trainer.halving_batch(settings.train.min_batch_size, settings.train.test_batch_size, "test", attempt)
+    return trainer.halving_batch(settings.train.min_batch_size, batch, "test", attempt)
 
 
 def rates(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -79,8 +80,14 @@ def examples(samples: List[Dict[str, Any]], count: int) -> Dict[str, List[Dict[s
 def run(ctx) -> dict:
     paths = ctx.paths
     settings = ctx.config.settings
-    if not any(True for _ in read_samples(paths.clean_csv("test"))):
+    clips = sum(1 for _ in read_samples(paths.clean_csv("test")))
+    if not clips:
         raise StageError(f"the test set is empty ({paths.clean_csv('test')}): there is nothing to evaluate on")
+    # One batch of the whole set when the batch size is larger: the test keeps its last batch, whatever its size.
+    batch = batches.fit(settings.train.test_batch_size, clips)
+    note_used(paths.config_file, ("train.test_batch_size",),
+              {"train.test_batch_size": (batch.used, batches.why_not(batch.asked, batch, "test"))} if batch.lowered
+              else {})
     decoder = decoding.in_use(paths, settings)
     scorer = decoder.scorer
     if scorer is None:
@@ -93,7 +100,7 @@ def run(ctx) -> dict:
             scorer.relative_to(paths.run), decoder.alpha, decoder.beta,
             ", found on the dev set by the optimize stage" if decoder.origin == "optimized" else "")
         log.info(note)
-    samples = _test(ctx, decoder)
+    samples = _test(ctx, decoder, batch.used)
     if not samples:
         raise StageError(f"DeepSpeech wrote no test results into {paths.test_output}")
 

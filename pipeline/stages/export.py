@@ -4,16 +4,18 @@
 deepspeech-tflite), ``output_graph.pb`` and ``output_graph.pbmm`` (the same
 graph with its weights mapped from disk: the ``deepspeech`` packages load it
 faster, in less memory), and DeepSpeech's zip (the TFLite model with the
-scorer).  Every model carries the language's metadata.
+scorer).  Every model carries the language's metadata; the URLs of where it will be published come from
+export.acoustic_model_url and export.scorer_url, and are left out when they are not set.
 """
 import dataclasses
 import logging
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Dict, Optional
 
-from dstrain.pipeline.atomic import temporary_path
+from dstrain.pipeline.atomic import temporary_path, write_text
 from dstrain.pipeline.deepspeech import decoding, trainer
 from dstrain.pipeline.digests import hash_file
 from dstrain.pipeline.errors import ConfigError, StageError
@@ -33,7 +35,7 @@ def inputs(ctx) -> dict:
     return {
         "formats": sorted(x.formats),
         "beam_width": x.beam_width,
-        "metadata": dataclasses.asdict(ctx.language.model_metadata()),
+        "metadata": dict(dataclasses.asdict(ctx.language.model_metadata()), **_urls(ctx)),
         "decoder": decoding.in_use(ctx.paths, ctx.config.settings).identity if "zip" in x.formats else None,
         "pbmm": (x.convert_graphdef_memmapped_format or "dstrain") if "pb" in x.formats else None,
     }
@@ -56,6 +58,25 @@ def _export(ctx, kind: str, scorer: Optional[Path]) -> Path:
     return export_dir
 
 
+def _urls(ctx) -> Dict[str, Optional[str]]:
+    x = ctx.config.settings.export
+    return {"acoustic_model_url": x.acoustic_model_url, "scorer_url": x.scorer_url}
+
+
+def published_at(metadata: str, urls: Dict[str, Optional[str]]) -> str:
+    """DeepSpeech's metadata file (``<author>_<model name>_<version>.md``) with its URL fields filled from
+    ``urls``, or left out: DeepSpeech writes "<replace this with a publicly available URL ...>" in them."""
+    lines = []
+    for line in metadata.splitlines(keepends=True):
+        field = line.split(":", 1)[0]
+        if field in urls and "<replace this" in line:
+            if urls[field] is None:
+                continue
+            line = f"{field}: {urls[field]}\n"
+        lines.append(line)
+    return "".join(lines)
+
+
 def _move_model(ctx, kind: str, export_dir: Path) -> Path:
     extension = EXTENSIONS[kind]
     model = export_dir / ("output_graph." + extension)
@@ -63,9 +84,23 @@ def _move_model(ctx, kind: str, export_dir: Path) -> Path:
         raise StageError(f"DeepSpeech's {kind} export wrote no {model.name} in {export_dir}")
     metadata = sorted(export_dir.glob("*.md"))
     if metadata:  # <author>_<model name>_<version>.md, DeepSpeech's record of the model's metadata
-        os.replace(str(metadata[0]), str(ctx.paths.model_metadata(extension)))
+        write_text(ctx.paths.model_metadata(extension),
+                   published_at(metadata[0].read_text(encoding="utf-8"), _urls(ctx)))
     os.replace(str(model), str(ctx.paths.model(extension)))
     return ctx.paths.model(extension)
+
+
+def _zip_published_at(ctx, made: Path) -> None:
+    """DeepSpeech's zip, its metadata file's URL fields filled or left out (published_at), as the zip's path."""
+    with zipfile.ZipFile(str(made)) as source, temporary_path(_zip(ctx)) as tmp, \
+            zipfile.ZipFile(str(tmp), "w", zipfile.ZIP_DEFLATED) as out:
+        for member in source.infolist():
+            if member.filename.endswith(".md") and "/" not in member.filename:
+                out.writestr(member, published_at(source.read(member).decode("utf-8"), _urls(ctx)).encode("utf-8"))
+                continue
+            # Streamed: the scorer beside the model may be a gigabyte.
+            with source.open(member) as data, out.open(member, "w") as copy:
+                shutil.copyfileobj(data, copy, 1 << 20)
 
 
 def _memmapped(ctx, pb: Path) -> Path:
@@ -99,7 +134,7 @@ def run(ctx) -> dict:
             continue
         export_dir = _export(ctx, kind, scorer)
         if kind == "zip":
-            os.replace(str(export_dir.parent / (export_dir.name + ".zip")), str(_zip(ctx)))
+            _zip_published_at(ctx, export_dir.parent / (export_dir.name + ".zip"))
             produced["zip"] = _zip(ctx)
         else:
             produced[kind] = _move_model(ctx, kind, export_dir)

@@ -19,7 +19,7 @@ from typing import Any, Dict, List
 from tqdm import tqdm
 
 from dstrain.pipeline.atomic import read_json, write_json
-from dstrain.pipeline.deepspeech import events, scorer, trainer
+from dstrain.pipeline.deepspeech import batches, events, scorer, trainer
 from dstrain.pipeline.digests import digest
 from dstrain.pipeline.errors import StageError
 from dstrain.pipeline.formats.deepspeech_csv import read_samples
@@ -83,7 +83,8 @@ def _search(ctx, lm_scorer: Path, key: str) -> events.Trial:
     done = sum(r["trials"] for r in saved["rounds"])
     if done:
         log.info("going on with the alpha/beta search: %d trials were done before, %d asked for", done, o.trials)
-    batch = [settings.train.dev_batch_size]  # a halved batch stays halved for the later rounds
+    # One batch of the whole dev set when the batch size is larger; a halved batch stays halved for the later rounds.
+    batch = [batches.fit(settings.train.dev_batch_size, sum(1 for _ in read_samples(ctx.paths.clean_csv("dev")))).used]
 
     def attempt(size: int) -> Dict[str, Any]:
         batch[0] = size
@@ -97,6 +98,10 @@ def _search(ctx, lm_scorer: Path, key: str) -> events.Trial:
                                                          attempt))
             done += saved["rounds"][-1]["trials"]
             write_json(ctx.paths.optimize_trials, saved)
+            # A line per round, as per epoch in training: where no bar is drawn (not a terminal), the progress.
+            best = _best(saved["rounds"])
+            log.info("alpha/beta: %d of %d trials, the best so far alpha %.4f, beta %.4f (error rate %.4f)", done,
+                     o.trials, best.alpha, best.beta, best.value)
     return _best(saved["rounds"])
 
 

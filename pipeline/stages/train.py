@@ -7,6 +7,7 @@ settings and paths.
 """
 from dstrain.pipeline.deepspeech import training
 from dstrain.pipeline.deepspeech.plan import Plan
+from dstrain.pipeline.run_settings import note_used
 
 
 def _plan(ctx) -> Plan:
@@ -18,4 +19,7 @@ def inputs(ctx) -> dict:
 
 
 def run(ctx) -> dict:
-    return training.run(_plan(ctx))
+    result = training.run(_plan(ctx))
+    # A batch size the training could not use as set (larger than its set) is said beside the setting.
+    note_used(ctx.paths.config_file, ("train.train_batch_size", "train.dev_batch_size"), result.pop("used"))
+    return result

@@ -19,7 +19,6 @@ Environment variables read by the double only:
 """
 import csv
 import json
-import math
 import os
 import shutil
 import sys
@@ -250,7 +249,8 @@ def train():
     load_train = FLAGS["load_train"] if FLAGS["load_train"] in ("last", "best", "init", "auto") else "auto"
     weights = load(["best", "last", "init"] if load_train == "auto" else [load_train], allow_drop_layers=True)
     weights = dict(weights, n_hidden=FLAGS["n_hidden"], labels=Config.labels, cudnn=FLAGS["train_cudnn"])
-    steps_per_epoch = max(1, math.ceil(len(read_rows(FLAGS["train_files"])) / FLAGS["train_batch_size"]))
+    # util/feeding.py batches the training set with drop_remainder: the last incomplete batch is no step.
+    steps_per_epoch = len(read_rows(FLAGS["train_files"])) // FLAGS["train_batch_size"]
     dev_sources = FLAGS["dev_files"].split(",")
     checkpoint_saver, best_dev_saver = Saver(FLAGS["max_to_keep"]), Saver(1)
     crash_at = os.environ.get("DS_DOUBLE_CRASH_AT_EPOCH")
@@ -275,7 +275,8 @@ def train():
         if epoch == oom_at:
             oom(FLAGS["train_batch_size"])
         global_epoch = weights["epochs"]
-        train_loss = 100.0 / (global_epoch + 1) + 10.0
+        # run_set's mean loss is 0.0 for an epoch without a step.
+        train_loss = 100.0 / (global_epoch + 1) + 10.0 if steps_per_epoch else 0.0
         weights = dict(weights, step=weights["step"] + steps_per_epoch, epochs=global_epoch + 1,
                        seed=os.environ.get("DS_DOUBLE_SEED"))
         log_info(f"Finished training epoch {epoch} - loss: {train_loss:f}")
