@@ -11,12 +11,14 @@ from pydantic import BaseModel
 from dstrain.pipeline.config import read_config_file
 from dstrain.pipeline.settings import Settings
 from dstrain.service import jobspec
+from dstrain.service.docker_options import cpu_slots, gpu_slots
 from dstrain.service.launcher import ACTIVE, EXITED, Launcher, RunState
 from dstrain.service.layout import Layout, PathRefused, relative_parts
-from dstrain.service.options import Options, cpu_slots, gpu_slots, parse_size
+from dstrain.service.options import Options
 from dstrain.service.scheduler import Scheduler
 from dstrain.service.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, Store
 from dstrain.service.tenants import add_tenant, authenticate, rotate_token
+from dstrain.service.units import parse_size
 
 
 def _path_settings(model, prefix=""):
@@ -79,7 +81,7 @@ def test_sizes_and_slots():
     with pytest.raises(ValueError):
         gpu_slots("0,0")
     with pytest.raises(ValueError, match="never 0" if os.geteuid() == 0 else "needs a service that runs as root"):
-        Options(root=Path("r"), image="i", slots=cpu_slots(1), tenant_uids=(0, 10))
+        Options(root=Path("r"), tenant_uids=(0, 10))
 
 
 def test_transitions_are_conditional_and_recorded(tmp_path):
@@ -100,7 +102,7 @@ def test_transitions_are_conditional_and_recorded(tmp_path):
 
 def test_tokens(tmp_path):
     store, layout = Store(tmp_path / "service.db"), Layout(tmp_path)
-    tenant, token = add_tenant(store, layout, Options(root=tmp_path, image="i", slots=cpu_slots(1)), "acme")
+    tenant, token = add_tenant(store, layout, Options(root=tmp_path), "acme")
     assert token not in (tmp_path / "service.db").read_bytes().decode("latin-1")
     assert authenticate(store, token).id == tenant.id
     for bad in (None, "", token + "x", "t-nobody." + token.split(".")[1], token.split(".")[1]):
@@ -113,8 +115,9 @@ def test_tokens(tmp_path):
 class _MemoryLauncher(Launcher):
     """Runs that start active and end when the test says."""
 
-    def __init__(self):
+    def __init__(self, slots: int = 2):
         self.started, self.ended = [], {}
+        self.slots = cpu_slots(slots)
 
     def available(self):
         return True
@@ -152,8 +155,7 @@ def test_fifo_over_slots_with_a_limit_per_tenant(tmp_path):
         store.add_tenant(tenant, tenant, "h")
         store.give_uid(tenant, 200000, 200009)
     launcher = _MemoryLauncher()
-    scheduler = Scheduler(store, launcher, layout, Options(root=tmp_path, image="i", slots=cpu_slots(2),
-                                                           tenant_limit=1))
+    scheduler = Scheduler(store, launcher, layout, Options(root=tmp_path, tenant_limit=1))
     submitted = [store.submit(t, "fr", None, {}, None, None, "", lambda j: None)[0].id
                  for t in ("t-a", "t-a", "t-b", "t-a")]
     scheduler.step()
