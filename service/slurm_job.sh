@@ -112,7 +112,11 @@ if [[ -n $payload ]]; then
     wait "$payload"
     status=$?
     # The payload's CPU time, user and system, its children's included (native; docker's is the client's).
-    [[ $DSJOB_RUNTIME == docker ]] || cpu=$(times | tail -n 1)
+    # `times` reports this shell's children only when run in this shell, not in a pipe's or $(...)'s.
+    if [[ $DSJOB_RUNTIME != docker ]]; then
+        times >"$records.times" && cpu=$(tail -n 1 "$records.times")
+        rm -f "$records.times"
+    fi
 fi
 [[ -z $tmp ]] || rm -rf "$tmp"
 

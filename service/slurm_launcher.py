@@ -99,9 +99,12 @@ class SlurmLauncher(Launcher):
         self.options = options
         self.slurm = slurm
         records = slurm.records or Layout(options.root).launcher_dir("slurm")
-        self.dir = Path(os.path.abspath(str(records))) / options.instance
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(str(self.dir), 0o700)
+        records = Path(os.path.abspath(str(records)))
+        records.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dir = records / options.instance
+        self.dir.mkdir(exist_ok=True, mode=0o700)
+        for directory in (records, self.dir):  # the service's alone, whatever the umask made them
+            os.chmod(str(directory), 0o700)
         self._script = JOB_SCRIPT.read_text(encoding="utf-8")
         # A run submitted between a squeue and the reading of records would look forgotten: one at a time.
         self._lock = threading.Lock()
