@@ -186,15 +186,11 @@ class Scheduler(Dispatch, Watch):
             log.info("job %s: running%s (run %d)", job.id, where, job.attempt)
 
     def _end_unstarted(self, job: Job, run: RunState) -> None:
-        outside = stopped_from_outside(run, self.launcher)
-        if outside:
-            log.warning("job %s: %s before it started; submitted again", job.id, outside)
-            self.store.update(job.id, QUEUED, handle=None, queue_reason=None)
-        else:
-            cause = run.killed_because or f"its {self.launcher.run_noun} ended before it started"
-            if self.store.move(job.id, [QUEUED], FAILED, cause, exit_code=run.exit_code, cause=cause,
-                               queue_reason=None):
-                log.info("job %s: failed before it started: %s", job.id, cause)
+        """Removed from the launcher's queue by someone else (a scancel): failed, saying so; its tenant may resume
+        it.  Nothing of it ran, so nothing is billed."""
+        cause = run.killed_because or run.infrastructure or f"its {self.launcher.run_noun} ended before it started"
+        if self.store.move(job.id, [QUEUED], FAILED, cause, exit_code=run.exit_code, cause=cause, queue_reason=None):
+            log.info("job %s: failed before it started: %s", job.id, cause)
         self._forget(job.id, run.handle)
 
     def _leftover(self, run: RunState) -> None:
@@ -208,6 +204,9 @@ class Scheduler(Dispatch, Watch):
             if mine:
                 self._keep_output(job, run)
             self.launcher.remove(run.handle)
+            self._stopping.discard(run.handle)
+        elif run.phase == CREATED:  # never started: nothing to stop
+            self.launcher.remove(run.handle)
         elif mine or (job is None and run.phase == WAITING):
             if run.phase == ACTIVE and job is not None:
                 self.ledger.start(job, job.attempt, run.node, self._gpus(job, run), run.started or time.time())
@@ -218,8 +217,6 @@ class Scheduler(Dispatch, Watch):
         elif run.phase == ACTIVE:
             log.warning("%s %s (job %s) runs but its job does not; left alone", self.launcher.run_noun, run.handle,
                         run.job)
-        elif run.phase == CREATED:
-            self.launcher.remove(run.handle)
 
     def _finish(self, job: Job, run: RunState) -> None:
         outside = stopped_from_outside(run, self.launcher)

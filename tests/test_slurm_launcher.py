@@ -262,3 +262,21 @@ def test_a_docker_run_asks_the_engine_for_the_gpus_slurm_gave(make_launcher, ten
     # This engine has no NVIDIA runtime: the device request for Slurm's GPU reaches it and is refused.
     assert run.exit_code == 125 and (run.devices, run.gpus) == ("0", 1)
     assert "could not select device driver" in launcher.console_tail(handle, 20)
+
+
+def test_a_node_that_fails_under_a_run_is_the_infrastructures_doing(make_launcher, tenant_dir, slurm):
+    """A node set down under a run, as slurmctld does to a node that stops answering: NODE_FAIL, which the
+    scheduler takes for the infrastructure's (the job is queued again to resume), not the job's failure."""
+    launcher = make_launcher("native", dstrain="/bin/sleep")
+    subprocess.run(["chown", "-R", f"{TENANT_UID}:{TENANT_UID}", str(tenant_dir)], check=True)
+    handle = start(launcher, spec("job-node", ("600",), tenant_dir))
+    run = run_of(launcher, handle, ACTIVE, 60)
+    wait_for(lambda: (launcher.dir / f"{handle}.started").exists(), 60, "the job script started")
+    try:
+        slurm.run("scontrol", "update", f"nodename={run.node}", "state=down", "reason=dstrain-test")
+        run = run_of(launcher, handle, EXITED, 60)
+    finally:
+        slurm.run("scontrol", "update", f"nodename={run.node}", "state=resume", check=False)
+    assert (run.state, run.infrastructure, run.killed_because) == ("NODE_FAIL", "its Slurm node failed (NODE_FAIL)",
+                                                                   None)
+    wait_for(lambda: "idle" in slurm.run("sinfo", "-h", "-n", run.node, "-o", "%t").stdout, 60, "the node back")
