@@ -15,21 +15,21 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import tarfile
 import tempfile
+from collections import Counter
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Set, Tuple
 
 from pydantic import Field
 from tqdm import tqdm
 
-from dstrain.importers.kit.assemble import Candidate, claim_clips, wav_name
+from dstrain.importers.kit.assemble import Candidate, claim_clips, one_wav_each, wav_name
 from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import CorpusParams
 from dstrain.importers.kit.resplit import RULE, Recording, train_from_validated
 from dstrain.importers.kit.rows import labelled, plain_name
-from dstrain.importers.kit.tsv import read_tsv
+from dstrain.importers.kit.tsv import copy_table, read_tsv
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.audio import Clip, convert, convert_stream, read_member
 from dstrain.pipeline.formats.deepspeech_csv import Reject
@@ -100,8 +100,10 @@ class CommonVoice(Corpus):
         claim_clips(job.out, job.sha256)
         validated = params.split == "validated"
         with _read_tsvs(job.archive, params.locale, ("dev", "test", "validated", "train") if validated else SPLITS,
-                        params.release) as tables:
+                        params.release, job.out.dir) as tables:
             candidates, rejects, facts = _labelled_rows(tables, validated, job.normalize, params.max_repeats)
+        candidates = one_wav_each(candidates, rejects)  # before two clips are converted into one WAV
+        _forget_others(job.out, {c.wav_name for c in candidates})
         clips = _convert_clips(job.archive, params.locale, job.out, {str(c.audio) for c in candidates},
                                job.workers, params.max_duration)
         return Found(candidates, rejects, {c.wav_name: clips[str(c.audio)] for c in candidates}, facts)
@@ -110,8 +112,17 @@ class CommonVoice(Corpus):
 CORPUS = CommonVoice(licence="CC0-1.0", homepage="https://commonvoice.mozilla.org/datasets",
                      published="{release}-{locale}.tar.gz", reported=("locale",),
                      # 2: the release is the archive's own; the validated split; rows naming a path are rejected
-                     # (invalid_path); bounded decoding (too_large, bad_header).
-                     version=2)
+                     # (invalid_path); bounded decoding (too_large, bad_header).  3: a WAV is named with its clip's
+                     # extension (x.mp3.wav); clashing names and clips listed twice are rejected.
+                     version=3)
+
+
+def _forget_others(out: ImportedDataset, wanted: Set[str]) -> None:
+    """Delete the WAVs of this archive that no row names now: those of an earlier import, named otherwise
+    (``x.wav`` before the extension was kept), or of rows since rejected."""
+    for wav in out.clips.glob("*.wav"):
+        if wav.name not in wanted:
+            wav.unlink()
 
 
 def _labelled_rows(tables: Dict[str, IO[bytes]], validated: bool, normalize, max_repeats: int
@@ -221,13 +232,17 @@ def _files(archive: Path, desc: str) -> Iterator[Tuple[Tuple[str, ...], Callable
 
 #: A TSV up to this size is kept in memory; a larger one (validated.tsv of a big release) spills to a temp file.
 _TSV_IN_MEMORY = 32 << 20
+#: More than any table of a release (English's validated.tsv is under 1 GB).
+_TSV_LIMIT = 4 << 30
 
 
 @contextlib.contextmanager
-def _read_tsvs(archive: Path, locale: str, tables: Iterable[str], release: Optional[str]
+def _read_tsvs(archive: Path, locale: str, tables: Iterable[str], release: Optional[str], scratch: Path
                ) -> Iterator[Dict[str, IO[bytes]]]:
     """The locale's TSVs named in ``tables``, copied out in the archive's one pass, which stops as soon as it has
-    them.  The copies are spooled to a temporary file when large: never held whole in memory, whatever their size."""
+    them.  The copies are spooled, when large, to a nameless file in ``scratch`` (the dataset's folder, under
+    the data root, not a /tmp that may be small), and bounded as they are made: each line longer than any row
+    is cut short (read_tsv still finds it too long), and a table over ``_TSV_LIMIT`` is refused."""
     wanted = {table + ".tsv": table for table in tables}
     with contextlib.ExitStack() as copies:
         found: Dict[str, IO[bytes]] = {}
@@ -236,9 +251,9 @@ def _read_tsvs(archive: Path, locale: str, tables: Iterable[str], release: Optio
                 if release and parts[0] != release:
                     raise DstrainError(f"{archive.name} holds release {parts[0]}, not {release} as set for this "
                                        "dataset")
-                copy = copies.enter_context(tempfile.SpooledTemporaryFile(_TSV_IN_MEMORY))
+                copy = copies.enter_context(tempfile.SpooledTemporaryFile(_TSV_IN_MEMORY, dir=str(scratch)))
                 with open_member() as member:
-                    shutil.copyfileobj(member, copy)
+                    copy_table(member, copy, _TSV_LIMIT, f"{archive.name}: {'/'.join(parts)}")
                 found[wanted[parts[2]]] = copy
                 if len(found) == len(wanted):
                     break
@@ -254,27 +269,40 @@ def _convert_clips(archive: Path, locale: str, out: ImportedDataset, wanted: Ite
     """Decode the wanted clips straight from the archive: no extracted copy of the MP3s on disk.
 
     WAVs already converted by an interrupted run are kept; a clip the TSVs name
-    but the archive lacks is reported missing.
+    but the archive lacks is reported missing, and one it holds twice is rejected (name_clash).
     """
+    wanted = set(wanted)
     results: Dict[str, Clip] = {}
     todo: Dict[str, str] = {}
     for name in wanted:
         dst = out.clips / wav_name(name)
-        if dst.exists():
+        if os.path.exists(str(dst)):  # False for a name the file system refuses: its conversion says why
             results[name] = convert((name, str(dst)))  # reads the WAV's header only
         else:
             todo[os.path.basename(name)] = str(dst)
+    found: Counter = Counter()  # how many times the archive holds each clip a row names
 
     def jobs():
         for parts, open_member in _files(archive, "read clips " + archive.name):
-            if len(parts) == 4 and parts[1] == locale and parts[2] == "clips" and parts[3] in todo:
-                with open_member() as member:
-                    data = read_member(member, max_seconds)
-                yield parts[3], data, todo.pop(parts[3])
+            if len(parts) == 4 and parts[1] == locale and parts[2] == "clips" and parts[3] in wanted:
+                found[parts[3]] += 1
+                if parts[3] in todo:
+                    with open_member() as member:
+                        data = read_member(member, max_seconds)
+                    yield parts[3], data, todo.pop(parts[3])
 
     with tqdm(total=len(todo), unit="clip", desc="convert " + out.dir.name) as bar:
         for name, clip in convert_stream(jobs(), workers, bar, max_seconds):
             results[name] = clip
     for name in todo:
         results[name] = Clip(False, reason="missing_audio", detail="not in the archive: " + name)
+    for name in _held_twice(found):
+        (out.clips / wav_name(name)).unlink(missing_ok=True)
+        results[name] = Clip(False, reason="name_clash", detail=f"the archive holds clips/{name} {found[name]} "
+                                                                 "times: which recording the row means cannot be told")
     return results
+
+
+def _held_twice(found: Counter) -> List[str]:
+    """The clips an archive holds more than once: the WAV made of the first may not be what the row says."""
+    return [name for name, count in found.items() if count > 1]

@@ -175,7 +175,9 @@ def _languages_in(directory) -> Dict[str, LanguageEntry]:
         spec = importlib.util.spec_from_file_location(f"dstrain_language_dir.{path.stem}", str(path))
         module = importlib.util.module_from_spec(spec)
         try:
-            spec.loader.exec_module(module)
+            # Compiled here, not by the import system, which would write a __pycache__ into the folder: dstrain
+            # reads a folder of languages (perhaps the system's), it never writes there.
+            exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
         except Exception as exc:  # the user's own file: say which, and why, without a traceback
             raise ConfigError(f"language module {path} does not load: {type(exc).__name__}: {exc}") from None
         lang = getattr(module, "LANGUAGE", None)

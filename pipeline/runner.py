@@ -12,6 +12,7 @@ one process keep their logs apart.  The CLI is a thin layer over it.
 import contextlib
 import contextvars
 import logging
+import shutil
 import sys
 import time
 import traceback
@@ -19,7 +20,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Sequence
 
-from dstrain.pipeline import __version__, locks
+from dstrain.pipeline import __version__, locks, processes
 from dstrain.pipeline.atomic import read_json, remove_leftovers, write_json
 from dstrain.pipeline.config import Config
 from dstrain.pipeline.digests import digest
@@ -223,9 +224,12 @@ def _under_lock(ctx: Context, config: Config, selected, force, resume_command: s
     if read_json(ctx.paths.config_file) != config.redacted():
         write_json(ctx.paths.config_file, config.redacted())
     log.info("run %s: language %s, data root %s", config.run_name, config.language.code, ctx.paths.root)
-    # Under the lock: the smoke training writes in the run directory.
-    without_check_stage(ctx)
-    run_stages(STAGES, ctx, selected, force, resume_command)
+    # What the programs of a killed run left in their TMPDIR: no one else uses it while the lock is held.
+    shutil.rmtree(str(ctx.paths.temporary), ignore_errors=True)
+    with processes.temporary_files_in(ctx.paths.temporary):
+        # Under the lock: the smoke training writes in the run directory.
+        without_check_stage(ctx)
+        run_stages(STAGES, ctx, selected, force, resume_command)
 
 
 def check_run(config: Config, smoke: bool = False, stop: Optional[str] = None,
@@ -241,6 +245,7 @@ def check_run(config: Config, smoke: bool = False, stop: Optional[str] = None,
                 # The smoke training writes in the run directory; a run holding it is not waited for.
                 held.enter_context(locks.waiting(False))
                 held.enter_context(locks.hold(ctx.paths.run, f"run {config.run_name} ({ctx.paths.run})"))
+                held.enter_context(processes.temporary_files_in(ctx.paths.temporary))
             run_stages(STAGES, ctx, select(STAGES, only="check"), (), resume_command)
     finally:
         _current_run.reset(token)

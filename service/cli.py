@@ -132,7 +132,6 @@ def _run(params: dict, host: str, port: int) -> None:
     import uvicorn
 
     from dstrain.service.api import create_app
-    from dstrain.service.layout import Layout
     from dstrain.service.scheduler import Scheduler
     from dstrain.service.store import Store
     from dstrain.service.tenants import give_uids
@@ -144,8 +143,7 @@ def _run(params: dict, host: str, port: int) -> None:
     logger.setLevel(logging.INFO)
     logger.propagate = False  # not into the pipeline's "dstrain" logger and its console
     options = _options(params)
-    layout = Layout(options.root)
-    layout.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    layout = _layout(options.root)
     launcher = _launcher(params, options)
     try:
         launcher.preflight(layout.root)
@@ -167,12 +165,24 @@ def tenant():
 
 
 def _store_and_layout(params):
-    from dstrain.service.layout import Layout
     from dstrain.service.store import Store
 
-    layout = Layout(params["root"])
-    layout.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    layout = _layout(params["root"])
     return Store(layout.db), layout
+
+
+def _layout(root):
+    """The service's folder, made if needed; never a system directory (links followed first, as the kernel
+    follows them)."""
+    from dstrain.pipeline.paths import system_dir_problem
+    from dstrain.service.layout import Layout
+
+    refused = system_dir_problem(root)
+    if refused:
+        raise click.BadParameter(f"{refused}: the service needs a folder of its own", param_hint="--root")
+    layout = Layout(root)
+    layout.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    return layout
 
 
 @tenant.command("add")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from typing_extensions import Annotated
 
 from dstrain.pipeline.config import SettingClash, flatten, resolve, unflatten
-from dstrain.pipeline.errors import ConfigError
+from dstrain.pipeline.errors import ConfigError, Portable
 from dstrain.pipeline.settings import SOURCE_FILENAME, Settings
 from dstrain.pipeline.stages import STAGE_NAMES
 from dstrain.service.request_limits import MAX_LIST, overrides_problem
@@ -86,7 +86,7 @@ class ResumeRequest(BaseModel):
                                        json_schema_extra={"writeOnly": True})
 
 
-class Invalid(Exception):
+class Invalid(Portable, Exception):
     """422 details, as FastAPI gives them: a list of {loc, msg, type}."""
 
     def __init__(self, errors: List[Dict[str, Any]]):

@@ -7,6 +7,7 @@ import zipfile
 
 import pytest
 
+from dstrain.pipeline.sources import sniff
 from dstrain.pipeline.sources.archive import ArchiveTooLarge, bounded, extract, tar_members
 from tests.conftest import RELEASE, clean_env, dstrain, sha256, write_config
 
@@ -65,3 +66,30 @@ def test_a_run_names_the_bound_and_keeps_the_archive_usable(cv_archive, tmp_path
     record = json.loads((data / "sources" / (name + ".verified.json")).read_text())
     assert "damaged" not in record  # too large for this run, not corrupt: no download anew
     dstrain("run", "-l", "fr", "--config", config, "--to", "import")
+
+
+# -- issue 18: a download that is not pinned is read to its end to be verified; that reading is bounded too ----
+
+def test_verifying_an_archive_is_bounded_like_reading_it(tmp_path):
+    archive = bomb_tar(tmp_path / "bomb.tar.gz")
+    with bounded(4 * MB), pytest.raises(ArchiveTooLarge) as caught:
+        sniff.check(archive, hashing=True)
+    assert "bomb.tar.gz expands to more than" in str(caught.value)
+    assert sniff.check(archive).problem is None  # no bound: read to its end, and whole
+
+
+def test_an_unpinned_archive_past_the_bound_stops_the_download_and_is_kept_for_a_larger_bound(served, tmp_path):
+    server, archive = served
+    data = tmp_path / "data"
+    config = write_config(tmp_path / "c.toml", data, url=server.url + "/" + archive.name)  # no sha256
+    small = clean_env(DSTRAIN_ARCHIVES__MAX_EXPANDED_BYTES="20000")
+    proc = dstrain("run", "-l", "fr", "--config", config, "--to", "download", env=small, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "stage download failed" in proc.stderr and "archives.max_expanded_bytes" in proc.stderr
+    kept = data / "sources" / archive.name
+    assert kept.read_bytes() == archive.read_bytes() and not (data / "sources" / (archive.name + ".part")).exists()
+    assert not (data / "sources" / (archive.name + ".verified.json")).exists()
+    dstrain("run", "-l", "fr", "--config", config, "--to", "import")  # no bound: verified where it is
+    assert len([r for r in server.requests if r["method"] == "GET"]) == 1
+    record = json.loads((data / "sources" / (archive.name + ".verified.json")).read_text())
+    assert record["sha256"] == sha256(archive)

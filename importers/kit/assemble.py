@@ -17,7 +17,7 @@ from tqdm import tqdm
 from dstrain.pipeline.atomic import write_json, write_text
 from dstrain.pipeline.formats.audio import FRAME_SECONDS, Clip, convert_all
 from dstrain.pipeline.formats.deepspeech_csv import REJECTS_HEADER, Reject, Sample, write_rows, write_samples
-from dstrain.pipeline.paths import SPLITS, ImportedDataset
+from dstrain.pipeline.paths import SPLITS, ImportedDataset, folded, printable
 
 log = logging.getLogger("dstrain")
 
@@ -63,6 +63,7 @@ def assemble(
 ) -> Dict[str, Any]:
     """Judge and write; ``converted`` (WAV name -> clip) is for importers that convert clips themselves."""
     claim_clips(out, manifest["source"]["sha256"])
+    candidates = one_wav_each(candidates, rejects)
     kept: Dict[str, List[Sample]] = {split: [] for split in SPLITS}
     seconds: Counter = Counter()
     judged_out = set()
@@ -87,6 +88,7 @@ def assemble(
         (out.clips / name).unlink(missing_ok=True)
     for split in SPLITS:
         write_samples(out.csv(split), kept[split])
+    rejects = [Reject(*map(printable, r)) for r in rejects]  # a name's undecodable bytes, shown
     rejects.sort(key=lambda r: (SPLITS.index(r.split), _natural(r.source)))
     write_rows(out.rejects, REJECTS_HEADER, rejects)
     reasons = Counter(r.reason for r in rejects)
@@ -113,4 +115,55 @@ def _natural(text: str):
 
 
 def wav_name(source_name: str) -> str:
-    return os.path.splitext(os.path.basename(source_name))[0] + ".wav"
+    """The WAV of a clip, named after its file with the extension kept: ``x.mp3`` and ``x.ogg`` are two clips,
+    and two WAVs (``x.mp3.wav``, ``x.ogg.wav``); ``x.wav`` stays ``x.wav``."""
+    base = os.path.basename(source_name)
+    return base if base.lower().endswith(".wav") else base + ".wav"
+
+
+def one_wav_each(candidates: List[Candidate], rejects: List[Reject]) -> List[Candidate]:
+    """The candidates that can each have a WAV of their own; the others go to ``rejects``, with their reason.
+
+    Two inputs whose WAV names are one file where case is ignored (``X.mp3.wav``, ``x.mp3.wav``; macOS's disks,
+    a Docker Desktop mount) would leave one clip's speech under the other's sentence: both are rejected,
+    ``name_clash``.  An input listed again is kept once when the rows say the same, and rejected everywhere
+    as ``duplicate`` when they do not (another sentence, another split).  A name that UTF-8 cannot write in
+    a CSV is ``invalid_path``.  Call it before converting anything (assemble calls it again, to be sure).
+    """
+    groups: Dict[str, List[Candidate]] = {}
+    for cand in candidates:
+        groups.setdefault(folded(cand.wav_name), []).append(cand)
+    dropped = set()
+    for group in groups.values():
+        for cand in group:
+            reject = _not_one_wav(cand, group)
+            if reject is not None:
+                rejects.append(reject)
+                dropped.add(id(cand))
+    return [c for c in candidates if id(c) not in dropped]
+
+
+def _not_one_wav(cand: Candidate, group: List[Candidate]) -> Optional[Reject]:
+    """Why ``cand`` cannot have its WAV, among ``group`` (the candidates whose WAV names fold alike), or None."""
+    if printable(cand.wav_name) != cand.wav_name:
+        return Reject(cand.split, cand.source, "invalid_path", f"{printable(cand.wav_name)!r} has bytes that are not "
+                                                                "UTF-8")
+    if printable(cand.transcript) != cand.transcript:
+        return Reject(cand.split, cand.source, "unreadable_row", "not valid UTF-8")
+    inputs = sorted({str(c.audio) for c in group})
+    if len(inputs) > 1:
+        return _name_clash(cand, inputs)
+    first = group[0]
+    if any((c.split, c.transcript) != (first.split, first.transcript) for c in group):
+        return Reject(cand.split, cand.source, "duplicate", "this clip is listed elsewhere with another sentence or "
+                      "split: " + ", ".join(c.source for c in group if c is not cand))
+    if cand is not first:
+        return Reject(cand.split, cand.source, "duplicate", "listed again: " + first.source)
+    return None
+
+
+def _name_clash(cand: Candidate, inputs: List[str]) -> Reject:
+    """Two inputs, one WAV (where case is ignored): neither is kept."""
+    others = ", ".join(printable(i) for i in inputs if i != str(cand.audio))
+    return Reject(cand.split, cand.source, "name_clash", f"its WAV, {printable(cand.wav_name)}, would be the file of "
+                  f"{others} too (where case is ignored): neither is kept")

@@ -26,9 +26,9 @@ from dstrain.importers.kit.assemble import Candidate, assemble
 from dstrain.importers.kit.params import CorpusParams, SpeakerSplit
 from dstrain.pipeline.formats.audio import Clip
 from dstrain.pipeline.formats.deepspeech_csv import Reject
-from dstrain.pipeline.paths import ImportedDataset
+from dstrain.pipeline.paths import ImportedDataset, printable
 from dstrain.pipeline.redaction import redact_url
-from dstrain.pipeline.sources.archive import extract
+from dstrain.pipeline.sources.archive import extract, refused_members
 from dstrain.pipeline.sources.fetch import obtain
 
 Normalize = Callable[[str], Optional[str]]
@@ -134,9 +134,29 @@ class Corpus(ABC):
         """Write DeepSpeech CSVs, ``rejects.csv`` and ``manifest.json`` into ``out_dir``; return the manifest."""
         job = Job(archive, sha256, ImportedDataset(out_dir), normalize, params, workers)
         found = self.read(job)
-        return assemble(job.out, found.candidates, found.rejects, params.max_duration, workers,
+        candidates = _not_extracted(job.out, found.candidates, found.rejects)
+        return assemble(job.out, candidates, found.rejects, params.max_duration, workers,
                         dict(self.manifest(archive, sha256, params), **(found.facts or {})), found.converted)
 
     @abstractmethod
     def read(self, job: Job) -> Found:
         """Every row of the source: a candidate to convert, or a reject with its reason."""
+
+
+def _not_extracted(out: ImportedDataset, candidates: List[Candidate], rejects: List[Reject]) -> List[Candidate]:
+    """The candidates whose audio was extracted; those of members the extraction left out (their names clash,
+    or cannot be files here) go to ``rejects`` with its reason, rather than as missing."""
+    refused = refused_members(out.extracted)
+    if not refused:
+        return candidates
+    kept = []
+    for cand in candidates:
+        try:
+            within = printable(cand.audio.relative_to(out.extracted).as_posix())
+        except ValueError:  # not an extracted file
+            within = None
+        if within in refused:
+            rejects.append(Reject(cand.split, cand.source, *refused[within]))
+        else:
+            kept.append(cand)
+    return kept

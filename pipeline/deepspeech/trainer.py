@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from dstrain.pipeline.errors import ConfigError, StageError
+from dstrain.pipeline import processes
+from dstrain.pipeline.errors import ConfigError, Portable, StageError
 from dstrain.pipeline.language import ModelMetadata
 from dstrain.pipeline.paths import DataRoot
 from dstrain.pipeline.settings import EvaluateSettings, OptimizeSettings, Settings, TrainSettings
@@ -276,9 +277,8 @@ def run(cmd: Sequence[str], env: Dict[str, str], on_line: Optional[Callable[[str
     tail: deque = deque(maxlen=TAIL_LINES)
     out_of_memory = False
     try:
-        proc = subprocess.Popen(list(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace",
-                                bufsize=1)
+        proc = processes.start(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace", bufsize=1)
     except OSError as exc:
         raise StageError(f"cannot start the trainer {cmd[0]!r}: {exc.strerror or exc}. Set TRAINER_PYTHON "
                          "(or train.trainer_python) to a Python with deepspeech_training 0.9.3.") from None
@@ -293,19 +293,13 @@ def run(cmd: Sequence[str], env: Dict[str, str], on_line: Optional[Callable[[str
                 on_line(line)
         proc.wait()
     finally:
-        if proc.poll() is None:
-            # Interrupted (Ctrl-C, docker stop): the epochs DeepSpeech finished are saved, the one under way
-            # cannot be, so stop it now rather than let it train on unrecorded.
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except (subprocess.TimeoutExpired, KeyboardInterrupt):
-                proc.kill()
-                proc.wait()
+        # Interrupted (Ctrl-C, docker stop): the epochs DeepSpeech finished are saved, the one under way
+        # cannot be, so stop it now rather than let it train on unrecorded.
+        processes.stop(proc, grace=30)
     return Outcome(proc.returncode, out_of_memory, list(tail))
 
 
-class Failed(Exception):
+class Failed(Portable, Exception):
     """DeepSpeech exited with an error; raised inside an attempt given to :func:`halving_batch`."""
 
     def __init__(self, outcome: Outcome):

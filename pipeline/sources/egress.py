@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import urllib3.util.connection
 
+from dstrain.pipeline.errors import Portable
+
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 #: What each kind of special address is called, in the order they are told.
@@ -149,9 +151,10 @@ def _resolve(host: str, port: int) -> List[str]:
     return [info[4][0] for info in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)]
 
 
-class Refused(ConnectionRefusedError):
+class Refused(Portable, ConnectionRefusedError):
     """A connection the policy does not allow; never attempted.  A refused connection (ECONNREFUSED) to
-    whoever reads it, so a download gives up at once instead of retrying."""
+    whoever reads it, so a download gives up at once instead of retrying.  Portable: it may cross a process
+    boundary (errors.py)."""
 
     def __init__(self, why: str):
         super().__init__(errno.ECONNREFUSED, why)
