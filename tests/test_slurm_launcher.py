@@ -170,6 +170,31 @@ def test_a_run_cancelled_in_slurm_from_outside_ends_with_slurms_reason(make_laun
         "failed: interrupted")
 
 
+def test_a_run_past_slurms_time_limit_ends_with_slurms_reason(make_launcher, node_dstrain, tenant_dir, served,
+                                                              slurm):
+    """--slurm-time-limit, the host's cap: one minute, the least Slurm takes; the download never ends."""
+    server, _ = served
+    server.held[ARCHIVE] = threading.Event()
+    server.arrived[ARCHIVE] = threading.Event()
+    launcher = make_launcher("native", dstrain=node_dstrain, time_limit=60.0)
+    settings(tenant_dir, "job-timeout", url=server.url + ARCHIVE)
+    (tenant_dir / "sources" / ARCHIVE.lstrip("/")).unlink()
+    try:
+        handle = start(launcher, spec("job-timeout", run_argv("job-timeout", "download"), tenant_dir))
+        assert server.arrived[ARCHIVE].wait(120)
+        slurm_job = next(run.slurm_job for run in launcher.runs() if run.handle == handle)
+        assert slurm.job(slurm_job)["time_limit"] == 1  # minutes
+        # Slurm looks at time limits every 30 s or so, then waits KillWait before its SIGKILL.
+        run = run_of(launcher, handle, EXITED, 60 + 45 + slurm.kill_wait + 30)
+    finally:
+        server.held[ARCHIVE].set()
+    assert (run.state, run.stop_signal) == ("TIMEOUT", "TERM"), run
+    assert run.killed_because == "Slurm stopped its job at its time limit (TIMEOUT)"
+    # dstrain had the SIGTERM: its stage ended as interrupted, the tenant's to read.
+    assert (tenant_dir / "runs" / "job-timeout" / "logs" / "download.log").read_text().rstrip().endswith(
+        "failed: interrupted")
+
+
 def test_runs_that_ended_while_nobody_watched_are_known_from_their_records(make_launcher, node_dstrain, tenant_dir,
                                                                           served, slurm):
     server, _ = served
