@@ -1,15 +1,22 @@
 """Load on `dstrain serve`: many tenants submit at once; how fast are submit and status, and does every job end
 exactly once?
 
-    .venv/bin/python bench/service_load.py [--jobs 200] [--tenants 10] [--slots 8]
+    .venv/bin/python bench/service_load.py [--launcher docker|slurm] [--jobs 200] [--tenants 10] [--slots 8]
 
-A real service process on 127.0.0.1 and the real Docker engine, with a minimal job image (Debian whose
-entrypoint sleeps about a second and exits 0), so what is measured is the service, not training.  Every
-tenant submits its share of the jobs at the same moment (one thread per submission), then polls the
+A real service process on 127.0.0.1 with a job that exits 0 after about a second, so what is measured is the
+service and its launcher, not training:
+- docker: the real Docker engine and a minimal job image (Debian whose entrypoint sleeps a second), in
+  --slots CPU slots; containers carry the label dstrain.test=service and are removed by it at the end;
+- slurm: the real Slurm cluster of tests/slurm/cluster.sh (start it first, and export SLURM_CONF), the native
+  runtime with a "dstrain" on the nodes that sleeps a second, CPU jobs of one CPU (--slots is not used:
+  Slurm places them, four at once on the two nodes of two CPUs).
+Every tenant submits its share of the jobs at the same moment (one thread per submission), then polls the
 status of its jobs until all are final.  Bounded: a fixed number of submissions, a deadline, loopback only.
-Not part of CI.  Containers carry the label dstrain.test=service and are removed by it at the end.
+Not part of CI.
 """
 import argparse
+import os
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -24,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.docker_images import engine_running  # noqa: E402
 from tests.service_harness import FINAL, Client, Service, ensure_sleeper_image, remove_test_containers  # noqa: E402
+from tests.slurm_cluster import SLURM_CONF, cluster_up  # noqa: E402
 
 JOB = {"language": "fr", "datasets": ["common_voice"],
        "overrides": {"dataset.common_voice.release": "cv-corpus-99.0-2099-01-01", "train.epochs": 1}}
@@ -42,27 +50,45 @@ def line(name: str, seconds) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--launcher", choices=("docker", "slurm"), default="docker")
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--tenants", type=int, default=10)
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--tenant-limit", type=int, default=2)
     parser.add_argument("--deadline", type=float, default=900, help="seconds before the benchmark gives up")
     args = parser.parse_args()
-    if not engine_running():
+    if args.launcher == "docker" and not engine_running():
         print("no Docker engine answers (`docker info`)", file=sys.stderr)
         return 2
-    image = ensure_sleeper_image()
-    remove_test_containers()
-    with tempfile.TemporaryDirectory(prefix="service-load-") as tmp:
-        service = Service(Path(tmp) / "root", image, slots=args.slots,
-                          extra=["--tenant-limit", str(args.tenant_limit)])
+    if args.launcher == "slurm" and not cluster_up():
+        print("no Slurm cluster answers: bash tests/slurm/cluster.sh start", file=sys.stderr)
+        return 2
+    # Under /var/tmp, which every uid may pass through: a tenant's uid runs the Slurm jobs.
+    tmp = Path(tempfile.mkdtemp(prefix="service-load-", dir="/var/tmp"))
+    tmp.chmod(0o711)
+    try:
+        if args.launcher == "docker":
+            remove_test_containers()
+            service = Service(tmp / "root", ensure_sleeper_image(), slots=args.slots,
+                              extra=["--tenant-limit", str(args.tenant_limit)])
+        else:
+            sleeper = tmp / "dstrain"
+            sleeper.write_text("#!/bin/sh\nsleep 1\n")
+            os.chmod(sleeper, 0o755)
+            service = Service(tmp / "root", "", env={"SLURM_CONF": str(SLURM_CONF)}, extra=[
+                "--tenant-limit", str(args.tenant_limit)], launcher=[
+                "--launcher", "slurm", "--slurm-runtime", "native", "--node-dstrain", str(sleeper),
+                "--gpus-per-job", "0", "--cpus-per-job", "1", "--mem-per-job", "256M"])
         clients = [Client(service.url, service.add_tenant(f"tenant-{i:02d}")) for i in range(args.tenants)]
         service.start()
         try:
             return _run(args, service, clients)
         finally:
             service.stop()
-            remove_test_containers()
+            if args.launcher == "docker":
+                remove_test_containers()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _run(args, service: Service, clients) -> int:
@@ -121,14 +147,16 @@ def _run(args, service: Service, clients) -> int:
     attempts = dict(db.execute("SELECT id, attempt FROM jobs").fetchall())
     expected = ["queued", "running", "succeeded"]
     wrong = {job: seq for job, seq in sequences.items() if seq != expected or attempts[job] != 1}
-    print(f"{args.jobs} jobs from {args.tenants} tenants, {args.slots} slots, tenant limit {args.tenant_limit}, "
-          f"image {service.image}")
+    where = (f"{args.slots} slots, image {service.image}" if args.launcher == "docker" else
+             "Slurm: the native runtime, CPU jobs of one CPU on 2 nodes of 2 CPUs")
+    print(f"{args.jobs} jobs from {args.tenants} tenants, launcher {args.launcher} ({where}), tenant limit "
+          f"{args.tenant_limit}")
     print(f"submitted in {submitted:.1f} s; all final after {wall:.1f} s")
     print(line("submit", submit_times))
     print(line("status", status_times))
     final_once = len(sequences) == args.jobs and not wrong and len(finals) == args.jobs
     print(f"final states: {sorted(set(finals.values()))}; every job queued -> running -> succeeded exactly once, "
-          f"one container each: {'yes' if final_once else 'NO'}")
+          f"one run each: {'yes' if final_once else 'NO'}")
     for job, seq in list(wrong.items())[:10]:
         print(f"  {job}: {seq} (attempt {attempts.get(job)})")
     return 0 if final_once else 1

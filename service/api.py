@@ -63,7 +63,7 @@ class JobView(BaseModel):
     datasets: Optional[List[str]]
     overrides: Dict[str, Any]
     to: Optional[str]
-    #: How many times a container was started for it (a resume starts another).
+    #: How many runs were started or submitted for it (a resume, or a requeue, starts another).
     attempt: int
     created: str
     updated: str
@@ -73,13 +73,17 @@ class JobView(BaseModel):
     transitions: Optional[List[Transition]] = None
     #: What its runs used, by the engine's count (usage.py); in the one job's view.
     usage: Optional[Usage] = None
+    #: While it is queued in the launcher's own queue (a Slurm cluster's): why it waits there (Slurm's reason,
+    #: e.g. Resources or Priority); None otherwise.
+    queue_reason: Optional[str] = None
 
     @classmethod
     def of(cls, job: Job, transitions=None, usage=None) -> "JobView":
         return cls(id=job.id, state=job.state, language=job.language, datasets=job.datasets,
                    overrides=job.overrides, to=job.stop_after, attempt=job.attempt, created=job.created,
                    updated=job.updated, cause=job.cause, cancel_requested=job.cancel_requested is not None,
-                   exit_code=job.exit_code, transitions=transitions, usage=usage)
+                   exit_code=job.exit_code, transitions=transitions, usage=usage,
+                   queue_reason=job.queue_reason if job.state == QUEUED else None)
 
 
 class Progress(BaseModel):
@@ -180,7 +184,8 @@ def cancel(job: Job = Depends(own_job), svc: Service = Depends(service)):
 @jobs.post("/{job_id}/resume", status_code=202, response_model=JobView)
 def resume(body: Optional[jobspec.ResumeRequest] = None, job: Job = Depends(own_job),
            svc: Service = Depends(service)):
-    """Queue a failed or cancelled job again: a new container on the same run, from its last checkpoint."""
+    """Queue a failed or cancelled job again: a new run (container, Slurm job) on the same run directory, from its
+    last checkpoint."""
     refuse_over_quota(svc, job.tenant)
     if body and body.mdc_api_key:
         svc.scheduler.keep_secrets(job.id, {"MDC_API_KEY": body.mdc_api_key})
@@ -225,7 +230,8 @@ health = APIRouter(tags=["health"])
 @health.get("/healthz", responses={503: {"description": "the service cannot write its store or its files"}})
 def healthz(svc: Service = Depends(service)):
     """Whether the service answers, and can read and write its store and files (503 with the reason when not);
-    `engine` says whether the container engine answers; `disk_free` is the bytes left where the store is."""
+    `engine` says whether the launcher's engine (dockerd, the Slurm cluster) answers; `disk_free` is the bytes left
+    where the store is."""
     svc.store.counts()
     problem = cannot_write(svc.layout, svc.scheduler.ledger)
     body = {"status": "degraded" if problem else "ok", "version": __version__,
@@ -274,7 +280,7 @@ def create_app(store: Store, layout: Layout, options: Options, scheduler: Schedu
         description="Training DeepSpeech models as a service: upload data, submit jobs, watch them, download the "
                     "packaged model.  docs/service.md walks through it.")
     app.state.service = Service(store, layout, options, scheduler)
-    app.state.metrics = registry_for(store, options, scheduler.ledger, scheduler.disk)
+    app.state.metrics = registry_for(store, scheduler.launcher, scheduler.ledger, scheduler.disk, options)
     for router in (jobs, sources, artifacts, usage_router, health):
         app.include_router(router)
     app.add_middleware(BodyLimit, limit=options.max_request)

@@ -1,49 +1,55 @@
 """`dstrain serve`: the HTTP API with its scheduler, and `dstrain serve tenant ...` to manage tenants.
 
 The dstrain command finds this group through the entry-point group ``dstrain.commands`` (pipeline/cli.py),
-so the pipeline never imports the service.  Only click and the standard library are imported here at load
-time: the web stack and the Docker SDK (the ``service`` extra) are imported when the server starts.
+so the pipeline never imports the service.  Only click, the standard library and the launchers' flags
+(launchers.py) are imported here at load time: the web stack and the Docker SDK (the ``service`` extra) are
+imported when the server starts.
 """
 import logging
 import sys
 
 import click
 
+from dstrain.service.launchers import SectionedGroup, flags_of_others, kinds
+
+#: Every launcher installed (entry-point group dstrain.launchers): their flags are `dstrain serve`'s too.
+LAUNCHERS = kinds()
+
 
 def _options(params: dict):
-    from dstrain.service.options import (
-        Options,
-        cpu_slots,
-        gpu_slots,
-        parse_cpus,
-        parse_duration,
-        parse_labels,
-        parse_size,
-        parse_uid_range,
-    )
+    """The service's own settings (each launcher's are its own: _launcher)."""
+    from dstrain.service.options import Options, parse_uid_range
     from dstrain.service.rules import Rules, read_ceilings
+    from dstrain.service.units import parse_duration, parse_size
 
     if params["job_user"]:
         raise click.BadParameter("--job-user is gone: as root, each tenant's jobs run as its own uid from "
                                  "--tenant-uids; a service that is not root runs them as its own user "
                                  "(docs/service.md, \"Running it for strangers\")")
     try:
-        slots = gpu_slots(params["gpus"]) if params["gpus"] else cpu_slots(params["slots"] or 1)
         extra = {"tenant_uids": parse_uid_range(params["tenant_uids"])} if params["tenant_uids"] else {}
         rules = Rules(read_ceilings(params["limits"], params["ceiling"]), tuple(params["egress_allow"]))
-        return Options(root=params["root"], image=params["image"], slots=slots, tenant_limit=params["tenant_limit"],
+        return Options(root=params["root"], tenant_limit=params["tenant_limit"],
                        max_upload=parse_size(params["max_upload"]), instance=params["instance"],
-                       memory=params["memory"] or None, cpus=parse_cpus(params["cpus"]), pids=params["pids"],
-                       shm_size=params["shm_size"], network=params["network"], stop_grace=params["stop_grace"],
-                       labels=parse_labels(params["label"]), userns_offset=params["userns_offset"],
+                       stop_grace=params["stop_grace"], userns_offset=params["userns_offset"],
                        tenant_quota=parse_size(params["tenant_quota"]) if params["tenant_quota"] else None,
                        max_files=params["max_files"], disk_check_seconds=params["disk_check_seconds"],
-                       tmp_size=params["tmp_size"],
                        tenant_queue=params["tenant_queue"], max_request=parse_size(params["max_request"]),
                        time_limit=parse_duration(params["job_time_limit"]), max_requeues=params["max_requeues"],
                        rules=rules, metrics_token=_metrics_token(params["metrics_token_file"]), **extra)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _launcher(params: dict, options):
+    """The launcher --launcher names, made with its own flags."""
+    kind = LAUNCHERS[params["launcher"]]
+    try:
+        return kind.create(params, options)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    except Exception as exc:
+        raise click.ClickException(f"--launcher {kind.name}: {exc}") from None
 
 
 def _metrics_token(path):
@@ -56,29 +62,19 @@ def _metrics_token(path):
     return token
 
 
-@click.group(invoke_without_command=True)
+@click.group(cls=SectionedGroup, invoke_without_command=True)
+@click.option("--launcher", type=click.Choice(sorted(LAUNCHERS)), default="docker", show_default=True,
+              help="What runs the jobs: " + "; ".join(f"{name}: {kind.summary}" for name, kind in
+                                                      sorted(LAUNCHERS.items())) + ". Each has its own flags, below.")
 @click.option("--root", default="dstrain-service", show_default=True, type=click.Path(file_okay=False),
-              help="The service's data: service.db and tenants/<id>/ (each tenant's /data). Under docker compose, "
+              help="The service's data: service.db and tenants/<id>/ (each tenant's data root). Under docker compose, "
                    "the same path on the host and in the container.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Put a reverse proxy with TLS in front (docs/service.md).")
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--image", default="dstrain:latest", show_default=True,
-              help="The image each job runs (Dockerfile.train).")
-@click.option("--gpus", metavar="IDS", help="GPU slots: '0,1' is two jobs of one GPU each; '0+1,2+3' two of two.")
-@click.option("--slots", type=int, help="Without GPUs: how many jobs run at once on the CPU [default: 1].")
 @click.option("--tenant-limit", default=1, show_default=True, type=click.IntRange(1),
               help="Jobs of one tenant running at once.")
 @click.option("--max-upload", default="50G", show_default=True, help="Largest upload.")
-@click.option("--memory", default="16g", show_default=True, help="Each job's memory limit ('' for none).")
-@click.option("--cpus", default="auto", show_default=True,
-              help="Each job's CPU limit: a number of CPUs, auto (the engine's CPUs divided among the slots) or none.")
-@click.option("--tmp-size", default="2g", show_default=True,
-              help="Each job's /tmp, in memory; the rest of its root file system is read-only.")
-@click.option("--pids", default=4096, show_default=True, type=int, help="Each job's process limit.")
-@click.option("--shm-size", default="1g", show_default=True, help="Each job's /dev/shm (NVIDIA's TF1 advice).")
-@click.option("--network", default="bridge", show_default=True,
-              help="Jobs' network: 'bridge' keeps them off the host's loopback; 'host' only where there is no bridge.")
 @click.option("--tenant-uids", metavar="FIRST-LAST",
               help="Each tenant's uid and gid, given at `tenant add`, from this range; needs root "
                    "[default: 200000-299999 as root; without root every job runs as the service's own user].")
@@ -111,27 +107,31 @@ def _metrics_token(path):
 @click.option("--metrics-token-file", type=click.Path(dir_okay=False, exists=True),
               help="A file holding the bearer token /metrics asks for; without it /metrics is off.")
 @click.option("--instance", default="default", show_default=True,
-              help="This service's name on the engine: its containers carry it, a restart finds them by it.")
-@click.option("--label", multiple=True, metavar="KEY=VALUE", help="An extra label for every job's container.")
+              help="This service's name on the engine or cluster: its runs carry it, a restart finds them by it.")
 @click.pass_context
 def serve(ctx, **params):
     """Train as a service: an HTTP API where tenants upload data, submit jobs and download models.
 
     \b
     dstrain serve --slots 2 --image dstrain:latest       the API on http://127.0.0.1:8080 (docs at /docs)
+    dstrain serve --launcher slurm --gpus-per-job 1      jobs on a Slurm cluster (docs/service.md, "Slurm")
     dstrain serve tenant add acme                        a tenant and its token, shown once
     See docs/service.md.
     """
+    chosen = LAUNCHERS[params["launcher"]]
+    given = [name for name in params if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    others = flags_of_others(chosen, [kind for kind in LAUNCHERS.values() if kind is not chosen], given)
+    if others:
+        raise click.UsageError(f"{', '.join(others)}: not a flag of --launcher {chosen.name} (another launcher's)")
     ctx.obj = params
     if ctx.invoked_subcommand is None:
-        _run(_options(params), params["host"], params["port"])
+        _run(params, params["host"], params["port"])
 
 
-def _run(options, host: str, port: int) -> None:
+def _run(params: dict, host: str, port: int) -> None:
     import uvicorn
 
     from dstrain.service.api import create_app
-    from dstrain.service.docker_launcher import DockerLauncher
     from dstrain.service.scheduler import Scheduler
     from dstrain.service.store import Store
     from dstrain.service.tenants import give_uids
@@ -142,17 +142,19 @@ def _run(options, host: str, port: int) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False  # not into the pipeline's "dstrain" logger and its console
+    options = _options(params)
     layout = _layout(options.root)
+    launcher = _launcher(params, options)
+    try:
+        launcher.preflight(layout.root)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     store = Store(layout.db)
     give_uids(store, layout, options)  # tenants of an earlier version, before any of their jobs starts
-    try:
-        launcher = DockerLauncher(options)
-    except Exception as exc:
-        raise click.ClickException(f"the Docker engine does not answer ({exc}); is dockerd running, and is its "
-                                   "socket reachable (DOCKER_HOST)?") from None
     app = create_app(store, layout, options, Scheduler(store, launcher, layout, options))
-    logger.info("slots: %s; image %s; data in %s", ", ".join(s.name for s in options.slots), options.image,
-                layout.root)
+    slots = f"slots {', '.join(slot.name for slot in launcher.slots)}" if launcher.slots is not None else \
+        f"jobs queued in the {launcher.engine_noun}"
+    logger.info("launcher %s: %s; data in %s", params["launcher"], slots, layout.root)
     # Log followers (?follow=true) would hold a shutdown for as long as their job runs.
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
@@ -277,7 +279,7 @@ def tenant_enable(params, name):
 def tenant_quota(params, name, size):
     """Set tenant NAME's disk quota to SIZE (e.g. 200G), or back to the host's with 'default'."""
     from dstrain.service import lifecycle
-    from dstrain.service.options import parse_size
+    from dstrain.service.units import parse_size
 
     store, layout = _store_and_layout(params)
     quota = None if size == "default" else _lifecycle(parse_size, size)
@@ -292,13 +294,16 @@ def tenant_quota(params, name, size):
 def tenant_remove(params, name, force):
     """Remove tenant NAME: its jobs, its directory and everything in it, its rows in the store."""
     from dstrain.service import lifecycle
-    from dstrain.service.docker_launcher import DockerLauncher
 
     store, layout = _store_and_layout(params)
     options = _options(params)
     try:
-        lifecycle.remove(store, layout, name, force, lambda: DockerLauncher(options), options.stop_grace,
+        lifecycle.remove(store, layout, name, force, lambda: _launcher(params, options), options.stop_grace,
                          say=click.echo)
     except (ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"tenant {name} removed, with its data")
+
+
+# Each launcher's flags, once each (the job containers' serve two launchers), in their sections of --help.
+serve.params.extend({id(option): option for kind in LAUNCHERS.values() for option in kind.options}.values())

@@ -1,11 +1,10 @@
-"""The Docker engine as a launcher: one container per run of a job, through the `docker` SDK.
+"""The Docker engine as a launcher: one container per run of a job, through the `docker` SDK, in slots.
 
-A container gets its tenant's directory at /data and nothing else of the host; its slot's GPUs through a
-device request; its tenant's own uid (never root); memory, CPU and process limits; no capabilities; a
-read-only root file system with a bounded /tmp in memory, where HOME and the caches of Python's libraries
-point; an init that passes the stop signal on to dstrain, and the stop grace for the engine's own shutdown
-too.  Its labels carry the job, the attempt, the tenant's opaque id and this service's instance name: on
-restart the service finds its containers by them and by nothing else.
+Each run's container is container.py's (the tenant's directory at /data and nothing else of the host, its
+uid, its limits, a read-only root, an init), given its slot's GPUs through a device request and the stop grace
+for the engine's own shutdown too.  Its name is the run's handle; its labels carry the job, the attempt, the
+tenant's opaque id and this service's instance: on restart the service finds its containers by them and by
+nothing else.
 """
 import logging
 import threading
@@ -16,32 +15,30 @@ from docker.errors import APIError, DockerException, NotFound
 from docker.types import DeviceRequest
 
 import docker
-from dstrain.service.launcher import ACTIVE, CREATED, EXITED, JobSpec, Launcher, RunState, Usage
-from dstrain.service.options import (
-    CONTAINER_DATA,
-    LABEL_ATTEMPT,
-    LABEL_JOB,
-    LABEL_SERVICE,
-    LABEL_TENANT,
-    Options,
-    parse_size,
-)
+from dstrain.service.container import CONTAINER_DATA, LABEL_ATTEMPT, LABEL_JOB, LABEL_SERVICE, container_of
+from dstrain.service.docker_options import DockerOptions
+from dstrain.service.launcher import ACTIVE, CREATED, EXITED, Launcher, RunSpec, RunState, Usage
+from dstrain.service.options import Options
 
 log = logging.getLogger("dstrain.service")
-
-#: Everything a job writes outside /data goes to its /tmp: the root file system is read-only.
-_WRITABLE_ELSEWHERE = {"HOME": "/tmp", "TMPDIR": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache",
-                       "MPLCONFIGDIR": "/tmp/.cache/matplotlib", "NUMBA_CACHE_DIR": "/tmp/.cache/numba",
-                       "PYTHONDONTWRITEBYTECODE": "1"}
 
 _PHASES = {"created": CREATED, "running": ACTIVE, "paused": ACTIVE, "restarting": ACTIVE, "removing": EXITED,
            "exited": EXITED, "dead": EXITED}
 
 
 class DockerLauncher(Launcher):
-    def __init__(self, options: Options, client=None):
+    run_noun = "container"
+    engine_noun = "container engine"
+
+    def __init__(self, options: Options, docker_options: DockerOptions, client=None):
         self.options = options
-        self.client = client or docker.from_env(timeout=60)
+        self.docker = docker_options
+        self.slots = docker_options.slots
+        try:
+            self.client = client or docker.from_env(timeout=60)
+        except DockerException as exc:
+            raise RuntimeError(f"the Docker engine does not answer ({exc}); is dockerd running, and is its socket "
+                               "reachable (DOCKER_HOST)?") from None
         self._events = None
         self._closed = threading.Event()
         self._engine_cpus: Optional[int] = None
@@ -56,47 +53,40 @@ class DockerLauncher(Launcher):
         except (DockerException, OSError):
             return False
 
-    def start(self, spec: JobSpec) -> str:
-        options = self.options
+    def start(self, spec: RunSpec) -> None:
+        made = container_of(self.docker.container, spec, self.options.instance, self.docker.memory,
+                            self._cpus(), self.options.stop_grace)
         api = self.client.api  # the low-level call: the high-level one has no stop timeout
+        devices = spec.slot.devices if spec.slot else ()
         host_config = api.create_host_config(
-            binds={str(spec.data_dir): {"bind": CONTAINER_DATA, "mode": "rw"}},
-            device_requests=[DeviceRequest(device_ids=list(spec.devices), capabilities=[["gpu"]])]
-            if spec.devices else None,
-            mem_limit=options.memory,
-            nano_cpus=self._nano_cpus(),
-            pids_limit=options.pids,
-            shm_size=parse_size(options.shm_size),
-            read_only=True,
-            tmpfs={"/tmp": f"rw,nosuid,nodev,size={parse_size(options.tmp_size)}"},
-            network_mode=options.network,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            # docker-init passes SIGTERM on to dstrain, which stops DeepSpeech and records the stage's end.
-            init=True,
+            binds={made.data_dir: {"bind": CONTAINER_DATA, "mode": "rw"}},
+            device_requests=[DeviceRequest(device_ids=list(devices), capabilities=[["gpu"]])] if devices else None,
+            mem_limit=made.memory,
+            nano_cpus=int(made.cpus * 1e9) if made.cpus else None,
+            pids_limit=made.pids,
+            shm_size=made.shm_size,
+            read_only=made.read_only,
+            tmpfs=made.tmpfs,
+            network_mode=made.network,
+            cap_drop=list(made.cap_drop),
+            security_opt=list(made.security_opt),
+            init=made.init,
         )
         created = api.create_container(
-            options.image,
-            command=list(spec.argv),
-            name=f"dstrain-{options.instance}-{spec.job}-{spec.attempt}",
-            labels={**options.labels, LABEL_JOB: spec.job, LABEL_TENANT: spec.tenant,
-                    LABEL_SERVICE: options.instance, LABEL_ATTEMPT: str(spec.attempt)},
-            environment={**_WRITABLE_ELSEWHERE, **spec.settings, **spec.environment},
-            user=spec.user,
-            host_config=host_config,
+            made.image, command=list(made.command), name=made.name, labels=made.labels,
+            environment=made.environment, user=made.user, working_dir=made.workdir, host_config=host_config,
             # The grace the engine gives it when the engine itself shuts down, as the service gives a cancel.
-            stop_timeout=options.stop_grace,
+            stop_timeout=made.stop_timeout,
         )
         api.start(created["Id"])
-        return created["Id"]
 
-    def _nano_cpus(self) -> Optional[int]:
-        cpus = self.options.cpus
+    def _cpus(self) -> Optional[float]:
+        cpus = self.docker.cpus
         if cpus == "auto":  # the engine's CPUs, shared evenly among the slots
             if self._engine_cpus is None:
                 self._engine_cpus = int(self.client.info().get("NCPU") or 1)
-            cpus = self._engine_cpus / len(self.options.slots)
-        return int(cpus * 1e9) if cpus else None
+            cpus = self._engine_cpus / len(self.slots)
+        return cpus or None
 
     def usage(self, handle: str) -> Optional[Usage]:
         """From the engine's stats: CPU time (cgroup v1 and v2) and the memory high-water mark (cgroup v1's
@@ -121,7 +111,7 @@ class DockerLauncher(Launcher):
             found.append(RunState(
                 job=labels.get(LABEL_JOB, ""),
                 attempt=int(labels.get(LABEL_ATTEMPT, "0") or 0),
-                handle=container.id,
+                handle=container.name,
                 phase=_PHASES.get(state.get("Status"), ACTIVE),
                 exit_code=state.get("ExitCode"),
                 killed_because="the memory limit (out of memory)" if state.get("OOMKilled") else None,

@@ -3,20 +3,22 @@ the files).
 
     <root>/service.db                  the job store (SQLite, WAL)
     <root>/audit.log                   the host's changes to tenants, one line each
-    <root>/tenants/<tenant-id>/        the tenant's data root: its jobs' /data
+    <root>/launchers/<name>/           a launcher's own files (Slurm's job records), the service's alone
+    <root>/tenants/<tenant-id>/        the tenant's data root: its jobs' /data (in a container), their working
+                                       directory wherever they run
         sources/                       its uploads, and what its jobs download
-        jobs/<job-id>/dstrain.toml     the settings the job asked for, read by its container
+        jobs/<job-id>/dstrain.toml     the settings the job asked for, read by its run
         runs/<job-id>/                 the pipeline's run (the pipeline's own layout, paths.py)
+            logs/launcher-<attempt>.log  what the launcher said about a run (Slurm's output file), kept here
         imported/                      shared by the tenant's runs, as on any data root
 
-A tenant id is random and opaque: a tenant's name is in the store only, never in a path, a label or a
-container's name.
+A tenant id is random and opaque: a tenant's name is in the store only, never in a path, a label, a
+container's or a Slurm job's name.
 """
 import os
 from pathlib import Path, PurePosixPath
 
 from dstrain.pipeline.paths import DataRoot
-from dstrain.service.options import CONTAINER_DATA
 
 
 class PathRefused(ValueError):
@@ -41,6 +43,10 @@ class Layout:
         """One line per change the host made to a tenant: added, disabled, enabled, quota, removed."""
         return self.root / "audit.log"
 
+    def launcher_dir(self, name: str) -> Path:
+        """A launcher's own files, which no tenant and no job may write."""
+        return self.root / "launchers" / name
+
     def tenant(self, tenant_id: str) -> Path:
         return self.tenants / tenant_id
 
@@ -58,13 +64,18 @@ class Layout:
         return self.job_dir(tenant_id, job_id) / "dstrain.toml"
 
     @staticmethod
-    def container_job_settings(job_id: str) -> str:
-        """The same file as the container sees it."""
-        return f"{CONTAINER_DATA}/jobs/{job_id}/dstrain.toml"
+    def job_settings_argument(job_id: str) -> str:
+        """The same file as its run names it: relative to the data root, the run's working directory wherever the
+        launcher lets the run see it."""
+        return f"jobs/{job_id}/dstrain.toml"
 
     def run(self, tenant_id: str, job_id: str, language: str) -> DataRoot:
         """The pipeline's own layout of the job's run: its records, logs, reports and package."""
         return DataRoot(self.tenant(tenant_id), job_id, language)
+
+    def launcher_log(self, tenant_id: str, job_id: str, language: str, attempt: int) -> Path:
+        """What the launcher wrote about one run of the job (Slurm's output file), beside its stage logs."""
+        return self.run(tenant_id, job_id, language).log(f"launcher-{attempt}")
 
 
 def relative_parts(path: str) -> PurePosixPath:

@@ -8,17 +8,17 @@ in ``<root>/audit.log``.
 """
 import os
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Set
 
 from dstrain.service import tenantfs
 from dstrain.service.launcher import EXITED, Launcher
 from dstrain.service.layout import Layout
-from dstrain.service.store import CANCELLED, RUNNING, Store, Tenant, now
+from dstrain.service.store import CANCELLED, QUEUED, RUNNING, Store, Tenant, now
 
 DISABLED = "stopped: the host disabled this tenant"
 REMOVED = "stopped: the host removed this tenant"
-#: Seconds a running job without a container is given to get one (the service starting it) before it is
-#: recorded as cancelled anyway.
+#: Seconds a running job without a run is given to get one (the service starting it) before it is recorded
+#: as cancelled anyway.
 _NO_CONTAINER_WAIT = 15
 
 
@@ -69,31 +69,36 @@ def remove(store: Store, layout: Layout, name: str, force: bool, launcher: Calla
     if running and not force:
         raise ValueError(f"tenant {name!r} has {len(running)} running job(s) ({', '.join(j.id for j in running)}); "
                          "`--force` stops them (with the grace period) and removes it")
+    # Jobs waiting in the launcher's own queue (Slurm's) are cancelled with the tenant: their runs go too.
+    submitted = [job.id for job in store.jobs(tenant.id, [QUEUED]) if job.handle]
     store.disable_tenant(tenant.id, REMOVED)
-    if running:
-        _stop(store, launcher(), tenant.id, grace, say)
+    if running or submitted:
+        _stop(store, launcher(), tenant.id, set(submitted), grace, say)
     tenantfs.remove_tree(layout.tenants, tenant.id)
     store.remove_tenant(tenant.id)
     audit(layout, f"tenant {tenant.id} ({name}) removed, with its directory and its jobs")
 
 
-def _stop(store: Store, launcher: Launcher, tenant_id: str, grace: int, say: Callable[[str], None]) -> None:
-    """Stop the tenant's running jobs' containers and record the jobs cancelled.  A job the service has just
-    moved to running may have no container yet: it gets a moment to appear, and is recorded all the same."""
+def _stop(store: Store, launcher: Launcher, tenant_id: str, submitted: Set[str], grace: int,
+          say: Callable[[str], None]) -> None:
+    """Stop the tenant's runs and record its running jobs cancelled.  A job the service has just moved to
+    running may have no run yet: it gets a moment to appear, and is recorded all the same."""
     started = time.monotonic()
+    stopped: Set[str] = set()
     while True:
         running = store.jobs(tenant_id, [RUNNING])
+        runs = launcher.runs()
+        for run in runs:
+            if run.phase != EXITED and run.handle not in stopped and (
+                    run.job in submitted or any(job.id == run.job for job in running)):
+                say(f"stopping job {run.job} (grace {grace} s)")
+                launcher.stop(run.handle, grace)
+                stopped.add(run.handle)
+        for job in running:
+            if any(run.job == job.id for run in runs) or time.monotonic() - started > _NO_CONTAINER_WAIT:
+                store.move(job.id, [RUNNING], CANCELLED, REMOVED, slot=None, cause=REMOVED)
         if not running:
             return
-        runs = launcher.runs()
-        for job in running:
-            mine = [run for run in runs if run.job == job.id]
-            for run in mine:
-                if run.phase != EXITED:
-                    say(f"stopping job {job.id} (grace {grace} s)")
-                    launcher.stop(run.handle, grace)
-            if mine or time.monotonic() - started > _NO_CONTAINER_WAIT:
-                store.move(job.id, [RUNNING], CANCELLED, REMOVED, slot=None, cause=REMOVED)
         if time.monotonic() - started > grace + 2 * _NO_CONTAINER_WAIT:
             raise RuntimeError("jobs still running: " + ", ".join(job.id for job in store.jobs(tenant_id, [RUNNING])))
         time.sleep(1)

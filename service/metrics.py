@@ -1,5 +1,5 @@
-"""Prometheus metrics, read from the store at each scrape: jobs per state, slots configured and in use, and each
-tenant's jobs and usage.
+"""Prometheus metrics, read from the store at each scrape: jobs per state, slots configured and in use (on a
+launcher with slots), GPUs in use, and each tenant's jobs and usage.
 
 Counted at scrape time rather than kept in counters, so they survive a restart and never drift from the
 store.  A tenant is labelled by its opaque id, never its name.  /metrics has its own token (api.py): its
@@ -10,6 +10,7 @@ from collections import defaultdict
 
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 
+from dstrain.service.launcher import Launcher
 from dstrain.service.ledger import Ledger
 from dstrain.service.options import Options
 from dstrain.service.quotas import DiskMeter
@@ -18,9 +19,8 @@ from dstrain.service.usage import disk_in_use, of_runs
 
 
 class _Jobs:
-    def __init__(self, store: Store, options: Options):
-        self.store = store
-        self.options = options
+    def __init__(self, store: Store, launcher: Launcher, ledger: Ledger):
+        self.store, self.launcher, self.ledger = store, launcher, ledger
 
     def collect(self):
         counts = self.store.counts()
@@ -29,13 +29,16 @@ class _Jobs:
         for state, count in counts.items():
             jobs.add_metric([state], count)
         yield jobs
-        yield GaugeMetricFamily("dstrain_slots", "Slots (GPUs, or CPU places) configured",
-                                value=len(self.options.slots))
-        held = {job.slot for job in self.store.jobs(states=[RUNNING])}
-        slots = [slot for slot in self.options.slots if slot.name in held]
-        yield GaugeMetricFamily("dstrain_slots_in_use", "Slots held by running jobs", value=len(slots))
+        running = self.store.jobs(states=[RUNNING])
+        if self.launcher.slots is not None:
+            yield GaugeMetricFamily("dstrain_slots", "Slots (GPUs, or CPU places) configured",
+                                    value=len(self.launcher.slots))
+            held = {job.slot for job in running}
+            yield GaugeMetricFamily("dstrain_slots_in_use", "Slots held by running jobs",
+                                    value=len([slot for slot in self.launcher.slots if slot.name in held]))
+        runs = [self.ledger.run(job.id, job.attempt) for job in running]
         yield GaugeMetricFamily("dstrain_gpus_in_use", "GPUs held by running jobs",
-                                value=sum(len(slot.devices) for slot in slots))
+                                value=sum(run.gpus for run in runs if run is not None))
 
 
 class _Tenants:
@@ -79,8 +82,9 @@ class _Tenants:
         yield from families.values()
 
 
-def registry_for(store: Store, options: Options, ledger: Ledger, disk: DiskMeter) -> CollectorRegistry:
+def registry_for(store: Store, launcher: Launcher, ledger: Ledger, disk: DiskMeter,
+                 options: Options) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Jobs(store, options))
+    registry.register(_Jobs(store, launcher, ledger))
     registry.register(_Tenants(store, options, ledger, disk))
     return registry

@@ -1,102 +1,19 @@
-"""What the host running the service decides: where its data lives, the image, the slots, the limits.
+"""What the host running the service decides for every launcher: where its data lives, the tenants' uids,
+limits, quotas and time.
 
-Set once by `dstrain serve`'s flags; the scheduler, the launcher and the API read them.  A tenant can
-change none of them.
+Set once by `dstrain serve`'s flags; the scheduler, the launcher and the API read them.  A tenant can change
+none of them.  Each launcher has its own flags besides (docker_options.py, slurm_options.py).
 """
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple
 
 from dstrain.service.rules import Rules
+from dstrain.service.units import parse_size
 
-#: Every container the service starts carries these labels; the restart finds its own by them.
-LABEL_JOB = "dstrain.job"
-LABEL_TENANT = "dstrain.tenant"
-LABEL_SERVICE = "dstrain.service"
-LABEL_ATTEMPT = "dstrain.attempt"
-
-#: Where a job's container sees its tenant's directory (the image's DSTRAIN_DATA_ROOT).
-CONTAINER_DATA = "/data"
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)[iI]?[bB]?\s*$")
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*$")
-_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> Optional[float]:
-    """'48h', '90m', '2d', '30s' or '3600' -> seconds; '0' or 'none' -> None (no limit)."""
-    if str(text).strip().lower() in ("none", "0"):
-        return None
-    match = _DURATION.match(str(text).lower())
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (say e.g. 48h, 90m or 2d; none for no limit)")
-    number, unit = match.groups()
-    return float(number) * _SECONDS[unit or "s"]
-
-
-def shown_duration(seconds: float) -> str:
-    """48 h, 90 min, 45 s: as a person says the time limit."""
-    for unit, size in (("h", 3600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)} {unit}"
-    return f"{seconds:g} s"
-
-
-def parse_cpus(text: str) -> Union[float, str, None]:
-    """'auto' (the engine's CPUs shared among the slots), 'none', or a number of CPUs."""
-    word = str(text).strip().lower()
-    if word in ("auto", "none"):
-        return None if word == "none" else "auto"
-    try:
-        cpus = float(word)
-    except ValueError:
-        raise ValueError(f"--cpus {text!r}: give a number of CPUs, auto or none") from None
-    if cpus <= 0:
-        raise ValueError(f"--cpus {text!r}: give a positive number (none for no limit)")
-    return cpus
-
-
-def parse_size(text: str) -> int:
-    """'20G', '512M', '1024' -> bytes (binary units, as docker's own flags)."""
-    match = _SIZE.match(str(text))
-    if not match:
-        raise ValueError(f"not a size: {text!r} (say e.g. 512M or 20G)")
-    number, unit = match.groups()
-    return int(float(number) * 1024 ** " KMGT".index(unit.upper() or " "))
-
-
-@dataclass(frozen=True)
-class Slot:
-    """What one job holds while it runs: some GPUs, or, without GPUs, a place among N."""
-
-    name: str
-    #: GPU device ids handed to the container; empty for a CPU slot.
-    devices: Tuple[str, ...] = ()
-
-
-def gpu_slots(spec: str) -> Tuple[Slot, ...]:
-    """'0,1,2,3': four jobs of one GPU each; '0+1,2+3': two jobs of two GPUs each."""
-    slots = []
-    for group in spec.split(","):
-        devices = tuple(part.strip() for part in group.split("+") if part.strip())
-        if not devices:
-            raise ValueError(f"--gpus {spec!r}: an empty slot")
-        slots.append(Slot("gpu" + "+".join(devices), devices))
-    names = [slot.name for slot in slots]
-    if len(set(names)) != len(names):
-        raise ValueError(f"--gpus {spec!r}: a device listed twice")
-    return tuple(slots)
-
-
-def cpu_slots(count: int) -> Tuple[Slot, ...]:
-    if count < 1:
-        raise ValueError("--slots must be at least 1")
-    return tuple(Slot(f"cpu{i}") for i in range(count))
-
+_INSTANCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 #: Where tenants' uids come from when the service runs as root and --tenant-uids does not say.
 DEFAULT_TENANT_UIDS = (200000, 299999)
@@ -119,27 +36,14 @@ def parse_uid_range(text: str) -> Tuple[int, int]:
 @dataclass(frozen=True)
 class Options:
     root: Path
-    image: str
-    slots: Tuple[Slot, ...]
     #: Jobs of one tenant running at once; the others wait their turn.
     tenant_limit: int = 1
     max_upload: int = parse_size("50G")
-    #: Names this service's containers, so two services on one engine keep apart.
+    #: Names this service's runs (containers, Slurm jobs), so two services on one engine or cluster keep apart.
     instance: str = "default"
-    memory: Optional[str] = "16g"
-    #: CPUs per job: a number, "auto" (the engine's CPUs divided among the slots) or None (no limit).
-    cpus: Union[float, str, None] = "auto"
-    #: Size of each job's /tmp, a tmpfs (the rest of its root file system is read-only).
-    tmp_size: str = "2g"
-    pids: int = 4096
-    shm_size: str = "1g"
-    #: 'bridge' on a normal engine.  'host' gives jobs the host's loopback too (docs/service.md).
-    network: str = "bridge"
     #: Seconds a cancelled job gets to stop DeepSpeech and write its records before it is killed.
     stop_grace: int = 120
-    #: Extra labels for every container (a test's, a billing system's).
-    labels: Dict[str, str] = field(default_factory=dict)
-    #: How often the scheduler looks at the containers when no event wakes it (and samples their usage).
+    #: How often the scheduler looks at the runs when no event wakes it (and samples their usage).
     poll_seconds: float = 2.0
     #: Each tenant's uid and gid, as its containers see them, come from this range; None: every job runs as
     #: the service's own user (a service that is not root).  docs/service.md, "Running it for strangers".
@@ -167,6 +71,9 @@ class Options:
     metrics_token: Optional[str] = None
 
     def __post_init__(self):
+        if not _INSTANCE.match(self.instance):
+            raise ValueError(f"--instance {self.instance!r}: letters, digits, '.', '_' and '-' only (it names "
+                             "containers and Slurm jobs)")
         if self.tenant_uids is None:
             return
         first, last = self.tenant_uids
@@ -179,13 +86,3 @@ class Options:
                              "the service's own uid")
         if self.userns_offset < 0:
             raise ValueError("--userns-offset must be 0 or more")
-
-
-def parse_labels(pairs: Sequence[str]) -> Dict[str, str]:
-    labels = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or key in (LABEL_JOB, LABEL_TENANT, LABEL_SERVICE, LABEL_ATTEMPT):
-            raise ValueError(f"--label {pair!r}: give KEY=VALUE, not one of the service's own labels")
-        labels[key] = value
-    return labels

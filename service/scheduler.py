@@ -1,64 +1,61 @@
-"""The scheduler: hands out slots to queued jobs, first come first served, and records how their runs end.
+"""The scheduler: lets queued jobs run, first come first served, and records how their runs end.
 
-One pass at a time, each from what is true now (the store and the launcher's labelled runs), never from
-memory, so the pass after a restart is the same as any other:
-- a running job whose run has ended is recorded as succeeded, failed or cancelled, and its slot freed; one
-  the infrastructure stopped (a SIGTERM or SIGKILL the service did not send: the engine restarting) is
+One pass at a time, each from what is true now (the store and the launcher's runs), never from memory, so
+the pass after a restart is the same as any other:
+- a job submitted to the launcher's own queue (Slurm) shows the launcher's reason while it waits there, and
+  becomes running when the launcher starts it;
+- a running job whose run has ended is recorded as succeeded, failed or cancelled; one the infrastructure
+  stopped (a SIGTERM or SIGKILL the service did not send: the engine restarting; a Slurm node that failed) is
   queued again in its place, to resume from its checkpoint, up to --max-requeues times in a row;
 - a running job whose run still runs is watched again (re-attached), its usage sampled, and stopped when it
-  passes its time limit;
+  passes its time limit (watch.py);
 - a running job with no run at all never got one (the service stopped in between): it is queued again;
-- then queued jobs take the free slots in FIFO order, skipping a tenant already at its limit.
-A pass runs when something happens (a submit, a cancel, the engine's event that a container died) and
+- then queued jobs are started, in FIFO order, skipping a tenant already at its limit: on a launcher with
+  slots, each in a free slot; without slots, each is submitted to the launcher's queue (dispatch.py).
+A pass runs when something happens (a submit, a cancel, the launcher's news that a run started or ended) and
 every few seconds besides.
 """
 import logging
+import os
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Dict, List, Optional
 
-from dstrain.service import runs
-from dstrain.service.health import cannot_write, disk_full
-from dstrain.service.launcher import ACTIVE, CREATED, JobSpec, Launcher, RunState
+from dstrain.service import runs, tenantfs
+from dstrain.service.dispatch import Dispatch
+from dstrain.service.health import disk_full
+from dstrain.service.launcher import ACTIVE, CREATED, EXITED, WAITING, Launcher, RunState
 from dstrain.service.layout import Layout
 from dstrain.service.ledger import REQUEUED, Ledger
-from dstrain.service.options import Options, shown_duration
-from dstrain.service.quotas import DiskMeter, quota_of
-from dstrain.service.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, Store
-from dstrain.service.tenants import container_user
+from dstrain.service.options import Options
+from dstrain.service.quotas import DiskMeter
+from dstrain.service.store import CANCELLED, FAILED, FINAL, QUEUED, RUNNING, SUCCEEDED, Job, Store
+from dstrain.service.tenants import owner
+from dstrain.service.watch import Watch
 
 log = logging.getLogger("dstrain.service")
 
-
-#: How often the usage figures sampled on each pass are written to the ledger.
-USAGE_WRITE_SECONDS = 30.0
-#: Exit codes of a container whose process was stopped by a signal (SIGTERM: dstrain exits 143 itself).
+#: Exit codes of a run whose process was stopped by a signal (SIGTERM: dstrain exits 143 itself).
 _SIGNALLED = {143: "SIGTERM", 137: "SIGKILL"}
+#: The most of what the launcher wrote about a run that is kept beside its stage logs: its end says why.
+KEPT_OUTPUT = 1 << 20
 
 
-def stopped_from_outside(run: RunState) -> Optional[str]:
-    """Why a run looks stopped by the infrastructure rather than by its own failure: the engine's or host's
-    SIGTERM or SIGKILL (the service's own stops are recorded before it asks, and a cancel is the tenant's), not
-    the memory limit's kill."""
+def stopped_from_outside(run: RunState, launcher: Launcher) -> Optional[str]:
+    """Why a run looks stopped by the infrastructure rather than by its own failure: what the launcher says
+    (a node that failed), or a SIGTERM or SIGKILL of the engine or the host (the service's own stops are
+    recorded before it asks, and a cancel is the tenant's), not the memory limit's kill."""
+    if run.infrastructure:
+        return run.infrastructure
     signal = _SIGNALLED.get(run.exit_code)
     if signal is None or run.killed_because:
         return None
-    return (f"its container was stopped by a {signal} the service did not send (exit code {run.exit_code}): the "
-            "container engine or the host restarting, or someone stopping it by hand")
+    return (f"its {launcher.run_noun} was stopped by a {signal} the service did not send (exit code {run.exit_code}): "
+            f"the {launcher.engine_noun} or the host restarting, or someone stopping it by hand")
 
 
-def job_argv(layout: Layout, job: Job) -> List[str]:
-    """``dstrain run`` as the image's entrypoint gets it: the run is named after the job."""
-    argv = ["run", "--language", job.language, "--run", job.id, "--config", layout.container_job_settings(job.id)]
-    if job.datasets:
-        argv += ["--datasets", ",".join(job.datasets)]
-    if job.stop_after:
-        argv += ["--to", job.stop_after]
-    return argv
-
-
-class Scheduler:
+class Scheduler(Dispatch, Watch):
     def __init__(self, store: Store, launcher: Launcher, layout: Layout, options: Options):
         self.store = store
         self.launcher = launcher
@@ -68,7 +65,8 @@ class Scheduler:
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._pass = threading.Lock()
-        #: Jobs whose stop this process has asked for; after a restart the next pass asks again.
+        #: Jobs whose stop this process has asked for (and runs of ended jobs, by handle); after a restart the
+        #: next pass asks again.
         self._stopping = set()
         #: Secrets for a job's next run, kept in memory only (never in the store).
         self._secrets: Dict[str, Dict[str, str]] = {}
@@ -82,7 +80,7 @@ class Scheduler:
 
     def start(self) -> None:
         self.step()  # re-attach and record what ended while the service was down, before anything new
-        for target, name in ((self._loop, "scheduler"), (self._watch, "docker-events"),
+        for target, name in ((self._loop, "scheduler"), (self._watch, "launcher-events"),
                              (self._measure_disks, "disk-meter")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -125,7 +123,7 @@ class Scheduler:
     def step(self) -> None:
         with self._pass:
             if not self.launcher.available():
-                log.warning("the container engine does not answer; jobs wait")
+                log.warning("the %s does not answer; jobs wait", self.launcher.engine_noun)
                 return
             self._hold_to_quotas()
             self._reconcile(self.launcher.runs())
@@ -135,33 +133,93 @@ class Scheduler:
         by_job = defaultdict(list)
         for run in found:
             by_job[run.job].append(run)
+
+        def current(job: Job) -> Optional[RunState]:
+            return next((run for run in by_job.get(job.id, []) if run.attempt == job.attempt), None)
+
+        for job in self.store.jobs(states=[QUEUED]):
+            if job.handle:  # submitted to the launcher's own queue
+                self._follow_submitted(job, current(job))
         running = {job.id: job for job in self.store.jobs(states=[RUNNING])}
         for job in running.values():
-            current = [run for run in by_job.get(job.id, []) if run.attempt == job.attempt]
-            if not current and job.container and self.ledger.run(job.id, job.attempt):
-                self._requeue(job, None, "its container is gone, removed by something other than the service")
-            elif not current:
-                log.warning("job %s: no container for run %d; queued again", job.id, job.attempt)
-                self.store.move(job.id, [RUNNING], QUEUED, "no container was found for its run; queued again",
-                                slot=None, container=None)
-            elif current[0].phase == CREATED:
-                log.info("job %s: starting its container, created before the service stopped", job.id)
-                self.launcher.resume_created(current[0].handle)
-            elif current[0].phase == ACTIVE:
-                self._watch_run(job, current[0])
+            run = current(job)
+            if run is None and job.handle and self.ledger.run(job.id, job.attempt):
+                self._requeue(job, None, f"its {self.launcher.run_noun} is gone, removed by something other than "
+                                         "the service")
+            elif run is None:
+                log.warning("job %s: no %s for run %d; queued again", job.id, self.launcher.run_noun, job.attempt)
+                self.store.move(job.id, [RUNNING], QUEUED, f"no {self.launcher.run_noun} was found for its run; "
+                                "queued again", slot=None)
+            elif run.phase == CREATED:
+                log.info("job %s: starting its %s, created before the service stopped", job.id,
+                         self.launcher.run_noun)
+                self.launcher.resume_created(run.handle)
+            elif run.phase in (ACTIVE, WAITING):
+                self._watch_run(job, run)
             else:
-                self._finish(job, current[0])
-        for run in found:  # runs already recorded (the service stopped before removing them), or foreign
-            job = running.get(run.job)
+                self._finish(job, run)
+        waiting = {job.id: job for job in self.store.jobs(states=[QUEUED]) if job.handle}
+        for run in found:  # runs already recorded (the service stopped before removing them), or not wanted
+            job = running.get(run.job) or waiting.get(run.job)
             if job is None or job.attempt != run.attempt:
-                if run.phase == ACTIVE:
-                    log.warning("container %s (job %s) runs but its job does not; left alone", run.handle[:12],
-                                run.job)
-                else:
-                    self.launcher.remove(run.handle)
+                self._leftover(run)
+
+    def _follow_submitted(self, job: Job, run: Optional[RunState]) -> None:
+        """A job in the launcher's own queue: its reason while it waits there; running once it starts."""
+        if run is None:
+            # Marked before it was submitted: the service stopped in between, or the launcher lost it unstarted.
+            log.warning("job %s: its run %d is not in the %s's queue; submitted again", job.id, job.attempt,
+                        self.launcher.engine_noun)
+            self.store.update(job.id, QUEUED, handle=None, queue_reason=None)
+            return
+        if run.phase == WAITING:
+            if (run.waiting or None) != job.queue_reason:
+                self.store.update(job.id, QUEUED, queue_reason=run.waiting or None)
+            return
+        if run.phase == EXITED and run.started is None:  # ended before it started: removed from the queue
+            self._end_unstarted(job, run)
+            return
+        where = f" on {run.node}" if run.node else ""
+        if self.store.move(job.id, [QUEUED], RUNNING, f"started by the {self.launcher.engine_noun}{where}",
+                           slot=run.node or None, queue_reason=None):
+            self.ledger.start(job, job.attempt, run.node, self._gpus(job, run), run.started or time.time())
+            log.info("job %s: running%s (run %d)", job.id, where, job.attempt)
+
+    def _end_unstarted(self, job: Job, run: RunState) -> None:
+        """Removed from the launcher's queue by someone else (a scancel): failed, saying so; its tenant may resume
+        it.  Nothing of it ran, so nothing is billed."""
+        cause = run.killed_because or run.infrastructure or f"its {self.launcher.run_noun} ended before it started"
+        if self.store.move(job.id, [QUEUED], FAILED, cause, exit_code=run.exit_code, cause=cause, queue_reason=None):
+            log.info("job %s: failed before it started: %s", job.id, cause)
+        self._forget(job.id, run.handle)
+
+    def _leftover(self, run: RunState) -> None:
+        """A run no waiting or running job claims: of an ended one (recorded, not yet removed; or cancelled while
+        it was being submitted: then stopped, and billed), of an older attempt, or of a job unknown here."""
+        job = self.store.job(run.job)
+        mine = job is not None and job.attempt == run.attempt and job.state in FINAL
+        if run.phase == EXITED:
+            if mine and self.ledger.run(job.id, job.attempt) is not None:
+                self.ledger.end(job.id, job.attempt, job.state, run.ended or time.time())
+            if mine:
+                self._keep_output(job, run)
+            self.launcher.remove(run.handle)
+            self._stopping.discard(run.handle)
+        elif run.phase == CREATED:  # never started: nothing to stop
+            self.launcher.remove(run.handle)
+        elif mine or (job is None and run.phase == WAITING):
+            if run.phase == ACTIVE and job is not None:
+                self.ledger.start(job, job.attempt, run.node, self._gpus(job, run), run.started or time.time())
+            if run.handle not in self._stopping:
+                log.info("%s %s runs for job %s, which is %s; stopping it", self.launcher.run_noun, run.handle,
+                         run.job, job.state if job else "unknown")
+                self._stop_run(run.handle, run.handle)
+        elif run.phase == ACTIVE:
+            log.warning("%s %s (job %s) runs but its job does not; left alone", self.launcher.run_noun, run.handle,
+                        run.job)
 
     def _finish(self, job: Job, run: RunState) -> None:
-        outside = stopped_from_outside(run)
+        outside = stopped_from_outside(run, self.launcher)
         if job.cancel_requested:
             state, cause = CANCELLED, job.stop_cause or "cancelled by the tenant"
         elif job.stop_cause:  # the service stopped it (its time limit, its tenant's quota), and said why
@@ -173,57 +231,55 @@ class Scheduler:
             return
         else:
             state, cause = FAILED, self._failure(job, run)
+        self._sample(job, run)  # a launcher that counts only at the end (Slurm) has its figures now
         self._flush_usage(job.id, force=True)
-        self.ledger.end(job.id, job.attempt, state, time.time())
+        self.ledger.end(job.id, job.attempt, state, run.ended or time.time())
         if self.store.move(job.id, [RUNNING], state, cause, exit_code=run.exit_code, slot=None,
                            cause=None if state == SUCCEEDED else cause):
             log.info("job %s: %s (exit code %s)", job.id, state, run.exit_code)
+        self._keep_output(job, run)
         self._forget(job.id, run.handle)
 
     def _forget(self, job_id: str, handle: Optional[str]) -> None:
         if handle is not None:
             self.launcher.remove(handle)
+            self._stopping.discard(handle)
         self._stopping.discard(job_id)
         self._samples.pop(job_id, None)
 
     def _failure(self, job: Job, run: RunState) -> str:
-        """The stage log's last error; else the engine's reason; else the error dstrain printed; else the code."""
-        cause = runs.failure_cause(self.layout, job) or run.killed_because
-        if cause:
-            return cause
+        """The engine's reason and the stage log's last error; else the error dstrain printed; else the code."""
+        found = [cause for cause in (run.killed_because, runs.failure_cause(self.layout, job)) if cause]
+        if found:
+            return "; ".join(found)
         errors = [line for line in self.launcher.console_tail(run.handle, 40).splitlines()
                   if line.startswith("error:")]
-        return errors[-1][len("error:"):].strip() if errors else f"its container exited with code {run.exit_code}"
+        return errors[-1][len("error:"):].strip() if errors else \
+            f"its {self.launcher.run_noun} exited with code {run.exit_code}"
 
-    # -- what the service watches while a job runs, and the stops it did not ask for -----------------------
-
-    def _watch_run(self, job: Job, run: RunState) -> None:
-        """Sample its usage; stop it if its tenant cancelled it, or the service has a cause to (its time limit
-        here, its tenant's disk quota in _hold_to_quotas).  The cause is recorded before the engine is asked,
-        so the run's SIGTERM exit is never taken for the infrastructure's."""
-        if self.ledger.run(job.id, job.attempt) is None:  # started by a service that stopped before it wrote the row
-            self.ledger.start(job, job.attempt, job.slot or "", self._gpus(job), time.time())
-        self._sample(job, run)
-        limit = self.options.time_limit
-        stop_cause = job.stop_cause
-        if limit is not None and not (job.cancel_requested or stop_cause) and self._seconds_used(job) >= limit:
-            stop_cause = (f"stopped: the time limit of {shown_duration(limit)} was reached; its checkpoint is "
-                          "kept, resume continues it")
-            if self.store.update(job.id, RUNNING, stop_cause=stop_cause):
-                log.info("job %s: past its time limit of %s; stopping it", job.id, shown_duration(limit))
-        if (job.cancel_requested or stop_cause) and job.id not in self._stopping:
-            self._stop(job, run.handle)
-
-    def _gpus(self, job: Job) -> int:
-        return next((len(slot.devices) for slot in self.options.slots if slot.name == job.slot), 0)
-
-    def _seconds_used(self, job: Job) -> float:
-        """Its runs' time since its tenant last submitted or resumed it: the infrastructure's stops do not reset
-        the count, a resume does."""
-        at = time.time()
-        current = self.ledger.run(job.id, job.attempt)
-        before = self.ledger.requeued_before(job.id, job.attempt)
-        return sum(run.seconds(at) for run in before) + (current.seconds(at) if current else 0.0)
+    def _keep_output(self, job: Job, run: RunState) -> None:
+        """What the launcher wrote about the run (Slurm's output file), its end, beside the run's stage logs in the
+        tenant's directory, written there as everything of the service is (tenantfs): never through a link."""
+        try:
+            data = self.launcher.kept_output(run.handle)
+            if data is None:
+                return
+            tenant = self.store.tenant(job.tenant)
+            path = self.layout.relative(job.tenant, self.layout.launcher_log(job.tenant, job.id, job.language,
+                                                                              run.attempt))
+            directory, _, name = path.rpartition("/")
+            with tenantfs.Tree(self.layout.tenant(job.tenant)) as tree:
+                fd = tree.make_dirs(directory, owner(self.options, tenant) if tenant else None)
+                try:
+                    with tenantfs.NewFile(fd, name, owner(self.options, tenant) if tenant else None,
+                                          prefix=".launcher-") as kept:
+                        kept.write(data[-KEPT_OUTPUT:])
+                        kept.publish()
+                finally:
+                    os.close(fd)
+        except (OSError, tenantfs.NotFound, tenantfs.Refused) as exc:  # the job's end is recorded all the same
+            log.warning("job %s: the %s's output of run %d not kept: %s", job.id, self.launcher.engine_noun,
+                        run.attempt, exc)
 
     def _requeue(self, job: Job, run: Optional[RunState], why: str) -> None:
         """A job the infrastructure stopped: queued again in its place to resume, or failed past --max-requeues."""
@@ -231,127 +287,20 @@ class Scheduler:
         limit = self.options.max_requeues
         self._flush_usage(job.id, force=True)
         exit_code = run.exit_code if run else None
+        ended = (run.ended if run else None) or time.time()
         if done > limit:
             cause = (f"stopped by the infrastructure {done} times in a row, the last time because {why}; not queued "
                      f"again (the service's limit is {limit}). Its checkpoint is kept: resume continues it")
-            self.ledger.end(job.id, job.attempt, FAILED, time.time())
+            self.ledger.end(job.id, job.attempt, FAILED, ended)
             if self.store.move(job.id, [RUNNING], FAILED, cause, exit_code=exit_code, slot=None, cause=cause):
                 log.warning("job %s: failed, stopped by the infrastructure %d times", job.id, done)
         else:
-            self.ledger.end(job.id, job.attempt, REQUEUED, time.time())
+            self.ledger.end(job.id, job.attempt, REQUEUED, ended)
             reason = (f"stopped by the infrastructure: {why}; queued again to resume from its checkpoint "
                       f"(requeue {done} of at most {limit})")
-            if self.store.move(job.id, [RUNNING], QUEUED, reason, exit_code=exit_code, slot=None, container=None):
+            if self.store.move(job.id, [RUNNING], QUEUED, reason, exit_code=exit_code, slot=None):
                 self.ledger.keep_place(job.id, job.queue_seq)
                 log.warning("job %s: %s", job.id, reason)
+        if run is not None:
+            self._keep_output(job, run)
         self._forget(job.id, run.handle if run else None)
-
-    def _sample(self, job: Job, run: RunState) -> None:
-        """The engine's usage figures, kept in memory and written to the ledger every half minute (and at the end),
-        not on every pass."""
-        try:
-            usage = self.launcher.usage(run.handle)
-        except Exception as exc:  # figures missed now are taken at the next pass
-            log.debug("job %s: no usage from the engine: %s", job.id, exc)
-            return
-        if usage is None:
-            return
-        attempt, _, written = self._samples.get(job.id, (job.attempt, None, 0.0))
-        if attempt != job.attempt:
-            written = 0.0
-        self._samples[job.id] = (job.attempt, usage, written)
-        self._flush_usage(job.id)
-
-    def _flush_usage(self, job_id: str, force: bool = False) -> None:
-        attempt, usage, written = self._samples.get(job_id, (None, None, 0.0))
-        if usage is None or (not force and time.time() - written < USAGE_WRITE_SECONDS):
-            return
-        try:
-            self.ledger.usage(job_id, attempt, usage.cpu_seconds, usage.peak_memory)
-        except Exception as exc:  # a full disk: the figures stay in memory and are written at the next try
-            log.warning("job %s: usage not recorded yet: %s", job_id, exc)
-            if force:
-                raise
-            return
-        self._samples[job_id] = (attempt, usage, time.time())
-
-    def _disk_full(self) -> bool:
-        """Whether the service cannot write its files or store now: then no job starts (health.py)."""
-        problem = cannot_write(self.layout, self.ledger)
-        if problem:
-            log.warning("no job starts while the service %s", problem)
-        return problem is not None
-
-    def _stop(self, job: Job, handle: str) -> None:
-        self._stopping.add(job.id)
-        log.info("job %s: stopping its container (grace %d s)", job.id, self.options.stop_grace)
-        # docker stop waits up to the grace period: not in the pass, which must go on for other jobs.
-        threading.Thread(target=self.launcher.stop, args=(handle, self.options.stop_grace),
-                         name=f"stop-{job.id}", daemon=True).start()
-
-    def _dispatch(self) -> None:
-        running = self.store.jobs(states=[RUNNING])
-        used = {job.slot for job in running}
-        per_tenant = Counter(job.tenant for job in running)
-        free = [slot for slot in self.options.slots if slot.name not in used]
-        queued = self.store.jobs(states=[QUEUED])
-        if free and queued and self._disk_full():
-            return
-        for job in queued:
-            if not free:
-                return
-            if per_tenant[job.tenant] >= self.options.tenant_limit:
-                continue
-            slot = free.pop(0)
-            attempt = job.attempt + 1
-            if not self.store.move(job.id, [QUEUED], RUNNING, f"started on slot {slot.name}", slot=slot.name,
-                                   attempt=attempt, exit_code=None, stop_cause=None):
-                free.insert(0, slot)  # cancelled meanwhile
-                continue
-            per_tenant[job.tenant] += 1
-            try:
-                spec = JobSpec(job.id, job.tenant, attempt, tuple(job_argv(self.layout, job)),
-                               self.layout.tenant(job.tenant), slot.devices, self._secrets.pop(job.id, {}),
-                               user=container_user(self.options, self.store.tenant(job.tenant)),
-                               settings=self.options.rules.environment(job.overrides))
-                handle = self.launcher.start(spec)
-            except Exception as exc:  # the engine's message may name host paths: it stays in the service's log
-                log.error("job %s: its container could not be started: %s", job.id, exc)
-                free.insert(0, slot)
-                if not self.launcher.available():  # the engine went away meanwhile: not the job's fault
-                    if self.store.move(job.id, [RUNNING], QUEUED, "the container engine stopped answering as it "
-                                       "started; queued again", slot=None):
-                        self.ledger.keep_place(job.id, job.queue_seq)
-                    return
-                cause = "its container could not be started (the service's log says why)"
-                self.store.move(job.id, [RUNNING], FAILED, cause, slot=None, cause=cause)
-                continue
-            self.ledger.start(job, attempt, slot.name, len(slot.devices), time.time())
-            self.store.update(job.id, RUNNING, container=handle)
-            log.info("job %s: running in container %s on slot %s (run %d)", job.id, handle[:12], slot.name, attempt)
-
-    # -- disk quotas -----------------------------------------------------------------------------------
-
-    def _measure_disks(self) -> None:
-        """Measure the disk in use of each tenant with a running job, every --disk-check-seconds: a walk, so
-        here rather than in the pass, which must stay quick."""
-        while not self._closed.wait(self.options.disk_check_seconds):
-            try:
-                for tenant_id in {job.tenant for job in self.store.jobs(states=[RUNNING])}:
-                    tenant = self.store.tenant(tenant_id)
-                    if tenant is not None and quota_of(self.options, tenant) is not None:
-                        self.disk.measure(tenant_id)
-                self.poke()
-            except Exception:  # the next round measures again
-                log.exception("measuring the tenants' disk in use failed")
-
-    def _hold_to_quotas(self) -> None:
-        """A running job whose tenant is over its disk quota is stopped (with the grace: its checkpoint is
-        kept) and ends failed, with the quota and the use as its cause."""
-        for job in self.store.jobs(states=[RUNNING]):
-            tenant = self.store.tenant(job.tenant)
-            if job.stop_cause or job.cancel_requested or tenant is None:
-                continue
-            over = self.disk.over(job.tenant, quota_of(self.options, tenant), max_age=None)
-            if over and self.store.update(job.id, RUNNING, stop_cause=over):
-                log.info("job %s: stopping it, %s", job.id, over)

@@ -3,13 +3,13 @@
 # stdin).  It runs as the service's user (root: it must switch to the tenant's uid, or talk to dockerd), and
 # does only this:
 #   1. records that the run started: node, GPUs, time (<records>/<handle>.started);
-#   2. runs the payload, in a session of its own, the tenant's part as the tenant's uid:
-#        native: setpriv to the uid, a clean environment, the node's own dstrain;
+#   2. runs the payload, in a session of its own, in the tenant's directory, the tenant's part as its uid:
+#        native: setpriv to the uid, a clean environment, a private TMPDIR, the node's own dstrain;
 #        docker: docker run of the training image (the uid, mounts and limits are in its arguments), with
 #                the GPUs Slurm gave the job;
 #   3. passes signals on (below), waits for the payload;
-#   4. records its exit status and end time (<records>/<handle>.exit), so the service knows the outcome
-#      after Slurm has forgotten the job (without accounting it does, MinJobAge after the end);
+#   4. records its exit status, end time and CPU time (<records>/<handle>.exit), so the service knows the
+#      outcome after Slurm has forgotten the job (without accounting it does, MinJobAge after the end);
 #   5. exits with the payload's status.
 # Records are written to a temporary name, synced, then renamed: a reader sees a whole record or none.  They
 # go to the service's own records directory, never the tenant's: anything the tenant's uid can write is the
@@ -26,10 +26,10 @@
 #   DSJOB_JOB DSJOB_ATTEMPT     the dstrain job and attempt, in every record
 #   DSJOB_RUNTIME               native | docker
 #   DSJOB_COMMAND               the payload's argv, one per line
-#   DSJOB_PASS                  names of variables for the payload (its secrets, the node's tool settings)
-#   DSJOB_DATA                  native: the tenant's directory, its DSTRAIN_DATA_ROOT
+#   DSJOB_DATA                  the tenant's directory: the payload's working directory (native: its data root)
+#   DSJOB_PASS                  native: names of variables for the payload (the node's tool settings, the
+#                               host's forced settings, its secrets)
 #   DSJOB_USER                  native: UID:GID
-#   DSJOB_CONTAINER             docker: the container's name
 #   DSJOB_GPUS                  GPUs asked of Slurm (docker: given to the container)
 #   DSJOB_KILL_AFTER            docker: seconds from Slurm's TERM to killing the container
 set -u
@@ -41,25 +41,27 @@ records=$DSJOB_RECORDS/$DSJOB_HANDLE
 # its cgroup, where Slurm may renumber what CUDA_VISIBLE_DEVICES counts): a container is given the node's ids.
 gpus=${CUDA_VISIBLE_DEVICES:-}
 job_gpus=${SLURM_JOB_GPUS:-$gpus}
+((DSJOB_GPUS > 0)) || gpus="" job_gpus=""
 started=$(date +%s.%N)
 stop_signal=""
 payload=""
+tmp=""
 
 record() {  # record SUFFIX JSON
-    local tmp=$DSJOB_RECORDS/.$DSJOB_HANDLE.$1.$$
-    printf '%s\n' "$2" >"$tmp" && sync "$tmp" && mv -f "$tmp" "$records.$1"
+    local temporary=$DSJOB_RECORDS/.$DSJOB_HANDLE.$1.$$
+    printf '%s\n' "$2" >"$temporary" && sync "$temporary" && mv -f "$temporary" "$records.$1"
 }
 fields() {
     printf '"job": "%s", "attempt": %d, "slurm_job": "%s", ' "$DSJOB_JOB" "$DSJOB_ATTEMPT" "${SLURM_JOB_ID:-}"
-    printf '"node": "%s", "gpus": "%s", "job_gpus": "%s", "started": %s' \
-        "${SLURMD_NODENAME:-}" "$gpus" "$job_gpus" "$started"
+    printf '"node": "%s", "gpus": "%s", "job_gpus": "%s", "gpus_asked": %d, "started": %s' \
+        "${SLURMD_NODENAME:-}" "$gpus" "$job_gpus" "$DSJOB_GPUS" "$started"
 }
 
 # How a stop reaches the payload: softly (SIGTERM to dstrain), or at once (a docker client killed by Slurm
 # leaves its container running).
 if [[ $DSJOB_RUNTIME == docker ]]; then
-    soft() { docker kill --signal TERM "$DSJOB_CONTAINER" >/dev/null 2>&1; }
-    hard() { docker kill "$DSJOB_CONTAINER" >/dev/null 2>&1; }
+    soft() { docker kill --signal TERM "$DSJOB_HANDLE" >/dev/null 2>&1; }
+    hard() { docker kill "$DSJOB_HANDLE" >/dev/null 2>&1; }
 else
     soft() { kill -TERM "$payload" 2>/dev/null; }
 fi
@@ -78,36 +80,46 @@ trap 'on_signal TERM' TERM
 record started "{$(fields)}" || { echo "error: cannot write the run's records in $DSJOB_RECORDS" >&2; exit 1; }
 
 mapfile -t command <<<"$DSJOB_COMMAND"
-passed=()
-for name in $DSJOB_PASS; do passed+=("$name=${!name-}"); done   # native: through env -i
-
 if [[ -n $stop_signal ]]; then
     status=143
+elif ! cd "$DSJOB_DATA"; then
+    echo "error: the tenant's directory is not on this node (shared storage?)" >&2
+    status=1
 elif [[ $DSJOB_RUNTIME == docker ]]; then
-    # The variables reach the container by name (-e NAME): their values stay out of every command line.  The
-    # label lets a node's Epilog remove a container whose job script was killed before it could.
+    # The label lets a node's Epilog remove a container whose job script was killed before it could.
     extra=(--label "dstrain.slurm_job=${SLURM_JOB_ID:-}")
-    for name in $DSJOB_PASS; do extra+=(-e "$name"); done
-    # Quoted: docker's --gpus splits its value at commas, and CUDA_VISIBLE_DEVICES may hold several ids.
+    # Quoted: docker's --gpus splits its value at commas, and the job's GPU ids may be several.
     ((DSJOB_GPUS > 0)) && extra+=(--gpus "\"device=$job_gpus\"")
     setsid "${command[0]}" "${command[1]}" "${extra[@]}" "${command[@]:2}" &
     payload=$!
 else
     uid=${DSJOB_USER%%:*} gid=${DSJOB_USER#*:}
-    cd "$DSJOB_DATA" || exit 1
+    passed=()
+    for name in $DSJOB_PASS; do passed+=("$name=${!name-}"); done
+    # A temporary directory of its own: the node's /tmp is every tenant's.
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/dstrain-$DSJOB_HANDLE.XXXXXX") && chown "$uid:$gid" "$tmp"
     setsid setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs --inh-caps=-all \
-        env -i PATH="$PATH" HOME="$DSJOB_DATA" LANG=C.UTF-8 DSTRAIN_DATA_ROOT="$DSJOB_DATA" \
-        ${gpus:+CUDA_VISIBLE_DEVICES="$gpus"} "${passed[@]}" "${command[@]}" &
+        env -i PATH="$PATH" HOME="$DSJOB_DATA" LANG=C.UTF-8 TMPDIR="$tmp" DSTRAIN_DATA_ROOT="$DSJOB_DATA" \
+        CUDA_VISIBLE_DEVICES="$gpus" "${passed[@]}" "${command[@]}" &
     payload=$!
 fi
 
+cpu=""
 if [[ -n $payload ]]; then
     # wait returns early when a trapped signal arrives: wait again until the payload has really ended.  Bash
     # keeps the status of a reaped child, so the last wait gives it whichever wait reaped it.
     while kill -0 "$payload" 2>/dev/null; do wait "$payload"; done
     wait "$payload"
     status=$?
+    # The payload's CPU time, user and system, its children's included (native; docker's is the client's).
+    # `times` reports this shell's children only when run in this shell, not in a pipe's or $(...)'s.
+    if [[ $DSJOB_RUNTIME != docker ]]; then
+        times >"$records.times" && cpu=$(tail -n 1 "$records.times")
+        rm -f "$records.times"
+    fi
 fi
+[[ -z $tmp ]] || rm -rf "$tmp"
 
-record exit "{$(fields), \"ended\": $(date +%s.%N), \"exit_code\": $status, \"stop_signal\": \"$stop_signal\"}"
+record exit "{$(fields), \"ended\": $(date +%s.%N), \"exit_code\": $status, \"stop_signal\": \"$stop_signal\", \
+\"cpu\": \"$cpu\"}"
 exit "$status"

@@ -1,19 +1,21 @@
 """Slurm as a launcher: one batch job per run of a dstrain job, on a cluster's nodes, through its commands.
 
 The service decides what may run; Slurm decides where, and which GPUs.  Each run is one ``sbatch`` of
-slurm_job.sh, named ``dstrain-<instance>-<job>-<attempt>`` (the run's handle), its comment carrying the job,
+slurm_job.sh, named by the run's handle (``dstrain-<instance>-<job>-<attempt>``), its comment carrying the job,
 the attempt, the tenant's opaque id and the service's instance.  The script runs the run's payload on the
 node (``docker run`` of the training image, or the node's own ``dstrain`` as the tenant's uid) and writes
 its records into this service's records directory, on storage the service and every node see:
 
     <records>/<instance>/<handle>.submitted   written here once sbatch has accepted the run
     <records>/<instance>/<handle>.started     by the job script: node, GPUs, start time
-    <records>/<instance>/<handle>.exit        by the job script: exit status, end time
+    <records>/<instance>/<handle>.exit        by the job script: exit status, end time, CPU time
     <records>/<instance>/<handle>.out         Slurm's output file (the job script's and the payload's console)
 
 Without accounting, Slurm forgets a job MinJobAge seconds after its end; the records keep what the service
 needs after that.  A run is found again after a restart from ``squeue --json`` (its comment) and from its
-records, so the launcher keeps no state of its own.
+records, so the launcher keeps no state of its own.  Runs are submitted with ``--no-requeue``: a run Slurm
+ends for the infrastructure's sake (its node failed, preemption) is queued again by the service, as a new
+run that resumes from the checkpoint, counted by --max-requeues.
 """
 import json
 import logging
@@ -23,87 +25,56 @@ import shlex
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
-from dstrain.service.launcher import ACTIVE, EXITED, JobSpec, Launcher, RunState
-from dstrain.service.options import CONTAINER_DATA, LABEL_ATTEMPT, LABEL_JOB, LABEL_TENANT, Options, parse_size
+from dstrain.service.container import container_of
+from dstrain.service.launcher import ACTIVE, EXITED, WAITING, Launcher, RunSpec, RunState, Usage
+from dstrain.service.layout import Layout
+from dstrain.service.options import Options
+from dstrain.service.slurm_options import SlurmOptions
 
 log = logging.getLogger("dstrain.service")
 
-RUNTIMES = ("docker", "native")
 JOB_SCRIPT = Path(__file__).with_name("slurm_job.sh")
-#: Slurm's job states while a job waits or runs; any other is an end.
-_LIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
-         "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"}
-#: Why Slurm ended a run, as the job's cause says it.
-_ENDED_BY = {"TIMEOUT": "its time limit in Slurm", "CANCELLED": "cancelled in Slurm (scancel)",
-             "NODE_FAIL": "its Slurm node failed", "OUT_OF_MEMORY": "the memory limit (out of memory)",
-             "PREEMPTED": "preempted by Slurm", "BOOT_FAIL": "its Slurm node did not boot",
-             "DEADLINE": "its deadline in Slurm"}
-FORGOTTEN = "Slurm no longer knows its job, and the job script left no exit status"
+#: Slurm's job states while a job waits; then while it runs (COMPLETING too, until Slurm says how it ended).
+_WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
+_LIVE = _WAITING | {"CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT",
+                    "STOPPED"}
+#: Why Slurm ended a run, as the job's cause says it: the job's failure.
+_ENDED_BY = {"TIMEOUT": "Slurm stopped its job at its time limit (TIMEOUT)",
+             "CANCELLED": "Slurm cancelled its job: scancel, by someone other than the service (CANCELLED)",
+             "OUT_OF_MEMORY": "the memory limit (out of memory, in Slurm)",
+             "DEADLINE": "Slurm stopped its job at its deadline (DEADLINE)"}
+#: ... and the infrastructure's ends: the service queues the job again.
+_INFRASTRUCTURE = {"NODE_FAIL": "its Slurm node failed (NODE_FAIL)", "PREEMPTED": "Slurm preempted it (PREEMPTED)",
+                   "BOOT_FAIL": "its Slurm node did not boot (BOOT_FAIL)"}
+FORGOTTEN = ("Slurm no longer knows its job, and the job script left no exit status (the node or the script "
+             "was killed)")
 _COMMENT = re.compile(r"^dstrain job=(\S+) attempt=(\d+) tenant=(\S+) service=(\S+)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    """What the host sets for running jobs on its cluster (the service's own options are in Options)."""
-
-    #: The service's records directory: shared by the service and every node, writable by neither tenants
-    #: nor their jobs.
-    records: Path
-    runtime: str = "docker"
-    #: GPUs per job (--gres=gpu:N); 0 for CPU jobs.
-    gpus: int = 1
-    cpus: int = 1
-    #: Slurm's --time (minutes, or [D-]HH:MM:SS); None: the partition's default.
-    time_limit: Optional[str] = None
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    extra_args: Tuple[str, ...] = ()
-    #: native: the nodes' dstrain, and their tool settings (TRAINER_PYTHON, DSTRAIN_LM__KENLM_BIN, ...).
-    dstrain: str = "dstrain"
-    node_env: Dict[str, str] = field(default_factory=dict)
-    #: docker: seconds from Slurm's SIGTERM to killing the container; keep it below the cluster's KillWait.
-    kill_after: int = 20
-    poll_seconds: float = 2.0
-
-    def __post_init__(self):
-        if self.runtime not in RUNTIMES:
-            raise ValueError(f"--slurm-runtime {self.runtime!r}: say one of {', '.join(RUNTIMES)}")
-        bad = [name for name in self.node_env if not _VARIABLE.match(name)]
-        if bad:
-            raise ValueError(f"not an environment variable's name: {bad[0]!r}")
+_CPU = re.compile(r"(\d+)m([\d.]+)s")
 
 
 @dataclass(frozen=True)
 class SlurmRun(RunState):
-    """A run as Slurm and its records know it: why it waits, where it ran, its allocation's times."""
+    """A run as Slurm and its records know it."""
 
     slurm_job: str = ""
     #: Slurm's job state (PENDING, RUNNING, ...); empty once Slurm has forgotten the job.
     state: str = ""
-    #: Why a pending job waits (Resources, Priority, ...).
-    reason: str = ""
-    node: str = ""
     #: CUDA_VISIBLE_DEVICES as Slurm set it on the node.
-    gpus: str = ""
-    started: Optional[float] = None
-    ended: Optional[float] = None
+    devices: str = ""
+    #: The signal the job script passed on to the payload: USR1 (the service's stop) or TERM (Slurm's).
     stop_signal: str = ""
+    #: The payload's CPU time (native runtime), by the job script's own count.
+    cpu_seconds: Optional[float] = None
 
     @property
     def wall_seconds(self) -> Optional[float]:
         return None if self.started is None or self.ended is None else self.ended - self.started
-
-    @property
-    def gpu_seconds(self) -> Optional[float]:
-        wall = self.wall_seconds
-        return None if wall is None else wall * len([gpu for gpu in self.gpus.split(",") if gpu])
 
 
 def _exit_code(raw: Optional[int]) -> Optional[int]:
@@ -113,14 +84,27 @@ def _exit_code(raw: Optional[int]) -> Optional[int]:
     return 128 + (raw & 0x7F) if raw & 0x7F else raw >> 8
 
 
+def _cpu_seconds(times: str) -> Optional[float]:
+    """bash's `times` line of the children: '1m2.345s 0m0.500s' (user, system) -> 62.845."""
+    found = _CPU.findall(times or "")
+    return sum(int(minutes) * 60 + float(seconds) for minutes, seconds in found) if found else None
+
+
 class SlurmLauncher(Launcher):
+    slots = None
+    run_noun = "Slurm job"
+    engine_noun = "Slurm cluster"
+
     def __init__(self, options: Options, slurm: SlurmOptions):
-        if not _NAME.match(options.instance):
-            raise ValueError(f"--instance {options.instance!r}: letters, digits, '.', '_' and '-' only")
         self.options = options
         self.slurm = slurm
-        self.dir = Path(os.path.abspath(str(slurm.records))) / options.instance
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        records = slurm.records or Layout(options.root).launcher_dir("slurm")
+        records = Path(os.path.abspath(str(records)))
+        records.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dir = records / options.instance
+        self.dir.mkdir(exist_ok=True, mode=0o700)
+        for directory in (records, self.dir):  # the service's alone, whatever the umask made them
+            os.chmod(str(directory), 0o700)
         self._script = JOB_SCRIPT.read_text(encoding="utf-8")
         # A run submitted between a squeue and the reading of records would look forgotten: one at a time.
         self._lock = threading.Lock()
@@ -128,16 +112,21 @@ class SlurmLauncher(Launcher):
 
     # -- Slurm's commands ----------------------------------------------------------------------------------
 
-    def _command(self, *args, **kwargs) -> subprocess.CompletedProcess:
+    def command(self, *args, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run(list(args), capture_output=True, text=True, timeout=60, **kwargs)
 
-    def _squeue(self) -> Dict[str, dict]:
-        """This instance's jobs that Slurm knows, by name.  squeue --json ignores every filter (22.05)."""
-        proc = self._command("squeue", "--json")
+    def all_jobs(self) -> List[dict]:
+        """Every job Slurm knows, anyone's, ended ones too until MinJobAge: squeue --json ignores every filter
+        (22.05)."""
+        proc = self.command("squeue", "--json")
         if proc.returncode != 0:
             raise RuntimeError(f"squeue: {proc.stderr.strip()}")
+        return json.loads(proc.stdout).get("jobs", [])
+
+    def _squeue(self) -> Dict[str, dict]:
+        """This instance's jobs that Slurm knows, by name."""
         found = {}
-        for job in json.loads(proc.stdout).get("jobs", []):
+        for job in self.all_jobs():
             match = _COMMENT.match(job.get("comment") or "")
             if match and match.group(4) == self.options.instance:
                 found[job["name"]] = job
@@ -145,40 +134,32 @@ class SlurmLauncher(Launcher):
 
     def available(self) -> bool:
         try:
-            return self._command("scontrol", "ping").returncode == 0
+            return self.command("scontrol", "ping").returncode == 0
         except (OSError, subprocess.TimeoutExpired):
             return False
 
+    def preflight(self, root: Path) -> None:
+        from dstrain.service.slurm_check import check
+
+        check(self, root)
+
     # -- starting --------------------------------------------------------------------------------------
 
-    def _handle(self, spec: JobSpec) -> str:
-        return f"dstrain-{self.options.instance}-{spec.job}-{spec.attempt}"
-
-    def _payload(self, spec: JobSpec, handle: str) -> List[str]:
-        options = self.options
+    def _payload(self, spec: RunSpec) -> List[str]:
         if self.slurm.runtime == "native":
-            # The job's argv names files as the container sees them; on the node they are in the tenant's directory.
-            prefix = CONTAINER_DATA + "/"
-            return [self.slurm.dstrain] + [str(spec.data_dir) + "/" + arg[len(prefix):] if arg.startswith(prefix)
-                                           else arg for arg in spec.argv]
-        # The same container as the Docker launcher's (docker_launcher.py): the tenant's directory and nothing
-        # else, its uid, its limits, no capabilities, an init that passes SIGTERM on to dstrain.
-        docker = ["docker", "run", "--rm", "--name", handle, "--init", "--user", options.job_user,
-                  "--volume", f"{spec.data_dir}:{CONTAINER_DATA}", "--pids-limit", str(options.pids),
-                  "--shm-size", str(parse_size(options.shm_size)), "--network", options.network,
-                  "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-        labels = {**options.labels, LABEL_JOB: spec.job, LABEL_TENANT: spec.tenant, LABEL_ATTEMPT: str(spec.attempt)}
-        docker += [item for key, value in labels.items() for item in ("--label", f"{key}={value}")]
-        if options.memory:
-            docker += ["--memory", str(parse_size(options.memory))]
-        # dockerd makes the container outside the job's cgroup: it gets the allocation's CPUs as its own limit.
-        docker += ["--cpus", str(options.cpus or self.slurm.cpus)]
-        return docker + [options.image, *spec.argv]
+            return [self.slurm.dstrain, *spec.argv]
+        # The Docker launcher's container (container.py), with the allocation's memory and CPUs as its limits:
+        # dockerd makes it outside the job's cgroup.
+        made = container_of(self.slurm.container, spec, self.options.instance, self.slurm.memory, self.slurm.cpus,
+                            self.options.stop_grace)
+        return ["docker", "run", *made.run_args(secrets=tuple(spec.environment)), made.image, *made.command]
 
-    def start(self, spec: JobSpec) -> str:
-        handle = self._handle(spec)
-        payload = self._payload(spec, handle)
-        passed = {**(self.slurm.node_env if self.slurm.runtime == "native" else {}), **spec.environment}
+    def start(self, spec: RunSpec) -> None:
+        slurm = self.slurm
+        payload = self._payload(spec)
+        # What the job script passes on by name: with docker, the secrets alone (the rest is in docker's arguments).
+        passed = {**slurm.node_env, **spec.settings, **spec.environment} if slurm.runtime == "native" else \
+            dict(spec.environment)
         if not (_NAME.match(spec.job) and _NAME.match(spec.tenant)) or any("\n" in part for part in payload) \
                 or any(not _VARIABLE.match(name) or "\0" in value for name, value in passed.items()):
             raise ValueError(f"job {spec.job!r}: not a plain job or tenant id, a newline in its command, or not a "
@@ -187,38 +168,33 @@ class SlurmLauncher(Launcher):
         env = {name: value for name, value in os.environ.items()
                if name in ("PATH", "SLURM_CONF") or name.startswith("SBATCH_")}
         env.update(passed)
-        env.update(DSJOB_RECORDS=str(self.dir), DSJOB_HANDLE=handle, DSJOB_RUNTIME=self.slurm.runtime,
-                   DSJOB_JOB=spec.job, DSJOB_ATTEMPT=str(spec.attempt),
-                   DSJOB_COMMAND="\n".join(payload), DSJOB_PASS=" ".join(passed), DSJOB_DATA=str(spec.data_dir),
-                   DSJOB_USER=self.options.job_user, DSJOB_CONTAINER=handle, DSJOB_GPUS=str(self.slurm.gpus),
-                   DSJOB_KILL_AFTER=str(self.slurm.kill_after))
-        slurm = self.slurm
-        args = ["sbatch", "--parsable", "--export=ALL", "--job-name", handle,
+        env.update(DSJOB_RECORDS=str(self.dir), DSJOB_HANDLE=spec.handle, DSJOB_RUNTIME=slurm.runtime,
+                   DSJOB_JOB=spec.job, DSJOB_ATTEMPT=str(spec.attempt), DSJOB_COMMAND="\n".join(payload),
+                   DSJOB_PASS=" ".join(passed) if slurm.runtime == "native" else "", DSJOB_DATA=str(spec.data_dir),
+                   DSJOB_USER=spec.user, DSJOB_GPUS=str(slurm.gpus), DSJOB_KILL_AFTER=str(slurm.kill_after))
+        args = ["sbatch", "--parsable", "--export=ALL", "--no-requeue", "--job-name", spec.handle,
                 "--comment", f"dstrain job={spec.job} attempt={spec.attempt} tenant={spec.tenant} "
                              f"service={self.options.instance}",
-                "--output", str(self.dir / f"{handle}.out"), "--chdir", str(self.dir),
+                "--output", str(self.dir / f"{spec.handle}.out"), "--chdir", str(self.dir),
                 "--cpus-per-task", str(slurm.cpus)]
         if slurm.gpus:
             args.append(f"--gres=gpu:{slurm.gpus}")
-        if self.options.memory:
-            args.append(f"--mem={parse_size(self.options.memory) // 2 ** 20}M")
-        for flag, value in (("--time", slurm.time_limit), ("--partition", slurm.partition),
-                            ("--account", slurm.account), ("--qos", slurm.qos)):
+        if slurm.memory:
+            args.append(f"--mem={max(1, slurm.memory // 2 ** 20)}M")
+        minutes = slurm.minutes(spec.time_left, self.options.stop_grace)
+        for flag, value in (("--time", minutes), ("--partition", slurm.partition), ("--account", slurm.account),
+                            ("--qos", slurm.qos)):
             if value:
                 args.append(f"{flag}={value}")
         args += list(slurm.extra_args)
         with self._lock:
-            proc = self._command(*args, input=self._script, env=env)
+            proc = self.command(*args, input=self._script, env=env)
             if proc.returncode != 0:
                 raise RuntimeError(f"sbatch: {proc.stderr.strip()}")
             slurm_job = proc.stdout.strip().split(";")[0]
-            self._write(handle, "submitted", {"job": spec.job, "attempt": spec.attempt, "tenant": spec.tenant,
-                                              "slurm_job": slurm_job})
+            self._write(spec.handle, "submitted", {"job": spec.job, "attempt": spec.attempt, "tenant": spec.tenant,
+                                                   "slurm_job": slurm_job})
         log.info("job %s: Slurm job %s (%s)", spec.job, slurm_job, shlex.join(args[:6]))
-        return handle
-
-    def resume_created(self, handle: str) -> None:
-        """Nothing to do: sbatch queues a run whole, so no Slurm run is ever created but not started."""
 
     # -- records -------------------------------------------------------------------------------------------
 
@@ -266,29 +242,31 @@ class SlurmLauncher(Launcher):
         # The job script's own clock first; else Slurm's allocation, while Slurm knows the job and gave it a node
         # (a pending job's start_time is Slurm's guess, a running one's end_time its time limit, and one
         # cancelled while pending has both at the cancel).
-        allocated = job if job and state != "PENDING" and job.get("nodes") else {}
-        usage = dict(node=record.get("node") or allocated.get("nodes", ""), gpus=record.get("gpus", ""),
+        allocated = job if job and state not in _WAITING and job.get("nodes") else {}
+        ids = [gpu for gpu in str(record.get("job_gpus") or record.get("gpus") or "").split(",") if gpu]
+        found = dict(node=record.get("node") or allocated.get("nodes", ""),
+                     gpus=(len(ids) or int(record.get("gpus_asked", 0))) if record else
+                     (self.slurm.gpus if allocated else None),
                      started=record.get("started") or allocated.get("start_time") or None,
-                     ended=record.get("ended") or (allocated.get("end_time") if state not in _LIVE else None))
+                     ended=record.get("ended") or (allocated.get("end_time") if state not in _LIVE else None),
+                     slurm_job=slurm_job, state=state, devices=record.get("gpus", ""),
+                     stop_signal=record.get("stop_signal", ""), cpu_seconds=_cpu_seconds(record.get("cpu", "")))
+        if job is not None and state in _WAITING:
+            reason = job.get("state_reason", "")
+            return SlurmRun(name, attempt, handle, WAITING, waiting="" if reason == "None" else reason, **found)
         if job is not None and state in _LIVE:
-            # Queued or running; COMPLETING too, until Slurm says how it ended.
-            return SlurmRun(name, attempt, handle, ACTIVE, slurm_job=slurm_job, state=state,
-                            reason=job.get("state_reason", "") if state == "PENDING" else "",
-                            stop_signal=record.get("stop_signal", ""), **usage)
-        if ended is not None:
-            code = int(ended["exit_code"])
-        else:
-            code = _exit_code(job.get("exit_code")) if job else None
-        because = _ENDED_BY.get(state)
-        if because is None and ended is None:
+            return SlurmRun(name, attempt, handle, ACTIVE, **found)
+        code = int(ended["exit_code"]) if ended is not None else (_exit_code(job.get("exit_code")) if job else None)
+        because, infrastructure = _ENDED_BY.get(state), _INFRASTRUCTURE.get(state)
+        if because is None and infrastructure is None and ended is None:
             reason = job.get("state_reason", "None") if job else ""
             because = FORGOTTEN if job is None else (f"Slurm ended its job ({state}"
                                                      + (f", {reason}" if reason != "None" else "")
                                                      + ") before the job script recorded an exit status")
-        if because is None and ended is not None and ended.get("stop_signal") == "TERM":
-            because = "stopped by Slurm (SIGTERM: scancel, or its time limit)"
-        return SlurmRun(name, attempt, handle, EXITED, exit_code=code, killed_because=because, slurm_job=slurm_job,
-                        state=state, stop_signal=(ended or {}).get("stop_signal", ""), **usage)
+        if because is None and infrastructure is None and record.get("stop_signal") == "TERM":
+            because = "stopped by Slurm (SIGTERM: scancel by someone other than the service, or its time limit)"
+        return SlurmRun(name, attempt, handle, EXITED, exit_code=code, killed_because=because,
+                        infrastructure=infrastructure, **found)
 
     def _slurm_job(self, handle: str) -> Optional[str]:
         submitted = self._read(handle, "submitted")
@@ -296,6 +274,12 @@ class SlurmLauncher(Launcher):
             return submitted["slurm_job"]
         job = self._squeue().get(handle)
         return str(job["job_id"]) if job else None
+
+    def usage(self, handle: str) -> Optional[Usage]:
+        """The payload's CPU time, by the job script's count once it ended (no accounting: no peak memory)."""
+        ended = self._read(handle, "exit")
+        cpu = _cpu_seconds(ended.get("cpu", "")) if ended else None
+        return Usage(cpu_seconds=cpu) if cpu is not None else None
 
     # -- stopping and forgetting -------------------------------------------------------------------------
 
@@ -307,28 +291,32 @@ class SlurmLauncher(Launcher):
         slurm_job = self._slurm_job(handle)
         if slurm_job is None:
             return
-        state = self._live(handle)
-        if state == "RUNNING":
+        if self._live(handle) == "RUNNING":
             # To the job script alone, which asks the payload to stop: dstrain stops DeepSpeech, keeps what
             # it finished, and records the stage as interrupted.
-            self._command("scancel", "--batch", "--signal=USR1", slurm_job)
+            self.command("scancel", "--batch", "--signal=USR1", slurm_job)
             deadline = time.monotonic() + grace_seconds
             while time.monotonic() < deadline and self._read(handle, "exit") is None and self._live(handle):
                 time.sleep(1)
         if self._live(handle) is not None:
-            self._command("scancel", slurm_job)
+            self.command("scancel", slurm_job)
 
     def console_tail(self, handle: str, lines: int) -> str:
+        data = self.kept_output(handle) or b""
+        return "\n".join(data[-64 * 1024:].decode("utf-8", "replace").splitlines()[-lines:])
+
+    def kept_output(self, handle: str) -> Optional[bytes]:
+        """The end of Slurm's output file (its last MiB)."""
         try:
             with open(self.dir / f"{handle}.out", "rb") as out:
-                out.seek(max(0, os.fstat(out.fileno()).st_size - 64 * 1024))
-                return "\n".join(out.read().decode("utf-8", "replace").splitlines()[-lines:])
+                out.seek(max(0, os.fstat(out.fileno()).st_size - (1 << 20)))
+                return out.read()
         except FileNotFoundError:
-            return ""
+            return None
 
     def remove(self, handle: str) -> None:
-        """Forget the run's records.  Slurm's output file stays with the host's logs: it names no secret."""
-        for suffix in ("submitted", "started", "exit"):
+        """Forget the run's records and its output file (the service keeps the output in the tenant's run)."""
+        for suffix in ("submitted", "started", "exit", "out"):
             try:
                 os.unlink(self.dir / f"{handle}.{suffix}")
             except FileNotFoundError:
@@ -339,7 +327,7 @@ class SlurmLauncher(Launcher):
     def watch(self, on_change: Callable[[], None]) -> None:
         """No event stream without slurmrestd: a new record (a run started or ended) calls ``on_change``."""
         seen = set()
-        while not self._closed.wait(min(1.0, self.slurm.poll_seconds)):
+        while not self._closed.wait(self.slurm.poll_seconds):
             try:
                 now = {name for name in os.listdir(self.dir) if name.endswith((".started", ".exit"))}
             except OSError as exc:  # the shared storage away for a moment: the scheduler's polls go on

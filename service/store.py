@@ -100,6 +100,10 @@ _MIGRATIONS = (
      "ALTER TABLE tenants ADD COLUMN quota INTEGER",
      "CREATE UNIQUE INDEX tenants_by_uid ON tenants (uid)",
      "ALTER TABLE jobs ADD COLUMN stop_cause TEXT"),
+    # Launchers besides Docker: the run's handle (a container's or a Slurm job's name), not a container id; and
+    # why a job waits in the launcher's own queue (Slurm's reason).
+    ("ALTER TABLE jobs RENAME COLUMN container TO handle",
+     "ALTER TABLE jobs ADD COLUMN queue_reason TEXT"),
 )
 
 
@@ -133,7 +137,8 @@ class Job:
     queue_seq: int
     slot: Optional[str]
     attempt: int
-    container: Optional[str]
+    #: Its current run's handle (launcher.run_name), from the moment the service starts or submits that run.
+    handle: Optional[str]
     cancel_requested: Optional[str]
     exit_code: Optional[int]
     cause: Optional[str]
@@ -143,6 +148,8 @@ class Job:
     updated: str
     #: Why the service is stopping it while it runs (its tenant's disk quota, a disabled tenant), or None.
     stop_cause: Optional[str] = None
+    #: While it is queued in the launcher's own queue (it has a handle): why it waits there (Slurm's reason).
+    queue_reason: Optional[str] = None
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> "Job":
@@ -341,6 +348,8 @@ class Store:
     def move(self, job_id: str, from_states: Sequence[str], to_state: str, reason: str, **fields) -> bool:
         """Move the job if it is in one of ``from_states``, recording ``reason`` and setting its other fields
         (``cause`` is the job's own, shown to the tenant); False if it was not in one of those states."""
+        if to_state == QUEUED:  # back in the service's own queue: no run of it is started or submitted
+            fields = {"handle": None, "queue_reason": None, **fields}
         sets = ["state = ?", "updated = ?"] + [f"{name} = ?" for name in fields]
         stamp = now()
         if to_state == QUEUED:
@@ -358,7 +367,7 @@ class Store:
             return True
 
     def update(self, job_id: str, state: str, **fields) -> bool:
-        """Set fields of a job that is still in ``state`` (no transition: the container's id, a cancel request)."""
+        """Set fields of a job that is still in ``state`` (no transition: its run's handle, a cancel request)."""
         sets = ", ".join(f"{name} = ?" for name in fields)
         with self._tx() as db:
             cursor = db.execute(f"UPDATE jobs SET {sets}, updated = ? WHERE id = ? AND state = ?",

@@ -1,9 +1,12 @@
 """What a host bills: each job's and each tenant's wall time, GPU-seconds, CPU-seconds, peak memory and disk.
 
-Read from the ledger (ledger.py): a run's wall time is from its container's start to the moment its end was
-seen; GPU-seconds are its slot's GPUs times that; CPU-seconds and peak memory are the engine's own counters
-(the container's cgroup, through the engine's stats), sampled on every scheduler pass while it runs, so the
-last seconds before it exits may be missed: they are lower bounds, by at most one pass (2 s) of its CPU.
+Read from the ledger (ledger.py).  A run's wall time is from its start to its end: by the launcher's own clock
+where it keeps one (Slurm's job script, on the node: time in Slurm's queue is not counted), else from its
+container's start to the moment its end was seen; GPU-seconds are its GPUs (its slot's, or Slurm's
+allocation's) times that.  CPU-seconds and peak memory are the engine's own counters (the container's
+cgroup, through the engine's stats), sampled on every scheduler pass while it runs, so the last seconds
+before it exits may be missed: they are lower bounds, by at most one pass (2 s) of its CPU.  With Slurm,
+CPU-seconds are the job script's count at the end (native runtime), and peak memory is not known.
 """
 import time
 from datetime import datetime, timezone

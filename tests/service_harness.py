@@ -97,25 +97,37 @@ def clean_env() -> dict:
 
 
 class Service:
-    """`dstrain serve` as a subprocess; ``restart()`` after ``kill()`` brings it back on the same root and port."""
+    """`dstrain serve` as a subprocess; ``restart()`` after ``kill()`` brings it back on the same root and port.
+
+    It runs its jobs on this machine's Docker engine, in ``slots``; ``launcher`` names the launcher's flags
+    instead (``["--launcher", "slurm", ...]``)."""
 
     def __init__(self, root: Path, image: str, slots: int = 2, extra: Optional[List[str]] = None,
-                 env: Optional[dict] = None):
+                 env: Optional[dict] = None, launcher: Optional[List[str]] = None):
         self.root = Path(root)
         self.image = image
         #: Variables besides the clean environment, e.g. DOCKER_HOST for an engine of the test's own.
         self.env = dict(env or {})
         self.port = free_port()
-        self.args = ["--root", str(self.root), "--image", image, "--slots", str(slots), "--network", "host",
-                     "--label", TEST_LABEL, "--instance", f"test{self.port}", "--memory", "4g",
-                     "--stop-grace", "60", *(extra or [])]
+        if launcher is None:
+            launcher = ["--image", image, "--slots", str(slots), "--network", "host", "--label", TEST_LABEL,
+                        "--memory", "4g"]
+        self.args = ["--root", str(self.root), *launcher, "--instance", f"test{self.port}", "--stop-grace", "60",
+                     *(extra or [])]
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: Optional[subprocess.Popen] = None
         self.log = self.root.parent / f"service-{self.port}.log"
 
+    def cli_command(self) -> List[str]:
+        """`dstrain serve` with this service's flags."""
+        return [DSTRAIN, "serve", *self.args]
+
+    def environment(self) -> dict:
+        return dict(clean_env(), **self.env)
+
     def cli(self, *args) -> str:
-        proc = subprocess.run([DSTRAIN, "serve", *self.args, *args], capture_output=True, text=True,
-                              env=dict(clean_env(), **self.env), timeout=120)
+        proc = subprocess.run([*self.cli_command(), *args], capture_output=True, text=True, env=self.environment(),
+                              timeout=120)
         if proc.returncode != 0:
             raise AssertionError(f"dstrain serve {args}: {proc.stdout}\n{proc.stderr}")
         return proc.stdout
@@ -127,8 +139,8 @@ class Service:
     def start(self) -> "Service":
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([DSTRAIN, "serve", *self.args, "--port", str(self.port)], stdout=log,
-                                         stderr=subprocess.STDOUT, env=dict(clean_env(), **self.env))
+            self.proc = subprocess.Popen([*self.cli_command(), "--port", str(self.port)], stdout=log,
+                                         stderr=subprocess.STDOUT, env=self.environment())
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:

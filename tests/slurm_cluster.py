@@ -135,6 +135,19 @@ def node_dstrain() -> str:
     return str(NODE_DSTRAIN_DIR / "bin" / "dstrain")
 
 
+@pytest.fixture(scope="session")
+def node_tools() -> Dict[str, str]:
+    """The real trainer and KenLM where a tenant's uid can run them (tests/slurm/node_tools.sh copies them out
+    of /root once per trainer build): the nodes' tool settings, for the native runtime's --node-env."""
+    trainer = os.environ.get("TRAINER_PYTHON", "")
+    need_real(os.access(trainer, os.X_OK), "no TRAINER_PYTHON: eval \"$(bash tests/trainer_env.sh)\" first")
+    build = Path(trainer).parents[2].name  # trainer-0.9.3-<key>: TRAINER_PYTHON is <it>/venv/bin/python
+    dest = Path("/opt") / f"dstrain-test-node-tools-{build}"
+    out = subprocess.run(["bash", str(CLUSTER_SCRIPT.with_name("node_tools.sh")), str(dest)], check=True,
+                         capture_output=True, text=True, timeout=1800).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
 TRAPPER = r"""
 import os, signal, sys, time
 name, log = sys.argv[1], sys.argv[2]

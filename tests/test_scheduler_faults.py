@@ -8,9 +8,10 @@ from typing import Dict, List, Optional
 
 import pytest
 
+from dstrain.service.docker_options import cpu_slots
 from dstrain.service.launcher import ACTIVE, EXITED, Launcher, RunState, Usage
 from dstrain.service.layout import Layout
-from dstrain.service.options import Options, cpu_slots
+from dstrain.service.options import Options
 from dstrain.service.scheduler import Scheduler
 from dstrain.service.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Store, now
 
@@ -19,7 +20,9 @@ from dstrain.service.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED,
 class _Engine(Launcher):
     """Runs start active; the test ends them with an exit code (and the OOM flag), or makes them vanish."""
 
+    run_noun, engine_noun = "container", "container engine"  # it plays the Docker engine
     up: bool = True
+    slots: tuple = cpu_slots(1)
     runs_: Dict[str, RunState] = field(default_factory=dict)
     stopped: List[str] = field(default_factory=list)
     cpu: float = 0.0
@@ -74,7 +77,7 @@ def setup(tmp_path, **options):
     store.give_uid("t-a", 200000, 200000)  # as `tenant add` does: its containers run as it
     engine = _Engine()
     scheduler = Scheduler(store, engine, Layout(tmp_path),
-                          Options(root=tmp_path, image="i", slots=cpu_slots(1), **options))
+                          Options(root=tmp_path, **options))
     return store, engine, scheduler
 
 

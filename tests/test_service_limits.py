@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from dstrain.pipeline import config as pipeline_config
-from dstrain.service.options import parse_duration, shown_duration
 from dstrain.service.rules import read_ceilings
+from dstrain.service.units import parse_duration, shown_duration
 from tests.docker_images import engine_running
 from tests.service_harness import Client, Service, ensure_holder_image, remove_test_containers
 from tests.test_service import need_real

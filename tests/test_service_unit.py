@@ -2,6 +2,7 @@
 scheduler's order (with an in-memory launcher behind the launcher interface; test_service.py runs the real
 one)."""
 import os
+import sqlite3
 import typing
 from pathlib import Path
 
@@ -11,12 +12,14 @@ from pydantic import BaseModel
 from dstrain.pipeline.config import read_config_file
 from dstrain.pipeline.settings import Settings
 from dstrain.service import jobspec
+from dstrain.service.docker_options import cpu_slots, gpu_slots
 from dstrain.service.launcher import ACTIVE, EXITED, Launcher, RunState
 from dstrain.service.layout import Layout, PathRefused, relative_parts
-from dstrain.service.options import Options, cpu_slots, gpu_slots, parse_size
+from dstrain.service.options import Options
 from dstrain.service.scheduler import Scheduler
 from dstrain.service.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, Store
 from dstrain.service.tenants import add_tenant, authenticate, rotate_token
+from dstrain.service.units import parse_size
 
 
 def _path_settings(model, prefix=""):
@@ -79,7 +82,7 @@ def test_sizes_and_slots():
     with pytest.raises(ValueError):
         gpu_slots("0,0")
     with pytest.raises(ValueError, match="never 0" if os.geteuid() == 0 else "needs a service that runs as root"):
-        Options(root=Path("r"), image="i", slots=cpu_slots(1), tenant_uids=(0, 10))
+        Options(root=Path("r"), tenant_uids=(0, 10))
 
 
 def test_transitions_are_conditional_and_recorded(tmp_path):
@@ -100,7 +103,7 @@ def test_transitions_are_conditional_and_recorded(tmp_path):
 
 def test_tokens(tmp_path):
     store, layout = Store(tmp_path / "service.db"), Layout(tmp_path)
-    tenant, token = add_tenant(store, layout, Options(root=tmp_path, image="i", slots=cpu_slots(1)), "acme")
+    tenant, token = add_tenant(store, layout, Options(root=tmp_path), "acme")
     assert token not in (tmp_path / "service.db").read_bytes().decode("latin-1")
     assert authenticate(store, token).id == tenant.id
     for bad in (None, "", token + "x", "t-nobody." + token.split(".")[1], token.split(".")[1]):
@@ -113,8 +116,9 @@ def test_tokens(tmp_path):
 class _MemoryLauncher(Launcher):
     """Runs that start active and end when the test says."""
 
-    def __init__(self):
+    def __init__(self, slots: int = 2):
         self.started, self.ended = [], {}
+        self.slots = cpu_slots(slots)
 
     def available(self):
         return True
@@ -152,8 +156,7 @@ def test_fifo_over_slots_with_a_limit_per_tenant(tmp_path):
         store.add_tenant(tenant, tenant, "h")
         store.give_uid(tenant, 200000, 200009)
     launcher = _MemoryLauncher()
-    scheduler = Scheduler(store, launcher, layout, Options(root=tmp_path, image="i", slots=cpu_slots(2),
-                                                           tenant_limit=1))
+    scheduler = Scheduler(store, launcher, layout, Options(root=tmp_path, tenant_limit=1))
     submitted = [store.submit(t, "fr", None, {}, None, None, "", lambda j: None)[0].id
                  for t in ("t-a", "t-a", "t-b", "t-a")]
     scheduler.step()
@@ -166,3 +169,63 @@ def test_fifo_over_slots_with_a_limit_per_tenant(tmp_path):
     assert store.job(submitted[0]).state == SUCCEEDED and store.job(submitted[2]).state == FAILED
     assert store.job(submitted[2]).cause == "it broke"  # no stage log: the error dstrain printed
     assert [s.job for s in launcher.started] == [submitted[1]] and store.job(submitted[3]).state == QUEUED
+
+
+def test_a_store_of_the_previous_version_keeps_its_containers_as_handles(tmp_path):
+    from dstrain.service import store as store_module
+
+    db = sqlite3.connect(str(tmp_path / "service.db"))  # the version before launchers: user_version 1
+    db.executescript(store_module._SCHEMA)
+    for statement in store_module._MIGRATIONS[0]:
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO tenants (id, name, token_hash, created) VALUES ('t-1', 'one', 'h', 'x')")
+    db.execute("INSERT INTO jobs (id, tenant, language, overrides, state, queue_seq, attempt, container, created,"
+               " updated) VALUES ('job-1', 't-1', 'fr', '{}', 'running', 1, 1, 'c0ffee', 'x', 'x')")
+    db.commit()
+    db.close()
+    job = Store(tmp_path / "service.db").job("job-1")
+    assert (job.handle, job.queue_reason, job.attempt) == ("c0ffee", None, 1)
+
+
+def test_each_launcher_has_its_own_flags_and_section_of_help():
+    from click.testing import CliRunner
+
+    from dstrain.service.cli import serve
+
+    runner = CliRunner()
+    shown = runner.invoke(serve, ["--help"]).output
+    sections = [line for line in shown.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert sections[:4] == ["The service:", "The Docker engine of this machine (--launcher docker):",
+                            "Job containers (--launcher docker, and --launcher slurm --slurm-runtime docker):",
+                            "A Slurm cluster (--launcher slurm):"]
+    refused = runner.invoke(serve, ["--launcher", "slurm", "--slots", "2", "tenant", "list"])
+    assert refused.exit_code == 2 and "--slots: not a flag of --launcher slurm" in refused.output
+    refused = runner.invoke(serve, ["--gpus-per-job", "2", "tenant", "list"])
+    assert refused.exit_code == 2 and "--gpus-per-job: not a flag of --launcher docker" in refused.output
+
+
+def test_slurms_time_limit_is_a_backstop_to_the_services():
+    from dstrain.service.slurm_options import SlurmOptions
+
+    assert SlurmOptions().minutes(None, 120) is None  # no limit anywhere: the partition's
+    assert SlurmOptions().minutes(3600.0, 120) == 63  # what is left, the grace and a minute
+    assert SlurmOptions(time_limit=1800.0).minutes(3600.0, 120) == 30  # the host's cap is lower
+    assert SlurmOptions().minutes(0.0, 1) == 2
+    with pytest.raises(ValueError, match="--sbatch-arg '--output=x'"):
+        SlurmOptions(extra_args=("--output=x",))
+
+
+def test_a_containers_secrets_go_by_name_only():
+    from dstrain.service.container import ContainerOptions, container_of
+    from dstrain.service.launcher import RunSpec
+
+    spec = RunSpec("job-1", "t-1", 2, "dstrain-i-job-1-2", ("run", "--run", "job-1"), Path("/srv/t-1"), "5:5",
+                   environment={"MDC_API_KEY": "s3cret"}, settings={"DSTRAIN_NETWORK__BLOCK_PRIVATE": "true"})
+    made = container_of(ContainerOptions(image="img"), spec, "i", 1 << 30, 2.0, 60)
+    args = made.run_args(secrets=tuple(spec.environment))
+    assert "s3cret" not in " ".join(args) and args[args.index("MDC_API_KEY") - 1] == "--env"
+    assert "DSTRAIN_NETWORK__BLOCK_PRIVATE=true" in args and "HOME=/tmp" in args
+    assert args[args.index("--volume") + 1] == "/srv/t-1:/data" and args[args.index("--workdir") + 1] == "/data"
+    assert made.labels == {"dstrain.job": "job-1", "dstrain.tenant": "t-1", "dstrain.service": "i",
+                           "dstrain.attempt": "2"}

@@ -12,7 +12,7 @@ from fastapi import HTTPException
 from dstrain.service import files, lifecycle, quotas
 from dstrain.service import store as store_module
 from dstrain.service.layout import Layout
-from dstrain.service.options import Options, cpu_slots
+from dstrain.service.options import Options
 from dstrain.service.scheduler import Scheduler
 from dstrain.service.store import CANCELLED, FAILED, QUEUED, RUNNING, Store
 from dstrain.service.tenants import add_tenant, authenticate, give_uids, owner
@@ -33,7 +33,7 @@ class _Launcher(_MemoryLauncher):
 
 
 def _options(root, **extra) -> Options:
-    return Options(root=root, image="i", slots=cpu_slots(2), **{"tenant_uids": (200000, 200099), **extra})
+    return Options(root=root, **{"tenant_uids": (200000, 200099), **extra})
 
 
 @needs_root
