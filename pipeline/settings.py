@@ -37,6 +37,21 @@ class CleanSettings(_Section):
         30.0, gt=0, description="more transcript characters per second of speech than this: nobody speaks so fast")
 
 
+class ClipsSettings(_Section):
+    """How the clips are stored, from the import to what DeepSpeech reads (docs/training.md compares them)."""
+
+    format: str = Field(
+        "wav", pattern="^(wav|sdb)$",
+        description="wav: one 16 kHz WAV file per clip, listed in DeepSpeech CSVs; sdb: each of train, dev and test "
+                    "in one DeepSpeech sample database (train.sdb), no file per clip")
+    sdb_audio: str = Field(
+        "opus", pattern="^(opus|wav)$",
+        description="the audio inside a sample database: opus (a sixth of a WAV's size or less; needs libopus) or wav")
+    keep_extracted: bool = Field(
+        False, description="keep what an import extracted from its archive (extracted/) once the import is "
+                           "recorded: faster re-imports with other parameters, at the cost of the disk space")
+
+
 #: DeepSpeech 0.9.3's decoder defaults, tuned for its English model.
 DEEPSPEECH_ALPHA = 0.931289039105002
 DEEPSPEECH_BETA = 1.1834137581510284
@@ -202,6 +217,7 @@ class Settings(_Section):
     english_compatible: bool = Field(
         False, description="transliterate to ASCII and use the English alphabet (for transfer learning)"
     )
+    clips: ClipsSettings = ClipsSettings()
     clean: CleanSettings = CleanSettings()
     lm: LmSettings = LmSettings()
     train: TrainSettings = TrainSettings()

@@ -18,6 +18,7 @@ import logging
 import math
 import multiprocessing
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -28,11 +29,10 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
-SAMPLE_RATE = 16000
+from dstrain.pipeline.formats.payload import SAMPLE_RATE, WAV_HEADER_BYTES, encode
+
 #: DeepSpeech computes one feature frame per 20 ms; CTC needs one per character.
 FRAME_SECONDS = 0.02
-#: What the wave module writes before the samples of a mono 16-bit file.
-WAV_HEADER_BYTES = 44
 #: The sample rates recordings are made at; a header outside them is lying.
 MIN_RATE, MAX_RATE = 4000, 192000
 MAX_CHANNELS = 8
@@ -60,6 +60,8 @@ class Clip(NamedTuple):
     detail: str = ""
     #: What the decoder wrote to the console while reading it (libmpg123's "Illegal Audio-MPEG-Header", ...).
     notes: str = ""
+    #: The clip encoded for a sample database (payload.py), when that was asked instead of a WAV file.
+    payload: bytes = b""
 
 
 class _Refused(Exception):
@@ -200,6 +202,16 @@ def _libsndfile_reason(exc: Exception) -> str:
     return message.rstrip(".")
 
 
+def _output(dst: Path, pcm, encoding: Optional[str]) -> Clip:
+    """The clip as a WAV file at ``dst``, or (``encoding`` "opus" or "wav") as a payload for a sample database;
+    ``size`` is its WAV's either way, as DeepSpeech's CSVs and sort order count it."""
+    if encoding is None:
+        return _write_wav(dst, pcm)
+    data = pcm.tobytes() if hasattr(pcm, "tobytes") else pcm
+    return Clip(True, seconds=len(data) / (2 * SAMPLE_RATE), size=WAV_HEADER_BYTES + len(data),
+                payload=encode(data, encoding))
+
+
 def _write_wav(dst: Path, pcm) -> Clip:
     tmp = dst.with_name(dst.name + ".part")
     with wave.open(str(tmp), "wb") as wav:
@@ -238,8 +250,10 @@ def _external(src: Union[Path, bytes], name: str, dst: Path, tool: str, max_seco
             tmp.unlink()
 
 
-def _convert(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optional[float]) -> Clip:
-    """Decode a file, or the bytes of one read from an archive; never raises, a failure is a reason."""
+def _convert(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optional[float],
+             encoding: Optional[str] = None) -> Clip:
+    """Decode a file, or the bytes of one read from an archive; never raises, a failure is a reason.  With an
+    ``encoding``, ``dst`` is only where sox or ffmpeg may write meanwhile: the clip comes back as a payload."""
     size = len(src) if isinstance(src, bytes) else src.stat().st_size
     if size == 0:
         return Clip(False, reason="empty_audio", detail="0 bytes")
@@ -271,29 +285,35 @@ def _convert(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optiona
             said = _tidy(stderr, src if isinstance(src, Path) else Path(name)) or "failed too"
             return Clip(False, reason="undecodable_audio",
                         detail=f"{problem}; {os.path.basename(tool)}: {said}", notes=notes[0])
-        return _done(dst)._replace(notes=notes[0])
+        if encoding is None:
+            return _done(dst)._replace(notes=notes[0])
+        with wave.open(str(dst), "rb") as wav:
+            pcm = wav.readframes(wav.getnframes())
+        dst.unlink()
     if len(pcm) == 0:
         return Clip(False, reason="empty_audio", detail="decodes to no samples", notes=notes[0])
-    return _write_wav(dst, pcm)._replace(notes=notes[0])
+    return _output(dst, pcm, encoding)._replace(notes=notes[0])
 
 
-def convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: Optional[float] = None) -> Clip:
+def convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: Optional[float] = None,
+                  encoding: Optional[str] = None) -> Clip:
     """Convert one clip read from an archive (name, content or None when too big to read, destination)."""
     name, data, dst = job
     if data is None:
         return Clip(False, reason="too_large", detail=f"over {max_bytes(max_seconds or 0)} bytes; no clip of "
                                                       f"{max_seconds}s takes that much")
-    return _convert(data, os.path.basename(name), Path(dst), max_seconds)
+    return _convert(data, os.path.basename(name), Path(dst), max_seconds, encoding)
 
 
-def convert(job: Tuple[str, str], max_seconds: Optional[float] = None) -> Clip:
-    """Convert one clip (source file, destination WAV); never raises, a failure is a reason."""
+def convert(job: Tuple[str, str], max_seconds: Optional[float] = None, encoding: Optional[str] = None) -> Clip:
+    """Convert one clip (source file, destination WAV); never raises, a failure is a reason.  A WAV already at
+    the destination is the clip, converted before a crash; with an ``encoding`` there is none (see _convert)."""
     src, dst = Path(job[0]), Path(job[1])
-    if dst.exists():
+    if encoding is None and dst.exists():
         return _done(dst)
     if not src.exists():
         return Clip(False, reason="missing_audio", detail="no such file: " + src.name)
-    return _convert(src, src.name, dst, max_seconds)
+    return _convert(src, src.name, dst, max_seconds, encoding)
 
 
 def _tidy(message: str, src: Path) -> str:
@@ -323,7 +343,7 @@ def _pool(workers: int):
 
 
 def convert_stream(jobs: Iterable[Tuple[str, Optional[bytes], str]], workers: int, progress,
-                   max_seconds: float) -> Iterator[Tuple[str, Clip]]:
+                   max_seconds: float, encoding: Optional[str] = None) -> Iterator[Tuple[str, Clip]]:
     """(name, clip) for clips read one by one from an archive, converted as they arrive.
 
     At most ``IN_FLIGHT_BYTES`` of clips are held in memory: the pool's feeder
@@ -331,7 +351,7 @@ def convert_stream(jobs: Iterable[Tuple[str, Optional[bytes], str]], workers: in
     """
     if workers <= 1:
         for job in jobs:
-            yield job[0], noted(job[0], convert_bytes(job, max_seconds))
+            yield job[0], noted(job[0], convert_bytes(job, max_seconds, encoding))
             progress.update(1)
         return
     budget = _Budget(IN_FLIGHT_BYTES)
@@ -342,8 +362,8 @@ def convert_stream(jobs: Iterable[Tuple[str, Optional[bytes], str]], workers: in
             yield job
 
     with _pool(workers) as pool:
-        for name, size, clip in pool.imap(partial(_named_convert_bytes, max_seconds=max_seconds), bounded(),
-                                          chunksize=4):
+        for name, size, clip in pool.imap(partial(_named_convert_bytes, max_seconds=max_seconds,
+                                                  encoding=encoding), bounded(), chunksize=4):
             budget.give(size)
             progress.update(1)
             yield name, noted(name, clip)
@@ -368,19 +388,31 @@ class _Budget:
             self.changed.notify()
 
 
-def _named_convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: float) -> Tuple[str, int, Clip]:
-    return job[0], JOB_BYTES + len(job[1] or b""), convert_bytes(job, max_seconds)
+def _named_convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: float,
+                         encoding: Optional[str]) -> Tuple[str, int, Clip]:
+    return job[0], JOB_BYTES + len(job[1] or b""), convert_bytes(job, max_seconds, encoding)
 
 
-def convert_all(jobs: List[Tuple[str, str]], workers: int, progress, max_seconds: float) -> Iterable[Clip]:
-    """Convert in a pool of ``workers`` processes, yielding results in the order of ``jobs``."""
-    if workers <= 1 or len(jobs) < 2:
+def convert_all(jobs: Iterable[Tuple[str, str]], count: int, workers: int, progress, max_seconds: float,
+                encoding: Optional[str] = None) -> Iterator[Tuple[Tuple[str, str], Clip]]:
+    """(job, clip) for ``count`` jobs converted in a pool of ``workers`` processes, in the order of ``jobs``;
+    the jobs are read as the pool needs them, so they may come from a generator."""
+    work = partial(convert, max_seconds=max_seconds, encoding=encoding)
+    if workers <= 1 or count < 2:
         for job in jobs:
-            yield noted(job[0], convert(job, max_seconds))
+            yield job, noted(job[0], work(job))
             progress.update(1)
         return
-    chunk = max(1, min(64, len(jobs) // (workers * 8)))
+    chunk = max(1, min(64, count // (workers * 8)))
+    given: queue.SimpleQueue = queue.SimpleQueue()
+
+    def remembered():
+        for job in jobs:
+            given.put(job)
+            yield job
+
     with _pool(workers) as pool:
-        for job, clip in zip(jobs, pool.imap(partial(convert, max_seconds=max_seconds), jobs, chunksize=chunk)):
+        for clip in pool.imap(work, remembered(), chunksize=chunk):
+            job = given.get()
             progress.update(1)
-            yield noted(job[0], clip)
+            yield job, noted(job[0], clip)
