@@ -125,9 +125,6 @@ class DataRoot:
     def clean(self) -> Path:
         return self.run / "clean"
 
-    def clean_csv(self, split: str) -> Path:
-        return self.clean / (split + ".csv")
-
     def clean_set(self, split: str) -> ClipSet:
         """A set clean wrote, in the run's format: what DeepSpeech reads, and its listing."""
         return clip_set(self.clean, split, self.clip_format)

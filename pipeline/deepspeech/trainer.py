@@ -114,8 +114,9 @@ def train_flags(ctx, start: Start, epochs: int, train_batch: int, dev_batch: int
     t = ctx.config.settings.train
     flags = _model_flags(ctx)
     flags.update({
-        "train_files": ctx.paths.clean_csv("train"),
-        "dev_files": ctx.paths.clean_csv("dev"),
+        # A CSV or a sample database (clips.format): DeepSpeech reads either.
+        "train_files": ctx.paths.clean_set("train").data,
+        "dev_files": ctx.paths.clean_set("dev").data,
         "train_batch_size": train_batch,
         "dev_batch_size": dev_batch,
         "epochs": epochs,

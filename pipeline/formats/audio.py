@@ -89,12 +89,16 @@ class Activity(NamedTuple):
     loudest_dbfs: float
 
 
-def activity(wav: Path, threshold_dbfs: float) -> Activity:
-    """How much of a 16-bit WAV is louder than ``threshold_dbfs``; it holds at most ``max_duration`` seconds."""
+def activity(clip: Union[Path, bytes], threshold_dbfs: float) -> Activity:
+    """How much of a clip is louder than ``threshold_dbfs``: a 16-bit WAV file, or its 16-bit PCM (from a sample
+    database); it holds at most ``max_duration`` seconds."""
     import numpy
 
-    with wave.open(str(wav), "rb") as handle:
-        pcm = numpy.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
+    if isinstance(clip, bytes):
+        pcm = numpy.frombuffer(clip, dtype="<i2")
+    else:
+        with wave.open(str(clip), "rb") as handle:
+            pcm = numpy.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
     size = int(SAMPLE_RATE * FRAME_SECONDS)
     count = len(pcm) // size
     if count == 0:

@@ -13,13 +13,13 @@ database ``<path>.sdb:<number>`` (its ``sample_id``): :func:`reference` and :fun
 import csv
 import re
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, NamedTuple, Optional, Tuple
 
 from dstrain.pipeline.atomic import temporary_path
 from dstrain.pipeline.formats import payload
 from dstrain.pipeline.formats.deepspeech_csv import HEADER, Sample, read_samples
 from dstrain.pipeline.formats.sdb import SdbReader, SdbWriter
-from dstrain.pipeline.paths import ClipSet
+from dstrain.pipeline.paths import ClipSet, clip_set
 
 _REFERENCE = re.compile(r"^(.*\.sdb):([0-9]+)$")
 
@@ -96,9 +96,9 @@ def empty(clip_set: ClipSet) -> bool:
     return not any(True for _ in samples(clip_set))
 
 
-def write_wav(clip_set: ClipSet, number: int, target: Path) -> Path:
+def write_wav(database_path: Path, number: int, target: Path) -> Path:
     """Sample ``number`` of a database as a WAV file at ``target`` (the report's players, the smoke training)."""
-    with SdbReader(clip_set.data) as database:
+    with SdbReader(database_path) as database:
         data, _ = database.read(number)
         wav = payload.to_wav(data, database.audio)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -136,4 +136,31 @@ class Origins:
         base = re.sub(r"[^A-Za-z0-9._-]+", "_", origin.replace("/", "-"))
         if not base.endswith(".wav"):
             base += ".wav"
-        return str(write_wav(self.set, found[1], directory / f"{found[1]:06d}-{base}"))
+        return str(write_wav(self.set.data, found[1], directory / f"{found[1]:06d}-{base}"))
+
+
+class Entry(NamedTuple):
+    """One clip of a set, with its audio: a WAV file, or (from a database) its payload."""
+
+    #: The listing's row; for a CSV ``wav_filename`` is relative to the set's directory.
+    sample: Sample
+    #: The sample's number in its database, or None.
+    number: Optional[int]
+    #: The WAV file, or None.
+    wav: Optional[Path]
+    #: The payload and its encoding ("opus", "wav"), from a database.
+    data: bytes = b""
+    audio: str = ""
+
+
+def entries(directory: Path, split: str) -> Iterator[Entry]:
+    """The clips of the set ``split`` in ``directory``, in whichever format it was written (a database first)."""
+    database = clip_set(directory, split, "sdb")
+    if present(database):
+        with SdbReader(database.data) as reader:
+            for number, sample in enumerate(samples(database)):
+                data, _ = reader.read(number)
+                yield Entry(sample, number, None, data, reader.audio)
+        return
+    for sample in read_samples(clip_set(directory, split, "wav").data):
+        yield Entry(sample, None, directory / sample.wav_filename)

@@ -61,8 +61,8 @@ def _discard(ctx) -> None:
 
 def _check_data(ctx) -> None:
     for split in ("train", "dev"):
-        if not any(True for _ in read_samples(ctx.paths.clean_csv(split))):
-            raise StageError(f"the {split} set is empty ({ctx.paths.clean_csv(split)}): DeepSpeech needs "
+        if not any(True for _ in read_samples(ctx.paths.clean_set(split).listing)):
+            raise StageError(f"the {split} set is empty ({ctx.paths.clean_set(split).data}): DeepSpeech needs "
                              "training clips, and dev clips to pick the best model and stop early")
 
 
@@ -113,7 +113,7 @@ def _feature_cache(ctx, progress: Progress) -> Optional[Path]:
         log.info("feature cache off: with augmentations it would freeze the first epoch's augmented features")
         return None
     cache = ctx.paths.feature_cache
-    data = file_digest(ctx.paths.clean_csv("train"))
+    data = file_digest(ctx.paths.clean_set("train").listing)
     if progress["feature_cache_data"] != data:
         if cache.parent.exists():
             log.info("the training set changed: clearing the feature cache %s", cache.parent)
@@ -164,7 +164,7 @@ def _train_once(ctx, progress: Progress, found: Optional[starting.Source]) -> tr
     if start.reset_learning_rate:
         progress["current_learning_rate"] = t.learning_rate
     progress["learning_rate"] = t.learning_rate
-    progress["train_data"] = file_digest(ctx.paths.clean_csv("train"))
+    progress["train_data"] = file_digest(ctx.paths.clean_set("train").listing)
     log.info("training epochs %d to %d of %d (%s)", progress["epochs_done"] + 1, t.epochs, t.epochs,
              "continuing from the last checkpoint" if start.load_train == "last"
              else "from scratch" if start.load_train == "init" else f"from {start.load_dir}")
@@ -211,7 +211,7 @@ def _keep_best(ctx, progress: Progress) -> None:
 
 
 def _warn_left_out(ctx, batch_size: int) -> None:
-    sizes = [sample.wav_filesize for sample in read_samples(ctx.paths.clean_csv("train"))]
+    sizes = [sample.wav_filesize for sample in read_samples(ctx.paths.clean_set("train").listing)]
     found = batches.left_out(sizes, batch_size)
     if found is not None:
         log.warning("%s", batches.describe(found))
@@ -257,7 +257,7 @@ def run(ctx) -> dict:
         log.info("training already finished (%d epochs%s); raise train.epochs to train more, "
                  "or add --force train to start over", progress["epochs_done"],
                  ", stopped early" if progress["stopped_early"] else "")
-        if progress["train_data"] != file_digest(ctx.paths.clean_csv("train")):
+        if progress["train_data"] != file_digest(ctx.paths.clean_set("train").listing):
             log.warning("the training set changed since this model was trained, and it was not retrained: "
                         "raise train.epochs to go on training on the new set, or add --force train")
     elif progress["epochs_done"]:
