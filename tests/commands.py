@@ -16,11 +16,13 @@ def clean_env(**extra):
     return env
 
 
-def write_config(path: Path, data_root: Path, archive_sha256=None, url=None, **clean) -> Path:
+def write_config(path: Path, data_root: Path, archive_sha256=None, url=None, clips=None, **clean) -> Path:
+    """``clips``: clips.format ("wav" or "sdb"); None leaves the default."""
     lines = [
         f'data_root = "{data_root}"',
         "workers = 2",
         'datasets = ["common_voice"]',
+        *([f'clips.format = "{clips}"'] if clips else []),
         "[dataset.common_voice]",
         f'release = "{RELEASE}"',
         "max_duration = 5.0",
