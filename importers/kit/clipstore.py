@@ -12,6 +12,7 @@
 A store is tied to its source archive (and for a database to its audio encoding): a store of another one
 is emptied first, so no clip of another archive is ever reused.
 """
+import logging
 import shutil
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ from dstrain.pipeline.formats.deepspeech_csv import Sample
 from dstrain.pipeline.formats.sets import SetWriter
 from dstrain.pipeline.paths import SPLITS, ImportedDataset
 
+log = logging.getLogger("dstrain")
 #: (clip name, WAV size, transcript, source) of one kept row, as ledger.kept() gives them.
 Row = Tuple[str, int, str, str]
 #: The spool's index is committed at least this often (seconds), and every COMMIT_CLIPS clips.
@@ -111,6 +113,9 @@ class SdbClips:
         self._data.truncate(end)
         self._data.seek(end)
         self._pending, self._committed = 0, time.monotonic()
+        held = self._index.execute("SELECT count(*) FROM clips").fetchone()[0]
+        if held:
+            log.info("%s: %d clips converted before the stop are kept", out.dir.name, held)
         self._index.execute("BEGIN")
 
     def done(self, clip: str) -> Optional[Clip]:
