@@ -23,7 +23,7 @@ trap report EXIT
 part "Debian packages"
 # Speech for test corpora; KenLM's and generate_scorer_package's builds; setpriv and flock; the Docker engine
 # with debootstrap for the test base images; Python 3.7 comes from pyenv (tests/trainer_env.sh).
-APT_PACKAGES=(python3-venv python3-dev espeak-ng lame sox libsox-fmt-mp3 util-linux curl ca-certificates
+APT_PACKAGES=(python3-venv python3-dev espeak-ng lame sox libsox-fmt-mp3 libopus0 util-linux curl ca-certificates
               build-essential cmake libboost-program-options-dev libboost-system-dev libboost-thread-dev
               libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev docker.io debootstrap)
 missing=()
