@@ -16,8 +16,9 @@ def clean_env(**extra):
     return env
 
 
-def write_config(path: Path, data_root: Path, archive_sha256=None, url=None, clips=None, **clean) -> Path:
-    """``clips``: clips.format ("wav" or "sdb"); None leaves the default."""
+def write_config(path: Path, data_root: Path, archive_sha256=None, url=None, clips="wav", **clean) -> Path:
+    """``clips``: clips.format ("wav" or "sdb"): WAVs unless a test says otherwise, so the tests that look at
+    the WAV files keep finding them; None leaves the default (sdb)."""
     lines = [
         f'data_root = "{data_root}"',
         "workers = 2",

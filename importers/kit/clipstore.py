@@ -59,6 +59,9 @@ class WavClips:
     def __init__(self, out: ImportedDataset, sha256: str):
         self.out = out
         claim_clips(out, sha256)
+        if out.set("train", "sdb").data.exists():
+            log.info("%s: imported as sample databases before; now as WAVs (clips.format = wav): the databases "
+                     "are removed", out.dir.name)
         shutil.rmtree(str(out.spool), ignore_errors=True)  # of an import to sample databases
         _remove_sets(out, "sdb")
 
@@ -93,6 +96,9 @@ class SdbClips:
     def __init__(self, out: ImportedDataset, sha256: str, audio: str):
         self.out = out
         self.encoding = audio
+        if out.csv("train").exists():
+            log.info("%s: imported as WAVs before; now as sample databases (clips.format = sdb): the WAVs are "
+                     "removed once the databases are written", out.dir.name)
         spool = out.spool
         identity = {"sha256": sha256, "audio": audio}
         if read_json(spool / "source.json") != identity:
