@@ -219,8 +219,9 @@ def _files(archive: Path, desc: str) -> Iterator[Tuple[Tuple[str, ...], Callable
                 yield parts, open_member
 
 
-#: A TSV up to this size is kept in memory; a larger one (validated.tsv of a big release) spills to a temp file.
-_TSV_IN_MEMORY = 32 << 20
+#: A TSV up to this size is kept in memory; a larger one (train.tsv or validated.tsv of a big release) spills to a
+#: temp file: the import's memory must not grow with the release, and the workers forked later inherit it.
+_TSV_IN_MEMORY = 1 << 20
 
 
 @contextlib.contextmanager

@@ -119,6 +119,7 @@ def _convert(out: ImportedDataset, ledger: Ledger, store, members: Optional[Memb
     """Every candidate's clip converted into the store, its result in the ledger; those the store already holds
     (from a run that was stopped) are not converted again."""
     desc = "convert " + out.dir.name
+    ledger.shrink()
     if members is None:
         count, jobs = ledger.unconverted()
 

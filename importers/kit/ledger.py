@@ -19,8 +19,9 @@ from dstrain.pipeline.paths import SPLITS
 
 #: Rows written per transaction.
 BATCH = 5000
-#: SQLite's page cache, in KiB (a negative cache_size): enough for its indexes' hot pages, whatever the rows.
-CACHE_KIB = 16 << 10
+#: SQLite's page cache, in KiB (a negative cache_size): small, whatever the rows; the system's page cache holds
+#: the rest of the file.
+CACHE_KIB = 4 << 10
 
 
 def natural(text: str) -> str:
@@ -110,6 +111,11 @@ class Ledger:
         self.db.execute("BEGIN")
         yield
         self.db.execute("COMMIT")
+
+    def shrink(self) -> None:
+        """Give back SQLite's cached pages: the converting workers are forked next, each a copy of this process."""
+        with self.lock:
+            self.db.execute("PRAGMA shrink_memory")
 
     def wanted(self, audio: str) -> Optional[str]:
         """The clip name of the candidate whose source audio is ``audio``, if its clip has no result yet."""

@@ -128,7 +128,7 @@ class _Memory:
         self.path = path
         self.db = sqlite3.connect(str(path), isolation_level=None)
         self.db.executescript("""
-            PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16384; PRAGMA temp_store = FILE;
+            PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -4096; PRAGMA temp_store = FILE;
             CREATE TABLE seen (key TEXT PRIMARY KEY, split TEXT);
             CREATE TABLE kept (seq INTEGER PRIMARY KEY, split TEXT, dataset TEXT, number INTEGER, file TEXT,
                                name TEXT, size INTEGER, transcript TEXT, dropped INTEGER DEFAULT 0);
