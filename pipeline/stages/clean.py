@@ -25,8 +25,9 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 from dstrain.pipeline.atomic import read_json, temporary_path, write_text
 from dstrain.pipeline.errors import StageError
 from dstrain.pipeline.formats import payload
-from dstrain.pipeline.formats.audio import SAMPLE_RATE, WAV_HEADER_BYTES, activity, pcm_seconds
+from dstrain.pipeline.formats.audio import SAMPLE_RATE, WAV_HEADER_BYTES, pcm_seconds
 from dstrain.pipeline.formats.deepspeech_csv import REJECTS_HEADER, Reject, Sample
+from dstrain.pipeline.formats.loudness import activity
 from dstrain.pipeline.formats.sdb import SdbReader
 from dstrain.pipeline.formats.sets import Entry, SetWriter, entries, present
 from dstrain.pipeline.language import ENGLISH_LETTERS, to_english
