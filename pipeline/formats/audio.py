@@ -47,6 +47,9 @@ MIN_BYTES = WAV_HEADER_BYTES
 #: each counted with ``JOB_BYTES`` more, so a million empty members are not all queued either.
 IN_FLIGHT_BYTES = 32 << 20
 JOB_BYTES = 4096
+#: What a clip converted for a sample database is counted for besides, while it waits to be taken: its payload
+#: comes back in memory (a WAV payload is several times its MP3).
+PAYLOAD_BYTES = 64 << 10
 
 log = logging.getLogger("dstrain")
 
@@ -326,7 +329,7 @@ def convert_stream(jobs: Iterable[Tuple[str, Optional[bytes], str]], workers: in
 
     def bounded():
         for job in jobs:
-            budget.take(JOB_BYTES + len(job[1] or b""))
+            budget.take(_cost(job, encoding))
             yield job
 
     with _pool(workers) as pool:
@@ -358,7 +361,11 @@ class _Budget:
 
 def _named_convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: float,
                          encoding: Optional[str]) -> Tuple[str, int, Clip]:
-    return job[0], JOB_BYTES + len(job[1] or b""), convert_bytes(job, max_seconds, encoding)
+    return job[0], _cost(job, encoding), convert_bytes(job, max_seconds, encoding)
+
+
+def _cost(job: Tuple[str, Optional[bytes], str], encoding: Optional[str]) -> int:
+    return JOB_BYTES + len(job[1] or b"") + (PAYLOAD_BYTES if encoding else 0)
 
 
 def convert_all(jobs: Iterable[Tuple[str, str]], count: int, workers: int, progress, max_seconds: float,
