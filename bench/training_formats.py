@@ -6,7 +6,8 @@ sample database of Opus, a sample database of WAVs (clips.format, clips.sdb_audi
 The clips are espeak-ng sentences, written by dstrain's own writers (pipeline/formats/sets.py).  For each
 format the real trainer (TRAINER_PYTHON) trains --epochs epochs twice: with --feature_cache (the first
 epoch reads the audio and fills the cache, the others read the cache), and without (every epoch reads the
-audio).  It prints the seconds of each epoch, and each format's time against the WAVs'.  The train stage
+audio).  It prints the seconds of each epoch (with --repeat, the shortest of the repeats), and each format's
+time against the WAVs'.  The train stage
 turns the feature cache on by default (train.feature_cache).
 """
 import argparse
@@ -95,6 +96,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--n-hidden", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="train each case this many times and keep each epoch's shortest time: other work on a "
+                             "shared machine only ever slows an epoch down")
     args = parser.parse_args()
     python = os.environ.get("TRAINER_PYTHON")
     if not python:
@@ -111,7 +115,8 @@ def main() -> None:
         # Interleaved, so that load from elsewhere falls on every format alike.
         for cache in (True, False):
             for kind in FORMATS:
-                found[(kind, cache)] = times = epochs(python, given[kind], root, args, cache)
+                runs = [epochs(python, given[kind], root, args, cache) for _ in range(args.repeat)]
+                found[(kind, cache)] = times = [min(epoch) for epoch in zip(*runs)]
                 print(f"  {kind:9} {'feature cache' if cache else 'no cache':13} epochs "
                       + " ".join(f"{t:6.1f}" for t in times) + f" s  ({sizes[kind] / 1e6:.1f} MB of audio; "
                       f"load {os.getloadavg()[0]:.1f})", flush=True)
