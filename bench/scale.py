@@ -11,6 +11,8 @@ minute to build), then for each format imports it (``--to import``), cleans it (
 - the peak memory of the whole process group (the dstrain process and its workers), of the import and of
   clean: the sum of their RSS, and of their PSS (RSS shares the pages the forked workers have in common
   between them, PSS counts each once);
+- the CPU time per clip of the import, of dstrain itself (reading the archive, recording each clip) and of
+  its workers (decoding, resampling, encoding), and so the most clips/s the cores could give at best;
 - the no-op rerun's time;
 - bytes on disk per hour of audio: what the import keeps, and with clean's sets (a CSV names the imported
   WAVs; a database is a copy).
@@ -22,6 +24,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -50,6 +53,7 @@ SENTENCES = [
 ]
 SPEAKERS = 5000
 MB = 1 << 20
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def mp3s(workdir: Path) -> List[Tuple[str, bytes]]:
@@ -93,10 +97,11 @@ def release(n: int, spoken: List[Tuple[str, bytes]], out_dir: Path) -> Path:
 
 
 class GroupMemory:
-    """Polls the memory of every process of a session: the peak sums of their RSS and PSS, in bytes."""
+    """Polls the memory of every process of a session: the peak sums of their RSS and PSS, in bytes; and the CPU
+    seconds the session's leader (dstrain itself, not its workers) has used."""
 
     def __init__(self, sid: int):
-        self.sid, self.rss, self.pss = sid, 0, 0
+        self.sid, self.rss, self.pss, self.leader_cpu = sid, 0, 0, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -108,9 +113,11 @@ class GroupMemory:
                 if not pid.isdigit():
                     continue
                 try:
-                    stat = Path(f"/proc/{pid}/stat").read_text()
-                    if int(stat.rsplit(")", 1)[1].split()[3]) != self.sid:  # field 6: the session
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    if int(fields[3]) != self.sid:  # field 6: the session
                         continue
+                    if int(pid) == self.sid:  # fields 14 and 15: its own user and system time
+                        self.leader_cpu = (int(fields[11]) + int(fields[12])) / TICKS
                     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                         if line.startswith("Rss:"):
                             rss += int(line.split()[1]) * 1024
@@ -126,8 +133,10 @@ class GroupMemory:
         self._thread.join()
 
 
-def measured(command: List[str]) -> Tuple[float, GroupMemory]:
-    """Wall time and peak memory of a command run in its own session."""
+def measured(command: List[str]) -> Tuple[float, GroupMemory, float]:
+    """Wall time, peak memory and CPU seconds (of the command and every process it waited for: its workers) of
+    a command run in its own session."""
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(command, env=clean_env(), start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -136,7 +145,9 @@ def measured(command: List[str]) -> Tuple[float, GroupMemory]:
     memory.stop()
     if proc.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{err[-3000:]}")
-    return time.perf_counter() - start, memory
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
+    return time.perf_counter() - start, memory, used
 
 
 def du(path: Path) -> int:
@@ -158,23 +169,31 @@ def one(archive: Path, work: Path, kind: str, workers: int) -> Dict[str, float]:
     subprocess.run(run + ["--to", "download"], check=True, env=clean_env(), stderr=subprocess.DEVNULL)
     os.sync()
     load = os.getloadavg()[0]
-    _, imported = measured(run + ["--to", "import"])
+    _, imported, import_cpu = measured(run + ["--to", "import"])
     load = (load + os.getloadavg()[0]) / 2
     record = json.loads((data / "runs/fr/state/import.json").read_text())
     rows = sum(record["counts"]["common_voice"].values())
     dataset = data / "imported" / "fr" / "common_voice"
     hours = sum(json.loads((dataset / "manifest.json").read_text())["hours"].values())
     import_bytes = du(dataset)
-    _, cleaned = measured(run + ["--to", "clean"])
+    clean_seconds, cleaned, _ = measured(run + ["--to", "clean"])
     start = time.perf_counter()
     subprocess.run(run + ["--to", "clean"], check=True, env=clean_env(), stderr=subprocess.DEVNULL)
     noop = time.perf_counter() - start
     clean_bytes = du(data / "runs" / "fr" / "clean")
     shutil.rmtree(str(root))
+    leader_ms = 1000 * imported.leader_cpu / rows
     return {"rows": rows, "seconds": record["seconds"], "clips_s": rows / record["seconds"], "load": load,
+            "leader_ms": leader_ms, "workers_ms": 1000 * import_cpu / rows - leader_ms, "clean_seconds": clean_seconds,
             "import_rss": imported.rss, "import_pss": imported.pss, "clean_rss": cleaned.rss,
             "clean_pss": cleaned.pss, "noop": noop, "hours": hours, "import_per_hour": import_bytes / hours,
             "all_per_hour": (import_bytes + clean_bytes) / hours}
+
+
+def best(found: Dict[str, float], cores: int) -> float:
+    """The most clips per second the import's CPU work allows on ``cores`` cores, nothing else running: dstrain
+    itself reads the archive and records each clip on one core, its workers convert on all of them."""
+    return min(1000 / found["leader_ms"], 1000 * cores / (found["leader_ms"] + found["workers_ms"]))
 
 
 def main() -> None:
@@ -202,6 +221,9 @@ def main() -> None:
                       f"{found['clean_pss'] / MB:5.0f} MB PSS; no-op rerun {found['noop']:.2f} s; "
                       f"{found['import_per_hour'] / MB:6.1f} MB/h imported, {found['all_per_hour'] / MB:6.1f} MB/h "
                       "with clean's sets", flush=True)
+                print(f"  {'':9} import CPU per clip: dstrain {found['leader_ms']:.2f} ms, its workers "
+                      f"{found['workers_ms']:.2f} ms; at best on {args.workers} cores {best(found, args.workers):.0f} "
+                      f"clips/s; clean {found['clean_seconds']:.1f} s", flush=True)
             archive.unlink()
         print("\nTargets (not asserted):")
         for n in sorted({n for n, _ in results}):
