@@ -49,6 +49,11 @@ class ClipsSettings(_Section):
     sdb_audio: str = Field(
         "opus", pattern="^(opus|wav)$",
         description="the audio inside a sample database: opus (a sixth of a WAV's size or less; needs libopus) or wav")
+    opus_complexity: int = Field(
+        9, ge=0, le=10,
+        description="libopus's encoder complexity, 0 to 10: 9, libopus's default and DeepSpeech's, is the most "
+                    "faithful; 5 encodes Opus twice as fast, 0 four times, each a little further from the clip "
+                    "(docs/training.md)")
     keep_extracted: bool = Field(
         False, description="keep what an import extracted from its archive (extracted/) once the import is "
                            "recorded: faster re-imports with other parameters, at the cost of the disk space")

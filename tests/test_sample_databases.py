@@ -38,26 +38,32 @@ for path in sys.argv[1:]:
 """
 
 
-def imported(cv_archive, root: Path, clips: str, audio: str = "opus", to: str = "import") -> Path:
+def imported(cv_archive, root: Path, clips: str, audio: str = "opus", to: str = "import", complexity: str = "") -> Path:
+    """The release imported (and cleaned, ``to``) under ``root`` with these clips settings; ``complexity`` is
+    clips.opus_complexity, "" for the default."""
     data = root / "data"
     (data / "sources").mkdir(parents=True, exist_ok=True)
     shutil.copy(str(cv_archive), str(data / "sources" / cv_archive.name))
     config = write_config(root / "dstrain.toml", data, clips=clips)
-    config.write_text(config.read_text().replace(f'clips.format = "{clips}"',
-                                                 f'clips.format = "{clips}"\nclips.sdb_audio = "{audio}"'))
+    settings = [f'clips.format = "{clips}"', f'clips.sdb_audio = "{audio}"']
+    settings += [f"clips.opus_complexity = {complexity}"] if complexity else []
+    config.write_text(config.read_text().replace(f'clips.format = "{clips}"', "\n".join(settings)))
     dstrain("run", "-l", "fr", "--config", config, "--to", to)
     return data / "imported" / "fr" / "common_voice"
 
 
 @pytest.fixture(scope="module")
 def both(cv_archive, tmp_path_factory):
-    """The release imported and cleaned as WAVs, as Opus databases and as WAV databases."""
-    return {kind: imported(cv_archive, tmp_path_factory.mktemp(kind), *kind.split("-"), to="clean")
-            for kind in ("wav", "sdb-opus", "sdb-wav")}
+    """The release imported and cleaned as WAVs, as Opus databases (at libopus's default complexity, and at its
+    fastest, 0) and as WAV databases."""
+    found = {kind: imported(cv_archive, tmp_path_factory.mktemp(kind), *kind.split("-"), to="clean")
+             for kind in ("wav", "sdb-opus", "sdb-wav")}
+    found["sdb-opus-0"] = imported(cv_archive, tmp_path_factory.mktemp("sdb-opus-0"), "sdb", "opus", "clean", "0")
+    return found
 
 
 @pytest.mark.deepspeech
-@pytest.mark.parametrize("kind", ["sdb-opus", "sdb-wav"])
+@pytest.mark.parametrize("kind", ["sdb-opus", "sdb-wav", "sdb-opus-0"])
 def test_deepspeech_reads_every_sample_with_its_wavs_duration_and_transcript(both, kind):
     python = os.environ.get("TRAINER_PYTHON", "")
     need_real(bool(python) and Path(python).exists(), "set TRAINER_PYTHON (tests/trainer_env.sh)")
@@ -96,6 +102,17 @@ def test_a_database_holds_what_the_wavs_hold_and_opus_takes_a_quarter_of_the_byt
                 wav = both["wav"] / "clips" / row["wav_filename"]
                 assert (data, transcript) == (wav.read_bytes(), by_name[wav.name]["transcript"])
                 assert int(row["wav_filesize"]) == wav.stat().st_size
+
+
+def test_a_lower_opus_complexity_writes_other_bytes_for_the_same_samples(both):
+    for split in SPLITS:
+        default, fastest = both["sdb-opus"] / f"{split}.sdb", both["sdb-opus-0"] / f"{split}.sdb"
+        assert read_csv(fastest.with_name(fastest.name + ".csv")) == read_csv(default.with_name(default.name + ".csv"))
+        with SdbReader(default) as first, SdbReader(fastest) as second:
+            assert len(first) == len(second)
+            pairs = [(first.read(n), second.read(n)) for n in range(len(first))]
+        assert all(a[1] == b[1] and payload.seconds(a[0], "opus") == payload.seconds(b[0], "opus") for a, b in pairs)
+        assert sum(a[0] != b[0] for a, b in pairs) == len(pairs) > 0, "every sample is encoded otherwise"
 
 
 def test_only_the_sets_stay_no_file_per_clip_no_spool(both):
@@ -183,6 +200,8 @@ def test_switching_the_format_imports_again_and_leaves_nothing_of_the_other(cv_a
     imported(cv_archive, tmp_path, "wav")
     sdb = imported(cv_archive, tmp_path, "sdb")
     assert not (sdb / "clips").exists() and not any((sdb / f"{s}.csv").exists() for s in SPLITS)
+    default = sha256(sdb / "train.sdb")
+    assert sha256(imported(cv_archive, tmp_path, "sdb", complexity="0") / "train.sdb") != default
     wav = imported(cv_archive, tmp_path, "wav")
     assert not list(wav.glob("*.sdb*")) and (wav / "clips").is_dir() and (wav / "train.csv").exists()
 

@@ -20,6 +20,7 @@ from dstrain.importers.kit.ledger import Ledger
 from dstrain.pipeline.atomic import temporary_path, write_json
 from dstrain.pipeline.formats.audio import FRAME_SECONDS, Clip, convert_all, convert_stream
 from dstrain.pipeline.formats.deepspeech_csv import REJECTS_HEADER, Reject
+from dstrain.pipeline.formats.payload import OPUS_COMPLEXITY
 from dstrain.pipeline.paths import SPLITS, ImportedDataset
 
 log = logging.getLogger("dstrain")
@@ -58,11 +59,12 @@ def assemble(
     workers: int,
     manifest: Dict[str, Any],
     members: Optional[Members] = None,
-    clips: Tuple[str, str] = ("wav", "opus"),
+    clips: Tuple[str, str, int] = ("wav", "opus", OPUS_COMPLEXITY),
     facts: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Convert, judge and write.  ``members`` is for a corpus whose clips are read from its archive in one pass
-    (Common Voice); ``clips`` is (clips.format, clips.sdb_audio): the store the clips go to (clipstore.py).
+    (Common Voice); ``clips`` is (clips.format, clips.sdb_audio, clips.opus_complexity): the store the clips go
+    to (clipstore.py).
 
     The candidates are read once, as they come: a corpus may produce them lazily, and fill ``rejects`` and
     ``facts`` (added to the manifest) meanwhile.

@@ -9,8 +9,8 @@
   ``test.sdb`` are written from the spool, shortest clip first (ties in the order of the rows), so the same
   rows give the same bytes however often the import was interrupted; then the spool is deleted.
 
-A store is tied to its source archive (and for a database to its audio encoding): a store of another one
-is emptied first, so no clip of another archive is ever reused.
+A store is tied to its source archive (and for a database to its audio encoding and Opus's complexity): a
+store of another one is emptied first, so no clip of another archive is ever reused.
 """
 import logging
 import shutil
@@ -23,6 +23,7 @@ from typing import Iterable, Iterator, Optional, Tuple
 from dstrain.pipeline.atomic import read_json, write_json, write_text
 from dstrain.pipeline.formats.audio import Clip, convert
 from dstrain.pipeline.formats.deepspeech_csv import Sample
+from dstrain.pipeline.formats.payload import OPUS_COMPLEXITY, Encoding
 from dstrain.pipeline.formats.sets import SetWriter
 from dstrain.pipeline.paths import SPLITS, ImportedDataset
 
@@ -53,7 +54,7 @@ def _remove_sets(out: ImportedDataset, clip_format: str) -> None:
 class WavClips:
     format = "wav"
     #: What the workers are asked for: a WAV file at the destination.
-    encoding: Optional[str] = None
+    encoding: Optional[Encoding] = None
     by_length = False
 
     def __init__(self, out: ImportedDataset, sha256: str):
@@ -93,14 +94,15 @@ class SdbClips:
     format = "sdb"
     by_length = True
 
-    def __init__(self, out: ImportedDataset, sha256: str, audio: str):
+    def __init__(self, out: ImportedDataset, sha256: str, audio: str, complexity: int):
         self.out = out
-        self.encoding = audio
+        self.audio = audio
+        self.encoding = Encoding(audio, complexity)
         if out.csv("train").exists():
             log.info("%s: imported as WAVs before; now as sample databases (clips.format = sdb): the WAVs are "
                      "removed once the databases are written", out.dir.name)
         spool = out.spool
-        identity = {"sha256": sha256, "audio": audio}
+        identity = {"sha256": sha256, "audio": audio, **({"complexity": complexity} if audio == "opus" else {})}
         if read_json(spool / "source.json") != identity:
             shutil.rmtree(str(spool), ignore_errors=True)
         (spool / "scratch").mkdir(parents=True, exist_ok=True)
@@ -165,9 +167,9 @@ class SdbClips:
 
     def write_set(self, split: str, rows: Iterable[Row]) -> int:
         self._commit()
-        with SetWriter(self.out.set(split, self.format), self.encoding) as writer:
+        with SetWriter(self.out.set(split, self.format), self.audio) as writer:
             for (clip, size, transcript, _), data in self.payloads(rows):
-                writer.add(Sample(clip, size, transcript), data, self.encoding)
+                writer.add(Sample(clip, size, transcript), data, self.audio)
         self._data.seek(0, 2)
         return writer.count
 
@@ -182,6 +184,7 @@ class SdbClips:
         _remove_sets(self.out, "wav")
 
 
-def clip_store(out: ImportedDataset, sha256: str, clip_format: str, audio: str):
-    """The store for ``clip_format`` (clips.format) and, for sample databases, their ``audio`` (clips.sdb_audio)."""
-    return SdbClips(out, sha256, audio) if clip_format == "sdb" else WavClips(out, sha256)
+def clip_store(out: ImportedDataset, sha256: str, clip_format: str, audio: str, complexity: int = OPUS_COMPLEXITY):
+    """The store for ``clip_format`` (clips.format) and, for sample databases, their ``audio`` (clips.sdb_audio)
+    and Opus's ``complexity`` (clips.opus_complexity)."""
+    return SdbClips(out, sha256, audio, complexity) if clip_format == "sdb" else WavClips(out, sha256)

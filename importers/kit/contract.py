@@ -26,6 +26,7 @@ from urllib.parse import quote
 from dstrain.importers.kit.assemble import Candidate, Members, assemble
 from dstrain.importers.kit.params import CorpusParams, SpeakerSplit
 from dstrain.pipeline.formats.deepspeech_csv import Reject
+from dstrain.pipeline.formats.payload import OPUS_COMPLEXITY
 from dstrain.pipeline.paths import ImportedDataset
 from dstrain.pipeline.redaction import redact_url
 from dstrain.pipeline.sources.archive import extract
@@ -136,9 +137,10 @@ class Corpus(ABC):
                             "url": redact_url(self.source_url(params) or self.homepage)})
 
     def prepare(self, archive: Path, sha256: str, out_dir: Path, normalize: Normalize, params, workers: int,
-                clips: Tuple[str, str] = ("wav", "opus")) -> dict:
+                clips: Tuple[str, str, int] = ("wav", "opus", OPUS_COMPLEXITY)) -> dict:
         """Write the sets, ``rejects.csv`` and ``manifest.json`` into ``out_dir``; return the manifest.  ``clips``
-        is (clips.format, clips.sdb_audio): WAVs and CSVs, or sample databases of Opus or WAV."""
+        is (clips.format, clips.sdb_audio, clips.opus_complexity): WAVs and CSVs, or sample databases of Opus or
+        WAV."""
         job = Job(archive, sha256, ImportedDataset(out_dir), normalize, params, workers)
         found = self.read(job)
         facts = found.facts if found.facts is not None else {}

@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
-from dstrain.pipeline.formats.payload import SAMPLE_RATE, WAV_HEADER_BYTES, encode
+from dstrain.pipeline.formats.payload import SAMPLE_RATE, WAV_HEADER_BYTES, Encoding, encode
 
 #: DeepSpeech computes one feature frame per 20 ms; CTC needs one per character.
 FRAME_SECONDS = 0.02
@@ -173,14 +173,14 @@ def _libsndfile_reason(exc: Exception) -> str:
     return message.rstrip(".")
 
 
-def _output(dst: Path, pcm, encoding: Optional[str]) -> Clip:
-    """The clip as a WAV file at ``dst``, or (``encoding`` "opus" or "wav") as a payload for a sample database;
+def _output(dst: Path, pcm, encoding: Optional[Encoding]) -> Clip:
+    """The clip as a WAV file at ``dst``, or (with an ``encoding``) as a payload for a sample database;
     ``size`` is its WAV's either way, as DeepSpeech's CSVs and sort order count it."""
     if encoding is None:
         return _write_wav(dst, pcm)
     data = pcm.tobytes() if hasattr(pcm, "tobytes") else pcm
     return Clip(True, seconds=len(data) / (2 * SAMPLE_RATE), size=WAV_HEADER_BYTES + len(data),
-                payload=encode(data, encoding))
+                payload=encode(data, *encoding))
 
 
 def _write_wav(dst: Path, pcm) -> Clip:
@@ -222,7 +222,7 @@ def _external(src: Union[Path, bytes], name: str, dst: Path, tool: str, max_seco
 
 
 def _convert(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optional[float],
-             encoding: Optional[str] = None) -> Clip:
+             encoding: Optional[Encoding] = None) -> Clip:
     """Decode a file, or the bytes of one read from an archive; never raises, a failure is a reason.  With an
     ``encoding``, ``dst`` is only where sox or ffmpeg may write meanwhile: the clip comes back as a payload."""
     size = len(src) if isinstance(src, bytes) else src.stat().st_size
@@ -267,7 +267,7 @@ def _convert(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optiona
 
 
 def convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: Optional[float] = None,
-                  encoding: Optional[str] = None) -> Clip:
+                  encoding: Optional[Encoding] = None) -> Clip:
     """Convert one clip read from an archive (name, content or None when too big to read, destination)."""
     name, data, dst = job
     if data is None:
@@ -276,7 +276,7 @@ def convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: Optional[f
     return _convert(data, os.path.basename(name), Path(dst), max_seconds, encoding)
 
 
-def convert(job: Tuple[str, str], max_seconds: Optional[float] = None, encoding: Optional[str] = None) -> Clip:
+def convert(job: Tuple[str, str], max_seconds: Optional[float] = None, encoding: Optional[Encoding] = None) -> Clip:
     """Convert one clip (source file, destination WAV); never raises, a failure is a reason.  A WAV already at
     the destination is the clip, converted before a crash; with an ``encoding`` there is none (see _convert)."""
     src, dst = Path(job[0]), Path(job[1])
@@ -314,7 +314,7 @@ def _pool(workers: int):
 
 
 def convert_stream(jobs: Iterable[Tuple[str, Optional[bytes], str]], workers: int, progress,
-                   max_seconds: float, encoding: Optional[str] = None) -> Iterator[Tuple[str, Clip]]:
+                   max_seconds: float, encoding: Optional[Encoding] = None) -> Iterator[Tuple[str, Clip]]:
     """(name, clip) for clips read one by one from an archive, converted as they arrive.
 
     At most ``IN_FLIGHT_BYTES`` of clips are held in memory: the pool's feeder
@@ -360,16 +360,16 @@ class _Budget:
 
 
 def _named_convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: float,
-                         encoding: Optional[str]) -> Tuple[str, int, Clip]:
+                         encoding: Optional[Encoding]) -> Tuple[str, int, Clip]:
     return job[0], _cost(job, encoding), convert_bytes(job, max_seconds, encoding)
 
 
-def _cost(job: Tuple[str, Optional[bytes], str], encoding: Optional[str]) -> int:
+def _cost(job: Tuple[str, Optional[bytes], str], encoding: Optional[Encoding]) -> int:
     return JOB_BYTES + len(job[1] or b"") + (PAYLOAD_BYTES if encoding else 0)
 
 
 def convert_all(jobs: Iterable[Tuple[str, str]], count: int, workers: int, progress, max_seconds: float,
-                encoding: Optional[str] = None) -> Iterator[Tuple[Tuple[str, str], Clip]]:
+                encoding: Optional[Encoding] = None) -> Iterator[Tuple[Tuple[str, str], Clip]]:
     """(job, clip) for ``count`` jobs converted in a pool of ``workers`` processes, in the order of ``jobs``;
     the jobs are read as the pool needs them, so they may come from a generator."""
     work = partial(convert, max_seconds=max_seconds, encoding=encoding)

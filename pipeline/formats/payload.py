@@ -5,12 +5,14 @@ sample is its PCM length in bytes (4 bytes), sample rate (4), channels (1) and s
 big-endian, then the audio cut into 60 ms frames, each encoded alone and stored as its length (2 bytes)
 and the Opus packet.  The last frame is padded with silence and the PCM length cuts it off again.  The
 encoder is libopus through opuslib, as DeepSpeech's, with its settings (application "audio", libopus's
-default bit rate), so the bytes are those DeepSpeech's own data_set_tool.py would write; libopus is
-deterministic, so the same clip always gives the same bytes.
+default bit rate and complexity), so by default the bytes are those DeepSpeech's own data_set_tool.py would
+write; libopus is deterministic, so the same clip always gives the same bytes.  A lower complexity
+(clips.opus_complexity) encodes faster and a little less faithfully; Opus's decoder, DeepSpeech's included,
+reads any (bench/opus_cost.py measures both).
 """
 import io
 import wave
-from typing import Tuple
+from typing import NamedTuple, Tuple
 
 #: What DeepSpeech trains on: 16 kHz, mono, 16-bit.
 SAMPLE_RATE = 16000
@@ -20,6 +22,15 @@ WAV_HEADER_BYTES = 44
 FRAME = 60 * SAMPLE_RATE // 1000
 WIDTH = 2
 HEADER_BYTES = 4 + 4 + 1 + 1
+#: libopus's default encoder complexity (0 to 10), which DeepSpeech's writer keeps.
+OPUS_COMPLEXITY = 9
+
+
+class Encoding(NamedTuple):
+    """What a payload is made as: ``audio`` "opus" or "wav"; Opus at ``complexity``."""
+
+    audio: str
+    complexity: int = OPUS_COMPLEXITY
 
 
 def _opuslib():
@@ -43,8 +54,9 @@ def opus_available() -> Tuple[bool, str]:
     return True, "libopus found"
 
 
-def encode(pcm: bytes, audio: str) -> bytes:
-    """16 kHz mono 16-bit little-endian PCM as a sample's payload: ``audio`` is "opus" or "wav"."""
+def encode(pcm: bytes, audio: str, complexity: int = OPUS_COMPLEXITY) -> bytes:
+    """16 kHz mono 16-bit little-endian PCM as a sample's payload: ``audio`` is "opus" (at libopus's
+    ``complexity``) or "wav"."""
     if audio == "wav":
         out = io.BytesIO()
         with wave.open(out, "wb") as wav:
@@ -54,6 +66,7 @@ def encode(pcm: bytes, audio: str) -> bytes:
             wav.writeframes(pcm)
         return out.getvalue()
     encoder = _opuslib().Encoder(SAMPLE_RATE, 1, "audio")
+    encoder.complexity = complexity  # set even when it is the default: another libopus may default otherwise
     step = FRAME * WIDTH
     parts = [len(pcm).to_bytes(4, "big"), SAMPLE_RATE.to_bytes(4, "big"), (1).to_bytes(1, "big"),
              WIDTH.to_bytes(1, "big")]

@@ -22,22 +22,24 @@ log = logging.getLogger("dstrain")
 
 
 def clips(ctx):
-    """(clips.format, clips.sdb_audio): how the sets are written; the audio inside only counts for databases."""
+    """(clips.format, clips.sdb_audio, clips.opus_complexity): how the sets are written; the audio inside only
+    counts for databases, the complexity for Opus."""
     settings = ctx.config.settings.clips
-    return settings.format, settings.sdb_audio
+    return settings.format, settings.sdb_audio, settings.opus_complexity
 
 
 def dataset_fingerprint(ctx, dataset) -> str:
     corpus = get_importer(dataset.importer)
     archive = corpus.archive_path(dataset.params, ctx.paths.sources)
-    clip_format, audio = clips(ctx)
+    clip_format, audio, complexity = clips(ctx)
     return digest({
         "importer": [dataset.importer, corpus.version],
         "params": dataset.params.model_dump(mode="json"),
         "normalizer": ctx.language.normalizer_fingerprint(),
         "source": verified_sha256(archive),
         # Each format's imports as before: WAVs are what an import wrote before there was a choice.
-        **({"clips": [clip_format, audio]} if clip_format != "wav" else {}),
+        **({"clips": [clip_format, audio] + ([complexity] if audio == "opus" else [])} if clip_format != "wav"
+           else {}),
     })
 
 
