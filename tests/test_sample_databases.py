@@ -1,16 +1,13 @@
 """clips.format = "sdb": the sets as DeepSpeech 0.9.3 sample databases, read back by DeepSpeech's own reader.
 
 The same Common Voice release is imported as WAVs and as databases, so every sample can be compared with
-its WAV; an import killed with SIGKILL and run again writes the same bytes; duplicate rows, the other
-format's files and what an import extracted do not stay.
+its WAV; duplicate rows, the other format's files and what an import extracted do not stay.  An import
+killed with SIGKILL and run again writes the same bytes in either format: test_crash_resume.py.
 """
 import json
 import os
 import shutil
-import signal
-import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +15,8 @@ import pytest
 from dstrain.pipeline.formats import payload
 from dstrain.pipeline.formats.sdb import SdbReader
 from dstrain.pipeline.paths import SPLITS
-from tests.conftest import DSTRAIN, clean_env, dstrain, need_real, write_config
-from tests.fixtures.common_voice import FR_ROWS, build_common_voice
+from tests.conftest import dstrain, need_real, write_config
+from tests.fixtures.common_voice import build_common_voice
 from tests.fixtures.mls import build_mls
 from tests.fixtures.outputs import read_csv, sha256
 from tests.fixtures.speech import Row
@@ -154,46 +151,6 @@ def test_duplicate_rows_of_one_clip_are_rejected_at_import(tmp_path):
                   if r["reason"] == "duplicate"]
     assert duplicates == [("train", "train.tsv:4 twice.mp3", "the same clip as train.tsv:3 twice.mp3"),
                           ("test", "test.tsv:2 twice.mp3", "the same clip as train.tsv:3 twice.mp3")]
-
-
-def spooled(spool: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{spool / 'index.sqlite'}?mode=ro", uri=True, timeout=0.1) as index:
-            return index.execute("SELECT count(*) FROM clips").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
-def test_an_import_killed_midway_resumes_and_writes_the_same_bytes(tmp_path):
-    rows = [r for r in FR_ROWS if r.split != "train" or r.outcome == "kept"]
-    archive = build_common_voice(tmp_path, rows=rows, extra_clips=400)
-    straight = imported(archive, tmp_path / "straight", "sdb")
-
-    root = tmp_path / "killed"
-    data = root / "data"
-    (data / "sources").mkdir(parents=True)
-    shutil.copy(str(archive), str(data / "sources" / archive.name))
-    config = write_config(root / "dstrain.toml", data, clips="sdb")
-    config.write_text(config.read_text().replace("workers = 2", "workers = 1"))  # slow enough to be caught
-    spool = data / "imported" / "fr" / "common_voice" / "spool"
-    proc = subprocess.Popen([DSTRAIN, "run", "-l", "fr", "--config", str(config), "--to", "import"],
-                            env=clean_env(), start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and spooled(spool) < 50:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the import ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    kept = spooled(spool)
-    assert 50 <= kept < 400 and not (spool.parent / "train.sdb").exists()
-
-    resumed = dstrain("run", "-l", "fr", "--config", config, "--to", "import")
-    assert f"{kept} clips converted before the stop are kept" in resumed.stderr
-    after = spool.parent
-    for name in ("train.sdb", "dev.sdb", "test.sdb", "train.sdb.csv", "dev.sdb.csv", "test.sdb.csv", "rejects.csv"):
-        assert sha256(after / name) == sha256(straight / name), name
-    assert not spool.exists()
 
 
 def test_switching_the_format_imports_again_and_leaves_nothing_of_the_other(cv_archive, tmp_path):
