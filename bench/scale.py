@@ -13,7 +13,7 @@ minute to build), then for each format imports it (``--to import``), cleans it (
   between them, PSS counts each once);
 - the CPU time per clip of the import, of dstrain itself (reading the archive, recording each clip) and of
   its workers (decoding, resampling, encoding), and so the most clips/s the cores could give at best;
-- the no-op rerun's time;
+- the no-op rerun's time, and its CPU time (a busy machine stretches the first, not the second);
 - bytes on disk per hour of audio: what the import keeps, and with clean's sets (a CSV names the imported
   WAVs; a database is a copy).
 Targets (printed, not asserted): sdb with Opus at most 1/4 of the WAV bytes; import with sdb at least
@@ -72,13 +72,16 @@ def mp3s(workdir: Path) -> List[Tuple[str, bytes]]:
     return out
 
 
-def release(n: int, spoken: List[Tuple[str, bytes]], out_dir: Path) -> Path:
-    """A Common Voice release of ``n`` clips: 90% train, 5% dev, 5% test; clip i says sentence i mod k."""
+def release(n: int, spoken: List[Tuple[str, bytes]], out_dir: Path, duplicates: bool = False) -> Path:
+    """A Common Voice release of ``n`` clips: 90% train, 5% dev, 5% test; clip i says sentence i mod k.  With
+    ``duplicates``, every row of ``train.tsv`` names the same one clip instead (the archive is a few MB)."""
     archive = out_dir / f"{RELEASE}-fr.tar.gz"
     split_of = lambda i: "dev" if i % 20 == 1 else "test" if i % 20 == 2 else "train"  # noqa: E731
     tables: Dict[str, List[str]] = {s: ["\t".join(COLUMNS)] for s in ("train", "dev", "test", "validated")}
+    if duplicates:
+        split_of = lambda i: "train"  # noqa: E731
     for i in range(n):
-        name = f"common_voice_fr_{i:08d}.mp3"
+        name = f"common_voice_fr_{0 if duplicates else i:08d}.mp3"
         row = "\t".join((f"speaker{i % SPEAKERS:05d}", name, f"sid{i}", spoken[i % len(spoken)][0], "", "2", "0",
                          "", "", "", "", "fr", ""))
         tables[split_of(i)].append(row)
@@ -91,7 +94,7 @@ def release(n: int, spoken: List[Tuple[str, bytes]], out_dir: Path) -> Path:
 
         for table, lines in tables.items():
             add(table + ".tsv", ("\n".join(lines) + "\n").encode("utf-8"))
-        for i in range(n):
+        for i in range(1 if duplicates else n):
             add(f"clips/common_voice_fr_{i:08d}.mp3", spoken[i % len(spoken)][1])
     return archive
 
@@ -154,7 +157,7 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
-def one(archive: Path, work: Path, kind: str, workers: int) -> Dict[str, float]:
+def one(archive: Path, work: Path, kind: str, workers: int, rows: int) -> Dict[str, float]:
     """Import, clean and rerun the release in format ``kind`` ("wav", "sdb-opus", "sdb-wav")."""
     root = work / kind
     data = root / "data"
@@ -172,22 +175,19 @@ def one(archive: Path, work: Path, kind: str, workers: int) -> Dict[str, float]:
     _, imported, import_cpu = measured(run + ["--to", "import"])
     load = (load + os.getloadavg()[0]) / 2
     record = json.loads((data / "runs/fr/state/import.json").read_text())
-    rows = sum(record["counts"]["common_voice"].values())
     dataset = data / "imported" / "fr" / "common_voice"
-    hours = sum(json.loads((dataset / "manifest.json").read_text())["hours"].values())
+    hours = max(sum(json.loads((dataset / "manifest.json").read_text())["hours"].values()), 1e-9)
     import_bytes = du(dataset)
     clean_seconds, cleaned, _ = measured(run + ["--to", "clean"])
-    start = time.perf_counter()
-    subprocess.run(run + ["--to", "clean"], check=True, env=clean_env(), stderr=subprocess.DEVNULL)
-    noop = time.perf_counter() - start
+    noop, _, noop_cpu = measured(run + ["--to", "clean"])
     clean_bytes = du(data / "runs" / "fr" / "clean")
     shutil.rmtree(str(root))
     leader_ms = 1000 * imported.leader_cpu / rows
     return {"rows": rows, "seconds": record["seconds"], "clips_s": rows / record["seconds"], "load": load,
             "leader_ms": leader_ms, "workers_ms": 1000 * import_cpu / rows - leader_ms, "clean_seconds": clean_seconds,
             "import_rss": imported.rss, "import_pss": imported.pss, "clean_rss": cleaned.rss,
-            "clean_pss": cleaned.pss, "noop": noop, "hours": hours, "import_per_hour": import_bytes / hours,
-            "all_per_hour": (import_bytes + clean_bytes) / hours}
+            "clean_pss": cleaned.pss, "noop": noop, "noop_cpu": noop_cpu, "hours": hours,
+            "import_per_hour": import_bytes / hours, "all_per_hour": (import_bytes + clean_bytes) / hours}
 
 
 def best(found: Dict[str, float], cores: int) -> float:
@@ -201,6 +201,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,200000", help="clips per release, comma-separated")
     parser.add_argument("--formats", default="wav,sdb-opus,sdb-wav", help="wav, sdb-opus, sdb-wav")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--duplicates", action="store_true",
+                        help="releases whose train.tsv names one clip N times (the import once took 913 MB for a "
+                             "million, clean 148 s): the figures per clip are then per row")
     parser.add_argument("--dir", type=Path, default=None, help="where to work (default: the temporary directory)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dstrain-scale-", dir=None if args.dir is None else str(args.dir)))
@@ -210,15 +213,16 @@ def main() -> None:
         results = {}
         for n in (int(size) for size in args.sizes.split(",")):
             started = time.perf_counter()
-            archive = release(n, spoken, work)
+            archive = release(n, spoken, work, args.duplicates)
             print(f"\nN = {n}: release built in {time.perf_counter() - started:.0f} s "
                   f"({archive.stat().st_size / MB:.0f} MB)", flush=True)
             for kind in kinds:
-                results[(n, kind)] = found = one(archive, work, kind, args.workers)
+                results[(n, kind)] = found = one(archive, work, kind, args.workers, n)
                 print(f"  {kind:9} import {found['seconds']:7.1f} s {found['clips_s']:7.1f} clips/s "
                       f"(load {found['load']:.1f}); peak import {found['import_rss'] / MB:5.0f} MB RSS "
                       f"{found['import_pss'] / MB:5.0f} MB PSS, clean {found['clean_rss'] / MB:5.0f} MB RSS "
-                      f"{found['clean_pss'] / MB:5.0f} MB PSS; no-op rerun {found['noop']:.2f} s; "
+                      f"{found['clean_pss'] / MB:5.0f} MB PSS; no-op rerun {found['noop']:.2f} s "
+                      f"({found['noop_cpu']:.2f} s of CPU); "
                       f"{found['import_per_hour'] / MB:6.1f} MB/h imported, {found['all_per_hour'] / MB:6.1f} MB/h "
                       "with clean's sets", flush=True)
                 print(f"  {'':9} import CPU per clip: dstrain {found['leader_ms']:.2f} ms, its workers "
