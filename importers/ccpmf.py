@@ -22,10 +22,11 @@ the split is by day (kit/split.py).
 import os
 import re
 import shutil
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import ParseError, parse
 from pydantic import Field, field_validator
 from tqdm import tqdm
 
@@ -39,11 +40,14 @@ from dstrain.importers.kit.spoken_numbers import spell_numbers, supported
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.deepspeech_csv import Reject
 from dstrain.pipeline.formats.recordings import Recording, Segment, cut_all
-from dstrain.pipeline.paths import ImportedDataset, verified_record
+from dstrain.pipeline.paths import ImportedDataset, folded, verified_record
 from dstrain.pipeline.sources.archive import extract
 from dstrain.pipeline.sources.fetch import adopt, fetch
 
 _DATE = re.compile(r"^[0-9]{8}$")
+#: Far more than the transcript of a day of sessions (the real ones are under 1 MB): a larger XML, inflated from
+#: a small zip, is not parsed into memory.
+MAX_XML_BYTES = 64 << 20
 
 
 class Params(SpeakerSplit):
@@ -103,6 +107,11 @@ class Ccpmf(Corpus):
         rejects: List[Reject] = [Reject(split_for(m), _name(m), "no_transcript", "no XML of the same date")
                                  for m in unpaired]
         candidates, recordings, seen = [], [], {}
+        # Clip names, and the recording's decoded copy, start with the transcript's name: two names that differ
+        # only in case would share those files where case is ignored.
+        stems: Dict[str, List[str]] = {}
+        for xml, _ in pairs:
+            stems.setdefault(folded(xml.stem), []).append(_name(xml))
         for xml, mp3 in pairs:
             split, where = split_for(xml), _name(xml)
             if mp3 is None:
@@ -113,6 +122,11 @@ class Ccpmf(Corpus):
                                       "a transcript of the same name is at " + seen[xml.stem]))
                 continue
             seen[xml.stem] = where
+            clashing = [other for other in stems[folded(xml.stem)] if other.split("/")[-1] != xml.name]
+            if clashing:
+                rejects.append(Reject(split, where, "name_clash", f"its name and {', '.join(clashing)}'s differ "
+                                      "only in case: where case is ignored their clips would be one file"))
+                continue
             pieces = []
             for run in segments(_rows(xml, where, split, rejects), params.max_duration, params.max_gap):
                 start, end = run[0].start, max(row.end for row in run)
@@ -250,10 +264,20 @@ class Row(NamedTuple):
 
 def _rows(xml: Path, where: str, split: str, rejects: List[Reject]) -> List[Optional[Row]]:
     """The XML's rows in order; None stands for an unreadable row, whose reject is recorded."""
+    size = xml.stat().st_size
+    if size > MAX_XML_BYTES:
+        rejects.append(Reject(split, where, "too_large", f"{size} bytes; no transcript is over {MAX_XML_BYTES} bytes"))
+        return []
     try:
-        root = ElementTree.parse(str(xml)).getroot()
-    except ElementTree.ParseError as exc:
+        # defusedxml: entities are refused, so a few kB that expand to gigabytes (billion laughs) are never
+        # expanded, whatever the expat of the machine.
+        root = parse(str(xml)).getroot()
+    except ParseError as exc:
         rejects.append(Reject(split, where, "unreadable_row", f"not well-formed XML: {exc}"))
+        return []
+    except DefusedXmlException as exc:
+        rejects.append(Reject(split, where, "unreadable_row", f"declares entities, which a transcript never needs "
+                                                            f"({exc!r})"))
         return []
     rows: List[Optional[Row]] = []
     for number, element in enumerate(root.iter("row"), start=1):

@@ -14,7 +14,6 @@ extracted copy on disk.
 import contextlib
 import logging
 import re
-import shutil
 import tarfile
 import tempfile
 from pathlib import Path
@@ -27,7 +26,7 @@ from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import CorpusParams
 from dstrain.importers.kit.resplit import RULE, Recording, train_from_validated
 from dstrain.importers.kit.rows import labelled, plain_name
-from dstrain.importers.kit.tsv import read_tsv
+from dstrain.importers.kit.tsv import copy_table, read_tsv
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.audio import read_member
 from dstrain.pipeline.formats.deepspeech_csv import Reject
@@ -102,7 +101,7 @@ class CommonVoice(Corpus):
 
         def candidates() -> Iterator[Candidate]:
             with _read_tsvs(job.archive, params.locale, ("dev", "test", "validated", "train") if validated
-                            else SPLITS, params.release) as tables:
+                            else SPLITS, params.release, job.out.dir) as tables:
                 yield from _labelled_rows(tables, validated, job.normalize, params.max_repeats, rejects, facts)
 
         return Found(candidates(), rejects, _members(job.archive, params.locale, params.max_duration), facts)
@@ -111,8 +110,9 @@ class CommonVoice(Corpus):
 CORPUS = CommonVoice(licence="CC0-1.0", homepage="https://commonvoice.mozilla.org/datasets",
                      published="{release}-{locale}.tar.gz", reported=("locale",),
                      # 2: the release is the archive's own; the validated split; rows naming a path are rejected
-                     # (invalid_path); bounded decoding (too_large, bad_header).
-                     version=2)
+                     # (invalid_path); bounded decoding (too_large, bad_header).  3: a WAV is named with its clip's
+                     # extension (x.mp3.wav); clashing names and clips listed twice are rejected.
+                     version=3)
 
 
 def _labelled_rows(tables: Dict[str, IO[bytes]], validated: bool, normalize, max_repeats: int,
@@ -207,7 +207,8 @@ def _resplit(tables: Dict[str, IO[bytes]], held_out: List[Recording], normalize,
 
 
 def _candidate(split: str, where: str, name: str, label: str) -> Candidate:
-    return Candidate(split, f"{where} {name}", Path(name), wav_name(name), label)
+    # The audio is the member's path in the locale's folder, as the archive is read (_members).
+    return Candidate(split, f"{where} {name}", Path("clips", name), wav_name(name), label)
 
 
 def _files(archive: Path, desc: str) -> Iterator[Tuple[Tuple[str, ...], Callable]]:
@@ -222,13 +223,17 @@ def _files(archive: Path, desc: str) -> Iterator[Tuple[Tuple[str, ...], Callable
 #: A TSV up to this size is kept in memory; a larger one (train.tsv or validated.tsv of a big release) spills to a
 #: temp file: the import's memory must not grow with the release, and the workers forked later inherit it.
 _TSV_IN_MEMORY = 1 << 20
+#: More than any table of a release (English's validated.tsv is under 1 GB).
+_TSV_LIMIT = 4 << 30
 
 
 @contextlib.contextmanager
-def _read_tsvs(archive: Path, locale: str, tables: Iterable[str], release: Optional[str]
+def _read_tsvs(archive: Path, locale: str, tables: Iterable[str], release: Optional[str], scratch: Path
                ) -> Iterator[Dict[str, IO[bytes]]]:
     """The locale's TSVs named in ``tables``, copied out in the archive's one pass, which stops as soon as it has
-    them.  The copies are spooled to a temporary file when large: never held whole in memory, whatever their size."""
+    them.  The copies are spooled, when large, to a nameless file in ``scratch`` (the dataset's folder, under
+    the data root, not a /tmp that may be small), and bounded as they are made: each line longer than any row
+    is cut short (read_tsv still finds it too long), and a table over ``_TSV_LIMIT`` is refused."""
     wanted = {table + ".tsv": table for table in tables}
     with contextlib.ExitStack() as copies:
         found: Dict[str, IO[bytes]] = {}
@@ -237,9 +242,9 @@ def _read_tsvs(archive: Path, locale: str, tables: Iterable[str], release: Optio
                 if release and parts[0] != release:
                     raise DstrainError(f"{archive.name} holds release {parts[0]}, not {release} as set for this "
                                        "dataset")
-                copy = copies.enter_context(tempfile.SpooledTemporaryFile(_TSV_IN_MEMORY))
+                copy = copies.enter_context(tempfile.SpooledTemporaryFile(_TSV_IN_MEMORY, dir=str(scratch)))
                 with open_member() as member:
-                    shutil.copyfileobj(member, copy)
+                    copy_table(member, copy, _TSV_LIMIT, f"{archive.name}: {'/'.join(parts)}")
                 found[wanted[parts[2]]] = copy
                 if len(found) == len(wanted):
                     break
@@ -259,4 +264,4 @@ def _members(archive: Path, locale: str, max_seconds: float) -> Members:
                 with open_member() as member:
                     return read_member(member, max_seconds)
 
-            yield parts[3], read
+            yield "clips/" + parts[3], read

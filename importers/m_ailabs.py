@@ -17,6 +17,7 @@ from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import SpeakerSplit
 from dstrain.importers.kit.rows import labelled, plain_name
 from dstrain.importers.kit.split import split_of
+from dstrain.importers.kit.tsv import MAX_LINE, read_lines
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.deepspeech_csv import Reject
 
@@ -38,10 +39,10 @@ class MAilabs(Corpus):
         for metadata, speaker, book in _books(extracted, job.params, job.archive):
             split = split_of(speaker, job.params.split)
             where = metadata.relative_to(extracted).as_posix()
-            for number, raw in enumerate(metadata.read_bytes().splitlines(), start=1):
-                if not raw.strip():
+            for number, raw in read_lines(metadata):
+                if raw is not None and not raw.strip():
                     continue
-                fields, problem = _fields(raw)
+                fields, problem = _fields(raw) if raw is not None else ([""], f"longer than {MAX_LINE} bytes")
                 source = f"{where}:{number} {fields[0]}"
                 if book in job.params.skip_books:
                     rejects.append(Reject(split, source, "skipped", f"book {book} is in skip_books"))

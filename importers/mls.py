@@ -19,6 +19,7 @@ from dstrain.importers.kit.assemble import Candidate
 from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import CorpusParams
 from dstrain.importers.kit.rows import labelled
+from dstrain.importers.kit.tsv import MAX_LINE, read_lines
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.audio import external_decoder
 from dstrain.pipeline.formats.deepspeech_csv import Reject
@@ -74,7 +75,11 @@ def _check_decoder(params: Params) -> None:
 def _rows(table: Path, split: str, audio: Path, suffix: str, normalize, rejects: List[Reject]):
     """The candidates of one split's transcripts.txt; the rejects go to ``rejects``."""
     candidates, seen = [], set()
-    for number, raw in enumerate(table.read_bytes().splitlines(), start=1):
+    for number, raw in read_lines(table):
+        if raw is None:
+            rejects.append(Reject(split, f"{split}/transcripts.txt:{number}", "unreadable_row",
+                                  f"longer than {MAX_LINE} bytes"))
+            continue
         if not raw.strip():
             continue
         ident, _, text = raw.partition(b"\t")

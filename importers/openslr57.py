@@ -18,6 +18,7 @@ from dstrain.importers.kit.assemble import Candidate, wav_name
 from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import CorpusParams
 from dstrain.importers.kit.rows import labelled
+from dstrain.importers.kit.tsv import MAX_LINE, read_lines
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.deepspeech_csv import Reject
 
@@ -88,9 +89,14 @@ def _rows(corpus: Path, archive: Path, rejects: List[Reject]):
     """Every transcript line, and every clip no line names, as a ``no_transcript`` reject."""
     speech = corpus / "speech"
     clips: Dict[Tuple[str, str], Path] = {}
+    #: Clip names found in two speakers' folders of one split: a transcript line cannot say which it is.
+    ambiguous: Dict[Tuple[str, str], List[str]] = {}
     for official in SPLIT_OF:
         for wav in sorted((speech / official).glob("**/*.wav")):
-            clips.setdefault((official, wav.name), wav)
+            first = clips.setdefault((official, wav.name), wav)
+            if first != wav:
+                ambiguous.setdefault((official, wav.name), [first.relative_to(corpus).as_posix()]).append(
+                    wav.relative_to(corpus).as_posix())
     rows, named = [], {}
     for name in TRANSCRIPTS:
         path = corpus / name
@@ -98,7 +104,10 @@ def _rows(corpus: Path, archive: Path, rejects: List[Reject]):
             raise DstrainError(f"{name} is missing from {archive.name}; is it the OpenSLR 57 archive?")
         official = name.split("/")[1]
         split = SPLIT_OF[official]
-        for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        for number, raw in read_lines(path):
+            if raw is None:
+                rejects.append(Reject(split, f"{name}:{number}", "unreadable_row", f"longer than {MAX_LINE} bytes"))
+                continue
             if not raw.strip():
                 continue
             ident, *rest = raw.split(None, 1)
@@ -113,6 +122,10 @@ def _rows(corpus: Path, archive: Path, rejects: List[Reject]):
             except UnicodeDecodeError as exc:
                 rejects.append(Reject(split, source, "unreadable_row",
                                       f"not valid UTF-8 ({exc.reason} at byte {exc.start})"))
+                continue
+            if key in ambiguous:
+                rejects.append(Reject(split, source, "name_clash", "more than one clip has this name: "
+                                      + ", ".join(ambiguous[key])))
                 continue
             wav = clips.get(key)
             speaker = wav.parent.relative_to(speech / official).as_posix() if wav else None

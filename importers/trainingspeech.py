@@ -15,6 +15,7 @@ import csv
 import logging
 import re
 from pathlib import Path
+from typing import Iterator, List
 
 from pydantic import Field
 
@@ -23,6 +24,7 @@ from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import SpeakerSplit
 from dstrain.importers.kit.rows import labelled, plain_name
 from dstrain.importers.kit.split import split_of
+from dstrain.importers.kit.tsv import MAX_LINE, lines
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.formats.deepspeech_csv import Reject
 
@@ -54,14 +56,14 @@ class TrainingSpeech(Corpus):
         if not table.exists():
             raise DstrainError(f"{job.archive.name} holds no data.csv at its root; is it a TrainingSpeech release?")
         candidates, rejects, unknown = [], [], set()
-        # Undecodable bytes become lone surrogates, so one bad row does not stop the others.
-        with table.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
-            reader = csv.DictReader(handle)
+        with table.open("rb") as handle:
+            too_long: List[int] = []
+            reader = csv.DictReader(_text_lines(handle, too_long))
             missing = {"path", "text"} - set(reader.fieldnames or ())
             if missing:
                 raise DstrainError(f"{job.archive.name}: data.csv has no column {sorted(missing)[0]} "
                                    f"(it has: {', '.join(reader.fieldnames or ())})")
-            for row in reader:
+            for row in _rows(reader, rejects):
                 path, text = row["path"] or "", row["text"]
                 book = _book(path)
                 if book not in NARRATORS:
@@ -76,6 +78,8 @@ class TrainingSpeech(Corpus):
                     label = labelled(split, source, text, job.normalize, rejects)
                     if label:
                         candidates.append(Candidate(split, source, extracted / path, wav_name(path), label))
+        rejects += [Reject("train", f"data.csv:{number}", "unreadable_row", f"longer than {MAX_LINE} bytes")
+                    for number in too_long]
         if unknown:
             log.warning("trainingspeech: no narrator known for %s; each is split as a narrator of its own",
                         ", ".join(sorted(unknown)))
@@ -89,6 +93,29 @@ CORPUS = TrainingSpeech(
     # The mirror DeepSpeech 0.9.3's importer downloads from.
     downloads="https://deepspeech-storage-mirror.s3.fr-par.scw.cloud/", split={"by": "narrator"},
     version=2)  # 2: split by narrator; a path that is not a plain file name is rejected (invalid_path)
+
+
+def _text_lines(handle, too_long: List[int]) -> Iterator[str]:
+    """The file's lines for the csv module, undecodable bytes as lone surrogates so that one bad row does not
+    stop the others; a line longer than any row is read past, its number noted, and given as an empty line."""
+    for number, raw in lines(handle):
+        if raw is None:
+            too_long.append(number)
+            yield "\n"
+        else:
+            yield raw.decode("utf-8", "surrogateescape") + "\n"
+
+
+def _rows(reader: csv.DictReader, rejects: List[Reject]) -> Iterator[dict]:
+    """The rows the csv module can read; one it cannot (a field over its limit, a NUL) is one rejected row."""
+    while True:
+        line = reader.line_num
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            rejects.append(Reject("train", f"data.csv:{line + 1}", "unreadable_row", str(exc)))
 
 
 def _book(path: str) -> str:

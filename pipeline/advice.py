@@ -21,6 +21,11 @@ SCAN_LIMIT = 200_000
 #: Owned-by-someone-else paths named one by one; past this, the data root itself is what to give back.
 NAMED = 5
 NEVER_SUDO = "Never run dstrain or docker compose with sudo: what it creates as root locks out every later run."
+#: What the operating system says of one file's name or place, not of the machine: a name longer than the file
+#: system allows, bytes it refuses, a part of the path that is a file.  One clip named so is one rejected row;
+#: every other error (no space, a read-only disk, no permission, an I/O error) stops the work.
+ONE_NAME = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL, errno.ENOTDIR, errno.EISDIR, errno.ELOOP,
+                      errno.EEXIST, errno.EFBIG})
 
 
 def ensure_writable(root: Path) -> None:
@@ -32,6 +37,21 @@ def ensure_writable(root: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"the data root {paths.for_the_user(root)} is not writable. "
                           + (explain(exc, root, where=root) or str(exc))) from None
+
+
+def of_one_name(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while a file was named, opened or written, is about that file's name alone."""
+    if isinstance(exc, OSError):
+        return exc.errno in ONE_NAME
+    # A NUL in a name, or a character its encoding cannot write.
+    return isinstance(exc, UnicodeError) or (isinstance(exc, ValueError) and "null" in str(exc))
+
+
+def name_refused(exc: BaseException) -> str:
+    """Why the file system refused a name, in one line without the path."""
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc} ([Errno {exc.errno}] on this file system)"
+    return str(exc)
 
 
 def failure_message(exc: BaseException, root: Optional[Path], resume_command: str) -> str:

@@ -173,7 +173,7 @@ def status(**settings):
     click.echo(f"run {ctx.config.run_name} ({ctx.language.code}), data root {ctx.paths.root}")
     click.echo("{:<10} {:<11} {:<21} {:>9}  {}".format("stage", "state", "finished", "seconds", "counts"))
     found = rows(ctx)
-    for row in found:
+    for row in found.rows:
         click.echo("{:<10} {:<11} {:<21} {:>9}  {}".format(*row))
     for line in advice(found, _resume_command().replace(" status", " run", 1)):
         click.echo(line)
@@ -250,10 +250,17 @@ def _add_commands(group: click.Group) -> None:
 _add_commands(cli)
 
 
+#: Set when a SIGTERM arrived: dstrain then exits 143, as a process it killed would, so whoever started it (an
+#: engine, a service's scheduler) can tell a stop from outside from a failure of the run's own.
+_terminated = False
+
+
 def _stop_on_sigterm() -> None:
     """docker stop, compose stop and a cancelled job send SIGTERM: stop as Ctrl-C does, so the stage under way
     stops DeepSpeech, says how to resume, and everything finished stays done."""
     def interrupt(signum, frame):
+        global _terminated
+        _terminated = True
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
@@ -277,7 +284,12 @@ def _default_sigterm_in_child() -> None:
 
 def main():
     _stop_on_sigterm()
-    cli(prog_name="dstrain")
+    try:
+        cli(prog_name="dstrain")
+    except SystemExit as exc:
+        if _terminated and exc.code not in (0, None):
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ underscore in the environment (``DSTRAIN_CLEAN__SHARED_TRANSCRIPTS``).
 """
 import dataclasses
 import logging
+import math
 import os
 import re
 import sys
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 
 from dstrain.pipeline.errors import ConfigError
 from dstrain.pipeline.language import Language, TextSource
-from dstrain.pipeline.paths import data_root_problem
+from dstrain.pipeline.paths import data_root_problem, printable
 from dstrain.pipeline.redaction import redact
 from dstrain.pipeline.registry import get_importer, get_language
 from dstrain.pipeline.settings import SOURCE_FILENAME, LmSettings, Settings
@@ -41,10 +42,35 @@ log = logging.getLogger("dstrain")
 
 
 def cores() -> int:
-    """The cores this process may use: a container or taskset may allow fewer than the machine has."""
+    """The cores this process may use: a container or taskset may allow fewer than the machine has, by the CPUs
+    it may run on or by a share of their time (`docker run --cpus`, a service's CPU limit per job)."""
+    quota = _cpu_quota()
+    return max(1, min(_affinity(), math.ceil(quota))) if quota else _affinity()
+
+
+def _affinity() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1  # pragma: no cover - not Linux
+
+
+#: Where a cgroup says how much CPU time its processes get: v2's "quota period", v1's two files.
+_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+_CFS = (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+
+
+def _cpu_quota() -> Optional[float]:
+    """CPUs' worth of time this process's cgroup may use, or None without such a limit."""
+    try:
+        if _CPU_MAX.exists():
+            quota, period = _CPU_MAX.read_text().split()[:2]
+        else:
+            quota, period = (path.read_text().strip() for path in _CFS)
+        if quota in ("max", "-1") or int(period) <= 0:
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -122,15 +148,40 @@ def unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
     return nested
 
 
+#: Larger than any settings file; a larger "config file" (a device, a log given by mistake) is not read whole.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_config_file(path) -> Dict[str, Any]:
     path = Path(path)
     try:
         with path.open("rb") as handle:
-            return flatten(tomllib.load(handle))
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES >> 20} MB: no settings file is that "
+                              "large; is it the right file?")
+        return flatten(tomllib.loads(data.decode("utf-8")))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8: a file saved as Latin-1, or not a text file at all
+        raise ConfigError(f"config file {path} is not valid UTF-8 (byte {exc.object[exc.start]:#04x} at byte "
+                          f"{exc.start}): TOML files are UTF-8; save it as UTF-8") from None
+    except RecursionError:  # arrays or tables nested thousands deep: no setting is
+        raise ConfigError(f"config file {path} nests its arrays or tables too deeply to be a settings file; "
+                          "no setting is nested more than a few levels deep") from None
+    except ValueError as exc:  # a value the parser itself refuses: an integer of thousands of digits
+        raise ConfigError(f"config file {path} holds a value that cannot be read ({_shown(str(exc).split(':')[0])})"
+                          ) from None
+    except OSError as exc:  # a folder, a file that cannot be read
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """``value`` in an error message, cut short: a value of a million characters is still one paragraph."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def read_environment(environ: Mapping[str, str]) -> Dict[str, Any]:
@@ -158,7 +209,7 @@ def _describe_errors(exc: ValidationError, sources: Mapping[str, str], values: M
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown setting {key!r} (from {where})")
         else:
-            lines.append("{}: {} (got {!r} from {})".format(key, err["msg"], values.get(key), where))
+            lines.append("{}: {} (got {} from {})".format(key, err["msg"], _shown(repr(values.get(key))), where))
     return "\n  ".join(lines)
 
 
@@ -209,6 +260,8 @@ def resolve(
         for key, value in layer.items():
             merged[key] = value
             sources[key] = _describe_source(source, key)
+    for key, value in merged.items():
+        _utf8(key, value, sources[key])
     try:
         settings = Settings(**unflatten(merged))
     except ValidationError as exc:
@@ -219,6 +272,15 @@ def resolve(
     settings = _cap_workers(settings, sources)
     return Config(settings, language, _resolve_datasets(settings, language, sources), sources,
                   _resolve_lm_sources(settings.lm, language))
+
+
+def _utf8(key: str, value: Any, source: str) -> None:
+    """Refuse a name or value with bytes that are not UTF-8 (a variable or an argument in Latin-1): it could
+    not be written into the run's config.json, nor shown."""
+    for text in [key] + (value if isinstance(value, list) else [value]):
+        if isinstance(text, str) and printable(text) != text:
+            raise ConfigError(f"{printable(key)} (from {printable(source)}): '{printable(text)}' is not valid UTF-8; "
+                              "give it in UTF-8")
 
 
 def _cap_workers(settings: Settings, sources: Dict[str, str]) -> Settings:

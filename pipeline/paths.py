@@ -1,5 +1,6 @@
 """Every path under the data root is named here, once, for writers and checkers alike."""
 import os
+import unicodedata
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -32,6 +33,8 @@ SYSTEM_DIRS = frozenset(
      "/proc", "/root", "/run", "/sbin", "/sys", "/tmp", "/usr", "/var"]
     + ["/usr/" + name for name in ("bin", "include", "lib", "lib32", "lib64", "libexec", "local", "sbin", "share",
                                    "src")]
+    + ["/usr/local/" + name for name in ("bin", "etc", "games", "include", "lib", "lib64", "libexec", "man", "sbin",
+                                         "share", "src")]
     + ["/var/" + name for name in ("backups", "cache", "lib", "local", "lock", "log", "mail", "opt", "run",
                                    "spool", "tmp")]
 )
@@ -39,12 +42,31 @@ SYSTEM_DIRS = frozenset(
 NEVER_UNDER = ("/boot", "/dev", "/etc", "/proc", "/sys")
 
 
+def real_path(path) -> Path:
+    """Where the kernel would write for ``path``: every symbolic link followed before any ``..`` is applied, as
+    the kernel does (``lnk/..``, with lnk a link to /usr/local/share, is /usr/local, not the current folder)."""
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
+
+
+def system_dir_problem(path) -> Optional[str]:
+    """Why dstrain must not write in ``path`` (a system directory, or below /etc, /proc, ...), or None."""
+    real = real_path(path)
+    if str(real) in SYSTEM_DIRS or any(Path(place) in real.parents for place in NEVER_UNDER):
+        return f"{real} is a system directory"
+    return None
+
+
 def data_root_problem(root) -> Optional[str]:
     """Why ``root`` cannot be a data root (a file, a system directory), or None when it can."""
-    # Resolved, so that a symbolic link to / or /usr, or /data/../etc, is seen for what it is.
-    real = Path(os.path.abspath(os.path.expanduser(str(root)))).resolve()
-    if str(real) in SYSTEM_DIRS or any(Path(place) in real.parents for place in NEVER_UNDER):
+    # Resolved first, so that a symbolic link to / or /usr, lnk/.. or /data/../etc is seen for what it is.
+    real = real_path(root)
+    if system_dir_problem(real):
         return f"{real} is a system directory; a data root needs a folder of its own, such as ~/dstrain-data"
+    for link in _written_links(real):
+        target = real_path(link)
+        if system_dir_problem(target):
+            return (f"{link} is a link to {target}, a system directory, and dstrain writes in it; make it a folder "
+                    "of the data root (rm it, then run again)")
     for path in (real, *real.parents):
         if path.exists():
             if path.is_dir():
@@ -52,6 +74,32 @@ def data_root_problem(root) -> Optional[str]:
             return f"{real} is a file, not a directory" if path == real else \
                 f"{path} is a file, so it cannot hold the directory {real}"
     return None
+
+
+#: The folders of a data root that dstrain writes in, down to a run's own (logs, state, lm, ...) and a dataset's.
+_WRITTEN = ("*", "runs/*", "runs/*/*", IMPORTED + "/*", IMPORTED + "/*/*")
+
+
+def _written_links(real: Path):
+    """The symbolic links among the folders of the data root ``real`` that dstrain writes in: where one leads
+    is where the kernel writes."""
+    for pattern in _WRITTEN:
+        for path in sorted(real.glob(pattern)):
+            if path.is_symlink():
+                yield path
+
+
+def folded(name: str) -> str:
+    """A file name as a file system that ignores case and Unicode normalisation sees it: names that fold
+    alike (``X.mp3`` and ``x.mp3``) are one file on macOS's and Windows' disks, a Docker Desktop bind mount or
+    a network share, so two inputs whose outputs fold alike would end up in one file."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
+def printable(name: str) -> str:
+    """``name`` as UTF-8 can write it (in a CSV, a record): a byte of another encoding in a file name, which
+    Python holds as a lone surrogate, is shown as ``\\udcXX``."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def for_the_user(path: Path) -> str:
@@ -115,8 +163,17 @@ class DataRoot:
     def config_file(self) -> Path:
         return self.run / "config.json"
 
+    @property
+    def temporary(self) -> Path:
+        """The TMPDIR of the programs a run starts (pipeline/processes.py), emptied when a run starts."""
+        return self.run / "tmp"
+
     def record(self, stage: str) -> Path:
         return self.run / "state" / (stage + ".json")
+
+    def failure(self, stage: str) -> Path:
+        """Why ``stage`` last failed, and the command that resumes; removed when the stage finishes."""
+        return self.run / "state" / (stage + ".failed.json")
 
     def log(self, stage: str) -> Path:
         return self.run / "logs" / (stage + ".log")

@@ -12,18 +12,22 @@ one process keep their logs apart.  The CLI is a thin layer over it.
 import contextlib
 import contextvars
 import logging
+import shutil
+import sys
 import time
 import traceback
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Sequence
 
-from dstrain.pipeline import __version__, locks
+from dstrain.pipeline import __version__, locks, processes
 from dstrain.pipeline.atomic import read_json, remove_leftovers, write_json
 from dstrain.pipeline.config import Config
 from dstrain.pipeline.digests import digest
 from dstrain.pipeline.errors import ConfigError, DstrainError
-from dstrain.pipeline.redaction import RedactingFormatter
+from dstrain.pipeline.redaction import RedactingFormatter, redact
+from dstrain.pipeline.run_state import RunRecords
+from dstrain.pipeline.sources import archive, egress
 from dstrain.pipeline.stage import Context, Stage
 from dstrain.pipeline.stages import STAGES
 from dstrain.pipeline.stages.check import preflight, without_check_stage
@@ -42,19 +46,8 @@ def fingerprint(stage: Stage, ctx: Context) -> str:
 
 
 def stage_states(stages: Sequence[Stage], ctx: Context) -> Dict[str, str]:
-    """'done', 'stale' or 'pending' for every stage, in order."""
-    states: Dict[str, str] = {}
-    for stage in stages:
-        record = ctx.record(stage.name)
-        if record is None:
-            states[stage.name] = "pending"
-        elif any(states[up] != "done" for up in stage.after) or record.get("fingerprint") != fingerprint(
-            stage, ctx
-        ):
-            states[stage.name] = "stale"
-        else:
-            states[stage.name] = "done"
-    return states
+    """'done', 'stale' or 'pending' for every stage, in order: its record against what it would compute now."""
+    return RunRecords(ctx.paths).states(stages, lambda stage: fingerprint(stage, ctx))
 
 
 def select(
@@ -122,10 +115,11 @@ def _run_one(stage: Stage, ctx: Context, resume_command: str) -> None:
             if not isinstance(exc, (DstrainError, KeyboardInterrupt)):
                 log.debug("%s", traceback.format_exc())
             cause = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or type(exc).__name__
-            # Last in the stage log, so whoever reads it (a person, the service) finds why it stopped; to that
-            # file alone, as the console gets the whole story from StageFailed.
+            # Last in the stage log, so a person reading it finds why it stopped; to that file alone, as the
+            # console gets the whole story from StageFailed.
             stage_log.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "✗ %-9s failed: %s",
                                             (stage.name, cause), None))
+            _record_failure(ctx, stage.name, cause, resume_command)
             raise StageFailed(stage.name, cause, str(log_path), resume_command) from exc
     finished = time.time()
     write_json(
@@ -142,14 +136,42 @@ def _run_one(stage: Stage, ctx: Context, resume_command: str) -> None:
             "dstrain_version": __version__,
         },
     )
+    ctx.paths.failure(stage.name).unlink(missing_ok=True)
     log.info("✓ %-9s done in %.1fs", stage.name, finished - started)
+
+
+def _record_failure(ctx: Context, stage: str, cause: str, resume_command: str) -> None:
+    """Why the stage stopped, for whoever asks later (`dstrain status`, the service): run_state.py reads it."""
+    now = time.time()
+    try:
+        write_json(ctx.paths.failure(stage), {"stage": stage, "cause": redact(cause), "resume": redact(resume_command),
+                                              "failed": _iso(now), "time": now, "dstrain_version": __version__})
+    except OSError as exc:  # a full or read-only disk: the failure itself is what the user must hear about
+        log.debug("the failure of stage %s could not be recorded: %s", stage, exc)
+
+
+class _StageLog(logging.FileHandler):
+    """A stage's log file that, when the disk under it is full (or gone), loses the lines instead of printing
+    logging's own traceback for each: the run says what happened itself (advice.py), and those tracebacks
+    would bury it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handleError(record)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the lines still buffered: raised here, it would replace the error the stage raised
+            pass
 
 
 @contextlib.contextmanager
 def _stage_log(path):
     """Everything the current run logs while the stage runs goes to the stage's file, and nothing of another run."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(str(path), encoding="utf-8")
+    handler = _StageLog(str(path), encoding="utf-8")
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
     run = _current_run.get()
     handler.addFilter(lambda record: _current_run.get() is run)
@@ -180,11 +202,20 @@ def start_run(config: Config, start: Optional[str] = None, stop: Optional[str] =
     token = _current_run.set(object())
     try:
         preflight(ctx)
-        with locks.waiting(wait), locks.hold(ctx.paths.run, f"run {config.run_name} ({ctx.paths.run})"):
+        with locks.waiting(wait), locks.hold(ctx.paths.run, f"run {config.run_name} ({ctx.paths.run})"), \
+                _walls(config):
             _under_lock(ctx, config, selected, force, resume_command)
     finally:
         _current_run.reset(token)
     return ctx
+
+
+def _walls(config: Config):
+    """What the run may reach and unpack: its network policy and the bound on an archive's expansion."""
+    walls = contextlib.ExitStack()
+    walls.enter_context(egress.enforced(egress.Policy.of(config.settings.network)))
+    walls.enter_context(archive.bounded(config.settings.archives.max_expanded_bytes))
+    return walls
 
 
 def _under_lock(ctx: Context, config: Config, selected, force, resume_command: str) -> None:
@@ -193,9 +224,12 @@ def _under_lock(ctx: Context, config: Config, selected, force, resume_command: s
     if read_json(ctx.paths.config_file) != config.redacted():
         write_json(ctx.paths.config_file, config.redacted())
     log.info("run %s: language %s, data root %s", config.run_name, config.language.code, ctx.paths.root)
-    # Under the lock: the smoke training writes in the run directory.
-    without_check_stage(ctx)
-    run_stages(STAGES, ctx, selected, force, resume_command)
+    # What the programs of a killed run left in their TMPDIR: no one else uses it while the lock is held.
+    shutil.rmtree(str(ctx.paths.temporary), ignore_errors=True)
+    with processes.temporary_files_in(ctx.paths.temporary):
+        # Under the lock: the smoke training writes in the run directory.
+        without_check_stage(ctx)
+        run_stages(STAGES, ctx, selected, force, resume_command)
 
 
 def check_run(config: Config, smoke: bool = False, stop: Optional[str] = None,
@@ -211,6 +245,7 @@ def check_run(config: Config, smoke: bool = False, stop: Optional[str] = None,
                 # The smoke training writes in the run directory; a run holding it is not waited for.
                 held.enter_context(locks.waiting(False))
                 held.enter_context(locks.hold(ctx.paths.run, f"run {config.run_name} ({ctx.paths.run})"))
+                held.enter_context(processes.temporary_files_in(ctx.paths.temporary))
             run_stages(STAGES, ctx, select(STAGES, only="check"), (), resume_command)
     finally:
         _current_run.reset(token)

@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 
 from dstrain.pipeline.atomic import write_text
 from dstrain.pipeline.errors import ConfigError
+from dstrain.pipeline.paths import system_dir_problem
 from dstrain.pipeline.registry import available_languages, builtin_languages_dir
 
 TEMPLATE = Template('''\
@@ -105,6 +106,10 @@ def new_language(code: str, name: Optional[str], locale: Optional[str], letters:
     locale = locale or code
     builtin = Path(builtin_languages_dir())
     directory = Path(directory or builtin)
+    refused = system_dir_problem(directory) if directory != builtin else None
+    if refused:
+        raise ConfigError(f"--dir {directory}: {refused}; write the language in a folder of your own, such as "
+                          "~/dstrain-languages")
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"--dir {directory}: that is a file, not a folder")
     target = directory / (code + ".py")

@@ -11,6 +11,8 @@ from typing import Any, Dict, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dstrain.pipeline.sources.egress import parse_exception
+
 
 def _listed(value, separators: str):
     """A list given as one string (from the environment or a flag) split at ``separators``; lists pass as they are."""
@@ -210,6 +212,38 @@ class ExportSettings(_Section):
         return formats
 
 
+class NetworkSettings(_Section):
+    """Where downloads may connect (sources/egress.py): every address, unless block_private is on."""
+
+    block_private: bool = Field(
+        False, description="refuse loopback, link-local, private and other non-public addresses, checked when "
+                           "each connection is made (after DNS and after every redirect); `dstrain serve` turns "
+                           "it on for its jobs")
+    allow: Tuple[str, ...] = Field(
+        (), description="exceptions to block_private: a host name, host:port, an address or a network "
+                        "(mirror.internal:8080, 10.1.2.3, 10.8.0.0/16)")
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _split_allow(cls, value):
+        return _listed(value, r"[\s,]+")
+
+    @field_validator("allow")
+    @classmethod
+    def _check_allow(cls, allow):
+        for entry in allow:
+            parse_exception(entry)  # its ValueError says what is wrong with it
+        return allow
+
+
+class ArchiveSettings(_Section):
+    """How far a source archive may expand when it is read (sources/archive.py)."""
+
+    max_expanded_bytes: Optional[int] = Field(
+        None, ge=1, description="the most bytes one reading of an archive may decompress (an extraction, or a "
+                                "pass over it); past it the import stops with that cause. None: no bound")
+
+
 class Settings(_Section):
     language: str = Field("fr", description="language code, see `dstrain languages`")
     language_dirs: Tuple[Path, ...] = Field(
@@ -231,6 +265,8 @@ class Settings(_Section):
     optimize: OptimizeSettings = OptimizeSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
     export: ExportSettings = ExportSettings()
+    network: NetworkSettings = NetworkSettings()
+    archives: ArchiveSettings = ArchiveSettings()
     dataset: Dict[str, Dict[str, Any]] = Field(
         default_factory=dict, description="per-dataset importer parameters, e.g. dataset.common_voice.url"
     )

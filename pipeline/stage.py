@@ -5,9 +5,9 @@ Stages import this module, never the runner nor each other; their fingerprints a
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
 
-from dstrain.pipeline.atomic import read_json
 from dstrain.pipeline.config import Config
 from dstrain.pipeline.paths import DataRoot
+from dstrain.pipeline.run_state import RunRecords
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Context:
         return self.config.language
 
     def record(self, stage: str) -> Optional[Dict[str, Any]]:
-        return read_json(self.paths.record(stage))
+        return RunRecords(self.paths).record(stage)
 
     def step_done(self, stage: str, record: Optional[Dict[str, Any]], fingerprint: str) -> bool:
         """Whether a part of ``stage`` with its own record (a dataset, an LM step) is done: --force redoes it."""

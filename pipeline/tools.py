@@ -1,4 +1,5 @@
-"""External programs (KenLM, DeepSpeech's native tools): finding them, and running them into the stage log."""
+"""External programs (KenLM, DeepSpeech's native tools): finding them, and running them into the stage log,
+stopped with dstrain (processes.py)."""
 import logging
 import os
 import shlex
@@ -8,6 +9,7 @@ from collections import deque
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from dstrain.pipeline import processes
 from dstrain.pipeline.errors import ConfigError, StageError
 
 log = logging.getLogger("dstrain")
@@ -41,7 +43,7 @@ def run_tool(command: Sequence[str], stdin: Optional[Path] = None) -> List[str]:
     log.info("$ %s", shlex.join(command))
     tail: deque = deque(maxlen=TAIL_LINES)
     with open(str(stdin), "rb") if stdin else open(os.devnull, "rb") as feed:
-        with subprocess.Popen(command, stdin=feed, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        with processes.started(command, stdin=feed, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
             for raw in proc.stdout:
                 line = raw.decode("utf-8", "replace").rstrip()
                 if line:

@@ -1,27 +1,35 @@
 """The HTTP API: jobs, their progress and logs, health and metrics (files.py: uploads and artifacts).
 
 Every route under /v1 needs ``Authorization: Bearer <token>``; a tenant sees only its own jobs and files,
-and another tenant's job is as absent as one that never existed (404).  The OpenAPI description is served
-at /openapi.json and read at /docs.
+and another tenant's job is as absent as one that never existed (404).  /metrics needs the host's own token.
+The OpenAPI description is served at /openapi.json and read at /docs, whose Swagger UI is served by the
+service itself (fastapi-offline), not from a CDN.
 """
 import asyncio
 import contextlib
+import hmac
 import logging
+import os
+import sqlite3
 from typing import Any, Dict, List, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from dstrain.pipeline import __version__
-from dstrain.service import jobspec, runs
+from dstrain.service import jobspec, runs, tenantfs
 from dstrain.service.auth import Service, own_job, service, tenant_id
-from dstrain.service.files import artifacts, sources
+from dstrain.service.files import artifacts, refuse_over_quota, sources, tenant_tree
+from dstrain.service.health import cannot_write, disk_full, free_bytes
 from dstrain.service.layout import Layout, PathRefused
 from dstrain.service.metrics import registry_for
 from dstrain.service.options import Options
+from dstrain.service.request_limits import BodyLimit
 from dstrain.service.scheduler import Scheduler
 from dstrain.service.store import (
     CANCELLED,
@@ -35,7 +43,8 @@ from dstrain.service.store import (
     Store,
     now,
 )
-from dstrain.service.tenants import give_to_jobs, make_private_dir
+from dstrain.service.usage import Usage, of_runs
+from dstrain.service.usage import router as usage_router
 
 log = logging.getLogger("dstrain.service")
 
@@ -62,13 +71,15 @@ class JobView(BaseModel):
     cancel_requested: bool
     exit_code: Optional[int]
     transitions: Optional[List[Transition]] = None
+    #: What its runs used, by the engine's count (usage.py); in the one job's view.
+    usage: Optional[Usage] = None
 
     @classmethod
-    def of(cls, job: Job, transitions=None) -> "JobView":
+    def of(cls, job: Job, transitions=None, usage=None) -> "JobView":
         return cls(id=job.id, state=job.state, language=job.language, datasets=job.datasets,
                    overrides=job.overrides, to=job.stop_after, attempt=job.attempt, created=job.created,
                    updated=job.updated, cause=job.cause, cancel_requested=job.cancel_requested is not None,
-                   exit_code=job.exit_code, transitions=transitions)
+                   exit_code=job.exit_code, transitions=transitions, usage=usage)
 
 
 class Progress(BaseModel):
@@ -91,23 +102,35 @@ jobs = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 @jobs.post("", status_code=201, response_model=JobView,
            responses={200: {"description": "the job this Idempotency-Key made before"},
-                      422: {"description": "a bad setting, language, dataset or stage, named"}})
+                      413: {"description": "a request body over the service's limit"},
+                      422: {"description": "a bad setting, language, dataset or stage, a setting over the host's "
+                                           "ceiling, or a URL jobs may not reach, named"},
+                      429: {"description": "you have as many jobs waiting as the service lets one tenant have"},
+                      507: {"description": "the service's disk is full"}})
 def submit(body: jobspec.JobRequest, response: Response, tenant: str = Depends(tenant_id),
            svc: Service = Depends(service),
            idempotency_key: Optional[str] = Header(None, max_length=200,
                                                    description="a retried submit with it returns the same job")):
     """Queue a job: a language, its datasets, and settings checked as `dstrain run` checks them."""
     try:
-        flat = jobspec.validate(body)
+        flat = jobspec.validate(body, svc.options.rules)
     except jobspec.Invalid as exc:
         raise RequestValidationError(exc.errors) from None
 
+    refuse_over_quota(svc, tenant)
+
     def write_settings(job_id: str) -> None:
-        directory = svc.layout.job_dir(tenant, job_id)
-        make_private_dir(directory, svc.options.job_uid_gid)
-        path = svc.layout.job_settings(tenant, job_id)
-        path.write_text(jobspec.settings_toml(flat), encoding="utf-8")
-        give_to_jobs(path, svc.options.job_uid_gid)
+        _room_in_queue(svc, tenant)  # in the store's transaction: two submits at once cannot both pass the cap
+        with tenant_tree(svc, tenant) as tree:
+            directory = tree.make_dirs(svc.layout.relative(tenant, svc.layout.job_dir(tenant, job_id)),
+                                       svc.owner(tenant))
+            try:
+                with tenantfs.NewFile(directory, svc.layout.job_settings(tenant, job_id).name, svc.owner(tenant),
+                                      prefix=".settings-") as settings:
+                    settings.write(jobspec.settings_toml(flat).encode("utf-8"))
+                    settings.publish()
+            finally:
+                os.close(directory)
 
     try:
         job, created = svc.store.submit(tenant, body.language, body.datasets, flat, body.to, idempotency_key,
@@ -123,6 +146,13 @@ def submit(body: jobspec.JobRequest, response: Response, tenant: str = Depends(t
     return JobView.of(job)
 
 
+def _room_in_queue(svc: Service, tenant: str) -> None:
+    cap = svc.options.tenant_queue
+    if len(svc.store.jobs(tenant, [QUEUED])) >= cap:
+        raise HTTPException(429, f"you have {cap} jobs waiting in the queue, as many as this service lets one "
+                                 "tenant have (--tenant-queue); submit again once some have started, or cancel some")
+
+
 @jobs.get("", response_model=List[JobView])
 def list_jobs(state: Optional[str] = Query(None, pattern="^(" + "|".join(STATES) + ")$"),
               tenant: str = Depends(tenant_id), svc: Service = Depends(service)):
@@ -132,8 +162,8 @@ def list_jobs(state: Optional[str] = Query(None, pattern="^(" + "|".join(STATES)
 
 @jobs.get("/{job_id}", response_model=JobView)
 def get_job(job: Job = Depends(own_job), svc: Service = Depends(service)):
-    """The job, and every change of its state with when and why."""
-    return JobView.of(job, svc.store.transitions(job.id))
+    """The job, every change of its state with when and why, and what its runs used."""
+    return JobView.of(job, svc.store.transitions(job.id), of_runs(svc.scheduler.ledger.of_job(job.id)))
 
 
 @jobs.post("/{job_id}/cancel", status_code=202, response_model=JobView)
@@ -151,8 +181,10 @@ def cancel(job: Job = Depends(own_job), svc: Service = Depends(service)):
 def resume(body: Optional[jobspec.ResumeRequest] = None, job: Job = Depends(own_job),
            svc: Service = Depends(service)):
     """Queue a failed or cancelled job again: a new container on the same run, from its last checkpoint."""
+    refuse_over_quota(svc, job.tenant)
     if body and body.mdc_api_key:
         svc.scheduler.keep_secrets(job.id, {"MDC_API_KEY": body.mdc_api_key})
+    _room_in_queue(svc, job.tenant)
     if not svc.store.move(job.id, [FAILED, CANCELLED], QUEUED, "resumed by the tenant", cancel_requested=None,
                           cause=None):
         raise HTTPException(409, f"job {job.id} is {svc.store.job(job.id).state}: only a failed or cancelled job "
@@ -190,18 +222,43 @@ async def job_log(follow: bool = Query(False, description="keep streaming until 
 health = APIRouter(tags=["health"])
 
 
-@health.get("/healthz")
+@health.get("/healthz", responses={503: {"description": "the service cannot write its store or its files"}})
 def healthz(svc: Service = Depends(service)):
-    """Whether the service answers and its store reads; `engine` says whether the container engine does."""
+    """Whether the service answers, and can read and write its store and files (503 with the reason when not);
+    `engine` says whether the container engine answers; `disk_free` is the bytes left where the store is."""
     svc.store.counts()
-    return {"status": "ok", "version": __version__, "engine": svc.scheduler.launcher.available()}
+    problem = cannot_write(svc.layout, svc.scheduler.ledger)
+    body = {"status": "degraded" if problem else "ok", "version": __version__,
+            "engine": svc.scheduler.launcher.available(), "disk_free": free_bytes(svc.layout)}
+    if problem:
+        body["problem"] = problem
+    return JSONResponse(body, status_code=503 if problem else 200)
 
 
-@health.get("/metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
+_host_token = HTTPBearer(auto_error=False, description="the host's metrics token (--metrics-token-file)")
+
+
+def _metrics_reader(creds: Optional[HTTPAuthorizationCredentials] = Depends(_host_token),
+                    svc: Service = Depends(service)) -> None:
+    token = svc.options.metrics_token
+    if token is None:
+        raise HTTPException(404, "metrics are off: the host turns them on with --metrics-token-file")
+    if creds is None or not hmac.compare_digest(creds.credentials.encode(), token.encode()):
+        raise HTTPException(401, "the host's metrics token is needed: Authorization: Bearer <token>",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+@health.get("/metrics", response_class=Response, dependencies=[Depends(_metrics_reader)],
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"},
+                       401: {"description": "without the host's metrics token"},
+                       404: {"description": "metrics are off (no --metrics-token-file)"}})
 def metrics(request: Request):
-    """Jobs per state and slots in use, in Prometheus' text format."""
+    """Jobs per state, slots in use, and each tenant's jobs and usage by its id, in Prometheus' text format.
+    For the host's monitoring: it needs the host's metrics token, not a tenant's."""
     return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
+
+
+_FULL = "the service's disk is full: nothing of this request was kept; try again later"
 
 
 def create_app(store: Store, layout: Layout, options: Options, scheduler: Scheduler) -> FastAPI:
@@ -212,13 +269,29 @@ def create_app(store: Store, layout: Layout, options: Options, scheduler: Schedu
         yield
         scheduler.close()  # the runs go on without the service
 
-    app = FastAPI(title="dstrain", version=__version__, lifespan=lifespan,
-                  description="Training DeepSpeech models as a service: upload data, submit jobs, watch them, "
-                              "download the packaged model.  docs/service.md walks through it.")
+    app: FastAPI = FastAPIOffline(
+        title="dstrain", version=__version__, lifespan=lifespan, redoc_url=None,
+        description="Training DeepSpeech models as a service: upload data, submit jobs, watch them, download the "
+                    "packaged model.  docs/service.md walks through it.")
     app.state.service = Service(store, layout, options, scheduler)
-    app.state.metrics = registry_for(store, options)
-    for router in (jobs, sources, artifacts, health):
+    app.state.metrics = registry_for(store, options, scheduler.ledger, scheduler.disk)
+    for router in (jobs, sources, artifacts, usage_router, health):
         app.include_router(router)
+    app.add_middleware(BodyLimit, limit=options.max_request)
+
+    @app.exception_handler(OSError)
+    def os_error(request: Request, exc: OSError):
+        if disk_full(exc):
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+            return JSONResponse({"detail": _FULL}, status_code=507)
+        raise exc
+
+    @app.exception_handler(sqlite3.OperationalError)
+    def store_error(request: Request, exc: sqlite3.OperationalError):
+        log.error("%s %s: the store: %s", request.method, request.url.path, exc)
+        if disk_full(exc):
+            return JSONResponse({"detail": _FULL}, status_code=507)
+        return JSONResponse({"detail": "the service's store cannot be used now; try again later"}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     def invalid(request: Request, exc: RequestValidationError):
@@ -229,5 +302,10 @@ def create_app(store: Store, layout: Layout, options: Options, scheduler: Schedu
     @app.exception_handler(PathRefused)
     def refused(request: Request, exc: PathRefused):
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(tenantfs.Refused)
+    def not_followed(request: Request, exc: tenantfs.Refused):
+        # Something in the tenant's own directory (its job's doing) that the service will not follow or replace.
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     return app

@@ -1,9 +1,10 @@
 """Who is asking: the bearer token's tenant, and the jobs that tenant may see.
 
-A missing or bad token is a 401.  Another tenant's job is a 404, the same as a job that never existed, so
+A missing or bad token is a 401, and so is a disabled tenant's, from the request after the host disabled it:
+the store is read at each request.  Another tenant's job is a 404, the same as a job that never existed, so
 an id tells nothing about anyone else.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -12,7 +13,7 @@ from dstrain.service.layout import Layout
 from dstrain.service.options import Options
 from dstrain.service.scheduler import Scheduler
 from dstrain.service.store import Job, Store
-from dstrain.service.tenants import authenticate
+from dstrain.service.tenants import authenticate, owner
 
 
 class Service:
@@ -23,6 +24,10 @@ class Service:
         self.layout = layout
         self.options = options
         self.scheduler = scheduler
+
+    def owner(self, tenant_id: str) -> Optional[Tuple[int, int]]:
+        """The host uid and gid the tenant's files are given to (None: they stay the service's)."""
+        return owner(self.options, self.store.tenant(tenant_id))
 
 
 _bearer = HTTPBearer(auto_error=False, description="the token `dstrain serve tenant add NAME` printed")
@@ -38,6 +43,8 @@ def tenant_id(creds: Optional[HTTPAuthorizationCredentials] = Depends(_bearer),
     if tenant is None:
         raise HTTPException(401, "a valid bearer token is needed: Authorization: Bearer <token>",
                             headers={"WWW-Authenticate": "Bearer"})
+    if tenant.disabled:
+        raise HTTPException(401, "this tenant is disabled; ask the host", headers={"WWW-Authenticate": "Bearer"})
     return tenant.id
 
 

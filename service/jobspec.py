@@ -12,12 +12,15 @@ import re
 from typing import Any, Dict, List, Mapping, Optional
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing_extensions import Annotated
 
 from dstrain.pipeline.config import SettingClash, flatten, resolve, unflatten
-from dstrain.pipeline.errors import ConfigError
+from dstrain.pipeline.errors import ConfigError, Portable
 from dstrain.pipeline.settings import SOURCE_FILENAME, Settings
 from dstrain.pipeline.stages import STAGE_NAMES
+from dstrain.service.request_limits import MAX_LIST, overrides_problem
+from dstrain.service.rules import Rules
 
 #: Settings that name places on the host or the image's tools, or that the job itself sets: a tenant's job
 #: reads its own data and runs the image's tools, nothing else.  test_service_unit keeps this list equal to
@@ -35,6 +38,8 @@ REFUSED = {
     "lm.scorer_tool": "jobs run the image's generate_scorer_package",
     "optimize.script": "jobs run the image's lm_optimizer.py",
     "export.convert_graphdef_memmapped_format": "jobs run the image's converter",
+    "network.block_private": "the host decides where jobs may connect",
+    "network.allow": "the host decides where jobs may connect",
 }
 
 
@@ -45,17 +50,27 @@ class JobRequest(BaseModel):
 
     language: str = Field(description="language code, e.g. fr (see `dstrain languages`)",
                           pattern=r"^[A-Za-z0-9_-]{1,32}$")
-    datasets: Optional[List[str]] = Field(
-        None, description="the language's datasets to use (default: all of them)")
+    datasets: Optional[List[Annotated[str, Field(max_length=64)]]] = Field(
+        None, max_length=MAX_LIST, description="the language's datasets to use (default: all of them)")
     overrides: Dict[str, Any] = Field(
         default_factory=dict,
         description="settings, as dotted keys or nested objects, e.g. {\"train.epochs\": 5, "
                     "\"dataset.common_voice.release\": \"cv-corpus-21.0-2025-03-14\"}; the same schema as "
                     "`dstrain config`.  A dataset's `url` is downloaded by the job.")
-    to: Optional[str] = Field(None, description="stop after this stage (e.g. train); default: up to package")
+    to: Optional[str] = Field(None, max_length=32,
+                              description="stop after this stage (e.g. train); default: up to package")
     mdc_api_key: Optional[str] = Field(
-        None, description="a Mozilla Data Collective key for this job's downloads: passed to its container "
-                          "only, never stored nor shown", json_schema_extra={"writeOnly": True})
+        None, max_length=512,
+        description="a Mozilla Data Collective key for this job's downloads: passed to its container only, never "
+                    "stored nor shown", json_schema_extra={"writeOnly": True})
+
+    @field_validator("overrides")
+    @classmethod
+    def _bounded(cls, overrides):
+        problem = overrides_problem(overrides)
+        if problem:
+            raise ValueError(f"too large: {problem}")
+        return overrides
 
     def fingerprint(self) -> str:
         """What an Idempotency-Key is checked against (the secret left out)."""
@@ -66,11 +81,12 @@ class JobRequest(BaseModel):
 class ResumeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mdc_api_key: Optional[str] = Field(None, description="as for a new job: not stored, so give it again",
+    mdc_api_key: Optional[str] = Field(None, max_length=512,
+                                       description="as for a new job: not stored, so give it again",
                                        json_schema_extra={"writeOnly": True})
 
 
-class Invalid(Exception):
+class Invalid(Portable, Exception):
     """422 details, as FastAPI gives them: a list of {loc, msg, type}."""
 
     def __init__(self, errors: List[Dict[str, Any]]):
@@ -107,8 +123,9 @@ def _check_places(flat: Mapping[str, Any]) -> List[Dict[str, Any]]:
     return errors
 
 
-def validate(request: JobRequest) -> Dict[str, Any]:
-    """The request's overrides as flat dotted keys, checked exactly as `dstrain run` would check them."""
+def validate(request: JobRequest, rules: Optional[Rules] = None) -> Dict[str, Any]:
+    """The request's overrides as flat dotted keys, checked exactly as `dstrain run` would check them, then
+    against the host's ``rules``: its ceilings, and the addresses a job's downloads may name."""
     flat = flatten_set(request.overrides)
     errors = _check_places(flat)
     if request.to is not None and request.to not in STAGE_NAMES:
@@ -124,10 +141,15 @@ def validate(request: JobRequest) -> Dict[str, Any]:
     # ... then everything the pipeline checks besides: the language, its datasets and their parameters.
     flags = dict(flat, language=request.language, datasets=",".join(request.datasets or ()) or None)
     try:
-        resolve(None, environ={}, flags=flags)
+        config = resolve(None, environ={}, flags=flags)
     except ConfigError as exc:
         where = ("language",) if str(exc).startswith("unknown language") else ("overrides",)
         raise Invalid([_error(where, str(exc), "settings")]) from None
+    if rules is not None:
+        errors = [_error(("overrides", key), why, "ceiling") for key, why in rules.over_ceilings(flat, config)]
+        errors += [_error(("overrides", key), why, "egress") for key, why in rules.refused_urls(flat)]
+        if errors:
+            raise Invalid(errors)
     return flat
 
 

@@ -28,6 +28,10 @@ class JobSpec:
     devices: Tuple[str, ...] = ()
     #: Secrets for this run only (MDC_API_KEY); never stored by the service.
     environment: Dict[str, str] = field(default_factory=dict)
+    #: ``uid:gid`` the run's processes have: its tenant's own (tenants.py).
+    user: Optional[str] = None
+    #: Settings the host forces on the run, as DSTRAIN_* variables (rules.py): they beat the job's own file.
+    settings: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,15 @@ class RunState:
     exit_code: Optional[int] = None
     #: Why the engine ended it, when the engine knows (the memory limit).
     killed_because: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a run has used so far, by the engine's own count."""
+
+    cpu_seconds: Optional[float] = None
+    #: The most memory it held at once, in bytes.
+    peak_memory: Optional[int] = None
 
 
 class Launcher(abc.ABC):
@@ -70,6 +83,10 @@ class Launcher(abc.ABC):
     @abc.abstractmethod
     def remove(self, handle: str) -> None:
         """Forget an ended run, once its outcome is recorded."""
+
+    def usage(self, handle: str) -> Optional[Usage]:
+        """The run's usage so far, while it runs; None where the launcher cannot tell."""
+        return None
 
     @abc.abstractmethod
     def watch(self, on_change: Callable[[], None]) -> None:

@@ -1,6 +1,8 @@
-"""Every path under the service's root, named once, and the one way a request's path may reach a file.
+"""Every path under the service's root, named once, and what a request's path may be (tenantfs.py reaches
+the files).
 
     <root>/service.db                  the job store (SQLite, WAL)
+    <root>/audit.log                   the host's changes to tenants, one line each
     <root>/tenants/<tenant-id>/        the tenant's data root: its jobs' /data
         sources/                       its uploads, and what its jobs download
         jobs/<job-id>/dstrain.toml     the settings the job asked for, read by its container
@@ -11,7 +13,6 @@ A tenant id is random and opaque: a tenant's name is in the store only, never in
 container's name.
 """
 import os
-import stat
 from pathlib import Path, PurePosixPath
 
 from dstrain.pipeline.paths import DataRoot
@@ -31,8 +32,21 @@ class Layout:
     def db(self) -> Path:
         return self.root / "service.db"
 
+    @property
+    def tenants(self) -> Path:
+        return self.root / "tenants"
+
+    @property
+    def audit_log(self) -> Path:
+        """One line per change the host made to a tenant: added, disabled, enabled, quota, removed."""
+        return self.root / "audit.log"
+
     def tenant(self, tenant_id: str) -> Path:
-        return self.root / "tenants" / tenant_id
+        return self.tenants / tenant_id
+
+    def relative(self, tenant_id: str, path: Path) -> str:
+        """``path``, one of the tenant's, relative to its directory (as tenantfs takes it)."""
+        return str(path.relative_to(self.tenant(tenant_id)))
 
     def sources(self, tenant_id: str) -> Path:
         return self.tenant(tenant_id) / "sources"
@@ -61,22 +75,3 @@ def relative_parts(path: str) -> PurePosixPath:
     if any(part in ("", ".", "..") for part in parts):
         raise PathRefused(f"{path!r}: no '..', '.' or empty parts")
     return PurePosixPath(*parts)
-
-
-def inside(base: Path, relative: str) -> Path:
-    """``base/relative`` when it is a regular file reached without a symlink anywhere; FileNotFoundError else.
-
-    A job's container writes in its tenant's directory, so a symlink found there is refused rather than
-    followed out of it.
-    """
-    target = Path(os.path.realpath(str(base)), relative_parts(relative))
-    real = os.path.realpath(str(target))
-    if real != str(target):  # a symlink on the way
-        raise FileNotFoundError(relative)
-    try:
-        mode = os.lstat(real).st_mode
-    except OSError:
-        raise FileNotFoundError(relative) from None
-    if not stat.S_ISREG(mode):
-        raise FileNotFoundError(relative)
-    return target

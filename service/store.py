@@ -67,7 +67,40 @@ CREATE TABLE IF NOT EXISTS uploads (
     at TEXT NOT NULL,
     PRIMARY KEY (tenant, name)
 );
+-- Each run (attempt) of a job, what a host bills and what the time limit counts (ledger.py reads and writes it).
+CREATE TABLE IF NOT EXISTS runs (
+    job TEXT NOT NULL REFERENCES jobs(id),
+    attempt INTEGER NOT NULL,
+    tenant TEXT NOT NULL REFERENCES tenants(id),
+    slot TEXT NOT NULL,
+    gpus INTEGER NOT NULL,
+    started REAL NOT NULL,          -- seconds since the epoch
+    ended REAL,
+    outcome TEXT,                   -- succeeded | failed | cancelled | requeued
+    cpu_seconds REAL,               -- the engine's count, sampled while it ran
+    peak_memory INTEGER,            -- bytes, the engine's high-water mark, sampled while it ran
+    PRIMARY KEY (job, attempt)
+);
+CREATE INDEX IF NOT EXISTS runs_by_tenant ON runs (tenant, started);
+-- /healthz's write probe.
+CREATE TABLE IF NOT EXISTS probes (
+    name TEXT PRIMARY KEY,
+    at TEXT NOT NULL
+);
 """
+
+
+#: Schema changes since the first version, in order: PRAGMA user_version is how many were applied, so a
+#: service.db of an older version opens and is brought up to date.
+_MIGRATIONS = (
+    # Tenants for strangers: a uid each (NULL where the service runs jobs as its own user), a disabled
+    # mark, a disk quota of their own; jobs: why the service stopped one (its disk quota, a disabled tenant).
+    ("ALTER TABLE tenants ADD COLUMN uid INTEGER",
+     "ALTER TABLE tenants ADD COLUMN disabled TEXT",
+     "ALTER TABLE tenants ADD COLUMN quota INTEGER",
+     "CREATE UNIQUE INDEX tenants_by_uid ON tenants (uid)",
+     "ALTER TABLE jobs ADD COLUMN stop_cause TEXT"),
+)
 
 
 def now() -> str:
@@ -80,6 +113,12 @@ class Tenant:
     name: str
     token_hash: str
     created: str
+    #: The uid (and gid) its jobs run as and its files belong to; None: the service's own user's.
+    uid: Optional[int] = None
+    #: When the host disabled it (its token is refused), or None.
+    disabled: Optional[str] = None
+    #: Its own disk quota in bytes, or None for the host's (--tenant-quota).
+    quota: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +141,8 @@ class Job:
     request_hash: Optional[str]
     created: str
     updated: str
+    #: Why the service is stopping it while it runs (its tenant's disk quota, a disabled tenant), or None.
+    stop_cause: Optional[str] = None
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> "Job":
@@ -128,6 +169,15 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._tx() as db:  # one process at a time: a CLI command and the service may open it together
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for statements in _MIGRATIONS[version:]:
+                for statement in statements:
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {len(_MIGRATIONS)}")
 
     @contextlib.contextmanager
     def _tx(self):
@@ -152,7 +202,8 @@ class Store:
 
     def add_tenant(self, tenant_id: str, name: str, token_hash: str) -> None:
         with self._tx() as db:
-            db.execute("INSERT INTO tenants VALUES (?, ?, ?, ?)", (tenant_id, name, token_hash, now()))
+            db.execute("INSERT INTO tenants (id, name, token_hash, created) VALUES (?, ?, ?, ?)",
+                       (tenant_id, name, token_hash, now()))
 
     def set_token(self, name: str, token_hash: str) -> Optional[str]:
         with self._tx() as db:
@@ -171,6 +222,61 @@ class Store:
 
     def tenants(self) -> List[Tenant]:
         return [Tenant(**dict(row)) for row in self._all("SELECT * FROM tenants ORDER BY created")]
+
+    # -- tenants for strangers: uids, quotas, disable and remove ---------------------------------------
+
+    def give_uid(self, tenant_id: str, first: int, last: int) -> int:
+        """The tenant's uid: the one it has, else the lowest of first..last that no tenant has."""
+        with self._tx() as db:
+            row = db.execute("SELECT uid FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
+            if row is None:
+                raise KeyError(tenant_id)
+            if row["uid"] is not None:
+                return row["uid"]
+            taken = {r["uid"] for r in db.execute(
+                "SELECT uid FROM tenants WHERE uid BETWEEN ? AND ?", (first, last)).fetchall()}
+            uid = next((uid for uid in range(first, last + 1) if uid not in taken), None)
+            if uid is None:
+                raise ValueError(f"every uid of {first}-{last} is a tenant's: give --tenant-uids a larger range")
+            db.execute("UPDATE tenants SET uid = ? WHERE id = ?", (uid, tenant_id))
+            return uid
+
+    def set_quota(self, tenant_id: str, quota: Optional[int]) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE tenants SET quota = ? WHERE id = ?", (quota, tenant_id))
+
+    def disable_tenant(self, tenant_id: str, cause: str) -> List[str]:
+        """Mark the tenant disabled, cancel its queued jobs and ask its running ones to stop, with ``cause``,
+        in one transaction (a scheduler pass never starts one of them after); the running jobs' ids."""
+        stamp = now()
+        with self._tx() as db:
+            db.execute("UPDATE tenants SET disabled = COALESCE(disabled, ?) WHERE id = ?", (stamp, tenant_id))
+            for row in db.execute("SELECT id FROM jobs WHERE tenant = ? AND state = ?",
+                                  (tenant_id, QUEUED)).fetchall():
+                db.execute("UPDATE jobs SET state = ?, cause = ?, updated = ? WHERE id = ?",
+                           (CANCELLED, cause, stamp, row["id"]))
+                db.execute("INSERT INTO transitions (job, at, from_state, to_state, cause) VALUES (?, ?, ?, ?, ?)",
+                           (row["id"], stamp, QUEUED, CANCELLED, cause))
+            running = [row["id"] for row in db.execute(
+                "SELECT id FROM jobs WHERE tenant = ? AND state = ?", (tenant_id, RUNNING)).fetchall()]
+            db.executemany("UPDATE jobs SET cancel_requested = COALESCE(cancel_requested, ?), stop_cause = ?,"
+                           " updated = ? WHERE id = ?", [(stamp, cause, stamp, job_id) for job_id in running])
+            return running
+
+    def enable_tenant(self, tenant_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE tenants SET disabled = NULL WHERE id = ?", (tenant_id,))
+
+    def remove_tenant(self, tenant_id: str) -> None:
+        """The tenant's rows, its jobs', their transitions' and their runs' usage (its files are the caller's to
+        delete first)."""
+        with self._tx() as db:
+            jobs = "SELECT id FROM jobs WHERE tenant = ?"
+            db.execute("DELETE FROM runs WHERE tenant = ?", (tenant_id,))
+            db.execute(f"DELETE FROM transitions WHERE job IN ({jobs})", (tenant_id,))
+            db.execute("DELETE FROM jobs WHERE tenant = ?", (tenant_id,))
+            db.execute("DELETE FROM uploads WHERE tenant = ?", (tenant_id,))
+            db.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,))
 
     # -- jobs ------------------------------------------------------------------------------------------
 

@@ -10,6 +10,9 @@ from tests.commands import DSTRAIN, RELEASE, clean_env, write_config  # noqa: F4
 from tests.fixtures.common_voice import build_common_voice
 from tests.http_server import FileServer
 
+#: Fixtures of the Slurm tests (slurm, shared_dir, node_dstrain), in their own module.
+pytest_plugins = ("tests.slurm_cluster",)
+
 #: Set by tests/run.sh, which installs the real trainer and Docker engine: their tests then fail, never skip.
 REQUIRE_REAL_TOOLS = os.environ.get("REQUIRE_REAL_TOOLS") == "1"
 

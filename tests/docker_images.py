@@ -126,27 +126,25 @@ def deepspeech_source() -> Path:
     return Path(os.environ.get("DEEPSPEECH_SOURCE") or VENDORED_SOURCE)
 
 
-def standin_settings(deepspeech_url: str, uid: int = 1000, gid: int = 1000) -> dict:
-    """docker-compose.yml's variables (as .env holds them) for building on the stand-in bases, here."""
+def standin_settings(deepspeech_url: str) -> dict:
+    """docker-compose.yml's variables (as .env or the shell give them) for building on the stand-in bases, here."""
     return {
-        "UID": str(uid), "GID": str(gid),
         "BASE_IMAGE": STANDIN_IMAGE, "BUILDER_IMAGE": DEBIAN_IMAGE, "BASE_PYTHON": STANDIN_PYTHON,
         # The stand-in's own python3 is the trainer's 3.7: the pipeline gets Debian's.
         "PIPELINE_PYTHON": "/usr/bin/python3", "PIPELINE_APT": "python3 python3-venv",
         "DEEPSPEECH_URL": deepspeech_url, "DEEPSPEECH_SHA256": VENDORED_SHA256,
         # No bridge network on these machines (DEVELOPERS.md).
         "BUILD_NETWORK": "host", "NETWORK_MODE": "host", "TENSORBOARD_HOST": "127.0.0.1",
-        "DSTRAIN_IMAGE": TRAIN_IMAGE, "COMPOSE_PROFILES": "cpu",
+        "DSTRAIN_IMAGE": TRAIN_IMAGE,
     }
 
 
-def build_train_image(deepspeech_url: str, uid: int = 1000, gid: int = 1000, tag: str = TRAIN_IMAGE,
-                      context: Path = REPO, extra=()):
+def build_train_image(deepspeech_url: str, tag: str = TRAIN_IMAGE, context: Path = REPO, extra=()):
     """Dockerfile.train of ``context`` on the stand-ins, as `docker build` would; the engine's layer cache makes a
     rebuild cheap.  ``extra``: more `docker build` arguments, e.g. --no-cache."""
     ensure_tf1_standin()
-    settings = standin_settings(deepspeech_url, uid, gid)
-    args = [f"{name}={settings[name]}" for name in ("UID", "GID", "BASE_IMAGE", "BUILDER_IMAGE", "PIPELINE_PYTHON",
+    settings = standin_settings(deepspeech_url)
+    args = [f"{name}={settings[name]}" for name in ("BASE_IMAGE", "BUILDER_IMAGE", "PIPELINE_PYTHON",
                                                      "PIPELINE_APT", "DEEPSPEECH_URL", "DEEPSPEECH_SHA256")]
     args.append(f"TRAINER_PYTHON={settings['BASE_PYTHON']}")
     return docker("build", "--network", "host", "--secret", f"id=ca,src={CA_BUNDLE}", "-t", tag,

@@ -1,9 +1,12 @@
 """A real HTTP server on loopback that serves files with Range support and misbehaves on demand: it drops
-connections, answers with errors or an HTML page, ignores ranges, or keeps a download in flight."""
+connections, answers with errors or an HTML page, ignores ranges, lies about the piece it sends or the
+version it is, says a .tar.gz is gzip-encoded, keeps a download in flight, or trickles it."""
+import contextlib
 import hashlib
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Dict, List, Set
@@ -24,6 +27,22 @@ class FileServer:
         self.instead: Dict[str, bytes] = {}
         #: Paths whose range requests get a 206 with the file from byte 0 (a broken proxy or CDN).
         self.range_from_zero: Set[str] = set()
+        #: Paths whose range requests get a 206 whose Content-Range names the bytes asked for, with a body of
+        #: that length that starts at byte 0 all the same (a lying cache).
+        self.lying_range: Set[str] = set()
+        #: Paths whose range requests get a 206 of the file as it is now, whatever If-Range says.
+        self.ignore_if_range: Set[str] = set()
+        #: path -> the ETag to send whatever the content (a server whose validator does not follow changes).
+        self.fixed_etag: Dict[str, str] = {}
+        #: path -> byte count: every full response for it is cut after that many bytes (a link that always drops).
+        self.cut_every: Dict[str, int] = {}
+        #: path -> seconds between pieces of 1000 bytes: the body is trickled (a server holding a client).
+        self.trickle: Dict[str, float] = {}
+        #: path -> bytes that replace the file once a response for it was cut (a new version, mid-download).
+        self.replace_after_cut: Dict[str, bytes] = {}
+        #: Paths sent with ``Content-Encoding: gzip`` (the stored .tar.gz bytes as they are, as a web server
+        #: configured with AddEncoding does).
+        self.gzip_encoded: Set[str] = set()
         #: path -> event: a GET for it is answered only once the event is set (a download kept in flight).
         self.held: Dict[str, threading.Event] = {}
         #: path -> event set when a GET for it arrives.
@@ -63,14 +82,19 @@ class FileServer:
                     self.send_error(404)
                     return
                 data = target.read_bytes()
-                etag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
+                etag = server.fixed_etag.get(path, f'"{hashlib.sha256(data).hexdigest()[:16]}"')
                 start = 0
                 match = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
                 if_range = self.headers.get("If-Range")
-                if match and if_range is not None and if_range != etag:
+                if match and if_range is not None and if_range != etag and path not in server.ignore_if_range:
                     match = None  # the file changed since the client's piece: send it whole
                 if match and path in server.range_from_zero:
-                    self._send(206, data, {"Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"})
+                    self._send(206, data, {"Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}", "ETag": etag})
+                    return
+                if match and path in server.lying_range and int(match.group(1)) < len(data):
+                    first = int(match.group(1))
+                    self._send(206, data[:len(data) - first],
+                               {"Content-Range": f"bytes {first}-{len(data) - 1}/{len(data)}", "ETag": etag})
                     return
                 if match:
                     start = int(match.group(1))
@@ -87,12 +111,25 @@ class FileServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("ETag", etag)
+                if path in server.gzip_encoded:
+                    self.send_header("Content-Encoding", "gzip")
                 self.end_headers()
                 cut = server.cut_after.pop(path, None)
+                if cut is None and start == 0:
+                    cut = server.cut_every.get(path)
+                if path in server.trickle:
+                    with contextlib.suppress(OSError):  # the client gave up on it
+                        for piece in range(0, len(body), 1000):
+                            self.wfile.write(body[piece:piece + 1000])
+                            self.wfile.flush()
+                            time.sleep(server.trickle[path])
+                    return
                 if cut is not None:
                     self.wfile.write(body[:cut])
                     self.wfile.flush()
                     self.close_connection = True
+                    if path in server.replace_after_cut:
+                        target.write_bytes(server.replace_after_cut.pop(path))
                     return
                 self.wfile.write(body)
 

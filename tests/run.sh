@@ -18,14 +18,21 @@ part() {  # part TITLE: ends the part under way, starts the next
     [[ -z $part_name ]] || echo "== $part_name"
 }
 report() { part ""; printf '%s\n' "== time per part" "${timings[@]}" "$(printf '%5ds  total' "$SECONDS")"; }
-trap report EXIT
+slurm_started=""
+finish() {
+    # The Slurm cluster this run started goes with it, whatever the tests did.
+    [[ -z $slurm_started ]] || bash tests/slurm/cluster.sh stop || true
+    report
+}
+trap finish EXIT
 
 part "Debian packages"
 # Speech for test corpora; KenLM's and generate_scorer_package's builds; setpriv and flock; the Docker engine
-# with debootstrap for the test base images; Python 3.7 comes from pyenv (tests/trainer_env.sh).
+# with debootstrap for the test base images; Slurm and munge for a two-node test cluster (tests/slurm/);
+# Python 3.7 comes from pyenv (tests/trainer_env.sh).
 APT_PACKAGES=(python3-venv python3-dev espeak-ng lame sox libsox-fmt-mp3 libopus0 util-linux curl ca-certificates
               build-essential cmake libboost-program-options-dev libboost-system-dev libboost-thread-dev
-              libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev docker.io debootstrap)
+              libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev docker.io debootstrap slurm-wlm munge)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -77,12 +84,19 @@ if ! docker compose version >/dev/null 2>&1; then
         "$plugins/docker-compose"
 fi
 
+part "Slurm: a two-node cluster on this machine (tests/slurm/cluster.sh)"
+# Its own config, munge key and state in one directory, not /etc; stopped at the end of the run (finish).
+bash tests/slurm/cluster.sh status >/dev/null 2>&1 || slurm_started=1
+bash tests/slurm/cluster.sh start
+eval "$(bash tests/slurm/cluster.sh env)"
+
 part "the real DeepSpeech 0.9.3 trainer (built once, cached)"
 eval "$(bash tests/trainer_env.sh)"
 export REQUIRE_REAL_TOOLS=1
 
 # The training image runs the pipeline on Python 3.8: run the suite there too when one is installed.  The real
-# trainer's and the engine's tests run their programs in subprocesses and containers: once is enough.
+# trainer's, the engine's and the Slurm cluster's tests run their programs in subprocesses, containers and
+# jobs: once is enough.
 find_python38() {
     local candidate
     for candidate in "$HOME"/.pyenv/versions/3.8.*/bin/python /usr/bin/python3.8 /usr/local/bin/python3.8; do
@@ -95,7 +109,9 @@ if [[ -n "$PY38" ]]; then
     [[ -x .venv38/bin/python ]] || "$PY38" -m venv .venv38
     .venv38/bin/python -m pip install -q --upgrade pip
     .venv38/bin/python -m pip install -q -e '.[test,service]' ./tests/plugin_language
-    .venv38/bin/python -m pytest -q -p no:cacheprovider -m "not deepspeech and not docker" --durations=5 "$@"
+    # Exit status 5: the arguments named only tests left for the run below (a file of Slurm tests, say).
+    .venv38/bin/python -m pytest -q -p no:cacheprovider -m "not deepspeech and not docker and not slurm" \
+        --durations=5 "$@" || (($? == 5))
 else
     echo "== no Python 3.8 interpreter found: relying on vermin for 3.8 compatibility"
 fi

@@ -16,7 +16,16 @@ from typing import List, Optional
 
 import requests
 
-from tests.docker_images import DEBIAN_IMAGE, docker, ensure_debian_base, image_exists, own
+from tests.docker_images import (
+    DEBIAN_IMAGE,
+    build_train_image,
+    deepspeech_source,
+    docker,
+    ensure_debian_base,
+    image_exists,
+    own,
+)
+from tests.http_server import FileServer
 
 DSTRAIN = str(Path(sys.executable).with_name("dstrain"))
 TEST_LABEL = "dstrain.test=" + own("service")
@@ -35,6 +44,39 @@ def ensure_sleeper_image() -> str:
                 'ENTRYPOINT ["/bin/sh", "-c", "sleep 1", "sleeper"]\n')
             docker("build", "--network", "host", "-t", SLEEPER_IMAGE, context)
     return SLEEPER_IMAGE
+
+
+def ensure_train_image(tag: str) -> str:
+    """The training image of this tree (tests/docker_images.py), built once and then from the engine's cache."""
+    source = deepspeech_source()
+    if not source.is_file():
+        raise FileNotFoundError(f"no DeepSpeech source at {source} (DEEPSPEECH_SOURCE)")
+    with FileServer(source.parent) as server:
+        build_train_image(f"{server.url}/{source.name}", tag=tag)
+    return tag
+
+
+def passable_dir(prefix: str) -> Path:
+    """A new directory under /tmp that every uid may pass through (pytest's own are root's alone): a service
+    root there lets a test act as a tenant's uid in the tenant's directory, as its jobs do."""
+    found = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    found.chmod(0o711)
+    return found
+
+
+#: A job image whose entrypoint waits until it is stopped: a job of it holds its slot, so others stay queued.
+HOLDER_IMAGE = "dstrain-test/holder:latest"
+
+
+def ensure_holder_image() -> str:
+    ensure_debian_base()
+    if not image_exists(HOLDER_IMAGE):
+        with tempfile.TemporaryDirectory(prefix="holder-") as context:
+            Path(context, "Dockerfile").write_text(
+                f"FROM {DEBIAN_IMAGE}\n"
+                'ENTRYPOINT ["/bin/sh", "-c", "exec sleep infinity", "holder"]\n')
+            docker("build", "--network", "host", "-t", HOLDER_IMAGE, context)
+    return HOLDER_IMAGE
 
 
 def remove_test_containers() -> None:
@@ -57,9 +99,12 @@ def clean_env() -> dict:
 class Service:
     """`dstrain serve` as a subprocess; ``restart()`` after ``kill()`` brings it back on the same root and port."""
 
-    def __init__(self, root: Path, image: str, slots: int = 2, extra: Optional[List[str]] = None):
+    def __init__(self, root: Path, image: str, slots: int = 2, extra: Optional[List[str]] = None,
+                 env: Optional[dict] = None):
         self.root = Path(root)
         self.image = image
+        #: Variables besides the clean environment, e.g. DOCKER_HOST for an engine of the test's own.
+        self.env = dict(env or {})
         self.port = free_port()
         self.args = ["--root", str(self.root), "--image", image, "--slots", str(slots), "--network", "host",
                      "--label", TEST_LABEL, "--instance", f"test{self.port}", "--memory", "4g",
@@ -70,7 +115,7 @@ class Service:
 
     def cli(self, *args) -> str:
         proc = subprocess.run([DSTRAIN, "serve", *self.args, *args], capture_output=True, text=True,
-                              env=clean_env(), timeout=120)
+                              env=dict(clean_env(), **self.env), timeout=120)
         if proc.returncode != 0:
             raise AssertionError(f"dstrain serve {args}: {proc.stdout}\n{proc.stderr}")
         return proc.stdout
@@ -83,7 +128,7 @@ class Service:
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([DSTRAIN, "serve", *self.args, "--port", str(self.port)], stdout=log,
-                                         stderr=subprocess.STDOUT, env=clean_env())
+                                         stderr=subprocess.STDOUT, env=dict(clean_env(), **self.env))
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:

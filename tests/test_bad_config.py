@@ -160,3 +160,104 @@ def test_an_archive_is_a_file_name_in_sources_never_a_path(tmp_path, archive):
     refused(proc, f"dataset.common_voice.archive: {archive!r} (from env DSTRAIN_DATASET__COMMON_VOICE__ARCHIVE) "
                   "is not a file name")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- issue 18, class 3: links are followed before the check, as the kernel follows them --------------------
+
+@pytest.mark.parametrize("given", ["lnk/..", "lnk/../share", "lnk/../../local/./share/..", "deep/lnk/.."])
+def test_a_link_then_dot_dot_reaching_a_system_directory_is_no_data_root(tmp_path, given):
+    """`lnk/..` with lnk a link to /usr/local/share is /usr/local to the kernel: refused, and nothing written."""
+    (tmp_path / "lnk").symlink_to("/usr/local/share")
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "lnk").symlink_to("/usr/local/share")
+    before = set(os.listdir("/usr/local"))
+    for args in (["run", "-l", "fr", "--data-root", given, "--to", "download"],
+                 ["check", "-l", "fr", "--to", "alphabet", "--data-root", given]):
+        proc = dstrain(*args, cwd=str(tmp_path), check=False)
+        refused(proc, "is a system directory; a data root needs a folder of its own", "(from flag --data-root)")
+    config = tmp_path / "c.toml"
+    config.write_text(f'data_root = "{tmp_path / given}"\n')
+    refused(dstrain("run", "-l", "fr", "--config", config, check=False), "is a system directory",
+            f"(from file {config})")
+    assert set(os.listdir("/usr/local")) == before
+
+
+def test_a_language_folder_is_read_and_never_written(tmp_path):
+    """language_dirs may name a shared, read-only folder (the system's): loading it leaves no __pycache__."""
+    folder = tmp_path / "languages"
+    dstrain("new-language", "br", "--locale", "br-FR", "--dir", folder)
+    before = sorted(p.name for p in folder.iterdir())
+    dstrain("config", "-l", "br", env=clean_env(DSTRAIN_LANGUAGE_DIRS=str(folder)))
+    assert sorted(p.name for p in folder.iterdir()) == before == ["br.py"]
+
+
+def test_the_service_folder_is_never_a_system_directory(tmp_path):
+    (tmp_path / "lnk").symlink_to("/usr/local/share")
+    for root in ("lnk/..", "/etc", "/usr"):
+        proc = dstrain("serve", "--root", root, "tenant", "add", "someone", cwd=str(tmp_path), check=False)
+        assert proc.returncode == 2 and "is a system directory: the service needs a folder of its own" in proc.stderr
+    assert not Path("/usr/local/service.db").exists()
+
+
+# -- issue 18, class 7: a config that is not text, or pathological, gets the one-paragraph error --------------
+
+PATHOLOGICAL = {
+    "latin-1": ("language = \"fr\"\n# café\n".encode("latin-1"), "is not valid UTF-8 (byte 0xe9"),
+    "binary": (bytes(range(256)) * 4, "is not valid UTF-8"),
+    "nested arrays": (b"workers = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nests its arrays or tables too deeply"),
+    "nested tables": (b"workers = " + b"{a=" * 50_000 + b"1" + b"}" * 50_000 + b"\n", "too deeply"),
+    "a number of 5000 digits": (b"workers = " + b"9" * 5000 + b"\n", "holds a value that cannot be read"),
+    "two megabytes": (b"# " + b"x" * (2 << 20) + b"\n", "is over 1 MB"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(PATHOLOGICAL))
+def test_a_config_file_that_is_not_settings_gets_the_config_error(tmp_path, what):
+    content, phrase = PATHOLOGICAL[what]
+    config = tmp_path / "c.toml"
+    config.write_bytes(content)
+    proc = dstrain("config", "-l", "fr", "--data-root", tmp_path / "data", "--config", config, check=False)
+    refused(proc, f"error: config file {config}", phrase)
+    assert len(proc.stderr) < 2000  # one paragraph, not the file back
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_device_given_as_config_file_is_not_read_whole(tmp_path):
+    proc = dstrain("config", "-l", "fr", "--data-root", tmp_path / "data", "--config", "/dev/zero", check=False)
+    refused(proc, "config file /dev/zero is over 1 MB")
+
+
+def test_a_variable_or_flag_that_is_not_utf8_gets_the_config_error(tmp_path):
+    env = {os.fsencode(k): os.fsencode(v) for k, v in clean_env().items()}
+    env[b"DSTRAIN_RUN"] = b"caf\xe9"
+    proc = subprocess.run([DSTRAIN, "config", "-l", "fr", "--data-root", str(tmp_path / "data")], env=env,
+                          capture_output=True, text=True, errors="replace")
+    refused(proc, "run (from env DSTRAIN_RUN)", "is not valid UTF-8")
+    proc = subprocess.run([os.fsencode(DSTRAIN), b"config", b"-l", b"fr", b"--data-root", str(tmp_path).encode()
+                           + b"/caf\xe9"], env=clean_env(), capture_output=True, text=True, errors="replace")
+    refused(proc, "data_root (from flag --data-root)", "is not valid UTF-8")
+
+
+def test_a_value_of_100_000_characters_is_shown_cut_short(tmp_path):
+    proc = dstrain("config", "-l", "fr", "--data-root", tmp_path / "data", check=False,
+                   env=clean_env(DSTRAIN_WORKERS="[" * 100_000))
+    refused(proc, "workers: ", "(100002 characters) from env DSTRAIN_WORKERS")
+    assert len(proc.stderr) < 2000
+
+
+@pytest.mark.parametrize("inside, target", [("runs", "/usr/local"), ("runs/fr/logs", "/usr/local/share"),
+                                            ("imported/fr", "/usr/local/lib"), ("sources", "/var/lib")])
+def test_a_folder_of_the_data_root_that_links_to_a_system_directory_is_refused(tmp_path, inside, target):
+    """The data root is a folder of its own, but a folder dstrain writes in there is a link to a system
+    directory: the kernel would write there.  Refused before anything is written, saying which link."""
+    data = tmp_path / "data"
+    link = data / inside
+    link.parent.mkdir(parents=True)
+    link.symlink_to(target)
+    before = set(os.listdir(target))
+    proc = dstrain("run", "-l", "fr", "--data-root", data, "--to", "download", check=False)
+    refused(proc, f"{link} is a link to {target}, a system directory, and dstrain writes in it")
+    assert set(os.listdir(target)) == before
+    link.unlink()
+    link.mkdir()
+    assert dstrain("config", "-l", "fr", "--data-root", data).returncode == 0

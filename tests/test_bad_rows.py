@@ -1,10 +1,20 @@
-"""One bad row never stops an import, and only plainly named members count (issue 13, class 4)."""
+"""One bad row never stops an import, and only plainly named members count (issue 13, class 4); an OS error of
+one row's name is one rejected row, an error of the machine stops the import (issue 18, class 4)."""
+import io
+import shlex
+import subprocess
+import sys
+import zipfile
+
 import pytest
 
 from dstrain.importers.common_voice import CORPUS
 from dstrain.importers.kit.rows import plain_name
+from dstrain.importers.kit.tsv import MAX_LINE, copy_table
 from dstrain.languages.fr import LANGUAGE as FR
+from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.sources.archive import canonical
+from tests.conftest import DSTRAIN, clean_env, sha256, write_config
 from tests.fixtures.hostile import RELEASE, good_rows, hostile_cv, import_peak, mp3, tsv
 from tests.fixtures.outputs import kept_rows, read_csv
 
@@ -85,3 +95,109 @@ def test_what_a_plain_clip_name_is(name, plain):
                                          ("a/../b", None), ("", None), ("./", None)])
 def test_what_a_canonical_member_name_is(name, parts):
     assert canonical(name) == parts
+
+
+# -- issue 18, class 4: an OS error of one row's name stays one rejected row ----------------------------------
+
+LONG = "a" * 296 + ".mp3"  # 300 bytes: no Linux file system takes a name over 255
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_clip_name_longer_than_the_file_system_allows_is_one_rejected_row(tmp_path, workers):
+    """It ended the whole import with ENAMETOOLONG, on every rerun; in a worker process or not."""
+    clips, rows = good_rows()
+    fits = "f" * 247 + ".mp3"  # its WAV, fits.mp3.wav, is 255 bytes: the most a name may have, and allowed
+    clips.update({LONG: mp3("Un nom bien trop long."), fits: mp3("La mer est calme ce soir.")})
+    rows["train"] = [(LONG, "Un nom bien trop long."), (fits, "La mer est calme ce soir.")] + rows["train"]
+    out = tmp_path / "imported"
+    params = CORPUS.Params(release=RELEASE, locale="fr", max_duration=5.0)
+    manifest = CORPUS.prepare(hostile_cv(tmp_path, clips, rows), "0" * 64, out, FR.normalize, params, workers)
+    rejects = read_csv(out / "rejects.csv")
+    assert [(r["source"], r["reason"]) for r in rejects] == [(f"train.tsv:2 {LONG}", "invalid_path")]
+    assert "cannot be a file here: File name too long" in rejects[0]["detail"]
+    assert manifest["counts"] == {"train": 2, "dev": 1, "test": 1}
+    assert kept_rows(out)["la mer est calme ce soir"][1]["wav_filename"] == f"clips/{fits}.wav"
+
+
+def test_members_the_file_system_refuses_are_rejected_rows_of_an_extracting_importer(tmp_path):
+    """Lingua Libre extracts its zip: a member too long to be a file, or under a "folder" that is a file, is
+    left out with its reason, and its row is rejected with it; the other words are imported."""
+    from dstrain.importers.lingua_libre import CORPUS as LINGUA_LIBRE
+    from tests.fixtures.lingua_libre import PARAMS
+    from tests.test_one_wav_per_clip import ogg
+
+    speech = ogg("bonjour")
+    archive = tmp_path / "Q21-fra-French.zip"
+    with zipfile.ZipFile(str(archive), "w") as zip_file:
+        for name in ("Alice/bonjour.ogg", "Alice/" + "b" * 300 + ".ogg", "Alice/maison.ogg",
+                     "Alice/maison.ogg/soleil.ogg"):
+            zip_file.writestr("Q21-fra-French/" + name, speech)
+    out = tmp_path / "imported"
+    params = LINGUA_LIBRE.Params(**dict(PARAMS, split=(1, 0, 0), max_duration=10.0))
+    manifest = LINGUA_LIBRE.prepare(archive, "1" * 64, out, FR.normalize, params, 2)
+    rejects = {r["source"].rsplit("/", 1)[-1]: r for r in read_csv(out / "rejects.csv")}
+    assert {name: r["reason"] for name, r in rejects.items()} == {"b" * 300 + ".ogg": "invalid_path",
+                                                                  "soleil.ogg": "invalid_path"}
+    assert "File name too long" in rejects["b" * 300 + ".ogg"]["detail"]
+    assert manifest["counts"]["train"] == 2
+
+
+def test_a_full_disk_stops_the_import_with_what_to_do(tmp_path):
+    """An error of the machine is not a bad row: the import stops, with the advice, and rejects nothing."""
+    clips, rows = good_rows()
+    speech = mp3("Une phrase assez longue pour remplir un petit disque, encore et encore.")
+    for n in range(40):
+        clips[f"fill_{n}.mp3"] = speech
+        rows["train"].append((f"fill_{n}.mp3", "Une phrase assez longue pour remplir un petit disque."))
+    data = tmp_path / "data"
+    (data / "sources").mkdir(parents=True)
+    (data / "imported").mkdir()
+    archive = hostile_cv(data / "sources", clips, rows)
+    config = write_config(tmp_path / "c.toml", data, sha256(archive))
+    # A disk of 1 MB under imported/, in a mount namespace of this command's own.
+    script = (f"mount -t tmpfs -o size=1m tmpfs {shlex.quote(str(data / 'imported'))} || exit 97\n"
+              f"exec {DSTRAIN} run -l fr --config {shlex.quote(str(config))} --to import --workers 2\n")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
+                          env=clean_env(), timeout=300)
+    if proc.returncode == 97 or "unshare failed" in proc.stderr or "Operation not permitted" in proc.stderr:
+        pytest.skip("mounting a small disk needs root and mount namespaces")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "The disk is full: no room to write" in proc.stderr and "stage import failed" in proc.stderr
+    assert not (data / "imported" / "fr" / "common_voice" / "rejects.csv").exists()
+
+
+# -- issue 18, class 5: a bomb never lands outside the data root ---------------------------------------------
+
+def test_a_line_bomb_leaves_nothing_in_a_small_tmpdir(tmp_path):
+    """A train.tsv that inflates to 512 MB without a newline, with TMPDIR on a disk of 1 MB: the table is cut
+    as it streams and spooled under the dataset's own folder, so it fills nothing, and is one bad row."""
+    clips, rows = good_rows()
+    clips["after.mp3"] = mp3("La mer est calme ce soir.")
+    train = tsv(rows["train"]), 512 << 20, b"\n" + tsv([("after.mp3", "La mer est calme ce soir.")]).split(b"\n", 1)[1]
+    archive = hostile_cv(tmp_path, clips, rows, before=[(f"{RELEASE}/fr/train.tsv", train)])
+    small, out = tmp_path / "small-tmp", tmp_path / "imported"
+    small.mkdir()
+    script = (f"mount -t tmpfs -o size=1m tmpfs {shlex.quote(str(small))} || exit 97\n"
+              f"TMPDIR={shlex.quote(str(small))} exec {shlex.quote(sys.executable)} -c "
+              + shlex.quote("import sys\nfrom pathlib import Path\n"
+                            "from dstrain.importers.common_voice import CORPUS\n"
+                            "from dstrain.languages.fr import LANGUAGE\n"
+                            f"params = CORPUS.Params(release='{RELEASE}', locale='fr', max_duration=5.0)\n"
+                            "CORPUS.prepare(Path(sys.argv[1]), '0' * 64, Path(sys.argv[2]), LANGUAGE.normalize, "
+                            "params, 2)\n") + f" {shlex.quote(str(archive))} {shlex.quote(str(out))}\n")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=600)
+    if proc.returncode == 97 or "unshare failed" in proc.stderr or "Operation not permitted" in proc.stderr:
+        pytest.skip("mounting a small disk needs root and mount namespaces")
+    assert proc.returncode == 0, proc.stderr
+    assert [(r["source"], r["reason"], r["detail"]) for r in read_csv(out / "rejects.csv")] == [
+        ("train.tsv:3", "unreadable_row", "longer than 65536 bytes")]
+    assert kept_rows(out)["la mer est calme ce soir"][0] == "train"
+
+
+def test_a_table_is_cut_as_it_streams_and_bounded():
+    source = io.BytesIO(b"head\n" + b"x" * (5 * MAX_LINE) + b"\nok\n")
+    copy = io.BytesIO()
+    copy_table(source, copy, 1 << 20, "t.tsv")
+    assert [len(line) for line in copy.getvalue().split(b"\n")] == [4, MAX_LINE + 1, 2, 0]
+    with pytest.raises(DstrainError, match="t.tsv is over 1 MB"):
+        copy_table(io.BytesIO(b"row\n" * (1 << 19)), io.BytesIO(), 1 << 20, "t.tsv")

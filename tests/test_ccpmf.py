@@ -66,6 +66,20 @@ def test_ccpmf_rejects_every_other_piece_for_its_reason(served, ccpmf_imported):
     assert got == sorted((e.key, e.outcome, e.split) for e in expected if e.outcome != KEPT)
 
 
+def test_ccpmf_never_expands_an_entity_nor_parses_an_xml_larger_than_any_transcript(ccpmf_imported, monkeypatch):
+    """The billion laughs (a few hundred bytes declaring entities that expand to 2 GB) is refused for its
+    declarations, not left to the machine's expat; an XML over MAX_XML_BYTES is not parsed at all."""
+    _, root = ccpmf_imported
+    laughs = next(r for r in read_csv(root / "ccpmf" / "rejects.csv") if r["source"] == "2012/20120505_Rires.xml")
+    assert laughs["reason"] == "unreadable_row" and "declares entities" in laughs["detail"]
+    xml = root / "big.xml"
+    xml.write_bytes(b'<?xml version="1.0"?>\n<transcription>' + b" " * 2000 + b"</transcription>\n")
+    monkeypatch.setattr(ccpmf, "MAX_XML_BYTES", 1000)
+    rejects = []
+    assert ccpmf._rows(xml, "2012/big.xml", "train", rejects) == []
+    assert rejects[0].reason == "too_large" and "no transcript is over 1000 bytes" in rejects[0].detail
+
+
 def test_ccpmf_days_never_cross_splits(served, ccpmf_imported):
     _, root = ccpmf_imported
     expected = served[1][2]

@@ -41,7 +41,7 @@ def test_good_rows_survive_and_bad_rows_are_rejected_for_the_right_reason(finish
 
     good = [r for r in FR_ROWS if r.key not in FR_EXPECTED_REJECTS]
     for row in good:
-        wav = row.key.replace(".mp3", ".wav")
+        wav = row.key + ".wav"
         assert wav in kept, f"good row {row.key} was lost: {rejects.get(row.key)}"
         split, csv_row = kept[wav]
         assert split == row.split
@@ -98,7 +98,7 @@ def test_clean_keeps_dev_sentences_out_of_train(finished_run):
     assert "la lune brille" in dev and "la lune brille" not in train
     quarantine = read_csv(clean / "quarantine.csv")
     assert [(q["reason"], Path(q["source"]).name) for q in quarantine] == [
-        ("shared_transcript", "fr_shared_01.wav")]
+        ("shared_transcript", "fr_shared_01.mp3.wav")]
     report = (clean / "report.md").read_text()
     assert "| train | 9 |" in report and "1 sentences were found in both" in report
 

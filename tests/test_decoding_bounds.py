@@ -71,7 +71,8 @@ def test_rejected_rows_leave_no_wav_and_odd_members_get_named_reasons(tmp_path):
     assert rejects["one_byte.mp3"]["detail"] == "1 bytes, smaller than any audio header"
     assert manifest["counts"] == {"train": 1, "dev": 1, "test": 1}
     assert sorted(p.name for p in (out / "clips").iterdir() if p.suffix == ".wav") == [
-        "dev_good.wav", "test_good.wav", "train_good.wav"], "rejected clips, judged after decoding too, leave no WAV"
+        "dev_good.mp3.wav", "test_good.mp3.wav", "train_good.mp3.wav"], \
+        "rejected clips, judged after decoding too, leave no WAV"
 
 
 def test_a_huge_member_of_zeros_is_never_read_into_memory(tmp_path):

@@ -1,10 +1,11 @@
 """The image and `docker compose`, as a user runs them, on a real Docker engine.
 
-The project is copied as a clean clone would have it, given the `.env` the README asks for (a host user's UID
-and GID, here 4242, which is not root) and the build settings of the stand-in bases (tests/docker_images.py),
+The project is copied as a clean clone would have it, with a `.env` that names the user the jobs run as (UID and
+GID, here 4242, which is not root: the override .env.example offers; without it the jobs become the owner of
+./data, tests/test_compose_owner.py) and the build settings of the stand-in bases (tests/docker_images.py),
 whose DeepSpeech source comes from a local HTTP server, checked by its sha256.  Then, as documented:
 
-    LANGUAGE=fr docker compose --profile cpu up
+    LANGUAGE=fr docker compose --profile cpu up train-cpu
 
 on an espeak Common Voice release holding one sentence, which the model learns by heart.  The run is stopped
 with `docker compose stop` in the middle of training and started again: only the epochs left are trained.
@@ -64,10 +65,9 @@ def project(tmp_path_factory):
     source = deepspeech_source()
     with FileServer(source.parent) as server:
         root = copy_checkout(tmp_path_factory.mktemp("clone") / "dstrain")
-        settings = standin_settings(f"{server.url}/{source.name}", USER, USER)
+        settings = standin_settings(f"{server.url}/{source.name}")
         # Its own project name and image, so that a developer's own `dstrain` project is left alone.
-        settings.update(DSTRAIN_IMAGE=IMAGE, COMPOSE_PROJECT_NAME=own("dstrain-test"))
-        # Everything but the stand-in lines is what README.md's one-time set-up writes.
+        settings.update(DSTRAIN_IMAGE=IMAGE, COMPOSE_PROJECT_NAME=own("dstrain-test"), UID=str(USER), GID=str(USER))
         (root / ".env").write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
         started = time.time()
         compose(root, "build", "train-cpu")
@@ -75,19 +75,21 @@ def project(tmp_path_factory):
         yield root, server
 
 
-@pytest.mark.parametrize("profile", ["gpu", "cpu", "tensorboard"])
-def test_each_profile_is_a_valid_compose_file(project, profile):
-    config = json.loads(compose(project[0], "--profile", profile, "config", "--format", "json").stdout)
-    service = next(iter(config["services"].values()))
+@pytest.mark.parametrize("profile, name", [(None, "train"), ("cpu", "train-cpu"), ("tensorboard", "tensorboard")])
+def test_each_profile_is_a_valid_compose_file(project, profile, name):
+    config = json.loads(compose(project[0], *(["--profile", profile] if profile else []), "config", "--format",
+                                "json").stdout)
+    service = config["services"][name]
     assert service["user"] == f"{USER}:{USER}" and service["init"] is True
+    assert service["volumes"][0]["target"] == "/data" and service["volumes"][0]["bind"] == {}  # no create_host_path
     if profile == "tensorboard":
-        assert service["ports"][0]["host_ip"] == "127.0.0.1"
+        assert service["ports"][0]["host_ip"] == "127.0.0.1" and service["volumes"][0]["read_only"] is True
         return
     assert service["command"][:3] == ["run", "--language", "fr"]
     assert service["shm_size"] and service["ulimits"]["stack"] == 67108864 and service["stop_grace_period"]
-    assert ("memlock" in service["ulimits"]) == (profile == "gpu")
+    assert ("memlock" in service["ulimits"]) == (name == "train")
     devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
-    assert (devices is not None) == (profile == "gpu")
+    assert (devices is not None) == (name == "train")
     if devices:
         assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
 
@@ -123,7 +125,7 @@ def trained(project):
     shell = {"LANGUAGE": "fr", "DSTRAIN_ARGS": "--config /data/dstrain.toml", "MDC_API_KEY": MDC_KEY}
     progress = data / "runs" / "fr" / "checkpoints" / "dstrain-progress.json"
 
-    compose(root, "--profile", "cpu", "up", "--detach", **shell)
+    compose(root, "--profile", "cpu", "up", "--detach", "train-cpu", **shell)
     deadline = time.time() + 900
     while time.time() < deadline and _epochs(progress) < STOP_AFTER:
         assert _container(root)["state"] == "running", compose(root, "--profile", "cpu", "logs").stdout
@@ -133,10 +135,10 @@ def trained(project):
     stop = {"seconds": time.time() - stopping, "epochs": _epochs(progress), "state": _container(root)}
 
     started = time.time()
-    compose(root, "--profile", "cpu", "up", **shell)
+    compose(root, "--profile", "cpu", "up", "train-cpu", **shell)
     finished = {"seconds": time.time() - started, "state": _container(root)}
     started = time.time()
-    compose(root, "--profile", "cpu", "up", **shell)
+    compose(root, "--profile", "cpu", "up", "train-cpu", **shell)
     again = {"seconds": time.time() - started, "state": _container(root),
              # The container is the same one each time: its log holds the three runs.
              "logs": compose(root, "--profile", "cpu", "logs", "--no-log-prefix").stdout.split("run fr: ")}
@@ -171,7 +173,8 @@ def test_compose_stop_mid_training_then_up_trains_only_the_epochs_left(trained):
     assert [e["epoch"] for e in record["epochs"]] == list(range(1, EPOCHS + 1))
     _, stopped, resumed_log, _ = trained[3]["logs"]
     assert "stage train failed: interrupted" in stopped
-    assert "resume with:\n    LANGUAGE=fr docker compose up, with the same --profile and DSTRAIN_ARGS" in stopped
+    assert ("resume with:\n    LANGUAGE=fr docker compose up, with the same --profile, service and DSTRAIN_ARGS"
+            in stopped)
     assert f"resuming: {stop['epochs']} of {EPOCHS} epochs were done" in resumed_log
 
 
@@ -210,8 +213,16 @@ def test_the_container_warned_it_trains_on_the_cpu(trained):
     assert "GPUs: none" in check_log and "training will run on the CPU" in check_log
 
 
-def test_the_image_runs_as_non_root_and_has_no_sudo(project):
-    assert docker("run", "--rm", "--entrypoint", "id", IMAGE, "-u").stdout.strip() == str(USER)
+def test_the_image_runs_its_jobs_as_the_user_it_is_given_and_has_no_sudo(project, tmp_path):
+    # Root only for its entrypoint, which runs the job as the user named (here) or as the data's owner.
+    owned = tmp_path / "data"
+    owned.mkdir()
+    os.chown(str(owned), USER + 1, USER + 1)
+    as_named = docker("run", "--rm", "--user", f"{USER}:{USER}", "-v", f"{owned}:/data", "--entrypoint",
+                      "as-data-owner", IMAGE, "id", "-u").stdout.strip()
+    as_owner = docker("run", "--rm", "-v", f"{owned}:/data", "--entrypoint", "as-data-owner", IMAGE, "id",
+                      "-u").stdout.strip()
+    assert (as_named, as_owner) == (str(USER), str(USER + 1))
     assert docker("run", "--rm", "--entrypoint", "sh", IMAGE, "-c", "command -v sudo", check=False).returncode != 0
     labels = json.loads(docker("image", "inspect", IMAGE).stdout)[0]["Config"]["Labels"]
     assert labels["org.opencontainers.image.title"] == "dstrain"
@@ -231,8 +242,9 @@ def test_no_secret_is_in_the_image_its_history_or_the_data(trained):
             assert MDC_KEY not in path.read_text(errors="replace"), path
 
 
-def test_a_data_directory_docker_made_as_root_is_refused_with_the_hosts_command(project, tmp_path):
-    # What happens when ./data is missing at the first `up`: dockerd creates it, as root.
+def test_with_uid_in_env_a_data_directory_of_root_gets_the_pipelines_advice(project, tmp_path):
+    # The container starts as UID, not root: the entrypoint has nothing to drop, and dstrain itself finds the
+    # data root it may not write.
     owned_by_root = tmp_path / "data"
     owned_by_root.mkdir()
     proc = compose(project[0], "--profile", "cpu", "run", "--rm", "train-cpu", check=False, LANGUAGE="fr",
@@ -251,7 +263,7 @@ def test_the_tensorboard_profile_serves_the_runs_summaries_on_loopback(project, 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
-    compose(root, "--profile", "tensorboard", "up", "--detach", TENSORBOARD_PORT=port)
+    compose(root, "--profile", "tensorboard", "up", "--detach", "tensorboard", TENSORBOARD_PORT=port)
     try:
         deadline, runs = time.time() + 120, None
         while time.time() < deadline and not runs:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dstrain.pipeline.sources import fetch
+from dstrain.pipeline.sources.ranges import OVERLAP
 from tests.conftest import RELEASE, clean_env, dstrain, sha256, write_config
 
 NAME = f"{RELEASE}-fr.tar.gz"
@@ -37,10 +38,11 @@ def test_a_partial_file_from_an_earlier_run_is_resumed(served, tmp_path):
     server, archive = served
     data = tmp_path / "data"
     (data / "sources").mkdir(parents=True)
-    (data / "sources" / (NAME + ".part")).write_bytes(archive.read_bytes()[:5000])
+    (data / "sources" / (NAME + ".part")).write_bytes(archive.read_bytes()[:100_000])
     config = write_config(tmp_path / "c.toml", data, sha256(archive), server.url + "/" + NAME)
     dstrain("run", "-l", "fr", "--config", config, "--to", "import")
-    assert [r.get("Range") for r in gets(server)] == ["bytes=5000-"]
+    # From 64 KiB before its end: those bytes must be the same again before anything is appended.
+    assert [r.get("Range") for r in gets(server)] == [f"bytes={100_000 - OVERLAP}-"]
     assert sha256(data / "sources" / NAME) == sha256(archive)
     assert (data / "imported" / "fr" / "common_voice" / "train.csv").exists()
 
@@ -58,7 +60,7 @@ def test_a_partial_file_of_a_changed_source_is_not_spliced(served, tmp_path):
     config = write_config(tmp_path / "c.toml", data, url=url)
     dstrain("run", "-l", "fr", "--config", config, "--to", "download")
     request = gets(server)[-1]
-    assert request["If-Range"] == '"etag-of-the-older-file"' and request["Range"] == f"bytes={size // 2}-"
+    assert request["If-Range"] == '"etag-of-the-older-file"' and request["Range"] == f"bytes={size // 2 - OVERLAP}-"
     assert sha256(sources / NAME) == sha256(archive)  # the server sent it whole; nothing was spliced
     assert not (sources / (NAME + ".part.json")).exists()
 

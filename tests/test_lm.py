@@ -292,7 +292,12 @@ def test_every_unreachable_text_is_named_with_where_it_goes_and_how_to_skip_it(l
             run.data / "sources" / name) in proc.stderr
     assert "set lm.source.assemblee_nationale.url to a mirror" in proc.stderr
     assert 'set sources = [] under [lm] in your config (or DSTRAIN_LM__SOURCES="")' in proc.stderr
-    assert "stage lm failed" in proc.stderr
+    assert "stage download failed" in proc.stderr  # got with the datasets, before any import
+    assert "▶ import" not in proc.stderr
+    # And by the lm stage itself, run alone.
+    proc = dstrain("run", "-l", "fr", "--config", run.config, "--only", "lm", env=run.env(), check=False)
+    assert proc.returncode == 1 and "stage lm failed" in proc.stderr
+    assert "2 of 2 language-model texts could not be obtained" in proc.stderr
 
 
 def test_changed_model_parameter_rebuilds_the_model_not_the_corpus(lm_run, tmp_path):
@@ -392,6 +397,20 @@ def test_undecodable_lines_are_counted_and_the_rest_kept(tmp_path):
     text, summary = _build(tmp_path, path, _rules())
     assert text == "première ligne\ndernière ligne\n"
     assert summary.per_source["text"]["undecodable"] == 1 and summary.per_source["text"]["lines"] == 3
+
+
+@pytest.mark.parametrize("block_bytes", [corpus.BLOCK_BYTES, 97])
+def test_a_line_bomb_in_a_text_is_one_line_too_long_never_held(tmp_path, block_bytes):
+    """Issue 18, class 5: 3 kB of .xz that inflate to 64 MB without a newline, between two sentences.  It is cut
+    as it streams (no block holds more than a block and the line limit), counted too_long, and left out."""
+    path = tmp_path / "text.txt.xz"
+    path.write_bytes(lzma.compress(b"Bonjour le monde.\n" + b"a" * (64 << 20) + b"\nAu revoir.\n" + b"b" * 5000))
+    assert path.stat().st_size < 20_000
+    largest = max(map(len, corpus.file_blocks(path, None, block_bytes)))
+    assert largest <= block_bytes + corpus.MAX_LINE + 1
+    text, summary = _build(tmp_path, path, _rules(), block_bytes=block_bytes)
+    assert text == "bonjour le monde\nau revoir\n" + "b" * 5000 + "\n"
+    assert summary.per_source["text"]["too_long"] == 1 and summary.per_source["text"]["lines"] == 4
 
 
 def test_english_compatible_and_bytes_output_mode_transform_the_lines(tmp_path):

@@ -1,6 +1,7 @@
 """`dstrain new-language CODE`, as the README says it: the name from the locale, any folder, a hint that works."""
 import re
 import shlex
+from pathlib import Path
 
 from tests.conftest import clean_env, dstrain
 
@@ -52,3 +53,11 @@ def test_two_modules_of_one_code_are_refused(tmp_path):
                    env=clean_env(DSTRAIN_LANGUAGE_DIRS=f"{tmp_path / 'a'}:{tmp_path / 'b'}"))
     assert proc.returncode == 2 and f"language 'br' is defined twice: file {tmp_path / 'a' / 'br.py'} and file " \
         f"{tmp_path / 'b' / 'br.py'}" in proc.stderr
+
+
+def test_new_language_never_writes_in_a_system_directory(tmp_path):
+    (tmp_path / "lnk").symlink_to("/usr/local/share")
+    for folder in ("/etc", "/usr/local", "lnk/..", "/proc/x"):
+        proc = dstrain("new-language", "br", "--dir", folder, cwd=str(tmp_path), check=False)
+        assert proc.returncode == 2 and "is a system directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert not any(Path(p, "br.py").exists() for p in ("/etc", "/usr/local"))

@@ -140,17 +140,21 @@ def test_clean_quarantines_a_damaged_sample_and_a_listing_that_lies(cv_archive, 
 
 
 def test_duplicate_rows_of_one_clip_are_rejected_at_import(tmp_path):
+    """A clip listed again with the same sentence and split is kept once; one listed in another split is kept
+    nowhere (which split its speaker belongs to cannot be told)."""
     rows = [Row("train", "once.mp3", "Le chat dort."), Row("train", "twice.mp3", "Il pleut."),
-            Row("train", "twice.mp3", "Il pleut."), Row("test", "twice.mp3", "Il pleut."),
-            Row("dev", "dev.mp3", "La mer est calme.")]
+            Row("train", "twice.mp3", "Il pleut."), Row("train", "split.mp3", "Il neige."),
+            Row("test", "split.mp3", "Il neige."), Row("dev", "dev.mp3", "La mer est calme.")]
     archive = build_common_voice(tmp_path, rows=rows)
     sdb = imported(archive, tmp_path / "root", "sdb")
     assert sorted(r["transcript"] for r in read_csv(sdb / "train.sdb.csv")) == ["il pleut", "le chat dort"]
     assert read_csv(sdb / "test.sdb.csv") == []
     duplicates = [(r["split"], r["source"], r["detail"]) for r in read_csv(sdb / "rejects.csv")
                   if r["reason"] == "duplicate"]
-    assert duplicates == [("train", "train.tsv:4 twice.mp3", "the same clip as train.tsv:3 twice.mp3"),
-                          ("test", "test.tsv:2 twice.mp3", "the same clip as train.tsv:3 twice.mp3")]
+    elsewhere = "this clip is listed elsewhere with another sentence or split: "
+    assert duplicates == [("train", "train.tsv:4 twice.mp3", "listed again: train.tsv:3 twice.mp3"),
+                          ("train", "train.tsv:5 split.mp3", elsewhere + "test.tsv:2 split.mp3"),
+                          ("test", "test.tsv:2 split.mp3", elsewhere + "train.tsv:5 split.mp3")]
 
 
 def test_switching_the_format_imports_again_and_leaves_nothing_of_the_other(cv_archive, tmp_path):

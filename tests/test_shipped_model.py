@@ -246,3 +246,20 @@ def test_the_model_card_lists_the_language_model_texts_and_their_licences(prepar
     assert "## Language model (scorer) texts" in card
     assert "| proverbes | proverbes.txt (placed by hand) | CC0-1.0 |" in card
     assert "| training transcripts | the training datasets above | the datasets' licences |" in card
+
+
+def test_status_counts_a_training_against_the_epochs_it_was_run_with(prepared, tools, tmp_path):  # noqa: F811
+    """A finished training is not "interrupted" because the settings given to `status` ask for more epochs; a
+    training stopped early is, whatever they ask for."""
+    scenario = Scenario(tmp_path, prepared, tools, train={"epochs": 3})
+    scenario.run("--from", "train", "--to", "train")
+    scenario.configure(train={"epochs": 30})  # not run with: the record is stale, the training not interrupted
+    line = status(scenario)["lines"]["train"]
+    assert line.split()[1] == "stale" and "interrupted" not in status(scenario)["text"], line
+
+    crashed = Scenario(tmp_path / "crashed", prepared, tools, train={"epochs": 6})
+    assert crashed.run("--from", "train", "--to", "train", check=False, DS_DOUBLE_CRASH_AT_EPOCH="2").returncode == 1
+    crashed.configure(train={"epochs": 2})  # as many as it did: it was still interrupted, at 2 of its 6
+    found = status(crashed)
+    assert found["lines"]["train"].split()[1] == "interrupted" and "epochs=2/6" in found["lines"]["train"]
+    assert "last error, " in found["text"] and "stage train failed: DeepSpeech failed (exit code" in found["text"]

@@ -53,10 +53,11 @@ def test_silent_clips_and_impossible_rates_are_quarantined_with_their_measure(cl
     data, _ = cleaned
     quarantined = _quarantined(data)
     assert {name: row["reason"] for name, row in quarantined.items()} == {
-        "silence.wav": "silent", "hiss.wav": "silent", "fast.wav": "speaking_rate", "slow.wav": "speaking_rate"}
-    assert "0.00s louder than -50 dBFS" in quarantined["silence.wav"]["detail"]
-    assert "outside 1 to 30" in quarantined["fast.wav"]["detail"]
-    assert _kept(data) == {"good_1.wav", "good_2.wav", "good_3.wav", "dev_1.wav", "test_1.wav"}
+        "silence.mp3.wav": "silent", "hiss.mp3.wav": "silent", "fast.mp3.wav": "speaking_rate",
+        "slow.mp3.wav": "speaking_rate"}
+    assert "0.00s louder than -50 dBFS" in quarantined["silence.mp3.wav"]["detail"]
+    assert "outside 1 to 30" in quarantined["fast.mp3.wav"]["detail"]
+    assert _kept(data) == {"good_1.mp3.wav", "good_2.mp3.wav", "good_3.mp3.wav", "dev_1.mp3.wav", "test_1.mp3.wav"}
 
 
 def test_the_report_counts_both_and_names_the_thresholds(cleaned):
@@ -72,7 +73,7 @@ def test_the_silence_threshold_is_a_setting(cleaned):
     env = clean_env(DSTRAIN_CLEAN__SILENCE_DBFS="-70")
     dstrain("run", "--language", "fr", "--config", config, "--to", "clean", env=env)
     quarantined = _quarantined(data)
-    assert quarantined["silence.wav"]["reason"] == "silent"
-    assert "hiss.wav" not in quarantined, "a hiss 60 dB down is louder than -70 dBFS"
-    assert "hiss.wav" in _kept(data)
+    assert quarantined["silence.mp3.wav"]["reason"] == "silent"
+    assert "hiss.mp3.wav" not in quarantined, "a hiss 60 dB down is louder than -70 dBFS"
+    assert "hiss.mp3.wav" in _kept(data)
     assert "-70 dBFS" in (data / "runs/fr/clean/report.md").read_text()

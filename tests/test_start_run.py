@@ -39,3 +39,16 @@ def test_two_runs_in_one_process_keep_their_logs_apart(tmp_path, monkeypatch):
         assert "audio decoding: a decoder (test)" in text
         assert str(other) not in text
         assert (run_dir / "state" / "check.json").is_file() and (run_dir / "config.json").is_file()
+
+
+def test_a_stage_log_that_cannot_be_written_loses_its_lines_without_a_traceback(tmp_path, capfd):
+    """A full disk under the stage log (here /dev/full, where every write fails with ENOSPC, as on a full disk):
+    logging's own traceback for each line would bury what the run says."""
+    root = tmp_path / "data"
+    logs = root / "runs" / "fr" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "check.log").symlink_to("/dev/full")
+    start_run(resolve(environ={}, flags={"language": "fr", "data_root": str(root)}), only="check")
+    err = capfd.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err, err
+    assert (root / "runs" / "fr" / "state" / "check.json").exists()

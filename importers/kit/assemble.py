@@ -75,6 +75,8 @@ def assemble(
     with Ledger(out.ledger) as ledger:
         ledger.add_candidates(candidates)
         ledger.add_rejects(rejects)
+        ledger.one_clip_each()
+        store.forget_others(ledger.names)
         _convert(out, ledger, store, members, workers, max_seconds)
         with ledger.transaction():
             for seq, fields, clip in ledger.judged():
@@ -157,6 +159,7 @@ def _convert(out: ImportedDataset, ledger: Ledger, store, members: Optional[Memb
     with tqdm(total=ledger.unconverted()[0], unit="clip", desc=desc) as bar:
         ledger.record(_stored(store, ((in_flight.pop(name), clip) for name, clip in
                                       convert_stream(wanted(), workers, bar, max_seconds, store.encoding))))
+    store.discard(ledger.held_twice())
 
 
 def _stored(store, results: Iterable[Tuple[str, Clip]]) -> Iterator[Tuple[str, Clip]]:
@@ -165,4 +168,7 @@ def _stored(store, results: Iterable[Tuple[str, Clip]]) -> Iterator[Tuple[str, C
 
 
 def wav_name(source_name: str) -> str:
-    return os.path.splitext(os.path.basename(source_name))[0] + ".wav"
+    """The WAV of a clip, named after its file with the extension kept: ``x.mp3`` and ``x.ogg`` are two clips,
+    and two WAVs (``x.mp3.wav``, ``x.ogg.wav``); ``x.wav`` stays ``x.wav``."""
+    base = os.path.basename(source_name)
+    return base if base.lower().endswith(".wav") else base + ".wav"

@@ -13,12 +13,13 @@ A store is tied to its source archive (and for a database to its audio encoding 
 store of another one is emptied first, so no clip of another archive is ever reused.
 """
 import logging
+import os
 import shutil
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Tuple
+from typing import Callable, Iterable, Iterator, Optional, Tuple
 
 from dstrain.pipeline.atomic import read_json, write_json, write_text
 from dstrain.pipeline.formats.audio import Clip, convert
@@ -65,6 +66,16 @@ class WavClips:
                      "are removed", out.dir.name)
         shutil.rmtree(str(out.spool), ignore_errors=True)  # of an import to sample databases
         _remove_sets(out, "sdb")
+
+    def forget_others(self, named: Callable[[str], bool]) -> None:
+        """Delete the WAVs no candidate names now: those of an earlier import named otherwise (``x.wav`` before
+        the extension was kept), or of rows since rejected."""
+        if not self.out.clips.is_dir():
+            return
+        with os.scandir(str(self.out.clips)) as entries:
+            stale = [entry.path for entry in entries if entry.name.endswith(".wav") and not named(entry.name)]
+        for path in stale:
+            os.unlink(path)
 
     def done(self, clip: str) -> Optional[Clip]:
         wav = self.destination(clip)
@@ -131,6 +142,9 @@ class SdbClips:
             found = self._index.execute("SELECT seconds, size FROM clips WHERE clip = ?", (clip,)).fetchall()
         found = found[0] if found else None
         return Clip(True, seconds=found[0], size=found[1]) if found else None
+
+    def forget_others(self, named: Callable[[str], bool]) -> None:
+        """Clips of the spool no candidate names are never written to a database, and go with the spool."""
 
     def destination(self, clip: str) -> Path:
         """Where sox or ffmpeg may write the clip while it is converted; never kept."""

@@ -20,16 +20,16 @@ docs/adding-a-corpus.md walks through writing one.
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Type
 from urllib.parse import quote
 
 from dstrain.importers.kit.assemble import Candidate, Members, assemble
 from dstrain.importers.kit.params import CorpusParams, SpeakerSplit
 from dstrain.pipeline.formats.deepspeech_csv import Reject
 from dstrain.pipeline.formats.payload import OPUS_COMPLEXITY
-from dstrain.pipeline.paths import ImportedDataset
+from dstrain.pipeline.paths import ImportedDataset, printable
 from dstrain.pipeline.redaction import redact_url
-from dstrain.pipeline.sources.archive import extract
+from dstrain.pipeline.sources.archive import extract, refused_members
 from dstrain.pipeline.sources.fetch import obtain
 
 Normalize = Callable[[str], Optional[str]]
@@ -60,7 +60,7 @@ class Found(NamedTuple):
     #: The clips to convert and judge, with their labels and splits.
     candidates: Iterable[Candidate]
     #: The rows already refused, each with its reason.
-    rejects: Iterable[Reject]
+    rejects: List[Reject]
     #: For a corpus whose clips are read straight from its archive, in one pass (Common Voice): each member's name
     #: (a candidate's ``audio``) and how to read it.  Otherwise each candidate's ``audio`` is a file.
     members: Optional[Members] = None
@@ -145,10 +145,29 @@ class Corpus(ABC):
         found = self.read(job)
         facts = found.facts if found.facts is not None else {}
         manifest = self.manifest(archive, sha256, params)
+        candidates = _not_extracted(job.out, found.candidates, found.rejects)
         # The facts a lazy corpus learns while its candidates are read are added once assemble has read them.
-        return assemble(job.out, found.candidates, found.rejects, params.max_duration, workers, manifest,
+        return assemble(job.out, candidates, found.rejects, params.max_duration, workers, manifest,
                         found.members, clips, facts)
 
     @abstractmethod
     def read(self, job: Job) -> Found:
         """Every row of the source: a candidate to convert, or a reject with its reason."""
+
+
+def _not_extracted(out: ImportedDataset, candidates: Iterable[Candidate], rejects: List[Reject]
+                   ) -> Iterator[Candidate]:
+    """The candidates whose audio was extracted, as they come; those of members the extraction left out (their
+    names clash, or cannot be files here) go to ``rejects`` with its reason, rather than as missing."""
+    refused: Optional[Dict[str, List[str]]] = None
+    for cand in candidates:
+        if refused is None:  # read once the corpus has extracted what it reads
+            refused = refused_members(out.extracted)
+        try:
+            within = printable(cand.audio.relative_to(out.extracted).as_posix())
+        except ValueError:  # not an extracted file
+            within = None
+        if within in refused:
+            rejects.append(Reject(cand.split, cand.source, *refused[within]))
+        else:
+            yield cand

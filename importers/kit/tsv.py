@@ -1,10 +1,18 @@
-"""Reading corpus TSVs the way they really are: quotes are literal, and one bad line is one bad row."""
+"""Reading corpus tables the way they really are: quotes are literal, and one bad line is one bad row.
+
+A line is never held whole when it is longer than any row of a real corpus (``MAX_LINE``): 3 GB without a
+newline, inflated from a few MB of archive, is one unreadable row, read past a block at a time.
+"""
 import contextlib
 from pathlib import Path
-from typing import BinaryIO, Dict, Iterator, NamedTuple, Optional, Union
+from typing import BinaryIO, Dict, Iterator, NamedTuple, Optional, Tuple, Union
+
+from dstrain.pipeline.errors import DstrainError
 
 #: Longer than any row of a real corpus: a longer "line" (2 GB without a newline) is one bad row, never held.
 MAX_LINE = 1 << 16
+#: What ``copy_table`` writes of a longer line: enough for ``lines`` to find it too long.
+_CUT = MAX_LINE + 1
 
 
 class TsvRow(NamedTuple):
@@ -12,6 +20,49 @@ class TsvRow(NamedTuple):
     fields: Optional[Dict[str, str]]
     #: Why the line could not be read; None when ``fields`` is set.
     problem: Optional[str]
+
+
+def lines(handle: BinaryIO, first: int = 1) -> Iterator[Tuple[int, Optional[bytes]]]:
+    """(number, the line without its end) for each line of ``handle``, numbered from ``first``; None instead
+    of a line longer than ``MAX_LINE`` bytes, which is read past without being held."""
+    number = first - 1
+    while True:
+        raw = handle.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):  # the rest of the line, a block at a time
+                raw = handle.readline(MAX_LINE)
+            yield number, None
+            continue
+        yield number, raw.rstrip(b"\r\n")
+
+
+def read_lines(path: Path) -> Iterator[Tuple[int, Optional[bytes]]]:
+    """``lines`` of a file."""
+    with Path(path).open("rb") as handle:
+        yield from lines(handle)
+
+
+def copy_table(source: BinaryIO, out: BinaryIO, limit: int, name: str) -> None:
+    """Copy a table, each line longer than ``MAX_LINE`` cut to ``MAX_LINE + 1`` bytes as it streams by (still
+    too long for ``lines``), and refuse one that copies to more than ``limit`` bytes: inflated from a small
+    archive, a table of gigabytes fills no disk."""
+    written = 0
+    while True:
+        raw = source.readline(_CUT)
+        if not raw:
+            return
+        if len(raw) == _CUT and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = source.readline(1 << 20)
+            raw = b"x" * _CUT + b"\n"
+        written += len(raw)
+        if written > limit:
+            raise DstrainError(f"{name} is over {limit >> 20} MB: no table of a real corpus is, the archive is "
+                               "damaged or made to fill the disk")
+        out.write(raw)
 
 
 def read_tsv(path: Union[Path, BinaryIO], required=(), name: str = "") -> Iterator[TsvRow]:
@@ -30,18 +81,10 @@ def read_tsv(path: Union[Path, BinaryIO], required=(), name: str = "") -> Iterat
         missing = [name for name in required if name not in header]
         if missing:
             raise ValueError("{}: header has no column {} (it has: {})".format(path, missing[0], ", ".join(header)))
-        number = 1
-        while True:
-            raw = handle.readline(MAX_LINE + 1)
-            if not raw:
-                return
-            number += 1
-            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
-                while raw and not raw.endswith(b"\n"):  # the rest of the line, a block at a time
-                    raw = handle.readline(MAX_LINE)
+        for number, raw in lines(handle, first=2):
+            if raw is None:
                 yield TsvRow(number, None, f"longer than {MAX_LINE} bytes")
                 continue
-            raw = raw.rstrip(b"\r\n")
             if not raw.strip():
                 continue
             try:

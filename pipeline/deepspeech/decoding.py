@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 from dstrain.pipeline.atomic import read_json
+from dstrain.pipeline.paths import DataRoot
+from dstrain.pipeline.settings import Settings
 
 
 class Decoder(NamedTuple):
@@ -20,27 +22,30 @@ class Decoder(NamedTuple):
     identity: Optional[str]
 
 
-def optimized(ctx) -> Optional[dict]:
-    """The optimize stage's result, when it is on, finished, and made for the current language model."""
-    if not ctx.config.settings.optimize.enabled:
+def optimized(paths: DataRoot, optimizing: bool) -> Optional[dict]:
+    """The optimize stage's result, when it is on (``optimizing``: optimize.enabled), finished, and made for the
+    current language model."""
+    if not optimizing:
         return None
-    record, lm = ctx.record("optimize"), ctx.record("lm")
-    result = read_json(ctx.paths.optimize_result)
+    record, lm = read_json(paths.record("optimize")), read_json(paths.record("lm"))
+    result = read_json(paths.optimize_result)
     if not (record and lm and result and record.get("counts", {}).get("optimized")):
         return None
-    if result.get("lm") != lm.get("outputs") or not ctx.paths.optimized_scorer.is_file():
+    if result.get("lm") != lm.get("outputs") or not paths.optimized_scorer.is_file():
         return None
     return result
 
 
-def in_use(ctx) -> Decoder:
-    lm = ctx.config.settings.lm
-    record = ctx.record("lm")
-    if record is None or not ctx.paths.scorer.is_file():
+def in_use(paths: DataRoot, settings: Settings) -> Decoder:
+    """The decoder of the run under ``paths``: lm.alpha and lm.beta, unless the optimize stage (optimize.enabled)
+    found better ones."""
+    lm = settings.lm
+    record = read_json(paths.record("lm"))
+    if record is None or not paths.scorer.is_file():
         return Decoder(None, lm.alpha, lm.beta, "configured", None)
-    best = optimized(ctx)
+    best = optimized(paths, settings.optimize.enabled)
     if best is not None:
-        return Decoder(ctx.paths.optimized_scorer, best["alpha"], best["beta"], "optimized",
+        return Decoder(paths.optimized_scorer, best["alpha"], best["beta"], "optimized",
                        "{}:{!r}:{!r}".format(best["lm"], best["alpha"], best["beta"]))
-    return Decoder(ctx.paths.scorer, lm.alpha, lm.beta, "configured",
+    return Decoder(paths.scorer, lm.alpha, lm.beta, "configured",
                    "{}:{!r}:{!r}".format(record["outputs"], lm.alpha, lm.beta))

@@ -8,8 +8,9 @@ in one process and refuses such a GPU, or a missing package, before any work.
 import json
 import os
 import re
-import subprocess
 from typing import List, Mapping, NamedTuple, Optional, Tuple
+
+from dstrain.pipeline import processes
 
 #: Run by the trainer's Python: each package's version or why it cannot be imported, what its TensorFlow was
 #: built with and which devices it finds.  Written for the oldest base (Python 3.6).
@@ -90,8 +91,8 @@ def parse_gpu(description: str) -> Gpu:
 
 def probe(python: str) -> Report:
     """Ask the trainer's Python; raises OSError (no such program) or ValueError (it cannot run the probe)."""
-    proc = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    proc = processes.run([python, "-c", PROBE], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]

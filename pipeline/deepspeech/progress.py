@@ -19,6 +19,41 @@ def _finite(value: Optional[float]) -> Optional[float]:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _process_identity(pid: int) -> Optional[str]:
+    """What tells process ``pid`` apart from any other that had or will have its number: its pid namespace (a
+    container's own) and its start time since boot; None where /proc cannot tell (not Linux)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+        stat = Path("/proc", str(pid), "stat").read_text()
+    except OSError:
+        return None
+    return f"{namespace}/{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, counted after the command's name
+
+
+def still_running(invocation: Optional[Dict[str, Any]]) -> bool:
+    """Whether the dstrain process that started ``invocation`` (an unfinished one) is alive on this machine, and is
+    not this one."""
+    if invocation is None or invocation.get("host") != socket.gethostname() or not invocation.get("pid"):
+        return False
+    pid = invocation["pid"]
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    if invocation.get("process") and invocation["process"] != _process_identity(pid):
+        # Another process now has that number: one of another container (its own numbers, the host's name
+        # under --network host), or one that took the number of a killed one.
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:  # a process that took the number of a killed one (after a restart) is not a dstrain
+        return b"dstrain" in Path("/proc", str(pid), "cmdline").read_bytes()
+    except OSError:
+        return True
+
+
 class Progress:
     def __init__(self, path, metrics_path, data: Dict[str, Any]):
         self.path = path
@@ -98,21 +133,7 @@ class Progress:
 
     def running_elsewhere(self) -> bool:
         """Whether the unfinished invocation's dstrain process is alive on this machine."""
-        last = self.unfinished()
-        if last is None or last.get("host") != socket.gethostname() or not last.get("pid"):
-            return False
-        if last["pid"] == os.getpid():
-            return False
-        try:
-            os.kill(last["pid"], 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        try:  # a process that took the number of a killed one (after a restart) is not a dstrain
-            return b"dstrain" in Path("/proc", str(last["pid"]), "cmdline").read_bytes()
-        except OSError:
-            return True
+        return still_running(self.unfinished())
 
     def close_interrupted(self) -> None:
         """An invocation still "running" when a new one starts was killed: it is recorded as interrupted."""
@@ -138,6 +159,7 @@ class Progress:
             # Whether it still runs, for `dstrain status`.
             "pid": os.getpid(),
             "host": socket.gethostname(),
+            "process": _process_identity(os.getpid()),
         })
         self.save()
 

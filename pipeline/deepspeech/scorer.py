@@ -9,6 +9,8 @@ from typing import List, Optional
 
 from dstrain.pipeline.atomic import temporary_path
 from dstrain.pipeline.errors import StageError
+from dstrain.pipeline.paths import DataRoot
+from dstrain.pipeline.settings import LmSettings
 from dstrain.pipeline.tools import find_tool, run_tool
 
 TOOL = "generate_scorer_package"
@@ -44,8 +46,7 @@ def build(tool: Path, alphabet: Optional[Path], lm_binary: Path, vocab: Path, pa
                 TOOL, lm_binary, "\n    ".join(said) or "nothing"))
 
 
-def package(ctx, alpha: float, beta: float, path: Path) -> None:
+def package(lm: LmSettings, paths: DataRoot, alpha: float, beta: float, path: Path) -> None:
     """Package the run's language model into a scorer at ``path`` with these default alpha and beta."""
-    lm = ctx.config.settings.lm
-    build(find(lm.scorer_tool), None if lm.bytes_output_mode else ctx.paths.alphabet, ctx.paths.lm_binary,
-          ctx.paths.lm_vocab(lm.top_k), path, alpha, beta)
+    build(find(lm.scorer_tool), None if lm.bytes_output_mode else paths.alphabet, paths.lm_binary,
+          paths.lm_vocab(lm.top_k), path, alpha, beta)

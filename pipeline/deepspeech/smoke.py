@@ -11,16 +11,17 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Sequence
 
 from dstrain.pipeline.deepspeech import decoding, trainer
 from dstrain.pipeline.errors import StageError
 from dstrain.pipeline.formats import sets
 from dstrain.pipeline.formats.alphabet import alphabet_text
 from dstrain.pipeline.formats.deepspeech_csv import Sample, read_samples, write_samples
+from dstrain.pipeline.language import Language
 from dstrain.pipeline.paths import SPLITS, DataRoot, ImportedDataset
+from dstrain.pipeline.settings import Settings
 
 log = logging.getLogger("dstrain")
 
@@ -43,7 +44,7 @@ class Clips(NamedTuple):
     origin: str
 
 
-def sample_clips(settings) -> Optional[Clips]:
+def sample_clips(settings: Settings) -> Optional[Clips]:
     """DeepSpeech's sample, in its source tree: the one whose lm_optimizer.py (at its top) optimize.script names,
     as the image's settings do."""
     script = settings.optimize.script
@@ -59,11 +60,11 @@ def sample_clips(settings) -> Optional[Clips]:
     return None
 
 
-def imported_clips(ctx) -> Optional[Clips]:
-    """The first training clips of the first dataset this run has imported; a clip of a sample database is named
-    as DeepSpeech names it, and written out as a WAV in the throwaway directory."""
-    for dataset in ctx.config.datasets:
-        imported = ImportedDataset(ctx.paths.imported(dataset.key))
+def imported_clips(paths: DataRoot, datasets: Sequence[str]) -> Optional[Clips]:
+    """The first training clips of the first of ``datasets`` (their keys) this run has imported; a clip of a
+    sample database is named as DeepSpeech names it, and written out as a WAV in the throwaway directory."""
+    for key in datasets:
+        imported = ImportedDataset(paths.imported(key))
         database, csv = imported.set("train", "sdb"), imported.set("train", "wav")
         if not imported.record.is_file():
             continue
@@ -75,25 +76,33 @@ def imported_clips(ctx) -> Optional[Clips]:
             for sample in itertools.islice(read_samples(csv.data), IMPORTED_CLIPS):
                 samples.append(sample._replace(wav_filename=str((csv.data.parent / sample.wav_filename).resolve())))
         if samples:
-            return Clips(samples, f"the first {len(samples)} clips imported from {dataset.key}")
+            return Clips(samples, f"the first {len(samples)} clips imported from {key}")
     return None
 
 
-def find_clips(ctx) -> Optional[Clips]:
-    return sample_clips(ctx.config.settings) or imported_clips(ctx)
+def find_clips(settings: Settings, paths: DataRoot, datasets: Sequence[str]) -> Optional[Clips]:
+    return sample_clips(settings) or imported_clips(paths, datasets)
 
 
-def _throwaway(ctx, scratch: Path):
-    """The run's context with its paths under ``scratch`` and a tiny model: the trainer's flags are built from it."""
-    settings = ctx.config.settings
+class _Throwaway(NamedTuple):
+    """The run's settings with a tiny model, and paths under the throwaway directory: the trainer's flags are
+    built from them."""
+
+    settings: Settings
+    paths: DataRoot
+    model: trainer.Model
+
+
+def _throwaway(settings: Settings, language: str, scratch: Path) -> _Throwaway:
     train = settings.train.model_copy(update={
         "n_hidden": N_HIDDEN, "epochs": EPOCHS, "train_batch_size": 1, "dev_batch_size": 1, "test_batch_size": 1,
         "early_stop": False, "reduce_lr_on_plateau": False, "feature_cache": False, "max_to_keep": 1})
     small = settings.model_copy(update={"train": train})
-    return replace(ctx, config=replace(ctx.config, settings=small), paths=DataRoot(scratch, RUN, ctx.language.code))
+    paths = DataRoot(scratch, RUN, language)
+    return _Throwaway(small, paths, trainer.Model.of(small, paths))
 
 
-def _prepare(small, clips: Clips) -> None:
+def _prepare(small: _Throwaway, clips: Clips) -> None:
     paths = small.paths
     samples = []
     for number, sample in enumerate(clips.samples):
@@ -109,10 +118,10 @@ def _prepare(small, clips: Clips) -> None:
     paths.alphabet.write_text(alphabet_text(characters), encoding="utf-8")
 
 
-def _step(small, what: str, flags) -> None:
-    settings = small.config.settings
+def _step(small: _Throwaway, what: str, flags) -> None:
+    train = small.settings.train
     started = time.time()
-    outcome = trainer.run(trainer.command(settings, flags), trainer.environment(settings))
+    outcome = trainer.run(trainer.command(train, flags), trainer.environment(train))
     if not outcome.ok:
         raise StageError("the smoke training failed at its {} (exit code {}), so a real training would too "
                          "(train.smoke = false skips this check). DeepSpeech's last lines:\n    {}".format(
@@ -120,30 +129,33 @@ def _step(small, what: str, flags) -> None:
     log.info("smoke training: %s done in %.0f s", what, time.time() - started)
 
 
-def run(ctx, clips: Clips) -> dict:
-    """Train, test and export ``clips`` under ``ctx.paths.smoke``, removed afterwards whatever happens."""
-    scratch = ctx.paths.smoke
+def run(settings: Settings, language: Language, scratch: Path, clips: Clips) -> dict:
+    """Train, test and export ``clips`` under ``scratch``, removed afterwards whatever happens."""
     shutil.rmtree(str(scratch), ignore_errors=True)
-    small = _throwaway(ctx, scratch)
-    settings = small.config.settings
+    small = _throwaway(settings, language.code, scratch)
+    settings = small.settings
     log.info("smoke training: %d steps on %s, n_hidden %d, in %s", EPOCHS * len(clips.samples), clips.origin,
              N_HIDDEN, scratch)
     try:
         _prepare(small, clips)
         paths = small.paths
         start = trainer.Start(paths.checkpoints, "init")
-        _step(small, "training", trainer.train_flags(small, start, EPOCHS, 1, 1, None))
+        data = (paths.clean_set("train").data, paths.clean_set("dev").data)
+        _step(small, "training", trainer.train_flags(small.model.graph, settings.train, data, start, EPOCHS, (1, 1),
+                                                     None))
         output = paths.test_output
         output.parent.mkdir(parents=True, exist_ok=True)
         lm = settings.lm
         no_scorer = decoding.Decoder(None, lm.alpha, lm.beta, "configured", None)
-        _step(small, "test", trainer.test_flags(small, paths.clean_set("test").data, output, no_scorer, 1))
+        _step(small, "test", trainer.test_flags(small.model, settings.evaluate, paths.clean_set("test").data, output,
+                                                no_scorer, 1))
         decoded = [row.get("res", "") for row in json.loads(output.read_text(encoding="utf-8"))]
         exported = []
         for kind in [k for k in settings.export.formats if k != "zip"] or ["tflite"]:
             directory = paths.export_scratch(kind)
             directory.mkdir(parents=True, exist_ok=True)
-            _step(small, f"{kind} export", trainer.export_flags(small, kind, directory, None))
+            _step(small, f"{kind} export", trainer.export_flags(small.model, language.model_metadata(),
+                                                                settings.export.beam_width, kind, directory, None))
             models = sorted(p.name for p in directory.glob("output_graph.*") if not p.name.endswith(".md"))
             if not models:
                 raise StageError(f"the smoke training's {kind} export wrote no model in {directory}")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional
 
 from dstrain.pipeline.deepspeech import checkpoints, trainer
+from dstrain.pipeline.deepspeech.plan import Plan
 from dstrain.pipeline.digests import file_digest
 from dstrain.pipeline.errors import ConfigError
 from dstrain.pipeline.formats.alphabet import read_labels
@@ -30,46 +31,46 @@ class Source(NamedTuple):
     load_cudnn: bool
 
 
-def source_alphabet(ctx) -> Optional[Path]:
-    t = ctx.config.settings.train
+def source_alphabet(plan: Plan) -> Optional[Path]:
+    t = plan.train
     if t.source_checkpoint is None:
         return None
     return t.source_alphabet or t.source_checkpoint / "alphabet.txt"
 
 
-def _transfer(ctx) -> Optional[bool]:
+def _transfer(plan: Plan) -> Optional[bool]:
     """Whether the source's labels differ from this run's; None when either alphabet cannot be read."""
-    if ctx.config.settings.lm.bytes_output_mode:
+    if plan.bytes_output_mode:
         return False  # every text is UTF-8 bytes: DeepSpeech's docs say to fine-tune
     try:
-        return read_labels(source_alphabet(ctx)) != read_labels(ctx.paths.alphabet)
+        return read_labels(source_alphabet(plan)) != read_labels(plan.alphabet)
     except OSError:
         return None
 
 
-def lineage(ctx) -> Dict[str, Any]:
+def lineage(plan: Plan) -> Dict[str, Any]:
     """What fixes the shape of the checkpoints: it cannot change while they exist."""
-    t = ctx.config.settings.train
+    t = plan.train
     return {
         "n_hidden": t.n_hidden,
-        "alphabet": file_digest(ctx.paths.alphabet),
-        "bytes_output_mode": ctx.config.settings.lm.bytes_output_mode,
+        "alphabet": file_digest(plan.alphabet),
+        "bytes_output_mode": plan.bytes_output_mode,
         # cuDNN and mixed-precision checkpoints hold variables the other graphs lack (flags.py v0.9.3).
         "train_cudnn": t.train_cudnn,
         "automatic_mixed_precision": t.automatic_mixed_precision,
     }
 
 
-def source_identity(ctx) -> Optional[Dict[str, Any]]:
+def source_identity(plan: Plan) -> Optional[Dict[str, Any]]:
     """The model training starts from, by content: the data root is ./data on the host and /data in Docker."""
-    t = ctx.config.settings.train
+    t = plan.train
     if t.source_checkpoint is None:
         return None
     directory = t.source_checkpoint
     return {
         "state": file_digest(directory / checkpoints.BEST_STATE) or file_digest(directory / checkpoints.LAST_STATE),
-        "alphabet": file_digest(source_alphabet(ctx)),
-        "drop_source_layers": t.drop_source_layers if _transfer(ctx) else 0,
+        "alphabet": file_digest(source_alphabet(plan)),
+        "drop_source_layers": t.drop_source_layers if _transfer(plan) else 0,
     }
 
 
@@ -86,10 +87,9 @@ def _describe_alphabets(theirs: List[str], ours: List[str]) -> str:
     return "the alphabets differ (" + "; ".join(parts) + ")"
 
 
-def source(ctx) -> Optional[Source]:
+def source(plan: Plan) -> Optional[Source]:
     """The checkpoint to start from, checked, with the mode its alphabet implies."""
-    settings = ctx.config.settings
-    t = settings.train
+    t = plan.train
     if t.source_checkpoint is None:
         if t.source_alphabet is not None:
             raise ConfigError("train.source_alphabet is set but train.source_checkpoint is not")
@@ -101,7 +101,7 @@ def source(ctx) -> Optional[Source]:
     if load is None:
         raise ConfigError(f"train.source_checkpoint: {directory} holds no DeepSpeech checkpoint "
                           f"({checkpoints.BEST_STATE} or {checkpoints.LAST_STATE} naming an existing .index)")
-    alphabet = source_alphabet(ctx)
+    alphabet = source_alphabet(plan)
     if not alphabet.is_file():
         raise ConfigError(f"the source checkpoint's alphabet is unknown: there is no {alphabet}; "
                           "set train.source_alphabet to the alphabet it was trained with")
@@ -110,10 +110,10 @@ def source(ctx) -> Optional[Source]:
         raise ConfigError(f"the source checkpoint was trained with n_hidden {flags['n_hidden']} (its "
                           f"{checkpoints.FLAGS_FILE}); set train.n_hidden = {flags['n_hidden']} to start from it")
     load_cudnn = flags.get("train_cudnn") == "true" and not t.train_cudnn
-    theirs, ours = read_labels(alphabet), read_labels(ctx.paths.alphabet)
+    theirs, ours = read_labels(alphabet), read_labels(plan.alphabet)
     english = " (english_compatible is on: this run uses DeepSpeech's English alphabet)" \
-        if settings.english_compatible else ""
-    if settings.lm.bytes_output_mode:
+        if plan.english_compatible else ""
+    if plan.bytes_output_mode:
         mode, drop = "fine_tuning", 0
         reason = "bytes output mode: every alphabet is UTF-8 bytes, so the output layer fits as it is"
     elif theirs == ours:
@@ -135,11 +135,11 @@ def mode_record(found: Optional[Source]) -> Dict[str, Any]:
             "drop_source_layers": found.drop_source_layers, "load_cudnn": found.load_cudnn}
 
 
-def choose(ctx, found: Optional[Source], learning_rate_used: Optional[float]) -> trainer.Start:
+def choose(plan: Plan, found: Optional[Source], learning_rate_used: Optional[float]) -> trainer.Start:
     """The run's own last checkpoint once there is one, else the source, else nothing; ``learning_rate_used`` is
     the configured rate last passed to DeepSpeech (None before the first invocation)."""
-    t = ctx.config.settings.train
-    directory = ctx.paths.checkpoints
+    t = plan.train
+    directory = plan.checkpoints
     if checkpoints.has_last(directory):
         changed = learning_rate_used not in (None, t.learning_rate)
         if changed:

@@ -12,10 +12,15 @@ import re
 import shlex
 import subprocess
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from dstrain.pipeline.errors import ConfigError, StageError
+from dstrain.pipeline import processes
+from dstrain.pipeline.errors import ConfigError, Portable, StageError
+from dstrain.pipeline.language import ModelMetadata
+from dstrain.pipeline.paths import DataRoot
+from dstrain.pipeline.settings import EvaluateSettings, OptimizeSettings, Settings, TrainSettings
 
 log = logging.getLogger("dstrain")
 
@@ -36,8 +41,8 @@ MEMMAPPED = Path(__file__).with_name("memmapped.py")
 
 # -- the command line --------------------------------------------------------
 
-def trainer_python(settings) -> str:
-    return settings.train.trainer_python or os.environ.get("TRAINER_PYTHON") or "python3"
+def trainer_python(train: TrainSettings) -> str:
+    return train.trainer_python or os.environ.get("TRAINER_PYTHON") or "python3"
 
 
 def argv(flags: Dict[str, Any]) -> List[str]:
@@ -59,15 +64,15 @@ def argv(flags: Dict[str, Any]) -> List[str]:
     return out
 
 
-def command(settings, flags: Dict[str, Any]) -> List[str]:
-    return [trainer_python(settings), "-u", "-m", TRAIN_MODULE] + argv(flags)
+def command(train: TrainSettings, flags: Dict[str, Any]) -> List[str]:
+    return [trainer_python(train), "-u", "-m", TRAIN_MODULE] + argv(flags)
 
 
-def environment(settings) -> Dict[str, str]:
+def environment(train: TrainSettings) -> Dict[str, str]:
     env = dict(os.environ)
     env.update(
         # Take GPU memory as needed instead of all of it up front (DeepSpeech's TRAINING.rst advice).
-        TF_FORCE_GPU_ALLOW_GROWTH="true" if settings.train.gpu_allow_growth else "false",
+        TF_FORCE_GPU_ALLOW_GROWTH="true" if train.gpu_allow_growth else "false",
         # Rebuild cuDNN's RNN descriptor and random state on every step (TensorFlow's cudnn_rnn_ops);
         # the known cure for cuDNN LSTM failures on batches of varying length.
         TF_CUDNN_RESET_RND_GEN_STATE="1",
@@ -75,21 +80,48 @@ def environment(settings) -> Dict[str, str]:
     )
     # As activating its virtualenv would: TensorFlow's tflite export runs the console script
     # toco_from_protos, installed beside the trainer's Python.
-    python = trainer_python(settings)
+    python = trainer_python(train)
     if os.path.dirname(python):
         env["PATH"] = os.path.dirname(os.path.abspath(python)) + os.pathsep + env.get("PATH", "")
     return env
 
 
-def _model_flags(ctx) -> Dict[str, Any]:
+@dataclass(frozen=True)
+class Graph:
+    """What every invocation needs to rebuild the same graph, and where its checkpoints and summaries are."""
+
+    alphabet: Path
+    n_hidden: int
+    bytes_output_mode: bool
+    #: DeepSpeech's checkpoint directory: training saves there, decoding and export load the model from it.
+    checkpoints: Path
+    #: Without it DeepSpeech writes TensorBoard files under the user's home.
+    summaries: Path
+
+
+@dataclass(frozen=True)
+class Model:
+    """The trained model, as the test, lm_optimizer.py and the export load it."""
+
+    graph: Graph
+    #: train.model_checkpoint: DeepSpeech's own names, the best-dev ("best") or the last ("last") state file.
+    checkpoint: str
+
+    @classmethod
+    def of(cls, settings: Settings, paths: DataRoot) -> "Model":
+        """The model of the run these settings and this data root describe."""
+        graph = Graph(paths.alphabet, settings.train.n_hidden, settings.lm.bytes_output_mode, paths.checkpoints,
+                      paths.summaries)
+        return cls(graph, settings.train.model_checkpoint)
+
+
+def _model_flags(graph: Graph) -> Dict[str, Any]:
     """What every invocation needs to rebuild the same graph, and where it may write."""
-    settings = ctx.config.settings
     return {
-        "alphabet_config_path": ctx.paths.alphabet,
-        "bytes_output_mode": settings.lm.bytes_output_mode or None,
-        "n_hidden": settings.train.n_hidden,
-        # Without it DeepSpeech writes TensorBoard files under the user's home.
-        "summary_dir": ctx.paths.summaries,
+        "alphabet_config_path": graph.alphabet,
+        "bytes_output_mode": graph.bytes_output_mode or None,
+        "n_hidden": graph.n_hidden,
+        "summary_dir": graph.summaries,
         "show_progressbar": False,
         "log_level": 1,
     }
@@ -109,16 +141,16 @@ class Start(NamedTuple):
     reset_learning_rate: bool = False
 
 
-def train_flags(ctx, start: Start, epochs: int, train_batch: int, dev_batch: int,
-                feature_cache: Optional[Path]) -> Dict[str, Any]:
-    t = ctx.config.settings.train
-    flags = _model_flags(ctx)
+def train_flags(graph: Graph, t: TrainSettings, data: Tuple[Path, Path], start: Start, epochs: int,
+                batches: Tuple[int, int], feature_cache: Optional[Path]) -> Dict[str, Any]:
+    """``data``: the train and dev sets, CSVs or sample databases (clips.format: DeepSpeech reads either);
+    ``batches``: the train and dev batch sizes in use."""
+    flags = _model_flags(graph)
     flags.update({
-        # A CSV or a sample database (clips.format): DeepSpeech reads either.
-        "train_files": ctx.paths.clean_set("train").data,
-        "dev_files": ctx.paths.clean_set("dev").data,
-        "train_batch_size": train_batch,
-        "dev_batch_size": dev_batch,
+        "train_files": data[0],
+        "dev_files": data[1],
+        "train_batch_size": batches[0],
+        "dev_batch_size": batches[1],
         "epochs": epochs,
         "learning_rate": t.learning_rate,
         "dropout_rate": t.dropout_rate,
@@ -134,9 +166,9 @@ def train_flags(ctx, start: Start, epochs: int, train_batch: int, dev_batch: int
         "max_to_keep": t.max_to_keep,
         "augment": list(t.augment) or None,
         # Left empty, DeepSpeech creates a directory under the user's home (its XDG default).
-        "checkpoint_dir": ctx.paths.checkpoints,
+        "checkpoint_dir": graph.checkpoints,
         "load_checkpoint_dir": start.load_dir,
-        "save_checkpoint_dir": ctx.paths.checkpoints,
+        "save_checkpoint_dir": graph.checkpoints,
         "load_train": start.load_train,
         "drop_source_layers": start.drop_source_layers or None,
         "load_cudnn": start.load_cudnn or None,
@@ -145,32 +177,32 @@ def train_flags(ctx, start: Start, epochs: int, train_batch: int, dev_batch: int
     return flags
 
 
-def _decode_flags(ctx, csv: Path, batch: int) -> Dict[str, Any]:
+def _decode_flags(model: Model, beam_width: int, csv: Path, batch: int) -> Dict[str, Any]:
     """Decoding ``csv`` with the model's checkpoint: evaluate.py's test, and each trial of lm_optimizer.py."""
-    flags = _model_flags(ctx)
+    flags = _model_flags(model.graph)
     flags.update({
         "test_files": csv,
         "test_batch_size": batch,
-        "checkpoint_dir": ctx.paths.checkpoints,
-        # train.model_checkpoint: DeepSpeech's own names, the best-dev or the last state file.
-        "load_evaluate": ctx.config.settings.train.model_checkpoint,
-        "beam_width": ctx.config.settings.evaluate.beam_width,
+        "checkpoint_dir": model.graph.checkpoints,
+        "load_evaluate": model.checkpoint,
+        "beam_width": beam_width,
     })
     return flags
 
 
-def test_flags(ctx, test_csv: Path, output: Path, decoder, batch: int) -> Dict[str, Any]:
+def test_flags(model: Model, evaluate: EvaluateSettings, test_csv: Path, output: Path, decoder,
+               batch: int) -> Dict[str, Any]:
     """``decoder``: a :class:`decoding.Decoder`."""
-    flags = _decode_flags(ctx, test_csv, batch)
-    flags.update({"test_output_file": output, "report_count": ctx.config.settings.evaluate.report_count})
+    flags = _decode_flags(model, evaluate.beam_width, test_csv, batch)
+    flags.update({"test_output_file": output, "report_count": evaluate.report_count})
     if decoder.scorer is not None:
         flags.update({"scorer_path": decoder.scorer, "lm_alpha": decoder.alpha, "lm_beta": decoder.beta})
     return flags
 
 
-def find_optimizer(settings) -> Path:
+def find_optimizer(optimize: OptimizeSettings) -> Path:
     """DeepSpeech's lm_optimizer.py, as optimize.script names it; refused before any work when it is missing."""
-    script = settings.optimize.script
+    script = optimize.script
     if script is None:
         raise ConfigError("optimize.enabled is true but optimize.script is not set. " + OPTIMIZER_HOW_TO_GET
                           + " Set optimize.script to its path.")
@@ -180,38 +212,39 @@ def find_optimizer(settings) -> Path:
     return script
 
 
-def memmapped_command(settings, pb: Path, pbmm: Path) -> List[str]:
+def memmapped_command(train: TrainSettings, pb: Path, pbmm: Path) -> List[str]:
     """dstrain's converter to TensorFlow's memmapped format; the trainer's Python runs it, for TensorFlow's
     protobuf modules."""
-    return [trainer_python(settings), str(MEMMAPPED), str(pb), str(pbmm)]
+    return [trainer_python(train), str(MEMMAPPED), str(pb), str(pbmm)]
 
 
-def optimizer_command(settings, script: Path, flags: Dict[str, Any]) -> List[str]:
+def optimizer_command(train: TrainSettings, script: Path, flags: Dict[str, Any]) -> List[str]:
     """DeepSpeech's lm_optimizer.py takes the training flags, plus its own three."""
-    return [trainer_python(settings), "-u", str(script)] + argv(flags)
+    return [trainer_python(train), "-u", str(script)] + argv(flags)
 
 
-def optimizer_flags(ctx, dev_csv: Path, scorer: Path, batch: int, trials: int) -> Dict[str, Any]:
+def optimizer_flags(model: Model, beam_width: int, o: OptimizeSettings, dev_csv: Path, scorer: Path, batch: int,
+                    trials: int) -> Dict[str, Any]:
     """lm_optimizer.py decodes its --test_files; dstrain gives it the dev set, so the test set stays unseen."""
-    o = ctx.config.settings.optimize
-    flags = _decode_flags(ctx, dev_csv, batch)
+    flags = _decode_flags(model, beam_width, dev_csv, batch)
     flags.update({"scorer_path": scorer, "n_trials": trials, "lm_alpha_max": o.alpha_max,
                   "lm_beta_max": o.beta_max})
     return flags
 
 
-def export_flags(ctx, kind: str, export_dir: Path, scorer: Optional[Path]) -> Dict[str, Any]:
-    """kind: "pb", "tflite" or "zip" (a TFLite model zipped with the scorer, DeepSpeech's --export_zip)."""
-    meta = ctx.language.model_metadata()
-    flags = _model_flags(ctx)
+def export_flags(model: Model, meta: ModelMetadata, beam_width: int, kind: str, export_dir: Path,
+                 scorer: Optional[Path]) -> Dict[str, Any]:
+    """kind: "pb", "tflite" or "zip" (a TFLite model zipped with the scorer, DeepSpeech's --export_zip);
+    ``beam_width``: the default the model carries (export.beam_width)."""
+    flags = _model_flags(model.graph)
     flags.update({
-        "checkpoint_dir": ctx.paths.checkpoints,
-        "load_evaluate": ctx.config.settings.train.model_checkpoint,
+        "checkpoint_dir": model.graph.checkpoints,
+        "load_evaluate": model.checkpoint,
         "export_dir": export_dir,
         "export_tflite": kind == "tflite" or None,
         "export_zip": kind == "zip" or None,
         "scorer_path": scorer if kind == "zip" else None,
-        "export_beam_width": ctx.config.settings.export.beam_width,
+        "export_beam_width": beam_width,
         "export_author_id": meta.author,
         "export_model_name": meta.model_name,
         "export_model_version": meta.model_version,
@@ -245,9 +278,8 @@ def run(cmd: Sequence[str], env: Dict[str, str], on_line: Optional[Callable[[str
     tail: deque = deque(maxlen=TAIL_LINES)
     out_of_memory = False
     try:
-        proc = subprocess.Popen(list(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace",
-                                bufsize=1)
+        proc = processes.start(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace", bufsize=1)
     except OSError as exc:
         raise StageError(f"cannot start the trainer {cmd[0]!r}: {exc.strerror or exc}. Set TRAINER_PYTHON "
                          "(or train.trainer_python) to a Python with deepspeech_training 0.9.3.") from None
@@ -262,19 +294,13 @@ def run(cmd: Sequence[str], env: Dict[str, str], on_line: Optional[Callable[[str
                 on_line(line)
         proc.wait()
     finally:
-        if proc.poll() is None:
-            # Interrupted (Ctrl-C, docker stop): the epochs DeepSpeech finished are saved, the one under way
-            # cannot be, so stop it now rather than let it train on unrecorded.
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except (subprocess.TimeoutExpired, KeyboardInterrupt):
-                proc.kill()
-                proc.wait()
+        # Interrupted (Ctrl-C, docker stop): the epochs DeepSpeech finished are saved, the one under way
+        # cannot be, so stop it now rather than let it train on unrecorded.
+        processes.stop(proc, grace=30)
     return Outcome(proc.returncode, out_of_memory, list(tail))
 
 
-class Failed(Exception):
+class Failed(Portable, Exception):
     """DeepSpeech exited with an error; raised inside an attempt given to :func:`halving_batch`."""
 
     def __init__(self, outcome: Outcome):
@@ -282,14 +308,15 @@ class Failed(Exception):
         self.outcome = outcome
 
 
-def halving_batch(settings, batch: int, what: str, attempt: Callable[[int], Any]) -> Any:
-    """``attempt(batch)``, with the batch halved while DeepSpeech runs out of memory."""
+def halving_batch(min_batch_size: int, batch: int, what: str, attempt: Callable[[int], Any]) -> Any:
+    """``attempt(batch)``, with the batch halved while DeepSpeech runs out of memory, down to ``min_batch_size``
+    (train.min_batch_size)."""
     while True:
         try:
             return attempt(batch)
         except Failed as failed:
             outcome = failed.outcome
-            if outcome.out_of_memory and batch // 2 >= settings.train.min_batch_size:
+            if outcome.out_of_memory and batch // 2 >= min_batch_size:
                 log.warning("out of memory: %s batch size %d halved to %d", what, batch, batch // 2)
                 batch //= 2
                 continue

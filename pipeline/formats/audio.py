@@ -12,23 +12,22 @@ be resampled into gigabytes), a file bigger than any clip of ``max_seconds``
 can be is refused unread, and no more than ``max_seconds`` (plus a little)
 is ever decoded.  A clip refused for any of these leaves no WAV behind.
 """
-import contextlib
+import hashlib
 import io
 import logging
-import multiprocessing
 import os
-import queue
 import shutil
 import subprocess
-import sys
-import tempfile
-import threading
 import wave
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import BinaryIO, Iterable, Iterator, NamedTuple, Optional, Tuple, Union
 
+from dstrain.pipeline import processes
+from dstrain.pipeline.advice import name_refused, of_one_name
+from dstrain.pipeline.formats.notes import console_notes
 from dstrain.pipeline.formats.payload import SAMPLE_RATE, WAV_HEADER_BYTES, Encoding, encode
+from dstrain.pipeline.workers import ordered
 
 #: DeepSpeech computes one feature frame per 20 ms; CTC needs one per character.
 FRAME_SECONDS = 0.02
@@ -144,26 +143,6 @@ def _decode(source, max_seconds: Optional[float]):
     return numpy.round(numpy.clip(mono, -1.0, 1.0) * 32767).astype("<i2")
 
 
-@contextlib.contextmanager
-def console_notes():
-    """Catch what C libraries write on file descriptor 2 meanwhile: libmpg123, inside libsndfile, prints its
-    notes on damaged MP3s there, past Python, where they would fill the console during an import."""
-    if sys.stderr is not None:  # what Python holds for the console goes there, not into the notes
-        sys.stderr.flush()
-    saved = os.dup(2)
-    notes: List[str] = []
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield notes
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            notes.append(" / ".join(line.strip() for line in sink.read().decode(errors="replace").splitlines()
-                                    if line.strip()))
-
-
 def _libsndfile_reason(exc: Exception) -> str:
     """libsndfile's own words, without the file object or path it names."""
     message = str(exc).split(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
@@ -183,9 +162,17 @@ def _output(dst: Path, pcm, encoding: Optional[Encoding]) -> Clip:
                 payload=encode(data, *encoding))
 
 
+def partial_wav(dst: Path, suffix: str = ".part") -> Path:
+    """Where a WAV is written before it is renamed to ``dst``: a name of a fixed length, so that a WAV whose own
+    name the file system takes is never refused for its temporary name's."""
+    return dst.with_name("." + hashlib.sha256(os.fsencode(dst.name)).hexdigest()[:24] + suffix)
+
+
 def _write_wav(dst: Path, pcm) -> Clip:
-    tmp = dst.with_name(dst.name + ".part")
-    with wave.open(str(tmp), "wb") as wav:
+    tmp = partial_wav(dst)
+    # Opened first: a name the file system refuses fails here, not inside the wave module, which then
+    # complains again when it is collected.
+    with open(str(tmp), "wb") as raw, wave.open(raw, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(SAMPLE_RATE)
@@ -196,7 +183,7 @@ def _write_wav(dst: Path, pcm) -> Clip:
 
 def _external(src: Union[Path, bytes], name: str, dst: Path, tool: str, max_seconds: Optional[float]) -> None:
     """sox or ffmpeg, reading the file or (for a clip read from an archive) its bytes on stdin."""
-    tmp = dst.with_name(dst.name + ".part.wav")
+    tmp = partial_wav(dst, ".part.wav")
     piped = isinstance(src, bytes)
     kind = os.path.splitext(name)[1].lstrip(".")
     # One sample past the limit is enough to tell a clip too long, without decoding an hour of it.
@@ -211,8 +198,8 @@ def _external(src: Union[Path, bytes], name: str, dst: Path, tool: str, max_seco
         if piped:
             cmd.remove("-nostdin")
     try:
-        subprocess.run(cmd, check=True, input=src if piped else None, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, timeout=300)
+        processes.run(cmd, check=True, input=src if piped else None, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.PIPE, timeout=300)
         if max_seconds is not None and wav_seconds(tmp) > max_seconds + LENGTH_SLACK:
             raise _Refused("too_long", f"decodes to more than {max_seconds + LENGTH_SLACK}s (> {max_seconds}s)")
         os.replace(str(tmp), str(dst))
@@ -223,8 +210,26 @@ def _external(src: Union[Path, bytes], name: str, dst: Path, tool: str, max_seco
 
 def _convert(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optional[float],
              encoding: Optional[Encoding] = None) -> Clip:
-    """Decode a file, or the bytes of one read from an archive; never raises, a failure is a reason.  With an
-    ``encoding``, ``dst`` is only where sox or ffmpeg may write meanwhile: the clip comes back as a payload."""
+    """Decode a file, or the bytes of one read from an archive; a failure is a reason.  So is a name the file
+    system cannot hold (too long, bytes it refuses): an error of the machine (no space, a read-only disk) is
+    raised, and stops the work.  With an ``encoding``, ``dst`` is only where sox or ffmpeg may write
+    meanwhile: the clip comes back as a payload."""
+    try:
+        return _decoded(src, name, dst, max_seconds, encoding)
+    except (OSError, ValueError) as exc:
+        if not of_one_name(exc):
+            raise
+        return refused_name(name, exc)
+
+
+def refused_name(name: str, exc: BaseException) -> Clip:
+    """The clip of a row whose name the file system refused, as a reason."""
+    return Clip(False, reason="invalid_path", detail=f"{name!r} cannot be a file here: {name_refused(exc)}")
+
+
+def _decoded(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optional[float],
+             encoding: Optional[Encoding]) -> Clip:
+    """Decode a file, or the bytes of one read from an archive; never raises, a failure is a reason."""
     size = len(src) if isinstance(src, bytes) else src.stat().st_size
     if size == 0:
         return Clip(False, reason="empty_audio", detail="0 bytes")
@@ -277,14 +282,28 @@ def convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: Optional[f
 
 
 def convert(job: Tuple[str, str], max_seconds: Optional[float] = None, encoding: Optional[Encoding] = None) -> Clip:
-    """Convert one clip (source file, destination WAV); never raises, a failure is a reason.  A WAV already at
-    the destination is the clip, converted before a crash; with an ``encoding`` there is none (see _convert)."""
+    """Convert one clip (source file, destination WAV); a failure is a reason, as for ``_convert``.  A WAV
+    already at the destination is the clip, converted before a crash; with an ``encoding`` there is none."""
     src, dst = Path(job[0]), Path(job[1])
-    if encoding is None and dst.exists():
-        return _done(dst)
-    if not src.exists():
-        return Clip(False, reason="missing_audio", detail="no such file: " + src.name)
+    try:
+        if encoding is None and _exists(dst):
+            return _done(dst)
+        if not _exists(src):
+            return Clip(False, reason="missing_audio", detail="no such file: " + src.name)
+    except (OSError, ValueError) as exc:
+        if not of_one_name(exc):
+            raise
+        return refused_name(src.name, exc)
     return _convert(src, src.name, dst, max_seconds, encoding)
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a name the file system refuses raises, as Path.exists does only before 3.12."""
+    try:
+        os.stat(str(path))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _tidy(message: str, src: Path) -> str:
@@ -304,64 +323,36 @@ def noted(name: str, clip: Clip) -> Clip:
     return clip
 
 
-def _pool(workers: int):
-    # Loaded once here, the decoding libraries are inherited by every forked worker.
+def _load_decoders() -> None:
+    """Loaded once before the workers start, the decoding libraries are inherited by every forked worker."""
     import numpy  # noqa: F401
     import soundfile  # noqa: F401
     import soxr  # noqa: F401
-
-    return multiprocessing.get_context("fork").Pool(workers)
 
 
 def convert_stream(jobs: Iterable[Tuple[str, Optional[bytes], str]], workers: int, progress,
                    max_seconds: float, encoding: Optional[Encoding] = None) -> Iterator[Tuple[str, Clip]]:
     """(name, clip) for clips read one by one from an archive, converted as they arrive.
 
-    At most ``IN_FLIGHT_BYTES`` of clips are held in memory: the pool's feeder
-    thread waits for results before it reads further into the archive.
+    At most ``IN_FLIGHT_BYTES`` of clips are held in memory: the archive is read further only as results
+    come back.
     """
     if workers <= 1:
         for job in jobs:
             yield job[0], noted(job[0], convert_bytes(job, max_seconds, encoding))
             progress.update(1)
         return
-    budget = _Budget(IN_FLIGHT_BYTES)
-
-    def bounded():
-        for job in jobs:
-            budget.take(_cost(job, encoding))
-            yield job
-
-    with _pool(workers) as pool:
-        for name, size, clip in pool.imap(partial(_named_convert_bytes, max_seconds=max_seconds,
-                                                  encoding=encoding), bounded(), chunksize=4):
-            budget.give(size)
-            progress.update(1)
-            yield name, noted(name, clip)
-
-
-class _Budget:
-    """Bytes that one thread takes before handing work on and another gives back once it is done."""
-
-    def __init__(self, total: int):
-        self.total, self.used = total, 0
-        self.changed = threading.Condition()
-
-    def take(self, size: int) -> None:
-        with self.changed:
-            # One clip bigger than the whole budget still goes, alone.
-            self.changed.wait_for(lambda: self.used == 0 or self.used + size <= self.total)
-            self.used += size
-
-    def give(self, size: int) -> None:
-        with self.changed:
-            self.used -= size
-            self.changed.notify()
+    _load_decoders()
+    for name, clip in ordered(partial(_named_convert_bytes, max_seconds=max_seconds, encoding=encoding), jobs,
+                              workers, window=8 * workers, chunk=4, cost=partial(_cost, encoding=encoding),
+                              budget=IN_FLIGHT_BYTES):
+        progress.update(1)
+        yield name, noted(name, clip)
 
 
 def _named_convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: float,
-                         encoding: Optional[Encoding]) -> Tuple[str, int, Clip]:
-    return job[0], _cost(job, encoding), convert_bytes(job, max_seconds, encoding)
+                         encoding: Optional[Encoding]) -> Tuple[str, Clip]:
+    return job[0], convert_bytes(job, max_seconds, encoding)
 
 
 def _cost(job: Tuple[str, Optional[bytes], str], encoding: Optional[Encoding]) -> int:
@@ -379,15 +370,14 @@ def convert_all(jobs: Iterable[Tuple[str, str]], count: int, workers: int, progr
             progress.update(1)
         return
     chunk = max(1, min(64, count // (workers * 8)))
-    given: queue.SimpleQueue = queue.SimpleQueue()
+    _load_decoders()
+    for job, clip in ordered(partial(_paired_convert, max_seconds=max_seconds, encoding=encoding), jobs, workers,
+                             window=4 * workers, chunk=chunk):
+        progress.update(1)
+        yield job, noted(job[0], clip)
 
-    def remembered():
-        for job in jobs:
-            given.put(job)
-            yield job
 
-    with _pool(workers) as pool:
-        for clip in pool.imap(work, remembered(), chunksize=chunk):
-            job = given.get()
-            progress.update(1)
-            yield job, noted(job[0], clip)
+def _paired_convert(job: Tuple[str, str], max_seconds: float,
+                    encoding: Optional[Encoding]) -> Tuple[Tuple[str, str], Clip]:
+    """The job with its clip: the jobs may come from a generator, read once."""
+    return job, convert(job, max_seconds, encoding)

@@ -11,13 +11,24 @@ not cut again, so a rerun after a crash decodes only the recordings with
 segments missing.  The importer then hands the cut WAVs to
 importers/kit/assemble.py, which finds them in place and only judges them.
 """
-import multiprocessing
 import os
 import wave
 from pathlib import Path
 from typing import Iterable, List, NamedTuple, Tuple
 
-from dstrain.pipeline.formats.audio import SAMPLE_RATE, Clip, console_notes, convert, header_problem, noted, wav_seconds
+from dstrain.pipeline.advice import of_one_name
+from dstrain.pipeline.formats.audio import (
+    SAMPLE_RATE,
+    Clip,
+    convert,
+    header_problem,
+    noted,
+    partial_wav,
+    refused_name,
+    wav_seconds,
+)
+from dstrain.pipeline.formats.notes import console_notes
+from dstrain.pipeline.workers import ordered
 
 #: Seconds of source audio decoded at a time.
 BLOCK_SECONDS = 30
@@ -54,12 +65,12 @@ def _stream_decode(src: Path, dst: Path) -> None:
     import soundfile
     import soxr
 
-    tmp = dst.with_name(dst.name + ".part")
+    tmp = partial_wav(dst)
     with soundfile.SoundFile(str(src)) as sound:
         lie = header_problem(sound.samplerate, sound.channels)
         if lie:  # resampled, a recording whose header claims 1 Hz would fill the disk
             raise BadHeader(lie)
-        with wave.open(str(tmp), "wb") as out:
+        with open(str(tmp), "wb") as raw, wave.open(raw, "wb") as out:
             out.setnchannels(1)
             out.setsampwidth(2)
             out.setframerate(SAMPLE_RATE)
@@ -90,15 +101,15 @@ def decode(src: Path, dst: Path) -> Clip:
         except BadHeader as lie:
             return Clip(False, reason="bad_header", detail=str(lie))
         except Exception:  # libsndfile's errors are plain RuntimeErrors; convert() says why, or tries sox/ffmpeg
-            tmp = dst.with_name(dst.name + ".part")
+            tmp = partial_wav(dst)
             if tmp.exists():
                 tmp.unlink()
     return convert((str(src), str(dst)))
 
 
 def _write(dst: Path, frames: bytes) -> None:
-    tmp = dst.with_name(dst.name + ".part")
-    with wave.open(str(tmp), "wb") as out:
+    tmp = partial_wav(dst)
+    with open(str(tmp), "wb") as raw, wave.open(raw, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(SAMPLE_RATE)
@@ -107,7 +118,19 @@ def _write(dst: Path, frames: bytes) -> None:
 
 
 def cut(recording: Recording) -> List[Clip]:
-    """Write every segment of one recording; one result per segment, in order."""
+    """Write every segment of one recording; one result per segment, in order.  A recording whose segments'
+    names (or its decoded copy's) the file system refuses is rejected whole, with that reason; an error of the
+    machine (no space, a read-only disk) is raised, and stops the work."""
+    try:
+        return _cut(recording)
+    except (OSError, ValueError) as exc:
+        if not of_one_name(exc):
+            raise
+        refused = refused_name(os.path.basename(recording.audio), exc)
+        return [refused if not os.path.exists(s.wav) else _done(Path(s.wav)) for s in recording.segments]
+
+
+def _cut(recording: Recording) -> List[Clip]:
     missing = {s.wav for s in recording.segments if not os.path.exists(s.wav)}
     if not missing:
         return [_done(Path(s.wav)) for s in recording.segments]
@@ -141,10 +164,9 @@ def cut_all(recordings: List[Recording], workers: int, progress) -> Iterable[Lis
             yield _noted(recording, cut(recording))
             progress.update(len(recording.segments))
         return
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        for recording, clips in zip(recordings, pool.imap(cut, recordings)):
-            progress.update(len(recording.segments))
-            yield _noted(recording, clips)
+    for recording, clips in zip(recordings, ordered(cut, recordings, workers, window=2 * workers)):
+        progress.update(len(recording.segments))
+        yield _noted(recording, clips)
 
 
 def _noted(recording: Recording, clips: List[Clip]) -> List[Clip]:

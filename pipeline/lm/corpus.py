@@ -10,9 +10,8 @@ import bz2
 import gzip
 import heapq
 import lzma
-import multiprocessing
 import re
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
@@ -21,13 +20,18 @@ from tqdm import tqdm
 
 from dstrain.pipeline.atomic import temporary_path
 from dstrain.pipeline.errors import StageError
+from dstrain.pipeline.workers import ordered
 
 BLOCK_BYTES = 4 << 20
 #: Blocks queued per worker: enough to keep every core busy, few enough to keep memory flat.
 IN_FLIGHT_PER_WORKER = 3
 #: KenLM refuses its own markers inside the text; some dumps carry them as markup.
 KENLM_MARKERS = (b"<s>", b"</s>", b"<unk>")
-STAT_NAMES = ("lines", "kept", "blank", "rejected", "outside_alphabet", "held_out", "undecodable")
+STAT_NAMES = ("lines", "kept", "blank", "rejected", "outside_alphabet", "held_out", "undecodable", "too_long")
+#: Longer than any sentence or paragraph of a text source: a longer "line" (gigabytes without a newline,
+#: inflated from a few MB of .xz) is cut to this many bytes plus one as it streams, never held whole, and
+#: counted ``too_long``.
+MAX_LINE = 1 << 20
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
@@ -61,12 +65,13 @@ class Summary:
 
 
 def file_blocks(path: Path, progress: Optional[tqdm] = None, block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
-    """Blocks of whole lines; ``progress`` advances by the bytes read from disk (compressed or not)."""
+    """Blocks of whole lines; ``progress`` advances by the bytes read from disk (compressed or not).  A line
+    longer than ``MAX_LINE`` is cut to ``MAX_LINE + 1`` bytes as it streams (``process_block`` leaves it out)."""
     with open(str(path), "rb") as raw:
         opener = _OPENERS.get(Path(path).suffix)
         stream = opener(raw, "rb") if opener else raw
         with stream:
-            rest, done = b"", 0
+            rest, done, skipping = b"", 0, False
             while True:
                 data = stream.read(block_bytes)
                 if progress is not None:
@@ -74,12 +79,19 @@ def file_blocks(path: Path, progress: Optional[tqdm] = None, block_bytes: int = 
                     done = raw.tell()
                 if not data:
                     break
+                if skipping:  # the rest of a line already cut
+                    end = data.find(b"\n")
+                    if end < 0:
+                        continue
+                    data, skipping = data[end:], False  # its newline ends the cut line
                 cut = data.rfind(b"\n") + 1
                 if cut:
                     yield rest + data[:cut]
                     rest = data[cut:]
                 else:
                     rest += data
+                if len(rest) > MAX_LINE:
+                    rest, skipping = rest[:MAX_LINE + 1], True
             if rest:
                 yield rest
 
@@ -111,6 +123,14 @@ def _init_worker(rules: Rules) -> None:
 
 
 def _decode(block: bytes, counts: Counter) -> List[str]:
+    """The block's lines; those longer than ``MAX_LINE`` bytes and those that are not UTF-8 are counted and
+    left out."""
+    if len(block) > MAX_LINE:
+        raws = block.split(b"\n")
+        short = [raw for raw in raws if len(raw) <= MAX_LINE]
+        if len(short) < len(raws):
+            counts["too_long"] += len(raws) - len(short)
+            block = b"\n".join(short)
     try:
         return block.decode("utf-8").split("\n")
     except UnicodeDecodeError:  # rare: find the bad lines, keep the others
@@ -163,36 +183,34 @@ def process_block(block: bytes) -> Tuple[bytes, Counter, Counter, Set[str]]:
         out = "\n".join(kept)
     if rules.codepoints:
         out = "\n".join(" ".join(text.replace(" ", "")) for text in kept)
-    counts.update(lines=len(lines) + counts["undecodable"], kept=len(kept), blank=blank, rejected=rejected,
-                  outside_alphabet=off_alphabet, held_out=excluded)
+    counts.update(lines=len(lines) + counts["undecodable"] + counts["too_long"], kept=len(kept), blank=blank,
+                  rejected=rejected, outside_alphabet=off_alphabet, held_out=excluded)
     text = (out + "\n").encode("utf-8") if kept else b""
     return text, Counter(text.split()), counts, met  # bytes words: cheaper to make and count than str
+
+
+def _named_block(job: Tuple[str, bytes]) -> Tuple[str, Tuple[bytes, Counter, Counter, Set[str]]]:
+    return job[0], process_block(job[1])
 
 
 def build(inputs: Iterable[Tuple[str, Iterable[bytes]]], corpus: Path, rules: Rules, workers: int) -> Summary:
     """Write the normalised corpus to ``corpus`` (atomically) and count its words."""
     summary = Summary({}, Counter(), set())
-    pending: deque = deque()
 
-    def collect(out) -> None:
-        name, result = pending.popleft()
-        text, words, counts, met = result.get()
-        out.write(text)
-        summary.words.update(words)
-        summary.per_source.setdefault(name, Counter()).update(counts)
-        summary.held_out_found.update(met)
-
-    with temporary_path(corpus) as tmp, tmp.open("wb") as out, multiprocessing.get_context("fork").Pool(
-        workers, initializer=_init_worker, initargs=(rules,)
-    ) as pool:
-        for name, blocks in inputs:
+    def blocks():
+        for name, source in inputs:
             summary.per_source.setdefault(name, Counter())
-            for block in blocks:
-                pending.append((name, pool.apply_async(process_block, (block,))))
-                if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
-                    collect(out)
-        while pending:
-            collect(out)
+            for block in source:
+                yield name, block
+
+    with temporary_path(corpus) as tmp, tmp.open("wb") as out:
+        for name, (text, words, counts, met) in ordered(_named_block, blocks(), workers,
+                                                        window=IN_FLIGHT_PER_WORKER * workers,
+                                                        initializer=_init_worker, initargs=(rules,)):
+            out.write(text)
+            summary.words.update(words)
+            summary.per_source.setdefault(name, Counter()).update(counts)
+            summary.held_out_found.update(met)
     return summary
 
 

@@ -1,10 +1,13 @@
 """The model card: the README.md of a packaged model, for the people who will use it."""
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dstrain.pipeline.atomic import read_json
 from dstrain.pipeline.deepspeech.decoding import Decoder
-from dstrain.pipeline.paths import ImportedDataset
+from dstrain.pipeline.language import Language, TextSource
+from dstrain.pipeline.paths import DataRoot, ImportedDataset
 from dstrain.pipeline.reports.evaluation import model_facts
+from dstrain.pipeline.settings import TrainSettings
 
 
 def _rate(value: Optional[float]) -> str:
@@ -16,37 +19,47 @@ def _hours(manifest: Dict[str, Any], split: str) -> str:
     return "-" if hours is None else f"{hours:.2f}"
 
 
-def datasets(ctx) -> List[Dict[str, Any]]:
-    found = []
-    for dataset in ctx.config.datasets:
-        manifest = read_json(ImportedDataset(ctx.paths.imported(dataset.key)).manifest) or {}
-        found.append({"key": dataset.key, "manifest": manifest})
-    return found
+@dataclass(frozen=True)
+class Subject:
+    """What the card tells of the model besides its files, metrics and decoder."""
+
+    language: Language
+    #: train.*: the hyperparameters the card lists.
+    train: TrainSettings
+    #: Each dataset's key and its import's manifest (see ``datasets``).
+    datasets: Tuple[Tuple[str, Dict[str, Any]], ...]
+    #: The scorer's texts (the run's lm sources), and lm.train_transcripts.
+    lm_sources: Tuple[TextSource, ...]
+    train_transcripts: bool
 
 
-def language_model(ctx) -> List[str]:
+def datasets(paths: DataRoot, keys: Sequence[str]) -> Tuple[Tuple[str, Dict[str, Any]], ...]:
+    """Each dataset's key and the manifest of its import under the data root ({} when it has none)."""
+    return tuple((key, read_json(ImportedDataset(paths.imported(key)).manifest) or {}) for key in keys)
+
+
+def language_model(subject: Subject) -> List[str]:
     """The texts the scorer was built from, each with its licence: the scorer ships, so they bind its users."""
-    lm = ctx.config.settings.lm
     lines = ["", "## Language model (scorer) texts", "", "| text | source | licence |", "|---|---|---|"]
-    for source in ctx.config.lm_sources:
+    for source in subject.lm_sources:
         lines.append(f"| {source.name} | {source.url or source.filename + ' (placed by hand)'} | {source.licence} |")
-    if lm.train_transcripts:
+    if subject.train_transcripts:
         lines.append("| training transcripts | the training datasets above | the datasets' licences |")
-    if not ctx.config.lm_sources and not lm.train_transcripts:
+    if not subject.lm_sources and not subject.train_transcripts:
         lines.append("| - | - | - |")
     return lines
 
 
-def render(ctx, files: Dict[str, List[str]], metrics: Dict[str, Any], decoder: Decoder) -> str:
+def render(subject: Subject, files: Dict[str, List[str]], metrics: Dict[str, Any], decoder: Decoder) -> str:
     """``files``: each package file and what it holds."""
     has_scorer = decoder.scorer is not None
-    meta = ctx.language.model_metadata()
-    t = ctx.config.settings.train
-    lang = ctx.language.code
+    meta = subject.language.model_metadata()
+    t = subject.train
+    lang = subject.language.code
     training = metrics.get("training") or {}
     test = metrics.get("test") or {}
     lines = [
-        f"# {meta.model_name} {meta.model_version}: speech recognition for {ctx.language.name}",
+        f"# {meta.model_name} {meta.model_version}: speech recognition for {subject.language.name}",
         "",
         meta.description,
         "",
@@ -71,16 +84,15 @@ def render(ctx, files: Dict[str, List[str]], metrics: Dict[str, Any], decoder: D
 
     lines += ["", "## Training data", "", "| dataset | source | licence | train hours | dev hours | test hours |",
               "|---|---|---|---:|---:|---:|"]
-    for found in datasets(ctx):
-        manifest = found["manifest"]
+    for key, manifest in subject.datasets:
         source = manifest.get("release") or (manifest.get("source") or {}).get("url") or "-"
         lines.append("| {} | {} | {} | {} | {} | {} |".format(
-            found["key"], source, manifest.get("licence", "unknown"), _hours(manifest, "train"),
+            key, source, manifest.get("licence", "unknown"), _hours(manifest, "train"),
             _hours(manifest, "dev"), _hours(manifest, "test")))
     lines += ["", "Hours as imported, before dstrain's cleaning removed duplicates and sentences shared with the "
                   "test set."]
     if has_scorer:
-        lines += language_model(ctx)
+        lines += language_model(subject)
 
     if test:
         lines += ["", "## Results", "", test.get("note", ""), "", "| test set | clips | WER | CER |",

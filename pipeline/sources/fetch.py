@@ -1,8 +1,9 @@
 """Getting a source archive into ``sources/``: by hand, over HTTP, or from the Mozilla Data Collective.
 
-An archive is used only once it verifies: its sha256 matches when one is pinned, and without one it must at
-least be what its name says (sniff.py), not an HTML page.  The verification is remembered with the file's
-size and mtime, so a 20 GB archive is hashed once, not on every rerun, and again as soon as either differs.
+An archive is used only once it verifies: its sha256 matches when one is pinned, and without one it must be
+what its name says (not an HTML page) and whole, read to its end (sniff.py).  The verification is remembered
+with the file's size and mtime, so a 20 GB archive is read once, not on every rerun, and again as soon as
+either differs.
 One process at a time gets a given file (pipeline/locks.py): a second one waits, then finds it verified.
 An archive found damaged later, while it is read, is marked so: the next run fetches it anew.
 """
@@ -28,11 +29,10 @@ from dstrain.pipeline.digests import hash_file
 from dstrain.pipeline.errors import DstrainError
 from dstrain.pipeline.paths import for_the_user, partial, partial_validator, verified_record
 from dstrain.pipeline.redaction import redact, redact_url
-from dstrain.pipeline.sources import sniff
+from dstrain.pipeline.sources import ranges, sniff
+from dstrain.pipeline.sources.archive import ArchiveTooLarge
 
 log = logging.getLogger("dstrain")
-#: Small network reads: bytes of a read cut short by a dropped connection are lost.
-NET_CHUNK = 1 << 16
 ATTEMPTS = 5
 #: Set by ``again()``: fetch anew what is already verified (``--force download``).
 _again: contextvars.ContextVar = contextvars.ContextVar("dstrain_fetch_again", default=False)
@@ -52,10 +52,6 @@ class SourceError(DstrainError):
         """The cause in one line, with the absolute path a copy got by hand goes to."""
         first = str(self).split("\n")[0]
         return first if self.place is None else f"{first} -> place it at {for_the_user(self.place.absolute())}"
-
-
-class _Restart(Exception):
-    """The server's answer cannot continue the partial file: it is dropped, and the download starts over."""
 
 
 @contextlib.contextmanager
@@ -130,34 +126,34 @@ def _adopt(archive: Path, sha256: Optional[str], origin: str, rehash: bool = Fal
     known = None if rehash else verified_sha256(archive)
     if known and (not sha256 or known.lower() == sha256.lower()):
         return known
-    actual = hash_file(archive).hexdigest()
-    _check(actual, sha256, archive, archive, origin)
-    if not sha256:
-        wrong = sniff.problem(archive)
-        if wrong:
-            raise SourceError(f"{archive} was not used: {wrong}. Delete it, then put a good copy at that path: "
-                              f"rm {shlex.quote(str(archive.absolute()))}")
+    if sha256:
+        actual = hash_file(archive).hexdigest()
+        _check(actual, sha256, archive, archive, origin)
+    else:  # hashed in the same pass that reads it to its end
+        verdict = sniff.check(archive, hashing=True)
+        actual = verdict.sha256
+        if verdict.damaged:
+            # Remembered, so the next run says so at once instead of reading it all again.
+            write_json(verified_record(archive), dict(_identity(archive), sha256=actual, origin=redact(origin),
+                                                     damaged=verdict.problem))
+            raise _Damaged(archive, verdict.problem)
+        if verdict.problem:
+            raise SourceError(f"{archive} was not used: {verdict.problem}. Delete it, then put a good copy at that "
+                              f"path: rm {shlex.quote(str(archive.absolute()))}")
         log.warning("%s: no sha256 configured, recorded %s; pin it in your config to detect changes",
                     archive.name, actual)
     _remember(archive, actual, origin)
     return actual
 
 
-def _validator(resp) -> Optional[str]:
-    """What If-Range can use to make sure a resumed download continues the same file."""
-    etag = resp.headers.get("ETag")
-    if etag and not etag.startswith("W/"):  # If-Range needs a strong validator
-        return etag
-    return resp.headers.get("Last-Modified")
+class _Damaged(SourceError):
+    """A file in place, read to its end, is cut short or corrupt."""
 
-
-def _content_range(resp) -> Tuple[Optional[int], Optional[int]]:
-    """(first byte, total size) of a 206 or 416 answer's Content-Range; None for what it does not say."""
-    found = re.match(r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)", resp.headers.get("Content-Range", ""))
-    if not found:
-        return None, None
-    first, total = found.groups()
-    return (int(first) if first else None), (int(total) if total != "*" else None)
+    def __init__(self, archive: Path, reason: str):
+        super().__init__(f"{archive.absolute()} is truncated or corrupt ({reason}), and this source has no address "
+                         "to download it from: delete it, and put a good copy at that path.\n"
+                         f"    rm {shlex.quote(str(archive.absolute()))}", place=archive)
+        self.reason = reason
 
 
 def fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 1.0) -> str:
@@ -169,10 +165,13 @@ def fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 1.
 def _fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 1.0, fresh: bool = False) -> str:
     """Download with HTTP Range resume, retries with backoff, streaming sha256, ``.part`` then rename.
 
-    A partial file is continued only when the server can prove it is the same file (If-Range), or when a
-    pinned sha256 will catch a splice of two versions, and only from a 206 whose Content-Range starts where
-    the partial file ends.  Timeouts, dropped connections and 5xx answers are retried; a host that does not
-    resolve or refuses the connection is not.
+    A partial file is continued only when the server can prove it is the same file (If-Range, and the same
+    validator on its answer), or when a pinned sha256 will catch a splice of two versions; only from a 206
+    whose Content-Range starts where it was asked to; and only once the bytes before the partial file's end,
+    asked for again, are the same (ranges.py).  A file that then does not verify is fetched once more from
+    the first byte.  The bytes are stored as the server holds them (no Content-Encoding undone).  Timeouts,
+    dropped connections and 5xx answers are retried; a host that does not resolve or refuses the connection
+    is not.
     """
     part, shown = partial(archive), redact_url(url)
     archive.parent.mkdir(parents=True, exist_ok=True)
@@ -181,36 +180,48 @@ def _fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 1
         part.unlink()
     offset = part.stat().st_size if part.exists() else 0
     hasher = hash_file(part, label="resuming") if offset else hashlib.sha256()
+    resumed = False
     session = requests.Session()
     for attempt in range(ATTEMPTS):
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        if offset and validator:
-            headers["If-Range"] = validator
+        overlap = min(ranges.OVERLAP, offset)
+        # identity: a server may still compress on the way; _body stores what it sends as it is.
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset - overlap}-"
+            if validator:
+                headers["If-Range"] = validator
         total = None
         try:
             with session.get(url, headers=headers, stream=True, timeout=(15, 120)) as resp:
                 if resp.status_code == 416 and offset:
-                    if _content_range(resp)[1] != offset:
-                        raise _Restart(f"the partial file ({offset} bytes) is not a piece of the file served")
-                    total = offset  # the partial file is already whole
-                    break
+                    raise ranges.Restart(f"the partial file ({offset} bytes) is not a piece of the file served")
                 if 400 <= resp.status_code < 500:
                     raise SourceError(f"{shown} answered HTTP {resp.status_code} for {archive.name}")
                 resp.raise_for_status()
+                body = ranges.body(resp)
                 if resp.status_code == 206:
-                    first, total = _content_range(resp)
-                    if first != offset:  # a server that ignores the range, or sends another piece
-                        raise _Restart(f"the server sent bytes from {first} where {offset} were asked for")
+                    first, total = ranges.content_range(resp)
+                    if first != offset - overlap:  # a server that ignores the range, or sends another piece
+                        raise ranges.Restart(f"the server sent bytes from {first} where {offset - overlap} were asked "
+                                             "for")
+                    if total is not None and total < offset:
+                        raise ranges.Restart(f"the partial file ({offset} bytes) is longer than the file served "
+                                             f"({total} bytes)")
+                    if validator and ranges.validator(resp) not in (None, validator):  # If-Range ignored
+                        raise ranges.Restart("the file on the server changed since the partial file was downloaded "
+                                             f"({ranges.validator(resp)}, not {validator})")
+                    body = ranges.after_overlap(body, part, offset, overlap)
+                    resumed = True
                 else:  # a whole file: Range ignored, or the file changed (If-Range)
                     offset, hasher = 0, hashlib.sha256()
-                    validator = _validator(resp)
+                    validator = ranges.validator(resp)
                     write_json(partial_validator(archive), {shown: validator})
                     length = resp.headers.get("Content-Length")
                     total = int(length) if length is not None else None
                 with part.open("ab" if offset else "wb") as out, tqdm(
                     total=total, initial=offset, unit="B", unit_scale=True, desc="download " + archive.name
                 ) as bar:
-                    for block in resp.iter_content(NET_CHUNK):
+                    for block in body:
                         out.write(block)
                         hasher.update(block)
                         offset += len(block)
@@ -218,7 +229,7 @@ def _fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 1
             if total is None or offset >= total:
                 break
             reason = f"connection closed at {offset} of {total} bytes"
-        except _Restart as restart:
+        except ranges.Restart as restart:
             reason = f"{restart}; starting over from the first byte"
             part.unlink(missing_ok=True)
             partial_validator(archive).unlink(missing_ok=True)
@@ -238,18 +249,38 @@ def _fetch(url: str, archive: Path, sha256: Optional[str], retry_wait: float = 1
         raise SourceError(f"{archive.name}: the downloaded file is not the {total or offset} bytes received; "
                           "it was deleted, run again to download it anew")
     actual = hasher.hexdigest()
+    wrong = _whole(part, archive) if not sha256 else None  # unpinned: read to its end, to prove it whole
+    if resumed and not fresh and (wrong.problem if wrong else actual.lower() != sha256.lower()):
+        # A resume the server answered wrongly after all: once more, from the first byte, and only once, so
+        # a server that lies on every resume cannot keep a download going round for ever.
+        log.warning("%s: the resumed download does not verify (%s); downloading it again from the first byte",
+                    archive.name, wrong.problem if wrong else f"sha256 {actual}")
+        return _fetch(url, archive, sha256, retry_wait, fresh=True)
     _check(actual, sha256, part, archive, url)
-    if not sha256:
-        wrong = sniff.problem(part)
-        if wrong:
-            kept = archive.with_name(archive.name + ".not-used")
-            os.replace(str(part), str(kept))
-            raise SourceError(f"what {shown} sent was not used: {wrong}. It is kept as {kept} for you to look "
-                              "at; check the address (url) for this source, then run again.")
+    if wrong and wrong.problem:
+        kept = archive.with_name(archive.name + ".not-used")
+        os.replace(str(part), str(kept))
+        if wrong.damaged:
+            raise SourceError(f"what {shown} sent was not used: {wrong.problem}. It is kept as {kept}. Run the same "
+                              "command again to download it anew; if it is damaged again, the server's copy is: "
+                              "check the address (url) for this source.")
+        raise SourceError(f"what {shown} sent was not used: {wrong.problem}. It is kept as {kept} for you to look "
+                          "at; check the address (url) for this source, then run again.")
     os.replace(str(part), str(archive))
     partial_validator(archive).unlink(missing_ok=True)
     _remember(archive, actual, url)
     return actual
+
+
+def _whole(part: Path, archive: Path) -> sniff.Verdict:
+    """``sniff.check`` of a finished download.  One that expands past the run's bound is put in place, not
+    verified, and the error raised: with a larger bound, the next run reads it again, without downloading it."""
+    try:
+        return sniff.check(part, name=archive.name)
+    except ArchiveTooLarge:
+        os.replace(str(part), str(archive))
+        partial_validator(archive).unlink(missing_ok=True)
+        raise
 
 
 def _fetch_mdc(dataset_id: str, archive: Path, sha256: Optional[str]) -> str:
@@ -319,11 +350,13 @@ def obtain(archive: Path, sha256: Optional[str], url: Optional[str], mdc_dataset
         anew = _again.get() or bool(damaged)
         if archive.exists() and not (anew and (url or mdc_dataset_id)):
             if damaged:
-                raise SourceError(
-                    f"{archive.absolute()} is truncated or corrupt ({damaged}), and this source has no address to "
-                    "download it from: delete it, and put a good copy at that path.\n"
-                    f"    rm {shlex.quote(str(archive.absolute()))}")
-            return _adopt(archive, sha256, "placed by hand", rehash=anew)
+                raise _Damaged(archive, damaged)
+            try:
+                return _adopt(archive, sha256, "placed by hand", rehash=anew)
+            except _Damaged as exc:  # read to its end, it is not whole
+                if not (url or mdc_dataset_id):
+                    raise
+                damaged = exc.reason
         if archive.exists():
             log.info("%s: downloading it anew (%s)", archive.name,
                      f"the copy here is damaged: {damaged}" if damaged else "--force download")

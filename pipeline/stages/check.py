@@ -36,7 +36,7 @@ def preflight(ctx) -> None:
     ensure_language_cases(ctx.language)
     ensure_writable(ctx.paths.root)
     if ctx.config.settings.optimize.enabled:
-        trainer.find_optimizer(ctx.config.settings)
+        trainer.find_optimizer(ctx.config.settings.optimize)
 
 
 def without_check_stage(ctx) -> None:
@@ -61,7 +61,7 @@ def verify_tools(ctx) -> None:
         return
     optimizer = settings.optimize.enabled and "optimize" in ctx.selected
     if optimizer:
-        _found("lm_optimizer.py", lambda: trainer.find_optimizer(settings), problems)
+        _found("lm_optimizer.py", lambda: trainer.find_optimizer(settings.optimize), problems)
     report = _found("trainer", lambda: _probe_trainer(ctx, optimizer), problems)
     _refuse(problems)
     if _smoke_due(ctx):
@@ -115,7 +115,7 @@ def _refuse_trainer(python: str, origin: str, problem: str) -> ConfigError:
 def _probe_trainer(ctx, optimizer: bool) -> devices.Report:
     """The trainer's Python, its packages and the device it will train on; refused with what to set."""
     settings = ctx.config.settings
-    python, origin = trainer.trainer_python(settings), _trainer_origin(settings)
+    python, origin = trainer.trainer_python(settings.train), _trainer_origin(settings)
     try:
         report = devices.probe(python)
     except OSError as exc:
@@ -145,7 +145,7 @@ def _smoke_identity(ctx, report: devices.Report) -> str:
     change the graph it builds or the files it exports."""
     settings = ctx.config.settings
     t = settings.train
-    return digest({"python": trainer.trainer_python(settings), "report": report._asdict(),
+    return digest({"python": trainer.trainer_python(t), "report": report._asdict(),
                    "train_cudnn": t.train_cudnn, "automatic_mixed_precision": t.automatic_mixed_precision,
                    "augment": t.augment, "formats": settings.export.formats, "version": __version__})
 
@@ -164,21 +164,21 @@ def _smoke(ctx, report: devices.Report) -> None:
     if ctx.smoke is None and passed and passed.get("identity") == identity:
         log.info("smoke training: passed %s with this trainer, not repeated", passed.get("finished", "?"))
         return
-    clips = smoke.find_clips(ctx)
+    clips = smoke.find_clips(ctx.config.settings, ctx.paths, [d.key for d in ctx.config.datasets])
     if clips is None:
         log.warning("smoke training skipped: no clips to train on. DeepSpeech's sample (data/smoke_test in its "
                     "source tree) is looked for beside optimize.script; set optimize.script to the lm_optimizer.py "
                     "of your DeepSpeech v0.9.3 checkout, or run `dstrain check --smoke` once the import stage is "
                     "done. train.smoke = false turns this off.")
         return
-    result = smoke.run(ctx, clips)
+    result = smoke.run(ctx.config.settings, ctx.language, ctx.paths.smoke, clips)
     write_json(ctx.paths.smoke_record, dict(result, identity=identity, finished=datetime.now(
         timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")))
 
 
 def _check_devices(ctx) -> None:
     """Without train, the GPUs are only reported: the stages up to lm need no trainer."""
-    python = trainer.trainer_python(ctx.config.settings)
+    python = trainer.trainer_python(ctx.config.settings.train)
     try:
         report = devices.probe(python)
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:

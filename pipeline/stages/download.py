@@ -1,8 +1,10 @@
-"""download: every selected dataset's source archive in ``sources/``, verified."""
+"""download: every selected dataset's source archive in ``sources/``, verified; and the language model's texts
+when the run goes as far as the lm stage, so that one that cannot be had stops the run before the import."""
 import contextlib
 import logging
 from functools import partial
 
+from dstrain.pipeline.lm import texts
 from dstrain.pipeline.registry import get_importer
 from dstrain.pipeline.sources.fetch import SourceError, again, obtain_each, verified_sha256
 
@@ -25,7 +27,15 @@ def inputs(ctx) -> dict:
     for d in ctx.config.datasets:
         archive = get_importer(d.importer).archive_path(d.params, ctx.paths.sources)
         found[d.key] = [d.importer, d.params.model_dump(mode="json"), verified_sha256(archive)]
+    if _wants_texts(ctx) and not texts.all_verified(ctx.paths.sources, ctx.config.lm_sources):
+        found["language-model texts"] = "missing"  # only then: a run up to import never asks for them
     return found
+
+
+def _wants_texts(ctx) -> bool:
+    """Whether this run gets the texts here: it runs this stage and goes on to lm.  (With --from or --only
+    past download, the texts do not make a done download stale, nor anything after it.)"""
+    return {"download", "lm"} <= ctx.selected
 
 
 def _download(ctx, dataset) -> str:
@@ -43,8 +53,16 @@ def run(ctx) -> dict:
     """
     with again() if "download" in ctx.forced else contextlib.nullcontext():
         digests, failures = obtain_each({d.key: partial(_download, ctx, d) for d in ctx.config.datasets})
+        sources = ctx.config.lm_sources if _wants_texts(ctx) else ()
+        shas, missing = texts.obtain_all(ctx.paths.sources, sources)
+    told = []
     if failures:
         problems = "\n".join(f"  dataset {key}: {cause}" for key, cause in failures.items())
-        raise SourceError(f"{len(failures)} of {len(ctx.config.datasets)} datasets could not be obtained:\n"
-                          f"{problems}{skip_hint(ctx, list(failures))}")
-    return {"counts": {"datasets": len(digests)}, "outputs": digests}
+        told.append(f"{len(failures)} of {len(ctx.config.datasets)} datasets could not be obtained:\n"
+                    f"{problems}{skip_hint(ctx, list(failures))}")
+    if missing:
+        told.append(texts.failure(missing, sources))
+    if told:
+        raise SourceError("\n".join(told))
+    # The texts are not among the outputs: the import, which does not read them, is not redone for them.
+    return {"counts": {"datasets": len(digests), "texts": len(shas)}, "outputs": digests}

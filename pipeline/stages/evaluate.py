@@ -24,7 +24,7 @@ log = logging.getLogger("dstrain")
 def inputs(ctx) -> dict:
     settings = ctx.config.settings
     return {
-        "decoder": decoding.in_use(ctx).identity,
+        "decoder": decoding.in_use(ctx.paths, settings).identity,
         "evaluate": settings.evaluate.model_dump(mode="json"),
         "test_batch_size": settings.train.test_batch_size,
     }
@@ -33,16 +33,17 @@ def inputs(ctx) -> dict:
 def _test(ctx, decoder: decoding.Decoder) -> List[Dict[str, Any]]:
     """DeepSpeech's test output, halving the batch size while it runs out of memory."""
     settings = ctx.config.settings
+    model = trainer.Model.of(settings, ctx.paths)
 
     def attempt(batch: int) -> List[Dict[str, Any]]:
         with temporary_path(ctx.paths.test_output) as tmp:
-            flags = trainer.test_flags(ctx, ctx.paths.clean_set("test").data, tmp, decoder, batch)
-            outcome = trainer.run(trainer.command(settings, flags), trainer.environment(settings))
+            flags = trainer.test_flags(model, settings.evaluate, ctx.paths.clean_set("test").data, tmp, decoder, batch)
+            outcome = trainer.run(trainer.command(settings.train, flags), trainer.environment(settings.train))
             if not outcome.ok:
                 raise trainer.Failed(outcome)
             return json.loads(tmp.read_text(encoding="utf-8"))
 
-    return trainer.halving_batch(settings, settings.train.test_batch_size, "test", attempt)
+    return trainer.halving_batch(settings.train.min_batch_size, settings.train.test_batch_size, "test", attempt)
 
 
 def rates(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -91,7 +92,7 @@ def run(ctx) -> dict:
     test_set = paths.clean_set("test")
     if not any(True for _ in read_samples(test_set.listing)):
         raise StageError(f"the test set is empty ({test_set.data}): there is nothing to evaluate on")
-    decoder = decoding.in_use(ctx)
+    decoder = decoding.in_use(paths, settings)
     scorer = decoder.scorer
     if scorer is None:
         note = (f"No scorer ({paths.scorer} was not built): the test decodes without a language model, so its "

@@ -34,7 +34,7 @@ def inputs(ctx) -> dict:
         "formats": sorted(x.formats),
         "beam_width": x.beam_width,
         "metadata": dataclasses.asdict(ctx.language.model_metadata()),
-        "decoder": decoding.in_use(ctx).identity if "zip" in x.formats else None,
+        "decoder": decoding.in_use(ctx.paths, ctx.config.settings).identity if "zip" in x.formats else None,
         "pbmm": (x.convert_graphdef_memmapped_format or "dstrain") if "pb" in x.formats else None,
     }
 
@@ -47,8 +47,9 @@ def _export(ctx, kind: str, scorer: Optional[Path]) -> Path:
     # --export_zip wants an existing, empty directory and zips it into <directory>.zip beside it.
     export_dir = scratch / _zip(ctx).stem if kind == "zip" else scratch
     export_dir.mkdir(parents=True)
-    outcome = trainer.run(trainer.command(settings, trainer.export_flags(ctx, kind, export_dir, scorer)),
-                          trainer.environment(settings))
+    flags = trainer.export_flags(trainer.Model.of(settings, ctx.paths), ctx.language.model_metadata(),
+                                 settings.export.beam_width, kind, export_dir, scorer)
+    outcome = trainer.run(trainer.command(settings.train, flags), trainer.environment(settings.train))
     if not outcome.ok:
         raise StageError("DeepSpeech's {} export failed (exit code {}); its last lines:\n    {}".format(
             kind, outcome.returncode, "\n    ".join(outcome.tail)))
@@ -73,7 +74,7 @@ def _memmapped(ctx, pb: Path) -> Path:
     pbmm = ctx.paths.model("pbmm")
     with temporary_path(pbmm) as tmp:
         if configured is None:
-            run_tool(trainer.memmapped_command(settings, pb, tmp))
+            run_tool(trainer.memmapped_command(settings.train, pb, tmp))
         else:
             tool = shutil.which(configured)
             if tool is None:
@@ -86,7 +87,7 @@ def _memmapped(ctx, pb: Path) -> Path:
 def run(ctx) -> dict:
     paths = ctx.paths
     formats = ctx.config.settings.export.formats
-    scorer = decoding.in_use(ctx).scorer
+    scorer = decoding.in_use(ctx.paths, ctx.config.settings).scorer
     paths.models.mkdir(parents=True, exist_ok=True)
     produced: Dict[str, Path] = {}
     for kind in ("tflite", "pb", "zip"):

@@ -2,14 +2,12 @@
 
 Three steps, each with its own record in ``lm/``, so a changed alpha rebuilds only the scorer and a
 changed pruning only the model, not hours of corpus work:
-- corpus: download the text sources, normalise every line like the labels, keep dev/test sentences out,
-  count the words (``corpus.txt``, ``vocab-<k>.txt``, ``report.md``);
+- corpus: get the text sources (the download stage got them already), normalise every line like the labels,
+  keep dev/test sentences out, count the words (``corpus.txt``, ``vocab-<k>.txt``, ``report.md``);
 - model: KenLM (``lm.binary``);
 - scorer: ``kenlm.scorer``.
 """
-import json
 import logging
-from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -22,10 +20,8 @@ from dstrain.pipeline.errors import StageError
 from dstrain.pipeline.formats.alphabet import read_labels
 from dstrain.pipeline.formats.deepspeech_csv import read_samples
 from dstrain.pipeline.language import TextSource, to_english
-from dstrain.pipeline.lm import corpus, kenlm
-from dstrain.pipeline.paths import verified_record
-from dstrain.pipeline.redaction import redact
-from dstrain.pipeline.sources.fetch import SourceError, obtain, obtain_each, verified_sha256
+from dstrain.pipeline.lm import corpus, kenlm, texts
+from dstrain.pipeline.sources.fetch import SourceError, verified_sha256
 
 log = logging.getLogger("dstrain")
 TRANSCRIPTS = "training transcripts"
@@ -85,36 +81,18 @@ def run(ctx) -> dict:
     scorer_key = digest({"model": model_key, "alpha": lm.alpha, "beta": lm.beta,
                          "bytes_output_mode": lm.bytes_output_mode})
     if _step(ctx, "scorer", scorer_key, [paths.scorer]) is None:
-        scorer.package(ctx, lm.alpha, lm.beta, paths.scorer)
+        scorer.package(lm, paths, lm.alpha, lm.beta, paths.scorer)
         write_json(paths.lm_step("scorer"), {"fingerprint": scorer_key})
     log.info("scorer: %s (alpha %s, beta %s)", paths.scorer, lm.alpha, lm.beta)
     return {"counts": counts, "outputs": scorer_key}
 
 
 def _obtain_all(ctx, sources: Sequence[TextSource]) -> Dict[str, str]:
-    """Every source's verified sha256; all are tried, so one unreachable text does not hide another."""
-    shas, failures = obtain_each({s.name: partial(_obtain, ctx.paths.sources / s.filename, s) for s in sources})
+    """Every source's verified sha256 (lm/texts.py)."""
+    shas, failures = texts.obtain_all(ctx.paths.sources, sources)
     if failures:
-        others = [s.name for s in sources if s.name not in failures]
-        problems = "\n".join(f"  text {name}: {cause}" for name, cause in failures.items())
-        raise SourceError(f"{len(failures)} of {len(sources)} language-model texts could not be obtained:\n"
-                          f"{problems}\n  To go on without {', '.join(failures)}, set sources = "
-                          f"{json.dumps(others)} under [lm] in your config (or DSTRAIN_LM__SOURCES="
-                          f"\"{','.join(others)}\") and run the same command again.")
+        raise SourceError(texts.failure(failures, sources))
     return shas
-
-
-def _obtain(path: Path, source: TextSource) -> str:
-    """The verified sha256 of the source's file, downloading it again when the source moved on."""
-    verified = read_json(verified_record(path))
-    if path.exists() and verified and source.url and str(verified.get("origin", "")).startswith(("http:", "https:")):
-        moved = verified.get("origin") != redact(source.url)  # the record keeps the url without its secrets
-        if moved or (source.sha256 and source.sha256.lower() != verified.get("sha256")):
-            log.info("%s: %s now points to another file; downloading it again", path.name, source.name)
-            path.unlink()
-    how = (f"It is the language-model text {source.name!r} ({source.licence}): set lm.source.{source.name}.url "
-           "to a mirror, or leave it out of lm.sources.")
-    return obtain(path, source.sha256, source.url, None, how)
 
 
 def _build_corpus(ctx, sources: Sequence[TextSource], vocab: Path) -> Dict[str, float]:
@@ -179,7 +157,7 @@ def _report(ctx, summary: corpus.Summary, counts: Dict[str, float]) -> str:
         "",
         "`rejected`: the language's normalize refused the line (digits, another script, ...). "
         "`outside_alphabet`: a character the model cannot write. `held_out`: the sentence is in the dev or "
-        "test set.",
+        "test set. `too_long`: over a megabyte without a newline, left out unread.",
         "",
         "## Sentences of the dev and test sets",
         "",

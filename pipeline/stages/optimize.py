@@ -54,8 +54,10 @@ def _round(ctx, script: Path, lm_scorer: Path, batch: int, trials: int, bar: tqd
         if final is not None:
             best.append(final)
 
-    flags = trainer.optimizer_flags(ctx, ctx.paths.clean_set("dev").data, lm_scorer, batch, trials)
-    outcome = trainer.run(trainer.optimizer_command(settings, script, flags), trainer.environment(settings), on_line)
+    flags = trainer.optimizer_flags(trainer.Model.of(settings, ctx.paths), settings.evaluate.beam_width,
+                                    settings.optimize, ctx.paths.clean_set("dev").data, lm_scorer, batch, trials)
+    outcome = trainer.run(trainer.optimizer_command(settings.train, script, flags), trainer.environment(settings.train),
+                          on_line)
     if not outcome.ok:
         bar.update(-len(seen))  # the round starts again
         raise trainer.Failed(outcome)
@@ -73,7 +75,7 @@ def _search(ctx, lm_scorer: Path, key: str) -> events.Trial:
     """
     settings = ctx.config.settings
     o = settings.optimize
-    script = trainer.find_optimizer(settings)
+    script = trainer.find_optimizer(settings.optimize)
     saved = read_json(ctx.paths.optimize_trials)
     if not isinstance(saved, dict) or saved.get("search") != key or "optimize" in ctx.forced:
         saved = {"search": key, "rounds": []}
@@ -91,7 +93,8 @@ def _search(ctx, lm_scorer: Path, key: str) -> events.Trial:
         while done < o.trials:
             if saved["rounds"]:
                 bar.set_postfix(best=f"{_best(saved['rounds']).value:.4f}")
-            saved["rounds"].append(trainer.halving_batch(settings, batch[0], "alpha/beta search", attempt))
+            saved["rounds"].append(trainer.halving_batch(settings.train.min_batch_size, batch[0], "alpha/beta search",
+                                                         attempt))
             done += saved["rounds"][-1]["trials"]
             write_json(ctx.paths.optimize_trials, saved)
     return _best(saved["rounds"])
@@ -119,7 +122,7 @@ def run(ctx) -> dict:
     best = _search(ctx, ctx.paths.scorer, digest({"search": search, "train": ctx.record("train")["outputs"]}))
     log.info("best on the dev set: alpha %.4f, beta %.4f, error rate %.4f (configured: alpha %g, beta %g)",
              best.alpha, best.beta, best.value, settings.lm.alpha, settings.lm.beta)
-    scorer.package(ctx, best.alpha, best.beta, ctx.paths.optimized_scorer)
+    scorer.package(settings.lm, ctx.paths, best.alpha, best.beta, ctx.paths.optimized_scorer)
     write_json(ctx.paths.optimize_result, {
         "alpha": best.alpha, "beta": best.beta, "dev_error_rate": best.value, "trials": settings.optimize.trials,
         "configured": [settings.lm.alpha, settings.lm.beta],

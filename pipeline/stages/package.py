@@ -29,7 +29,7 @@ Member = Union[Path, tuple]
 
 def inputs(ctx) -> dict:
     return {
-        "decoder": decoding.in_use(ctx).identity,
+        "decoder": decoding.in_use(ctx.paths, ctx.config.settings).identity,
         "metadata": dataclasses.asdict(ctx.language.model_metadata()),
         "datasets": [d.key for d in ctx.config.datasets],
     }
@@ -81,7 +81,7 @@ def _checkpoint_members(ctx) -> List[Member]:
 def run(ctx) -> dict:
     paths = ctx.paths
     lang = ctx.language.code
-    decoder = decoding.in_use(ctx)
+    decoder = decoding.in_use(ctx.paths, ctx.config.settings)
     scorer: Optional[Path] = decoder.scorer
     extras = ([scorer] if scorer else []) + [paths.alphabet]
     paths.package.mkdir(parents=True, exist_ok=True)
@@ -108,7 +108,11 @@ def run(ctx) -> dict:
         files[exported_zip.name] = ["output_graph.tflite", "kenlm.scorer", "metadata (.md)"]
 
     metrics = read_json(paths.metrics) or {}
-    write_text(paths.package / "README.md", model_card.render(ctx, files, metrics, decoder))
+    config = ctx.config
+    subject = model_card.Subject(ctx.language, config.settings.train,
+                                 model_card.datasets(paths, [d.key for d in config.datasets]), config.lm_sources,
+                                 config.settings.lm.train_transcripts)
+    write_text(paths.package / "README.md", model_card.render(subject, files, metrics, decoder))
     kept = set(files) | {"README.md", SUMS}
     for stale in paths.package.iterdir():
         if stale.name not in kept:

@@ -1,0 +1,251 @@
+"""service/slurm_launcher.py on the real two-node cluster, called directly (the HTTP API's tests come with its
+wiring into the service): the native runtime runs the nodes' own dstrain as the tenant's uid, the docker
+runtime a container on the node's engine; stops, outside cancels and runs nobody watched."""
+import json
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dstrain.service.launcher import ACTIVE, EXITED, JobSpec
+from dstrain.service.options import LABEL_JOB, Options, cpu_slots
+from dstrain.service.slurm_launcher import FORGOTTEN, SlurmLauncher, SlurmOptions
+from tests.conftest import RELEASE, need_real
+from tests.docker_images import DEBIAN_IMAGE, docker, engine_running, ensure_debian_base, image_exists, own
+from tests.slurm_cluster import NODES, SLURM_CONF, TENANT_UID, wait_for
+
+pytestmark = pytest.mark.slurm
+TENANT = "t-0123456789abcdef"
+ARCHIVE = f"/{RELEASE}-fr.tar.gz"
+SECRET = "mdc-key-that-must-not-leak"
+#: Writes its uid (and whether it got the secret) to /data/ran, then runs until SIGTERM, noted in /data/stopped.
+STOPPER_IMAGE = own("dstrain-test/slurm-stopper:latest")
+STOPPER = ("id -u > /data/ran; [ -n \"$MDC_API_KEY\" ] && echo key >> /data/ran; "
+           "trap 'echo stopped > /data/stopped; exit 143' TERM; while :; do sleep 0.2; done")
+
+
+@pytest.fixture()
+def tenant_dir(shared_dir, cv_archive) -> Path:
+    """A tenant's directory as the service makes it: its uid's, 0700, with a Common Voice release uploaded."""
+    data = shared_dir / "root" / "tenants" / TENANT
+    (data / "sources").mkdir(parents=True)
+    (data / "jobs").mkdir()
+    shutil.copy(cv_archive, data / "sources" / cv_archive.name)
+    data.chmod(0o700)
+    return data
+
+
+def settings(data: Path, job: str, url: str = "") -> None:
+    """The job's dstrain.toml, as the service writes it, then the tenant's directory given to its uid."""
+    (data / "jobs" / job).mkdir()
+    (data / "jobs" / job / "dstrain.toml").write_text(
+        f'workers = 1\n[dataset.common_voice]\nrelease = "{RELEASE}"\nmax_duration = 5.0\n'
+        + (f'url = "{url}"\n' if url else ""))
+    subprocess.run(["chown", "-R", f"{TENANT_UID}:{TENANT_UID}", str(data)], check=True)
+
+
+def run_argv(job: str, to: str):
+    """dstrain run as the scheduler gives it to a launcher (scheduler.job_argv): paths as the container sees them."""
+    return ("run", "--language", "fr", "--run", job, "--config", f"/data/jobs/{job}/dstrain.toml",
+            "--datasets", "common_voice", "--to", to)
+
+
+@pytest.fixture()
+def make_launcher(slurm, shared_dir, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(SLURM_CONF))
+    made = []
+
+    def make(runtime: str, image: str = "", **slurm_options) -> SlurmLauncher:
+        options = Options(root=shared_dir / "root", image=image, slots=cpu_slots(2), instance=own("slurmtest"),
+                          job_user=f"{TENANT_UID}:{TENANT_UID}", network="host", memory="1g", pids=256,
+                          stop_grace=30)
+        slurm_options.setdefault("kill_after", 5)
+        made.append(SlurmLauncher(options, SlurmOptions(records=shared_dir / "records", runtime=runtime,
+                                                        poll_seconds=0.5, **slurm_options)))
+        return made[-1]
+
+    yield make
+    for launcher in made:
+        launcher.close()
+
+
+def spec(job: str, argv, data: Path, attempt: int = 1) -> JobSpec:
+    return JobSpec(job, TENANT, attempt, tuple(argv), data, (), {"MDC_API_KEY": SECRET})
+
+
+def run_of(launcher, handle: str, phase: str, timeout: float = 180):
+    return wait_for(lambda: next((run for run in launcher.runs() if run.handle == handle and run.phase == phase),
+                                 None), timeout, f"run {handle} {phase}")
+
+
+def test_a_native_run_is_the_nodes_dstrain_as_the_tenants_uid_to_a_stage(make_launcher, node_dstrain, tenant_dir,
+                                                                         slurm):
+    launcher = make_launcher("native", dstrain=node_dstrain)
+    settings(tenant_dir, "job-native")
+    woken = threading.Event()
+    threading.Thread(target=launcher.watch, args=(woken.set,), daemon=True).start()
+    handle = launcher.start(spec("job-native", run_argv("job-native", "import"), tenant_dir))
+    assert handle == f"dstrain-{own('slurmtest')}-job-native-1"
+
+    run = run_of(launcher, handle, EXITED, 300)
+    assert run.exit_code == 0 and run.killed_because is None, launcher.console_tail(handle, 40)
+    assert woken.is_set()  # a new record (started, exit) woke the watcher
+    # The GPU Slurm gave, the node, and the run's wall time and GPU-seconds from the job script's own clock.
+    assert run.node in NODES and run.gpus == "0" and run.job == "job-native" and run.attempt == 1
+    assert 0 < run.wall_seconds < 300 and run.gpu_seconds == pytest.approx(run.wall_seconds)
+    record = tenant_dir / "runs" / "job-native" / "state" / "import.json"
+    assert record.exists() and record.stat().st_uid == TENANT_UID
+    assert (tenant_dir / "imported" / "fr" / "common_voice" / "train.csv").stat().st_uid == TENANT_UID
+    assert "import" in launcher.console_tail(handle, 40)
+    # The secret went to the job's environment only: not to Slurm's view of the job, nor to any record.
+    assert SECRET not in slurm.run("squeue", "--json").stdout
+    assert not [p for p in launcher.dir.iterdir() if SECRET in p.read_text(errors="replace")]
+
+
+def test_a_queued_run_shows_slurms_reason_and_stop_cancels_it_unstarted(make_launcher, node_dstrain, tenant_dir):
+    # --hold keeps it queued for as long as the test needs (Slurm's own reason: JobHeldUser).
+    launcher = make_launcher("native", dstrain=node_dstrain, extra_args=("--hold",))
+    handle = launcher.start(spec("job-held", ("--version",), tenant_dir))
+    run = run_of(launcher, handle, ACTIVE, 30)
+    assert (run.state, run.reason, run.node, run.started) == ("PENDING", "JobHeldUser", "", None)
+    launcher.stop(handle, grace_seconds=30)
+    run = run_of(launcher, handle, EXITED, 30)
+    assert (run.state, run.killed_because, run.started) == ("CANCELLED", "cancelled in Slurm (scancel)", None)
+    assert not (launcher.dir / f"{handle}.started").exists()
+
+
+def test_stop_asks_dstrain_to_stop_and_its_stage_records_the_interruption(make_launcher, node_dstrain, tenant_dir,
+                                                                          served):
+    server, _ = served
+    server.held[ARCHIVE] = threading.Event()
+    server.arrived[ARCHIVE] = threading.Event()
+    launcher = make_launcher("native", dstrain=node_dstrain)
+    settings(tenant_dir, "job-stop", url=server.url + ARCHIVE)
+    (tenant_dir / "sources" / ARCHIVE.lstrip("/")).unlink()
+    try:
+        handle = launcher.start(spec("job-stop", run_argv("job-stop", "download"), tenant_dir))
+        assert server.arrived[ARCHIVE].wait(120), launcher.console_tail(handle, 40)
+        asked = time.monotonic()
+        launcher.stop(handle, grace_seconds=60)
+        took = time.monotonic() - asked
+    finally:
+        server.held[ARCHIVE].set()
+    run = run_of(launcher, handle, EXITED, 30)
+    # The job script passed the stop on to dstrain, which ended its stage cleanly, well within the grace.
+    assert run.stop_signal == "USR1" and run.killed_because is None and run.exit_code != 0 and took < 30
+    stage_log = tenant_dir / "runs" / "job-stop" / "logs" / "download.log"
+    assert stage_log.read_text().strip().splitlines()[-1].endswith("failed: interrupted")
+    assert stage_log.stat().st_uid == TENANT_UID
+
+
+def test_a_run_cancelled_in_slurm_from_outside_ends_with_slurms_reason(make_launcher, node_dstrain, tenant_dir,
+                                                                       served, slurm):
+    server, _ = served
+    server.held[ARCHIVE] = threading.Event()
+    server.arrived[ARCHIVE] = threading.Event()
+    launcher = make_launcher("native", dstrain=node_dstrain)
+    settings(tenant_dir, "job-outside", url=server.url + ARCHIVE)
+    (tenant_dir / "sources" / ARCHIVE.lstrip("/")).unlink()
+    try:
+        handle = launcher.start(spec("job-outside", run_argv("job-outside", "download"), tenant_dir))
+        assert server.arrived[ARCHIVE].wait(120)
+        slurm_job = next(run.slurm_job for run in launcher.runs() if run.handle == handle)
+        slurm.run("scancel", slurm_job)
+        run = run_of(launcher, handle, EXITED, slurm.kill_wait + 30)
+    finally:
+        server.held[ARCHIVE].set()
+    assert (run.state, run.killed_because, run.stop_signal) == ("CANCELLED", "cancelled in Slurm (scancel)", "TERM")
+    assert (tenant_dir / "runs" / "job-outside" / "logs" / "download.log").read_text().rstrip().endswith(
+        "failed: interrupted")
+
+
+def test_runs_that_ended_while_nobody_watched_are_known_from_their_records(make_launcher, node_dstrain, tenant_dir,
+                                                                          served, slurm):
+    server, _ = served
+    server.held[ARCHIVE] = threading.Event()
+    server.arrived[ARCHIVE] = threading.Event()
+    first = make_launcher("native", dstrain=node_dstrain)
+    settings(tenant_dir, "job-killed", url=server.url + ARCHIVE)
+    (tenant_dir / "sources" / ARCHIVE.lstrip("/")).unlink()
+    try:
+        done = first.start(spec("job-done", ("--version",), tenant_dir))
+        killed = first.start(spec("job-killed", run_argv("job-killed", "download"), tenant_dir))
+        assert server.arrived[ARCHIVE].wait(120)
+        ids = {run.handle: run.slurm_job for run in first.runs()}
+        # The job script and dstrain killed at once, as by a crash of the node: no exit record can be written.
+        # (scancel cannot do that: even --signal=KILL cancels with SIGTERM first.)
+        subprocess.run(["kill", "-9", *map(str, slurm.batch_pids(ids[killed]))], check=True)
+        first.close()  # the service is down from here
+        # ... and had stopped, for the first run, between sbatch and its own record of it: the job script's
+        # records are enough.
+        (first.dir / f"{done}.submitted").unlink()
+        wait_for(lambda: not any(slurm.job(ids[h]) for h in (done, killed)), slurm.min_job_age + 70,
+                 "Slurm forgot both jobs", every=1)
+    finally:
+        server.held[ARCHIVE].set()
+
+    again = make_launcher("native", dstrain=node_dstrain)  # the service started again
+    runs = {run.handle: run for run in again.runs()}
+    ok, lost = runs[done], runs[killed]
+    assert (ok.phase, ok.exit_code, ok.state, ok.killed_because) == (EXITED, 0, "", None)
+    assert ok.node in NODES and ok.wall_seconds > 0
+    assert (lost.phase, lost.exit_code, lost.killed_because) == (EXITED, None, FORGOTTEN)
+    assert lost.started is not None and lost.ended is None
+    again.remove(done)
+    assert done not in {run.handle for run in again.runs()}
+
+
+def ensure_stopper_image() -> str:
+    ensure_debian_base()
+    if not image_exists(STOPPER_IMAGE):
+        with tempfile.TemporaryDirectory(prefix="stopper-") as context:
+            Path(context, "Dockerfile").write_text(
+                f"FROM {DEBIAN_IMAGE}\nENTRYPOINT {json.dumps(['/bin/sh', '-c', STOPPER, 'stopper'])}\n")
+            docker("build", "--network", "host", "-t", STOPPER_IMAGE, context)
+    return STOPPER_IMAGE
+
+
+@pytest.mark.docker
+def test_a_docker_run_is_the_image_with_the_tenants_uid_mounts_and_limits_and_stops(make_launcher, tenant_dir):
+    need_real(engine_running(), "no Docker engine answers")
+    # No NVIDIA runtime on this engine: a CPU job (the next test asks for a GPU).
+    launcher = make_launcher("docker", image=ensure_stopper_image(), gpus=0)
+    subprocess.run(["chown", "-R", f"{TENANT_UID}:{TENANT_UID}", str(tenant_dir)], check=True)
+    handle = launcher.start(spec("job-docker", run_argv("job-docker", "train"), tenant_dir))
+    try:
+        wait_for(lambda: (tenant_dir / "ran").exists(), 120, "the container started", every=1)
+        run = run_of(launcher, handle, ACTIVE)
+        container = json.loads(docker("inspect", handle).stdout)[0]
+        host = container["HostConfig"]
+        assert container["Config"]["User"] == f"{TENANT_UID}:{TENANT_UID}"
+        assert [(m["Source"], m["Destination"]) for m in container["Mounts"]] == [(str(tenant_dir), "/data")]
+        assert (host["Memory"], host["PidsLimit"], host["CapDrop"], host["Init"]) == (2 ** 30, 256, ["ALL"], True)
+        # Its own CPU limit, the allocation's: dockerd puts the container outside the job's cgroup.
+        assert host["SecurityOpt"] == ["no-new-privileges"] and host["NanoCpus"] == 10 ** 9
+        labels = container["Config"]["Labels"]
+        assert labels[LABEL_JOB] == "job-docker" and labels["dstrain.slurm_job"] == run.slurm_job
+        assert container["Args"][-len(run_argv("job-docker", "train")):] == list(run_argv("job-docker", "train"))
+        assert (tenant_dir / "ran").read_text().split() == [str(TENANT_UID), "key"]
+
+        launcher.stop(handle, grace_seconds=30)
+        run = run_of(launcher, handle, EXITED, 30)
+        assert (run.exit_code, run.stop_signal, run.killed_because) == (143, "USR1", None)
+        assert (tenant_dir / "stopped").read_text() == "stopped\n"
+        assert docker("ps", "-aq", "--filter", f"name=^{handle}$").stdout.strip() == ""
+    finally:
+        docker("rm", "-f", handle, check=False)
+
+
+@pytest.mark.docker
+def test_a_docker_run_asks_the_engine_for_the_gpus_slurm_gave(make_launcher, tenant_dir):
+    need_real(engine_running(), "no Docker engine answers")
+    launcher = make_launcher("docker", image=ensure_stopper_image(), gpus=1)
+    handle = launcher.start(spec("job-gpu", run_argv("job-gpu", "train"), tenant_dir))
+    run = run_of(launcher, handle, EXITED, 120)
+    # This engine has no NVIDIA runtime: the device request for Slurm's GPU reaches it and is refused.
+    assert run.exit_code == 125 and run.gpus == "0"
+    assert "could not select device driver" in launcher.console_tail(handle, 20)
