@@ -336,7 +336,7 @@ def test_a_corpus_from_another_package_is_found_as_the_built_ins_are(served, tmp
     imported = tmp_path / "data/imported/xe/elsewhere"
     manifest = json.loads((imported / "manifest.json").read_text())
     assert manifest["importer"] == "elsewhere" and manifest["licence"] == "CC0 (a test)"
-    assert read_csv(imported / "train.csv")
+    assert read_csv(listing(imported, "train"))
 
 
 def test_two_providers_of_one_corpus_is_an_error(tmp_path):

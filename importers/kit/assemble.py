@@ -159,7 +159,8 @@ def _convert(out: ImportedDataset, ledger: Ledger, store, members: Optional[Memb
     with tqdm(total=ledger.unconverted()[0], unit="clip", desc=desc) as bar:
         ledger.record(_stored(store, ((in_flight.pop(name), clip) for name, clip in
                                       convert_stream(wanted(), workers, bar, max_seconds, store.encoding))))
-    store.discard(ledger.held_twice())
+    for clip in ledger.held_twice():  # read to its end: each is recorded a name_clash as it is given
+        store.discard([clip])
 
 
 def _stored(store, results: Iterable[Tuple[str, Clip]]) -> Iterator[Tuple[str, Clip]]:
