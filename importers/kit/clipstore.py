@@ -78,8 +78,11 @@ class WavClips:
             os.unlink(path)
 
     def done(self, clip: str) -> Optional[Clip]:
-        wav = self.destination(clip)
-        return convert((str(wav), str(wav))) if wav.exists() else None  # reads the WAV's header only
+        wav = str(self.destination(clip))
+        # Reads the WAV's header only.  None when there is none, or when the file system refuses its name: the
+        # conversion says why (invalid_path).
+        found = convert((wav, wav))
+        return found if found.ok else None
 
     def destination(self, clip: str) -> Path:
         return self.out.clips / clip
