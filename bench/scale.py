@@ -82,7 +82,9 @@ def release(n: int, spoken: List[Tuple[str, bytes]], out_dir: Path, duplicates: 
         split_of = lambda i: "train"  # noqa: E731
     for i in range(n):
         name = f"common_voice_fr_{0 if duplicates else i:08d}.mp3"
-        row = "\t".join((f"speaker{i % SPEAKERS:05d}", name, f"sid{i}", spoken[i % len(spoken)][0], "", "2", "0",
+        # Duplicates all say the clip's own sentence: rows that disagree would reject the clip everywhere.
+        said = spoken[0 if duplicates else i % len(spoken)][0]
+        row = "\t".join((f"speaker{i % SPEAKERS:05d}", name, f"sid{i}", said, "", "2", "0",
                          "", "", "", "", "fr", ""))
         tables[split_of(i)].append(row)
         tables["validated"].append(row)
