@@ -30,7 +30,8 @@ from defusedxml.ElementTree import ParseError, parse
 from pydantic import Field, field_validator
 from tqdm import tqdm
 
-from dstrain.importers.kit.assemble import Candidate, claim_clips
+from dstrain.importers.kit.assemble import Candidate
+from dstrain.importers.kit.clipstore import claim_clips
 from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import SpeakerSplit
 from dstrain.importers.kit.rows import labelled

@@ -13,27 +13,24 @@ extracted copy on disk.
 """
 import contextlib
 import logging
-import os
 import re
 import tarfile
 import tempfile
-from collections import Counter
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Set, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Tuple
 
 from pydantic import Field
-from tqdm import tqdm
 
-from dstrain.importers.kit.assemble import Candidate, claim_clips, one_wav_each, wav_name
+from dstrain.importers.kit.assemble import Candidate, Members, wav_name
 from dstrain.importers.kit.contract import Corpus, Found, Job
 from dstrain.importers.kit.params import CorpusParams
 from dstrain.importers.kit.resplit import RULE, Recording, train_from_validated
 from dstrain.importers.kit.rows import labelled, plain_name
 from dstrain.importers.kit.tsv import copy_table, read_tsv
 from dstrain.pipeline.errors import DstrainError
-from dstrain.pipeline.formats.audio import Clip, convert, convert_stream, read_member
+from dstrain.pipeline.formats.audio import read_member
 from dstrain.pipeline.formats.deepspeech_csv import Reject
-from dstrain.pipeline.paths import SPLITS, ImportedDataset, for_the_user
+from dstrain.pipeline.paths import SPLITS, for_the_user
 from dstrain.pipeline.sources.archive import canonical, tar_members
 from dstrain.pipeline.sources.fetch import SourceError, obtain
 
@@ -103,17 +100,18 @@ class CommonVoice(Corpus):
         return dict(super().manifest(archive, sha256, params), release=release_of(archive))
 
     def read(self, job: Job) -> Found:
+        """The rows as they are read (never all in memory), and the clips decoded straight from the archive."""
         params = job.params
-        claim_clips(job.out, job.sha256)
         validated = params.split == "validated"
-        with _read_tsvs(job.archive, params.locale, ("dev", "test", "validated", "train") if validated else SPLITS,
-                        params.release, job.out.dir) as tables:
-            candidates, rejects, facts = _labelled_rows(tables, validated, job.normalize, params.max_repeats)
-        candidates = one_wav_each(candidates, rejects)  # before two clips are converted into one WAV
-        _forget_others(job.out, {c.wav_name for c in candidates})
-        clips = _convert_clips(job.archive, params.locale, job.out, {str(c.audio) for c in candidates},
-                               job.workers, params.max_duration)
-        return Found(candidates, rejects, {c.wav_name: clips[str(c.audio)] for c in candidates}, facts)
+        rejects: List[Reject] = []
+        facts: Dict[str, Any] = {}
+
+        def candidates() -> Iterator[Candidate]:
+            with _read_tsvs(job.archive, params.locale, ("dev", "test", "validated", "train") if validated
+                            else SPLITS, params.release, job.out.dir) as tables:
+                yield from _labelled_rows(tables, validated, job.normalize, params.max_repeats, rejects, facts)
+
+        return Found(candidates(), rejects, _members(job.archive, params.locale, params.max_duration), facts)
 
 
 CORPUS = CommonVoice(licence="CC0-1.0", homepage="https://commonvoice.mozilla.org/datasets",
@@ -124,33 +122,24 @@ CORPUS = CommonVoice(licence="CC0-1.0", homepage="https://commonvoice.mozilla.or
                      version=3)
 
 
-def _forget_others(out: ImportedDataset, wanted: Set[str]) -> None:
-    """Delete the WAVs of this archive that no row names now: those of an earlier import, named otherwise
-    (``x.wav`` before the extension was kept), or of rows since rejected."""
-    for wav in out.clips.glob("*.wav"):
-        if wav.name not in wanted:
-            wav.unlink()
-
-
-def _labelled_rows(tables: Dict[str, IO[bytes]], validated: bool, normalize, max_repeats: int
-                   ) -> Tuple[List[Candidate], List[Reject], Dict[str, Any]]:
-    """The clips to import with their labels, the rows rejected, and how train was made (for the manifest)."""
-    candidates: List[Candidate] = []
-    rejects: List[Reject] = []
-    held_out: List[Recording] = []
+def _labelled_rows(tables: Dict[str, IO[bytes]], validated: bool, normalize, max_repeats: int,
+                   rejects: List[Reject], facts: Dict[str, Any]) -> Iterator[Candidate]:
+    """The clips to import with their labels, as the rows are read; the rows rejected go to ``rejects``, and
+    how train was made (for the manifest) to ``facts``."""
+    held_out: List[Recording] = []  # for the validated split only, which needs every dev/test speaker
     for split in ("dev", "test") if validated else SPLITS:
         for where, row in _rows(tables[split], split, rejects):
             if not plain_name(split, f"{where} {row['path']}", row["path"], rejects):
                 continue
             label = labelled(split, f"{where} {row['path']}", row["sentence"], normalize, rejects)
-            held_out.append(Recording(row["path"], row.get("client_id", ""), label, where))
+            if validated:
+                held_out.append(Recording(row["path"], row.get("client_id", ""), label, where))
             if label:
-                candidates.append(_candidate(split, where, row["path"], label))
-    facts: Dict[str, Any] = {"split": {"by": "official"}}
+                yield _candidate(split, where, row["path"], label)
+    facts["split"] = {"by": "official"}
     if validated:
         facts["split"], kept = _resplit(tables, held_out, normalize, rejects, max_repeats)
-        candidates += [_candidate("train", r.where, r.name, r.label) for r in kept]
-    return candidates, rejects, facts
+        yield from (_candidate("train", r.where, r.name, r.label) for r in kept)
 
 
 def placed(sources: Path, locale: str) -> List[Path]:
@@ -225,7 +214,8 @@ def _resplit(tables: Dict[str, IO[bytes]], held_out: List[Recording], normalize,
 
 
 def _candidate(split: str, where: str, name: str, label: str) -> Candidate:
-    return Candidate(split, f"{where} {name}", Path(name), wav_name(name), label)
+    # The audio is the member's path in the locale's folder, as the archive is read (_members).
+    return Candidate(split, f"{where} {name}", Path("clips", name), wav_name(name), label)
 
 
 def _files(archive: Path, desc: str) -> Iterator[Tuple[Tuple[str, ...], Callable]]:
@@ -237,8 +227,9 @@ def _files(archive: Path, desc: str) -> Iterator[Tuple[Tuple[str, ...], Callable
                 yield parts, open_member
 
 
-#: A TSV up to this size is kept in memory; a larger one (validated.tsv of a big release) spills to a temp file.
-_TSV_IN_MEMORY = 32 << 20
+#: A TSV up to this size is kept in memory; a larger one (train.tsv or validated.tsv of a big release) spills to a
+#: temp file: the import's memory must not grow with the release, and the workers forked later inherit it.
+_TSV_IN_MEMORY = 1 << 20
 #: More than any table of a release (English's validated.tsv is under 1 GB).
 _TSV_LIMIT = 4 << 30
 
@@ -271,45 +262,13 @@ def _read_tsvs(archive: Path, locale: str, tables: Iterable[str], release: Optio
         yield found
 
 
-def _convert_clips(archive: Path, locale: str, out: ImportedDataset, wanted: Iterable[str],
-                   workers: int, max_seconds: float) -> Dict[str, Clip]:
-    """Decode the wanted clips straight from the archive: no extracted copy of the MP3s on disk.
+def _members(archive: Path, locale: str, max_seconds: float) -> Members:
+    """The clips of the archive, in one streaming pass: no extracted copy of the MP3s on disk; a clip is read
+    only when assemble wants it (bounded by ``max_seconds``: a huge member is never held)."""
+    for parts, open_member in _files(archive, "read clips " + archive.name):
+        if len(parts) == 4 and parts[1] == locale and parts[2] == "clips":
+            def read(open_member=open_member) -> Optional[bytes]:
+                with open_member() as member:
+                    return read_member(member, max_seconds)
 
-    WAVs already converted by an interrupted run are kept; a clip the TSVs name
-    but the archive lacks is reported missing, and one it holds twice is rejected (name_clash).
-    """
-    wanted = set(wanted)
-    results: Dict[str, Clip] = {}
-    todo: Dict[str, str] = {}
-    for name in wanted:
-        dst = out.clips / wav_name(name)
-        if os.path.exists(str(dst)):  # False for a name the file system refuses: its conversion says why
-            results[name] = convert((name, str(dst)))  # reads the WAV's header only
-        else:
-            todo[os.path.basename(name)] = str(dst)
-    found: Counter = Counter()  # how many times the archive holds each clip a row names
-
-    def jobs():
-        for parts, open_member in _files(archive, "read clips " + archive.name):
-            if len(parts) == 4 and parts[1] == locale and parts[2] == "clips" and parts[3] in wanted:
-                found[parts[3]] += 1
-                if parts[3] in todo:
-                    with open_member() as member:
-                        data = read_member(member, max_seconds)
-                    yield parts[3], data, todo.pop(parts[3])
-
-    with tqdm(total=len(todo), unit="clip", desc="convert " + out.dir.name) as bar:
-        for name, clip in convert_stream(jobs(), workers, bar, max_seconds):
-            results[name] = clip
-    for name in todo:
-        results[name] = Clip(False, reason="missing_audio", detail="not in the archive: " + name)
-    for name in _held_twice(found):
-        (out.clips / wav_name(name)).unlink(missing_ok=True)
-        results[name] = Clip(False, reason="name_clash", detail=f"the archive holds clips/{name} {found[name]} "
-                                                                 "times: which recording the row means cannot be told")
-    return results
-
-
-def _held_twice(found: Counter) -> List[str]:
-    """The clips an archive holds more than once: the WAV made of the first may not be what the row says."""
-    return [name for name, count in found.items() if count > 1]
+            yield "clips/" + parts[3], read

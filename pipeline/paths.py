@@ -2,9 +2,11 @@
 import os
 import unicodedata
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 SPLITS = ("train", "dev", "test")
+#: How a set of clips is stored (settings' clips.format): DeepSpeech CSVs naming WAVs, or sample databases.
+CLIP_FORMATS = ("wav", "sdb")
 IMPORTED = "imported"
 #: The container's data root, and the variable in which whoever mounted it there (docker-compose.yml) gives
 #: the host's name for it: a user told where to put a file, or what to chown, acts on that name.
@@ -106,13 +108,34 @@ def for_the_user(path: Path) -> str:
     return f"{path} (on the host: {outside})" if outside else str(path)
 
 
-class DataRoot:
-    """The layout of one data root (``/data`` in the container), see docs/architecture.md."""
+class ClipSet(NamedTuple):
+    """One of train, dev and test, as DeepSpeech reads it (pipeline/formats/sets.py)."""
 
-    def __init__(self, root, run: str, language: str):
+    #: What DeepSpeech reads: ``<split>.csv``, or the sample database ``<split>.sdb``.
+    data: Path
+    #: Its clips, one row each in DeepSpeech's CSV columns: the CSV itself, or ``<split>.sdb.csv`` beside the
+    #: database, in its order.
+    listing: Path
+    format: str
+
+
+def clip_set(directory: Path, split: str, clip_format: str) -> ClipSet:
+    if clip_format == "sdb":
+        data = Path(directory) / (split + ".sdb")
+        return ClipSet(data, data.with_name(data.name + ".csv"), clip_format)
+    data = Path(directory) / (split + ".csv")
+    return ClipSet(data, data, clip_format)
+
+
+class DataRoot:
+    """The layout of one data root (``/data`` in the container), see docs/architecture.md.  ``clip_format``
+    (clips.format) says how the run's sets of clips are stored."""
+
+    def __init__(self, root, run: str, language: str, clip_format: str = "wav"):
         self.root = Path(root)
         self.run_name = run
         self.language = language
+        self.clip_format = clip_format
 
     # Shared by every run on this host.
     @property
@@ -159,8 +182,14 @@ class DataRoot:
     def clean(self) -> Path:
         return self.run / "clean"
 
-    def clean_csv(self, split: str) -> Path:
-        return self.clean / (split + ".csv")
+    def clean_set(self, split: str) -> ClipSet:
+        """A set clean wrote, in the run's format: what DeepSpeech reads, and its listing."""
+        return clip_set(self.clean, split, self.clip_format)
+
+    @property
+    def clean_work(self) -> Path:
+        """clean's scratch database while it runs (the rows it kept, the clips it has seen)."""
+        return self.clean / ".clean.sqlite"
 
     @property
     def quarantine(self) -> Path:
@@ -276,6 +305,11 @@ class DataRoot:
         return self.reports / "report.html"
 
     @property
+    def report_clips(self) -> Path:
+        """The report's sample clips as WAVs, for its players, when the test set is a sample database."""
+        return self.reports / "clips"
+
+    @property
     def models(self) -> Path:
         return self.run / "models"
 
@@ -326,6 +360,19 @@ class ImportedDataset:
 
     def csv(self, split: str) -> Path:
         return self.dir / (split + ".csv")
+
+    def set(self, split: str, clip_format: str) -> ClipSet:
+        return clip_set(self.dir, split, clip_format)
+
+    @property
+    def spool(self) -> Path:
+        """Clips converted for sample databases, kept across a crash until the databases are written."""
+        return self.dir / "spool"
+
+    @property
+    def ledger(self) -> Path:
+        """The import's scratch database while it runs (importers/kit/ledger.py)."""
+        return self.dir / ".import.sqlite"
 
     @property
     def rejects(self) -> Path:

@@ -39,6 +39,28 @@ class CleanSettings(_Section):
         30.0, gt=0, description="more transcript characters per second of speech than this: nobody speaks so fast")
 
 
+class ClipsSettings(_Section):
+    """How the clips are stored, from the import to what DeepSpeech reads (docs/training.md compares them)."""
+
+    # sdb with Opus: a sixteenth of the disk, training as fast; the import encodes Opus, about ten times the
+    # time of writing WAVs (docs/training.md has the measurements).
+    format: str = Field(
+        "sdb", pattern="^(wav|sdb)$",
+        description="wav: one 16 kHz WAV file per clip, listed in DeepSpeech CSVs; sdb: each of train, dev and test "
+                    "in one DeepSpeech sample database (train.sdb), no file per clip")
+    sdb_audio: str = Field(
+        "opus", pattern="^(opus|wav)$",
+        description="the audio inside a sample database: opus (a sixth of a WAV's size or less; needs libopus) or wav")
+    opus_complexity: int = Field(
+        9, ge=0, le=10,
+        description="libopus's encoder complexity, 0 to 10: 9, libopus's default and DeepSpeech's, is the most "
+                    "faithful; 5 encodes Opus twice as fast, 0 four times, each a little further from the clip "
+                    "(docs/training.md)")
+    keep_extracted: bool = Field(
+        False, description="keep what an import extracted from its archive (extracted/) once the import is "
+                           "recorded: faster re-imports with other parameters, at the cost of the disk space")
+
+
 #: DeepSpeech 0.9.3's decoder defaults, tuned for its English model.
 DEEPSPEECH_ALPHA = 0.931289039105002
 DEEPSPEECH_BETA = 1.1834137581510284
@@ -240,6 +262,7 @@ class Settings(_Section):
     english_compatible: bool = Field(
         False, description="transliterate to ASCII and use the English alphabet (for transfer learning)"
     )
+    clips: ClipsSettings = ClipsSettings()
     clean: CleanSettings = CleanSettings()
     lm: LmSettings = LmSettings()
     train: TrainSettings = TrainSettings()

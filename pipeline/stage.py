@@ -24,7 +24,8 @@ class Context:
     @classmethod
     def of(cls, config: Config) -> "Context":
         """The context of the run these settings describe, under their data root."""
-        return cls(config, DataRoot(config.settings.data_root, config.run_name, config.language.code))
+        settings = config.settings
+        return cls(config, DataRoot(settings.data_root, config.run_name, config.language.code, settings.clips.format))
 
     @property
     def language(self):

@@ -16,11 +16,14 @@ def clean_env(**extra):
     return env
 
 
-def write_config(path: Path, data_root: Path, archive_sha256=None, url=None, **clean) -> Path:
+def write_config(path: Path, data_root: Path, archive_sha256=None, url=None, clips="wav", **clean) -> Path:
+    """``clips``: clips.format ("wav" or "sdb"): WAVs unless a test says otherwise, so the tests that look at
+    the WAV files keep finding them; None leaves the default (sdb)."""
     lines = [
         f'data_root = "{data_root}"',
         "workers = 2",
         'datasets = ["common_voice"]',
+        *([f'clips.format = "{clips}"'] if clips else []),
         "[dataset.common_voice]",
         f'release = "{RELEASE}"',
         "max_duration = 5.0",

@@ -31,7 +31,7 @@ part "Debian packages"
 # with debootstrap for the test base images; Slurm and munge for a two-node test cluster (tests/slurm/), and
 # patchelf to copy the trainer's Python where its jobs' uids can run it (tests/slurm/node_tools.sh);
 # Python 3.7 comes from pyenv (tests/trainer_env.sh).
-APT_PACKAGES=(python3-venv python3-dev espeak-ng lame sox libsox-fmt-mp3 util-linux curl ca-certificates
+APT_PACKAGES=(python3-venv python3-dev espeak-ng lame sox libsox-fmt-mp3 libopus0 util-linux curl ca-certificates
               build-essential cmake libboost-program-options-dev libboost-system-dev libboost-thread-dev
               libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev docker.io debootstrap slurm-wlm munge patchelf)
 missing=()

@@ -141,7 +141,7 @@ def test_a_full_disk_says_so_and_the_run_resumes_once_there_is_room(shared, cv_a
         again = subprocess.run([DSTRAIN, *map(str, run)], capture_output=True, text=True, env=clean_env())
         assert again.returncode == 0, again.stderr
         assert "download  up to date" in again.stderr
-        assert (disk / "data" / "imported" / "fr" / "common_voice" / "train.csv").exists()
+        assert (disk / "data" / "imported" / "fr" / "common_voice" / "train.sdb").exists()  # the default format
 
 
 def test_too_many_processes_is_explained(other_users, shared, cv_archive):

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import clean_env, dstrain, write_config
 from tests.test_deepspeech_real import require_trainer
-from tests.test_training import DOUBLE, Scenario, executable, kenlm_dir, prepared, tools  # noqa: F401 (fixtures)
+from tests.test_training import DOUBLE, Scenario, clip_format, executable, kenlm_dir, prepared, tools  # noqa: F401
 
 
 @pytest.fixture
@@ -149,7 +149,8 @@ def test_the_first_training_of_a_run_is_preceded_by_a_smoke_training(prepared, t
     assert [bool(c["flags"]["train_files"]) for c in smoke] == [True, False, False, False]
     assert [c["flags"]["export_tflite"] for c in smoke[2:]] == [True, False]  # tflite, then pb
     assert smoke[0]["flags"]["n_hidden"] == 64 and smoke[0]["flags"]["train_batch_size"] == 1
-    assert scenario.calls()[len(smoke)]["flags"]["train_files"] == str(scenario.run_dir / "clean" / "train.csv")
+    train_set = "train.sdb" if clip_format(scenario.data) == "sdb" else "train.csv"
+    assert scenario.calls()[len(smoke)]["flags"]["train_files"] == str(scenario.run_dir / "clean" / train_set)
     assert "smoke training: 8 steps on the first 4 clips imported from common_voice" in proc.stderr
     assert "smoke training passed" in proc.stderr
     assert not (scenario.run_dir / "smoke").exists()

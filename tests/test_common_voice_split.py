@@ -10,6 +10,7 @@ from dstrain.importers.kit.resplit import RULE
 from dstrain.languages.fr import LANGUAGE as FR
 from tests.conftest import clean_env, dstrain
 from tests.fixtures.common_voice import VALIDATED_ROWS, build_common_voice
+from tests.fixtures.outputs import listing
 from tests.fixtures.speech import KEPT
 
 RELEASE = "cv-corpus-77.0-2097-01-01"
@@ -24,7 +25,9 @@ def run(release: Path, root: Path, **settings) -> Path:
     data = root / "data"
     (data / "sources").mkdir(parents=True)
     (data / "sources" / release.name).symlink_to(release)
+    # WAVs: the CSVs keep the rows in the order of the TSVs, which these tests read (a database is by length).
     env = clean_env(DSTRAIN_DATA_ROOT=str(data), DSTRAIN_DATASETS="common_voice", DSTRAIN_WORKERS="2",
+                    DSTRAIN_CLIPS__FORMAT="wav",
                     DSTRAIN_DATASET__COMMON_VOICE__MAX_DURATION="5.0",
                     **{f"DSTRAIN_DATASET__COMMON_VOICE__{k.upper()}": str(v) for k, v in settings.items()})
     dstrain("run", "-l", "fr", "--to", "clean", env=env)
@@ -32,8 +35,8 @@ def run(release: Path, root: Path, **settings) -> Path:
 
 
 def clips(data: Path, split: str):
-    with (data / "imported/fr/common_voice" / (split + ".csv")).open(encoding="utf-8", newline="") as handle:
-        # clips/<name>.mp3.wav: the clip's own name
+    with listing(data / "imported/fr/common_voice", split).open(encoding="utf-8", newline="") as handle:
+        # <name>.mp3.wav (under clips/ for WAVs): the clip's own name
         return [Path(row["wav_filename"]).stem for row in csv.DictReader(handle)]
 
 

@@ -27,6 +27,8 @@ from typing import NamedTuple
 
 import pytest
 
+from dstrain.pipeline.formats import sets
+from dstrain.pipeline.formats.deepspeech_csv import read_samples
 from tests.conftest import DSTRAIN, clean_env, dstrain, need_real, write_config
 from tests.fixtures.common_voice import build_common_voice
 from tests.fixtures.speech import Row
@@ -85,13 +87,13 @@ def by_heart(**more) -> str:
     return "".join(f"[{name}]\n" + "".join(line + "\n" for line in lines) for name, lines in sections.items())
 
 
-def real_config(root: Path, rows, kenlm_bin: Path, **more) -> Path:
+def real_config(root: Path, rows, kenlm_bin: Path, clips: str = "wav", **more) -> Path:
     """``root/data`` whose sources/ hold ``rows`` as a Common Voice release, and a config that learns them by
-    heart with the real KenLM and scorer tool, plus ``more`` lines per section."""
+    heart with the real KenLM and scorer tool, with ``clips`` as clips.format, plus ``more`` lines per section."""
     data = root / "data"
     (data / "sources").mkdir(parents=True)
     build_common_voice(data / "sources", rows=rows)
-    config = write_config(root / "dstrain.toml", data)
+    config = write_config(root / "dstrain.toml", data, clips=clips)
     tools = [f'kenlm_bin = "{kenlm_bin}"', f'scorer_tool = "{os.environ["GENERATE_SCORER_PACKAGE"]}"']
     config.write_text(config.read_text() + by_heart(lm=tools, **more))
     return config
@@ -159,26 +161,42 @@ class RealRun(NamedTuple):
     run: Path
     killed_at: int
     wav: Path
+    clips: str
 
 
-@pytest.fixture(scope="module")
-def real_run(kenlm_dir, tmp_path_factory):  # noqa: F811
+def imported_wav(data: Path, clips: str, stem: str, workdir: Path) -> Path:
+    """The imported clip of the row named ``stem``: its WAV, or its sample, extracted from the database."""
+    imported = data / "imported" / "fr" / "common_voice"
+    if clips == "wav":
+        return next(imported.rglob(f"*{stem}*.wav"))
+    for split in ("train", "dev", "test"):
+        for number, row in enumerate(read_samples(imported / f"{split}.sdb.csv")):
+            if stem in row.wav_filename:
+                return sets.write_wav(imported / f"{split}.sdb", number, workdir / f"{stem}.wav")
+    raise AssertionError(f"no sample of {stem} in {imported}")
+
+
+@pytest.fixture(scope="module", params=["wav", "sdb"])
+def real_run(kenlm_dir, tmp_path_factory, request):  # noqa: F811
+    """The whole run with the real trainer, on WAVs and CSVs, then on sample databases (DeepSpeech reads them)."""
     require_trainer()
     need_real(all(os.environ.get(name) for name in TOOLS), "set " + ", ".join(TOOLS) + " (tests/trainer_env.sh)")
     root = tmp_path_factory.mktemp("real")
     data = root / "data"
-    config = real_config(root, ONE_SENTENCE, kenlm_dir,
+    config = real_config(root, ONE_SENTENCE, kenlm_dir, clips=request.param,
                          optimize=["enabled = true", f'script = "{os.environ["LM_OPTIMIZER"]}"', "trials = 3"],
                          export=['formats = ["tflite", "pb", "zip"]'])
     run = data / "runs" / "fr"
     dstrain("run", "-l", "fr", "--config", config, "--to", "lm")
     killed_at = kill_mid_training(config, run)
     dstrain("run", "-l", "fr", "--config", config)
-    return RealRun(run, killed_at, next((data / "imported" / "fr" / "common_voice").rglob("*one_test*.wav")))
+    return RealRun(run, killed_at, imported_wav(data, request.param, "one_test", root), request.param)
 
 
 def test_after_sigkill_the_rerun_trains_only_the_epochs_left(real_run):
     record = progress(real_run.run)
+    given = record["invocations"][-1]["argv"]
+    assert given[given.index("--train_files") + 1].endswith("train." + ("sdb" if real_run.clips == "sdb" else "csv"))
     assert KILL_AFTER <= real_run.killed_at < EPOCHS
     assert [e["epoch"] for e in record["epochs"]] == list(range(1, EPOCHS + 1))
     *_, resumed = record["invocations"]
@@ -234,12 +252,14 @@ def test_the_check_stage_names_the_cpu_and_warns(real_run):
     assert "training will run on the CPU" in log
 
 
-def test_the_last_checkpoint_of_an_overfitted_model_transcribes_its_training_clips(kenlm_dir, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("clips", ["wav", "sdb"])
+def test_the_last_checkpoint_of_an_overfitted_model_transcribes_its_training_clips(kenlm_dir, tmp_path,  # noqa: F811
+                                                                                   clips):
     require_trainer()
     need_real(bool(os.environ.get("DEEPSPEECH_TFLITE_RUNTIME") and os.environ.get("GENERATE_SCORER_PACKAGE")),
               "set DEEPSPEECH_TFLITE_RUNTIME and GENERATE_SCORER_PACKAGE (tests/trainer_env.sh)")
     data = tmp_path / "data"
-    config = real_config(tmp_path, OVERFIT, kenlm_dir, export=['formats = ["tflite"]'],
+    config = real_config(tmp_path, OVERFIT, kenlm_dir, clips=clips, export=['formats = ["tflite"]'],
                          train=['model_checkpoint = "last"', f"epochs = {OVERFIT_EPOCHS}", "train_batch_size = 3"])
     dstrain("run", "-l", "fr", "--config", config, "--to", "export")
     run = data / "runs" / "fr"
@@ -248,10 +268,10 @@ def test_the_last_checkpoint_of_an_overfitted_model_transcribes_its_training_cli
     # The dev sentence is not learnt: its loss bottoms out early, so the best-dev checkpoint is another one.
     best = training["best"]
     assert best["epoch"] < OVERFIT_EPOCHS and best["checkpoint"] != training["model"]["checkpoint"]
-    clips = {row.text: next((data / "imported" / "fr" / "common_voice").rglob(f"*{Path(row.key).stem}*.wav"))
-             for row in OVERFIT if row.split == "train"}
+    wavs = {row.text: imported_wav(data, clips, Path(row.key).stem, tmp_path)
+            for row in OVERFIT if row.split == "train"}
     heard = transcribe(os.environ["DEEPSPEECH_TFLITE_RUNTIME"], run / "models" / "output_graph.tflite", None,
-                       *clips.values()).splitlines()
-    errors = sum(word_errors(text, said) for text, said in zip(clips, heard))
-    wer = errors / sum(len(text.split()) for text in clips)
-    assert wer < 0.2, list(zip(clips, heard))
+                       *wavs.values()).splitlines()
+    errors = sum(word_errors(text, said) for text, said in zip(wavs, heard))
+    wer = errors / sum(len(text.split()) for text in wavs)
+    assert wer < 0.2, list(zip(wavs, heard))

@@ -17,7 +17,7 @@ from dstrain.pipeline.paths import SPLITS
 from dstrain.pipeline.registry import available_importers, get_importer
 from dstrain.pipeline.sources.archive import extract
 from tests.conftest import clean_env, dstrain
-from tests.fixtures.outputs import read_csv, sha256
+from tests.fixtures.outputs import listing, read_csv, sha256
 from tests.fixtures.speech import KEPT, SHARES
 from tests.http_server import FileServer
 
@@ -218,7 +218,7 @@ def test_rerun_does_nothing_and_a_new_skip_list_reimports_only_its_dataset(serve
     config = write_config(tmp_path / "c.toml", data, served)
     run_import(config)
     imported = data / "imported" / "fr"
-    assert {r["transcript"] for r in read_csv(imported / "lingua_libre/train.csv")} == {"bonjour", "maison",
+    assert {r["transcript"] for r in read_csv(listing(imported / "lingua_libre", "train"))} == {"bonjour", "maison",
                                                                                        "l'école"}
 
     before = files(data)
@@ -232,7 +232,7 @@ def test_rerun_does_nothing_and_a_new_skip_list_reimports_only_its_dataset(serve
     proc = run_import(config)
     assert "m_ailabs: already imported" in proc.stderr and "▶ import" in proc.stderr
     assert all(before[p] == m for p, m in files(data / "imported/fr/m_ailabs").items())
-    assert {r["transcript"] for r in read_csv(imported / "lingua_libre/train.csv")} == {"l'école"}
+    assert {r["transcript"] for r in read_csv(listing(imported / "lingua_libre", "train"))} == {"l'école"}
     skipped = {r["source"] for r in read_csv(imported / "lingua_libre/rejects.csv") if r["reason"] == "skipped"}
     assert skipped == {"Q21-fra-French/Alice/bonjour.ogg", "Q21-fra-French/Alice/maison.ogg",
                        "Q21-fra-French/Modjou/chat.ogg"}
@@ -266,7 +266,7 @@ def test_a_placed_archive_is_used_without_a_download(served, tmp_path):
         shutil.copy(str(archives[name]), str(data / "sources" / archives[name].name))
     nowhere = {"url": "http://127.0.0.1:9/unreachable"}
     run_import(write_config(tmp_path / "c.toml", data, served, lingua_libre=nowhere, m_ailabs=nowhere))
-    assert (data / "imported/fr/m_ailabs/train.csv").exists()
+    assert listing(data / "imported/fr/m_ailabs", "train").exists()
 
 
 @pytest.mark.parametrize("source, narrator", [
@@ -336,7 +336,7 @@ def test_a_corpus_from_another_package_is_found_as_the_built_ins_are(served, tmp
     imported = tmp_path / "data/imported/xe/elsewhere"
     manifest = json.loads((imported / "manifest.json").read_text())
     assert manifest["importer"] == "elsewhere" and manifest["licence"] == "CC0 (a test)"
-    assert read_csv(imported / "train.csv")
+    assert read_csv(listing(imported, "train"))
 
 
 def test_two_providers_of_one_corpus_is_an_error(tmp_path):

@@ -12,6 +12,7 @@ from dstrain.pipeline.language import Language
 from dstrain.pipeline.registry import available_languages
 from tests.conftest import clean_env, dstrain
 from tests.fixtures.common_voice import build_common_voice
+from tests.fixtures.outputs import listing
 from tests.fixtures.speech import Row
 
 PLUGIN = Path(__file__).parent / "plugin_language"
@@ -158,7 +159,7 @@ def test_english_compatible_mode_transliterates_and_uses_the_english_alphabet(cv
     labels = [line for line in (data / "runs/fr/alphabet.txt").read_text().split("\n")
               if line and not line.startswith("#")]
     assert labels == [" "] + list("abcdefghijklmnopqrstuvwxyz'")
-    with (data / "runs/fr/clean/train.csv").open(encoding="utf-8") as handle:
+    with listing(data / "runs/fr/clean", "train").open(encoding="utf-8") as handle:
         transcripts = [row["transcript"] for row in csv.DictReader(handle)]
     assert "bonjour a tous et bienvenue" in transcripts and "le train part a l'heure" in transcripts
     assert all(t.isascii() for t in transcripts)

@@ -20,6 +20,7 @@ from dstrain.pipeline.language import to_english
 from dstrain.pipeline.lm import corpus, kenlm
 from dstrain.pipeline.settings import LmSettings
 from tests.conftest import RELEASE, clean_env, dstrain
+from tests.fixtures.outputs import listing
 from tests.http_server import FileServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +160,7 @@ def lm_run(cv_archive, kenlm_bin, tmp_path_factory):
 def held_out(data: Path):
     sentences = set()
     for split in ("dev", "test"):
-        lines = (data / "runs" / "fr" / "clean" / (split + ".csv")).read_text(encoding="utf-8").splitlines()[1:]
+        lines = listing(data / "runs" / "fr" / "clean", split).read_text(encoding="utf-8").splitlines()[1:]
         sentences.update(line.rsplit(",", 1)[1] for line in lines)
     return sentences
 

@@ -13,7 +13,7 @@ from dstrain.pipeline.errors import ConfigError, DstrainError
 from dstrain.pipeline.paths import SPLITS
 from tests.conftest import dstrain
 from tests.fixtures.mls import MLS_FRENCH, MLS_GERMAN, build_mls
-from tests.fixtures.outputs import kept_rows, read_csv, sha256
+from tests.fixtures.outputs import kept_rows, listing, read_csv, sha256
 from tests.fixtures.speech import KEPT, Row
 from tests.http_server import FileServer
 
@@ -146,7 +146,7 @@ def test_dstrain_run_german_on_mls_to_alphabet(served, tmp_path):
     labels = [line for line in lines if line and not line.startswith("#")]
     seen = set()
     for split in SPLITS:
-        for row in read_csv(data / "runs" / "de" / "clean" / (split + ".csv")):
+        for row in read_csv(listing(data / "runs" / "de" / "clean", split)):
             seen.update(row["transcript"])
     assert set(labels) == seen and {"ä", "ö", "ü", "ß", " "} <= set(labels)
     assert set(labels) <= set(DE.letters + " ")
@@ -182,5 +182,5 @@ def test_dstrain_run_french_on_mls_french(served, tmp_path):
     manifest = json.loads((data / "imported" / "fr" / "mls" / "manifest.json").read_text())
     assert manifest["language"] == "french" and manifest["licence"] == "CC-BY-4.0"
     assert manifest["counts"] == {"train": 2, "dev": 1, "test": 1}
-    kept = {row["transcript"] for split in SPLITS for row in read_csv(data / "imported/fr/mls" / (split + ".csv"))}
+    kept = {row["transcript"] for split in SPLITS for row in read_csv(listing(data / "imported/fr/mls", split))}
     assert kept == {row.text for row in MLS_FRENCH}

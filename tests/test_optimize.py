@@ -7,7 +7,7 @@ import tarfile
 import pytest
 
 from tests.conftest import dstrain, write_config
-from tests.test_training import DOUBLE, Scenario, kenlm_dir, prepared, tools  # noqa: F401 (fixtures)
+from tests.test_training import DOUBLE, Scenario, clean_set, kenlm_dir, prepared, tools  # noqa: F401 (fixtures)
 
 SCRIPT = DOUBLE / "lm_optimizer.py"
 
@@ -56,7 +56,7 @@ def test_the_search_runs_on_the_dev_set_with_the_lm_scorer_and_configured_ranges
     calls = optimizer_calls(scenario)
     assert [c["flags"]["n_trials"] for c in calls] == [3, 3, 1]  # rounds of optimize.trials_per_round
     for call in calls:
-        assert call["flags"]["test_files"] == str(scenario.run_dir / "clean" / "dev.csv")
+        assert call["flags"]["test_files"] == str(clean_set(scenario.data, "dev"))
         assert call["flags"]["scorer_path"] == str(scenario.run_dir / "lm" / "kenlm.scorer")
         assert (call["flags"]["lm_alpha_max"], call["flags"]["lm_beta_max"]) == (3.0, 4.0)
         # dev_batch_size 4 on the 3 dev clips: one batch of them all.

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from tests.conftest import DSTRAIN, clean_env, dstrain
+from tests.fixtures.outputs import listing
 from tests.test_training import Scenario, argv_value, kenlm_dir, prepared, tools, training_calls  # noqa: F401 (fixtures)
 
 CHECKPOINT = re.compile(r"The model is epoch (\d+)'s checkpoint \((\S+), dev loss")
@@ -215,7 +216,7 @@ def test_the_console_shows_epochs_from_1_and_what_matters_the_log_keeps_the_rest
 
 
 def test_a_batch_size_that_leaves_clips_out_of_every_epoch_is_warned_about(prepared, tools, tmp_path):  # noqa: F811
-    rows = (prepared / "runs" / "fr" / "clean" / "train.csv").read_text().splitlines()[1:]
+    rows = listing(prepared / "runs" / "fr" / "clean", "train").read_text().splitlines()[1:]
     sizes = sorted(int(row.split(",")[1]) for row in rows)
     clips = len(sizes)
     # A batch size some smaller one (down to half of it, which fits the same memory) beats.

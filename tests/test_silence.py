@@ -26,14 +26,15 @@ ROWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cleaned(tmp_path_factory):
+@pytest.fixture(scope="module", params=["wav", "sdb"])
+def cleaned(tmp_path_factory, request):
+    """The rows imported and cleaned, as WAV files or in sample databases (Opus): clean hears both."""
     root = tmp_path_factory.mktemp("silence")
     archive = build_common_voice(root, ROWS)
     data = root / "data"
     (data / "sources").mkdir(parents=True)
     shutil.copy(archive, data / "sources" / archive.name)
-    config = write_config(root / "dstrain.toml", data)
+    config = write_config(root / "dstrain.toml", data, clips=request.param)
     dstrain("run", "--language", "fr", "--config", config, "--to", "clean")
     return data, config
 
@@ -43,8 +44,9 @@ def _quarantined(data):
 
 
 def _kept(data):
+    database = (data / "runs/fr/clean/train.sdb").exists()
     return {row["wav_filename"].rsplit("/", 1)[-1] for split in ("train", "dev", "test")
-            for row in read_csv(data / f"runs/fr/clean/{split}.csv")}
+            for row in read_csv(data / f"runs/fr/clean/{split}{'.sdb' if database else ''}.csv")}
 
 
 def test_silent_clips_and_impossible_rates_are_quarantined_with_their_measure(cleaned):

@@ -106,7 +106,8 @@ def test_a_native_run_is_the_nodes_dstrain_as_the_tenants_uid_to_a_stage(make_la
     assert 0 < run.wall_seconds < 300 and 0 < run.cpu_seconds == launcher.usage(handle).cpu_seconds
     record = tenant_dir / "runs" / "job-native" / "state" / "import.json"
     assert record.exists() and record.stat().st_uid == TENANT_UID
-    assert (tenant_dir / "imported" / "fr" / "common_voice" / "train.csv").stat().st_uid == TENANT_UID
+    # A sample database: clips.format's default.
+    assert (tenant_dir / "imported" / "fr" / "common_voice" / "train.sdb").stat().st_uid == TENANT_UID
     assert "import" in launcher.console_tail(handle, 40)
     # The secret went to the job's environment only: not to Slurm's view of the job, nor to any record.
     assert SECRET not in slurm.run("squeue", "--json").stdout

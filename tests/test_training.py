@@ -52,15 +52,27 @@ def kenlm_dir(tmp_path_factory) -> Path:
     return prefix / "bin"
 
 
-@pytest.fixture(scope="module")
-def prepared(cv_archive, tmp_path_factory) -> Path:
-    """A data root with the French test release imported, cleaned and its alphabet built, shared read-only."""
+@pytest.fixture(scope="module", params=["wav", "sdb"])
+def prepared(cv_archive, tmp_path_factory, request) -> Path:
+    """A data root with the French test release imported, cleaned and its alphabet built, shared read-only: once
+    with WAVs and CSVs, once with sample databases (clips.format), as every stage that reads clips reads both."""
     root = tmp_path_factory.mktemp("prepared")
     data = root / "data"
     (data / "sources").mkdir(parents=True)
     shutil.copy(str(cv_archive), str(data / "sources" / cv_archive.name))
-    dstrain("run", "-l", "fr", "--config", write_config(root / "dstrain.toml", data), "--to", "alphabet")
+    config = write_config(root / "dstrain.toml", data, clips=request.param)
+    dstrain("run", "-l", "fr", "--config", config, "--to", "alphabet")
     return data
+
+
+def clip_format(data: Path) -> str:
+    """The clips.format a prepared data root was imported with."""
+    return "sdb" if (data / "runs" / "fr" / "clean" / "train.sdb").exists() else "wav"
+
+
+def clean_set(data: Path, split: str) -> Path:
+    """The set clean wrote for ``split``, as DeepSpeech is given it: a CSV or a sample database."""
+    return data / "runs" / "fr" / "clean" / (split + (".sdb" if clip_format(data) == "sdb" else ".csv"))
 
 
 def toml_value(value) -> str:
@@ -85,7 +97,7 @@ class Scenario:
         """Change these settings, keeping those set before; rewrites the config file."""
         for name, values in sections.items():
             self.sections.setdefault(name, {}).update(values)
-        self.config = write_config(self.root / "dstrain.toml", self.data)
+        self.config = write_config(self.root / "dstrain.toml", self.data, clips=clip_format(self.data))
         with self.config.open("a") as handle:
             for name, values in self.sections.items():
                 handle.write(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items()))
@@ -216,7 +228,7 @@ def test_evaluate_uses_the_scorer_and_reports_wer_and_cer_per_dataset(crashed_th
     test_call = next(c for c in scenario.calls() if c["flags"]["test_files"])
     scorer = scenario.run_dir / "lm" / "kenlm.scorer"
     assert test_call["flags"]["scorer_path"] == str(scorer)
-    assert test_call["flags"]["test_files"] == str(scenario.run_dir / "clean" / "test.csv")
+    assert test_call["flags"]["test_files"] == str(clean_set(scenario.data, "test"))
     samples = json.loads((scenario.run_dir / "reports" / "test_output.json").read_text())
     assert set(samples[0]) == {"wav_filename", "src", "res", "loss", "char_distance", "char_length",
                                "word_distance", "word_length", "cer", "wer"}
@@ -252,7 +264,9 @@ def test_report_has_the_loss_curve_and_its_data(crashed_then_resumed):
     for link in players:
         clip = (reports / unquote(link)).resolve()
         assert clip.is_file() and clip.read_bytes()[:4] == b"RIFF"
-    for link in re.findall(r"\[fr_test_[^]]+\]\(([^)]+)\)", markdown):
+    links = re.findall(r"\[[^]]*fr_test_[^]]+\]\(([^)]+)\)", markdown)
+    assert len(links) == 3
+    for link in links:
         assert (reports / unquote(link)).resolve().is_file()
 
 
@@ -408,11 +422,10 @@ def source_checkpoint(tools, directory: Path, alphabet_text: str, prepared: Path
     """A checkpoint trained by the double itself on another alphabet, with its alphabet.txt beside it."""
     directory.mkdir(parents=True)
     (directory / "alphabet.txt").write_text(alphabet_text, encoding="utf-8")
-    clean = prepared / "runs" / "fr" / "clean"
     subprocess.run([str(tools["python"]), "-m", "deepspeech_training.train", "--alphabet_config_path",
-                    str(directory / "alphabet.txt"), "--train_files", str(clean / "train.csv"), "--dev_files",
-                    str(clean / "dev.csv"), "--checkpoint_dir", str(directory), "--n_hidden", "64", "--epochs", "1",
-                    "--train_cudnn"], check=True, capture_output=True, env=clean_env())
+                    str(directory / "alphabet.txt"), "--train_files", str(clean_set(prepared, "train")), "--dev_files",
+                    str(clean_set(prepared, "dev")), "--checkpoint_dir", str(directory), "--n_hidden", "64",
+                    "--epochs", "1", "--train_cudnn"], check=True, capture_output=True, env=clean_env())
     return directory
 
 

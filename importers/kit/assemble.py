@@ -2,22 +2,26 @@
 
 An importer lists candidates (clip + normalised label + split) and the rows it
 already rejected; this module converts the audio in parallel, rejects clips
-that cannot train, and writes the CSVs, ``rejects.csv`` and ``manifest.json``.
+that cannot train, and writes the sets (CSVs of WAVs, or sample databases: clipstore.py),
+``rejects.csv`` and ``manifest.json``.  What it knows of the rows meanwhile is on disk (ledger.py), so its
+memory does not grow with the corpus.
 """
+import csv
 import logging
 import os
-import re
-import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, NamedTuple, Optional, Tuple
 
 from tqdm import tqdm
 
-from dstrain.pipeline.atomic import write_json, write_text
-from dstrain.pipeline.formats.audio import FRAME_SECONDS, Clip, convert_all
-from dstrain.pipeline.formats.deepspeech_csv import REJECTS_HEADER, Reject, Sample, write_rows, write_samples
-from dstrain.pipeline.paths import SPLITS, ImportedDataset, folded, printable
+from dstrain.importers.kit.clipstore import clip_store
+from dstrain.importers.kit.ledger import Ledger
+from dstrain.pipeline.atomic import temporary_path, write_json
+from dstrain.pipeline.formats.audio import FRAME_SECONDS, Clip, convert_all, convert_stream
+from dstrain.pipeline.formats.deepspeech_csv import REJECTS_HEADER, Reject
+from dstrain.pipeline.formats.payload import OPUS_COMPLEXITY
+from dstrain.pipeline.paths import SPLITS, ImportedDataset
 
 log = logging.getLogger("dstrain")
 
@@ -32,13 +36,8 @@ class Candidate(NamedTuple):
     transcript: str
 
 
-def claim_clips(out: ImportedDataset, source_sha256: str) -> None:
-    """Keep converted WAVs across a crash, but never reuse those of another source archive."""
-    marker = out.clips / ".source-sha256"
-    if out.clips.exists() and (not marker.exists() or marker.read_text() != source_sha256):
-        shutil.rmtree(str(out.clips))
-    if not marker.exists():
-        write_text(marker, source_sha256)
+#: (member name, how to read its content: None when it is too big for a clip) of each file of an archive.
+Members = Iterable[Tuple[str, Callable[[], Optional[bytes]]]]
 
 
 def judge(clip, transcript: str, max_seconds: float):
@@ -54,47 +53,57 @@ def judge(clip, transcript: str, max_seconds: float):
 
 def assemble(
     out: ImportedDataset,
-    candidates: List[Candidate],
-    rejects: List[Reject],
+    candidates: Iterable[Candidate],
+    rejects: Iterable[Reject],
     max_seconds: float,
     workers: int,
     manifest: Dict[str, Any],
-    converted: Optional[Dict[str, Clip]] = None,
+    members: Optional[Members] = None,
+    clips: Tuple[str, str, int] = ("wav", "opus", OPUS_COMPLEXITY),
+    facts: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """Judge and write; ``converted`` (WAV name -> clip) is for importers that convert clips themselves."""
-    claim_clips(out, manifest["source"]["sha256"])
-    candidates = one_wav_each(candidates, rejects)
-    kept: Dict[str, List[Sample]] = {split: [] for split in SPLITS}
+    """Convert, judge and write.  ``members`` is for a corpus whose clips are read from its archive in one pass
+    (Common Voice); ``clips`` is (clips.format, clips.sdb_audio, clips.opus_complexity): the store the clips go
+    to (clipstore.py).
+
+    The candidates are read once, as they come: a corpus may produce them lazily, and fill ``rejects`` and
+    ``facts`` (added to the manifest) meanwhile.
+    """
+    store = clip_store(out, manifest["source"]["sha256"], *clips)
+    kept: Counter = Counter()
     seconds: Counter = Counter()
-    judged_out = set()
-    with tqdm(total=len(candidates), unit="clip", desc="convert " + out.dir.name,
-              disable=converted is not None) as bar:
-        if converted is None:
-            jobs = [(str(c.audio), str(out.clips / c.wav_name)) for c in candidates]
-            clips: Iterable[Clip] = convert_all(jobs, workers, bar, max_seconds)
-        else:
-            clips = (converted[c.wav_name] for c in candidates)
-        for cand, clip in zip(candidates, clips):
-            problem = judge(clip, cand.transcript, max_seconds)
-            if problem:
-                rejects.append(Reject(cand.split, cand.source, problem[0], problem[1]))
-                if clip.ok:
-                    judged_out.add(cand.wav_name)
-                continue
-            kept[cand.split].append(Sample("clips/" + cand.wav_name, clip.size, cand.transcript))
-            seconds[cand.split] += clip.seconds
-    # Converted, then judged unfit: its WAV must not stay behind (unless another row of the same clip is kept).
-    for name in judged_out - {s.wav_filename[len("clips/"):] for split in SPLITS for s in kept[split]}:
-        (out.clips / name).unlink(missing_ok=True)
-    for split in SPLITS:
-        write_samples(out.csv(split), kept[split])
-    rejects = [Reject(*map(printable, r)) for r in rejects]  # a name's undecodable bytes, shown
-    rejects.sort(key=lambda r: (SPLITS.index(r.split), _natural(r.source)))
-    write_rows(out.rejects, REJECTS_HEADER, rejects)
-    reasons = Counter(r.reason for r in rejects)
+    with Ledger(out.ledger) as ledger:
+        ledger.add_candidates(candidates)
+        ledger.add_rejects(rejects)
+        ledger.one_clip_each()
+        store.forget_others(ledger.names)
+        _convert(out, ledger, store, members, workers, max_seconds)
+        with ledger.transaction():
+            for seq, fields, clip in ledger.judged():
+                cand = Candidate(*fields)
+                problem = judge(clip, cand.transcript, max_seconds)
+                if problem:
+                    ledger.reject(Reject(cand.split, cand.source, problem[0], problem[1]))
+                    continue
+                ledger.keep(seq)
+                kept[cand.split] += 1
+                seconds[cand.split] += clip.seconds
+        # Converted, then judged unfit: its clip must not stay behind.
+        store.discard(ledger.unkept_clips())
+        for split in SPLITS:
+            store.write_set(split, ledger.kept(split, store.by_length))
+        reasons: Counter = Counter()
+        with temporary_path(out.rejects) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(REJECTS_HEADER)
+            for reject in ledger.rejects():
+                writer.writerow(reject)
+                reasons[reject.reason] += 1
+    store.finish()
     manifest = dict(
         manifest,
-        counts={split: len(kept[split]) for split in SPLITS},
+        **(facts or {}),
+        counts={split: kept[split] for split in SPLITS},
         hours={split: round(seconds[split] / 3600, 4) for split in SPLITS},
         rejected=dict(sorted(reasons.items())),
     )
@@ -102,16 +111,61 @@ def assemble(
     log.info(
         "%s: kept %s, rejected %d (%s)",
         out.dir.name,
-        ", ".join(f"{len(kept[s])} {s}" for s in SPLITS),
-        len(rejects),
+        ", ".join(f"{kept[s]} {s}" for s in SPLITS),
+        sum(reasons.values()),
         ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "none",
     )
     return manifest
 
 
-def _natural(text: str):
-    """Sort key that puts "train.tsv:9" before "train.tsv:10"."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+def _convert(out: ImportedDataset, ledger: Ledger, store, members: Optional[Members], workers: int,
+             max_seconds: float) -> None:
+    """Every candidate's clip converted into the store, its result in the ledger; those the store already holds
+    (from a run that was stopped) are not converted again."""
+    desc = "convert " + out.dir.name
+    ledger.shrink()
+    if members is None:
+        count, jobs = ledger.unconverted()
+
+        def files():
+            for audio, clip in jobs:
+                done = store.done(clip)
+                if done is None:
+                    yield audio, str(store.destination(clip))
+                else:
+                    ledger.record([(clip, done)])
+                    bar.update(1)
+
+        with tqdm(total=count, unit="clip", desc=desc) as bar:
+            # The destination's name is the clip's, in either store.
+            ledger.record(_stored(store, ((Path(dst).name, clip) for (_, dst), clip in
+                                          convert_all(files(), count, workers, bar, max_seconds, store.encoding))))
+        return
+    in_flight: Dict[str, str] = {}
+
+    def wanted():
+        for name, read in members:
+            clip = ledger.wanted(name)
+            if clip is None:
+                continue
+            done = store.done(clip)
+            if done is not None:
+                ledger.record([(clip, done)])
+                bar.update(1)
+                continue
+            in_flight[name] = clip
+            yield name, read(), str(store.destination(clip))
+
+    with tqdm(total=ledger.unconverted()[0], unit="clip", desc=desc) as bar:
+        ledger.record(_stored(store, ((in_flight.pop(name), clip) for name, clip in
+                                      convert_stream(wanted(), workers, bar, max_seconds, store.encoding))))
+    for clip in ledger.held_twice():  # read to its end: each is recorded a name_clash as it is given
+        store.discard([clip])
+
+
+def _stored(store, results: Iterable[Tuple[str, Clip]]) -> Iterator[Tuple[str, Clip]]:
+    for clip, result in results:
+        yield clip, store.put(clip, result)
 
 
 def wav_name(source_name: str) -> str:
@@ -119,51 +173,3 @@ def wav_name(source_name: str) -> str:
     and two WAVs (``x.mp3.wav``, ``x.ogg.wav``); ``x.wav`` stays ``x.wav``."""
     base = os.path.basename(source_name)
     return base if base.lower().endswith(".wav") else base + ".wav"
-
-
-def one_wav_each(candidates: List[Candidate], rejects: List[Reject]) -> List[Candidate]:
-    """The candidates that can each have a WAV of their own; the others go to ``rejects``, with their reason.
-
-    Two inputs whose WAV names are one file where case is ignored (``X.mp3.wav``, ``x.mp3.wav``; macOS's disks,
-    a Docker Desktop mount) would leave one clip's speech under the other's sentence: both are rejected,
-    ``name_clash``.  An input listed again is kept once when the rows say the same, and rejected everywhere
-    as ``duplicate`` when they do not (another sentence, another split).  A name that UTF-8 cannot write in
-    a CSV is ``invalid_path``.  Call it before converting anything (assemble calls it again, to be sure).
-    """
-    groups: Dict[str, List[Candidate]] = {}
-    for cand in candidates:
-        groups.setdefault(folded(cand.wav_name), []).append(cand)
-    dropped = set()
-    for group in groups.values():
-        for cand in group:
-            reject = _not_one_wav(cand, group)
-            if reject is not None:
-                rejects.append(reject)
-                dropped.add(id(cand))
-    return [c for c in candidates if id(c) not in dropped]
-
-
-def _not_one_wav(cand: Candidate, group: List[Candidate]) -> Optional[Reject]:
-    """Why ``cand`` cannot have its WAV, among ``group`` (the candidates whose WAV names fold alike), or None."""
-    if printable(cand.wav_name) != cand.wav_name:
-        return Reject(cand.split, cand.source, "invalid_path", f"{printable(cand.wav_name)!r} has bytes that are not "
-                                                                "UTF-8")
-    if printable(cand.transcript) != cand.transcript:
-        return Reject(cand.split, cand.source, "unreadable_row", "not valid UTF-8")
-    inputs = sorted({str(c.audio) for c in group})
-    if len(inputs) > 1:
-        return _name_clash(cand, inputs)
-    first = group[0]
-    if any((c.split, c.transcript) != (first.split, first.transcript) for c in group):
-        return Reject(cand.split, cand.source, "duplicate", "this clip is listed elsewhere with another sentence or "
-                      "split: " + ", ".join(c.source for c in group if c is not cand))
-    if cand is not first:
-        return Reject(cand.split, cand.source, "duplicate", "listed again: " + first.source)
-    return None
-
-
-def _name_clash(cand: Candidate, inputs: List[str]) -> Reject:
-    """Two inputs, one WAV (where case is ignored): neither is kept."""
-    others = ", ".join(printable(i) for i in inputs if i != str(cand.audio))
-    return Reject(cand.split, cand.source, "name_clash", f"its WAV, {printable(cand.wav_name)}, would be the file of "
-                  f"{others} too (where case is ignored): neither is kept")

@@ -7,8 +7,9 @@ and calls only what is declared here:
 - ``Params``: its parameters, a ``CorpusParams`` subclass (unknown keys refused);
 - ``archive_path(params, sources_dir)``: where its source lives in ``sources/``;
 - ``download(params, sources_dir) -> sha256``: get the source and verify it;
-- ``prepare(archive, sha256, out_dir, normalize, params, workers) -> manifest``:
-  write DeepSpeech CSVs, ``rejects.csv`` and ``manifest.json`` into ``out_dir``;
+- ``prepare(archive, sha256, out_dir, normalize, params, workers, clips) -> manifest``:
+  write the train/dev/test sets (DeepSpeech CSVs of WAVs, or sample databases: ``clips``),
+  ``rejects.csv`` and ``manifest.json`` into ``out_dir``;
 - ``version``: bumped when ``prepare`` writes something else for the same input.
 
 A corpus itself writes little more than ``read``: the rows of its source as
@@ -19,13 +20,13 @@ docs/adding-a-corpus.md walks through writing one.
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, NamedTuple, Optional, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Type
 from urllib.parse import quote
 
-from dstrain.importers.kit.assemble import Candidate, assemble
+from dstrain.importers.kit.assemble import Candidate, Members, assemble
 from dstrain.importers.kit.params import CorpusParams, SpeakerSplit
-from dstrain.pipeline.formats.audio import Clip
 from dstrain.pipeline.formats.deepspeech_csv import Reject
+from dstrain.pipeline.formats.payload import OPUS_COMPLEXITY
 from dstrain.pipeline.paths import ImportedDataset, printable
 from dstrain.pipeline.redaction import redact_url
 from dstrain.pipeline.sources.archive import extract, refused_members
@@ -50,14 +51,19 @@ class Job(NamedTuple):
 
 
 class Found(NamedTuple):
-    """What a corpus read in its source."""
+    """What a corpus read in its source.
+
+    ``candidates`` may be a generator that reads the source as it goes, so a corpus of a million rows is never
+    held in memory: ``rejects`` and ``facts`` are then read only once it is exhausted, and may be filled by it.
+    """
 
     #: The clips to convert and judge, with their labels and splits.
-    candidates: List[Candidate]
+    candidates: Iterable[Candidate]
     #: The rows already refused, each with its reason.
     rejects: List[Reject]
-    #: WAV name -> clip, for a corpus that converts its clips itself (Common Voice, straight from the archive).
-    converted: Optional[Dict[str, Clip]] = None
+    #: For a corpus whose clips are read straight from its archive, in one pass (Common Voice): each member's name
+    #: (a candidate's ``audio``) and how to read it.  Otherwise each candidate's ``audio`` is a file.
+    members: Optional[Members] = None
     #: What the manifest says besides ``describe``, learnt while reading (how Common Voice was re-split).
     facts: Optional[Dict[str, Any]] = None
 
@@ -140,27 +146,33 @@ class Corpus(ABC):
                     source={"archive": archive.name, "sha256": sha256,
                             "url": redact_url(self.source_url(params) or self.homepage)})
 
-    def prepare(self, archive: Path, sha256: str, out_dir: Path, normalize: Normalize, params, workers: int) -> dict:
-        """Write DeepSpeech CSVs, ``rejects.csv`` and ``manifest.json`` into ``out_dir``; return the manifest."""
+    def prepare(self, archive: Path, sha256: str, out_dir: Path, normalize: Normalize, params, workers: int,
+                clips: Tuple[str, str, int] = ("wav", "opus", OPUS_COMPLEXITY)) -> dict:
+        """Write the sets, ``rejects.csv`` and ``manifest.json`` into ``out_dir``; return the manifest.  ``clips``
+        is (clips.format, clips.sdb_audio, clips.opus_complexity): WAVs and CSVs, or sample databases of Opus or
+        WAV."""
         job = Job(archive, sha256, ImportedDataset(out_dir), normalize, params, workers)
         found = self.read(job)
+        facts = found.facts if found.facts is not None else {}
+        manifest = self.manifest(archive, sha256, params)
         candidates = _not_extracted(job.out, found.candidates, found.rejects)
-        return assemble(job.out, candidates, found.rejects, params.max_duration, workers,
-                        dict(self.manifest(archive, sha256, params), **(found.facts or {})), found.converted)
+        # The facts a lazy corpus learns while its candidates are read are added once assemble has read them.
+        return assemble(job.out, candidates, found.rejects, params.max_duration, workers, manifest,
+                        found.members, clips, facts)
 
     @abstractmethod
     def read(self, job: Job) -> Found:
         """Every row of the source: a candidate to convert, or a reject with its reason."""
 
 
-def _not_extracted(out: ImportedDataset, candidates: List[Candidate], rejects: List[Reject]) -> List[Candidate]:
-    """The candidates whose audio was extracted; those of members the extraction left out (their names clash,
-    or cannot be files here) go to ``rejects`` with its reason, rather than as missing."""
-    refused = refused_members(out.extracted)
-    if not refused:
-        return candidates
-    kept = []
+def _not_extracted(out: ImportedDataset, candidates: Iterable[Candidate], rejects: List[Reject]
+                   ) -> Iterator[Candidate]:
+    """The candidates whose audio was extracted, as they come; those of members the extraction left out (their
+    names clash, or cannot be files here) go to ``rejects`` with its reason, rather than as missing."""
+    refused: Optional[Dict[str, List[str]]] = None
     for cand in candidates:
+        if refused is None:  # read once the corpus has extracted what it reads
+            refused = refused_members(out.extracted)
         try:
             within = printable(cand.audio.relative_to(out.extracted).as_posix())
         except ValueError:  # not an extracted file
@@ -168,5 +180,4 @@ def _not_extracted(out: ImportedDataset, candidates: List[Candidate], rejects: L
         if within in refused:
             rejects.append(Reject(cand.split, cand.source, *refused[within]))
         else:
-            kept.append(cand)
-    return kept
+            yield cand

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dstrain.pipeline.deepspeech.trainer import Graph
-from dstrain.pipeline.paths import DataRoot
+from dstrain.pipeline.paths import ClipSet, DataRoot
 from dstrain.pipeline.settings import Settings, TrainSettings
 
 
@@ -19,8 +19,9 @@ class Plan:
     bytes_output_mode: bool
     #: english_compatible: only to say why a source's alphabet is this run's.
     english_compatible: bool
-    train_csv: Path
-    dev_csv: Path
+    #: The train and dev sets, CSVs or sample databases (clips.format).
+    train_set: ClipSet
+    dev_set: ClipSet
     alphabet: Path
     #: DeepSpeech's checkpoints, and beside them the run's own account of training and the best checkpoint's copy.
     checkpoints: Path
@@ -38,7 +39,7 @@ class Plan:
     @classmethod
     def of(cls, settings: Settings, paths: DataRoot, forced: bool = False) -> "Plan":
         return cls(settings.train, settings.lm.bytes_output_mode, settings.english_compatible,
-                   paths.clean_csv("train"), paths.clean_csv("dev"), paths.alphabet, paths.checkpoints,
+                   paths.clean_set("train"), paths.clean_set("dev"), paths.alphabet, paths.checkpoints,
                    paths.training_progress, paths.best_backup, paths.metrics, paths.feature_cache, paths.summaries,
                    paths.record("train"), forced)
 

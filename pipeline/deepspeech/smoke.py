@@ -6,6 +6,7 @@ The clips are DeepSpeech's own sample (``data/smoke_test/`` in its source tree, 
 lm_optimizer.py), else the first clips this run imported.  The command lines are trainer.py's, the same the
 train, evaluate and export stages build; only the paths (the throwaway directory) and the model's size differ.
 """
+import itertools
 import json
 import logging
 import shutil
@@ -15,6 +16,7 @@ from typing import List, NamedTuple, Optional, Sequence
 
 from dstrain.pipeline.deepspeech import decoding, trainer
 from dstrain.pipeline.errors import StageError
+from dstrain.pipeline.formats import sets
 from dstrain.pipeline.formats.alphabet import alphabet_text
 from dstrain.pipeline.formats.deepspeech_csv import Sample, read_samples, write_samples
 from dstrain.pipeline.language import Language
@@ -59,18 +61,20 @@ def sample_clips(settings: Settings) -> Optional[Clips]:
 
 
 def imported_clips(paths: DataRoot, datasets: Sequence[str]) -> Optional[Clips]:
-    """The first training clips of the first of ``datasets`` (their keys) this run has imported."""
+    """The first training clips of the first of ``datasets`` (their keys) this run has imported; a clip of a
+    sample database is named as DeepSpeech names it, and written out as a WAV in the throwaway directory."""
     for key in datasets:
         imported = ImportedDataset(paths.imported(key))
-        csv = imported.csv("train")
-        if not (imported.record.is_file() and csv.is_file()):
+        database, csv = imported.set("train", "sdb"), imported.set("train", "wav")
+        if not imported.record.is_file():
             continue
         samples = []
-        for sample in read_samples(csv):
-            wav = (csv.parent / sample.wav_filename).resolve()
-            samples.append(sample._replace(wav_filename=str(wav)))
-            if len(samples) == IMPORTED_CLIPS:
-                break
+        if sets.present(database):
+            for number, sample in enumerate(itertools.islice(sets.samples(database), IMPORTED_CLIPS)):
+                samples.append(sample._replace(wav_filename=sets.reference(database.data.resolve(), number)))
+        elif csv.data.is_file():
+            for sample in itertools.islice(read_samples(csv.data), IMPORTED_CLIPS):
+                samples.append(sample._replace(wav_filename=str((csv.data.parent / sample.wav_filename).resolve())))
         if samples:
             return Clips(samples, f"the first {len(samples)} clips imported from {key}")
     return None
@@ -100,9 +104,16 @@ def _throwaway(settings: Settings, language: str, scratch: Path) -> _Throwaway:
 
 def _prepare(small: _Throwaway, clips: Clips) -> None:
     paths = small.paths
+    samples = []
+    for number, sample in enumerate(clips.samples):
+        found = sets.referenced(sample.wav_filename)
+        if found is not None:
+            wav = sets.write_wav(found[0], found[1], paths.clean / f"clip{number}.wav")
+            sample = sample._replace(wav_filename=str(wav))
+        samples.append(sample)
     for split in SPLITS:
-        paths.clean_csv(split).parent.mkdir(parents=True, exist_ok=True)
-        write_samples(paths.clean_csv(split), clips.samples)
+        paths.clean_set(split).data.parent.mkdir(parents=True, exist_ok=True)
+        write_samples(paths.clean_set(split).data, samples)
     characters = sorted({c for sample in clips.samples for c in sample.transcript})
     paths.alphabet.write_text(alphabet_text(characters), encoding="utf-8")
 
@@ -129,14 +140,14 @@ def run(settings: Settings, language: Language, scratch: Path, clips: Clips) -> 
         _prepare(small, clips)
         paths = small.paths
         start = trainer.Start(paths.checkpoints, "init")
-        _step(small, "training", trainer.train_flags(small.model.graph, settings.train,
-                                                     (paths.clean_csv("train"), paths.clean_csv("dev")), start,
-                                                     EPOCHS, (1, 1), None))
+        data = (paths.clean_set("train").data, paths.clean_set("dev").data)
+        _step(small, "training", trainer.train_flags(small.model.graph, settings.train, data, start, EPOCHS, (1, 1),
+                                                     None))
         output = paths.test_output
         output.parent.mkdir(parents=True, exist_ok=True)
         lm = settings.lm
         no_scorer = decoding.Decoder(None, lm.alpha, lm.beta, "configured", None)
-        _step(small, "test", trainer.test_flags(small.model, settings.evaluate, paths.clean_csv("test"), output,
+        _step(small, "test", trainer.test_flags(small.model, settings.evaluate, paths.clean_set("test").data, output,
                                                 no_scorer, 1))
         decoded = [row.get("res", "") for row in json.loads(output.read_text(encoding="utf-8"))]
         exported = []

@@ -149,7 +149,8 @@ class Start(NamedTuple):
 
 def train_flags(graph: Graph, t: TrainSettings, data: Tuple[Path, Path], start: Start, epochs: int,
                 batches: Tuple[int, int], feature_cache: Optional[Path]) -> Dict[str, Any]:
-    """``data``: the train and dev CSVs; ``batches``: the train and dev batch sizes in use."""
+    """``data``: the train and dev sets, CSVs or sample databases (clips.format: DeepSpeech reads either);
+    ``batches``: the train and dev batch sizes in use."""
     flags = _model_flags(graph)
     flags.update({
         "train_files": data[0],

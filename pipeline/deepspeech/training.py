@@ -63,10 +63,10 @@ def _discard(plan: Plan) -> None:
 
 
 def _check_data(plan: Plan) -> None:
-    for split, csv in (("train", plan.train_csv), ("dev", plan.dev_csv)):
-        if not any(True for _ in read_samples(csv)):
-            raise StageError(f"the {split} set is empty ({csv}): DeepSpeech needs training clips, and dev clips "
-                             "to pick the best model and stop early")
+    for split, found in (("train", plan.train_set), ("dev", plan.dev_set)):
+        if not any(True for _ in read_samples(found.listing)):
+            raise StageError(f"the {split} set is empty ({found.data}): DeepSpeech needs training clips, and dev "
+                             "clips to pick the best model and stop early")
 
 
 def finished(progress: Progress, epochs: int) -> bool:
@@ -130,7 +130,7 @@ def _feature_cache(plan: Plan, progress: Progress):
         log.info("feature cache off: with augmentations it would freeze the first epoch's augmented features")
         return None
     cache = plan.feature_cache
-    data = file_digest(plan.train_csv)
+    data = file_digest(plan.train_set.listing)
     if progress["feature_cache_data"] != data:
         if cache.parent.exists():
             log.info("the training set changed: clearing the feature cache %s", cache.parent)
@@ -165,7 +165,7 @@ def _train_once(plan: Plan, progress: Progress, found: Optional[starting.Source]
     start = starting.choose(plan, found, progress["learning_rate"])
     remaining = t.epochs - progress["epochs_done"]
     train, dev = _fit_batches(plan, progress)
-    flags = trainer.train_flags(plan.graph, t, (plan.train_csv, plan.dev_csv), start, remaining,
+    flags = trainer.train_flags(plan.graph, t, (plan.train_set.data, plan.dev_set.data), start, remaining,
                                 (train.used, dev.used), _feature_cache(plan, progress))
     cmd = trainer.command(t, flags)
     _keep_best(plan, progress)
@@ -175,7 +175,7 @@ def _train_once(plan: Plan, progress: Progress, found: Optional[starting.Source]
     if start.reset_learning_rate:
         progress["current_learning_rate"] = t.learning_rate
     progress["learning_rate"] = t.learning_rate
-    progress["train_data"] = file_digest(plan.train_csv)
+    progress["train_data"] = file_digest(plan.train_set.listing)
     log.info("training epochs %d to %d of %d (%s)", progress["epochs_done"] + 1, t.epochs, t.epochs,
              "continuing from the last checkpoint" if start.load_train == "last"
              else "from scratch" if start.load_train == "init" else f"from {start.load_dir}")
@@ -224,9 +224,9 @@ def _keep_best(plan: Plan, progress: Progress) -> None:
 def _fit_batches(plan: Plan, progress: Progress) -> Tuple[batches.Fitted, batches.Fitted]:
     """The train and dev batch sizes this invocation uses: those in force (configured, or halved after running
     out of memory), lowered to the set's size where they are larger; recorded in the account."""
-    sizes = [sample.wav_filesize for sample in read_samples(plan.train_csv)]
+    sizes = [sample.wav_filesize for sample in read_samples(plan.train_set.listing)]
     train = batches.fit(progress["train_batch_size"], len(sizes))
-    dev = batches.fit(progress["dev_batch_size"], sum(1 for _ in read_samples(plan.dev_csv)))
+    dev = batches.fit(progress["dev_batch_size"], sum(1 for _ in read_samples(plan.dev_set.listing)))
     if train.lowered:
         log.warning("%s", batches.describe_lowered(train))
     else:
@@ -299,7 +299,7 @@ def run(plan: Plan) -> Dict[str, Any]:
         log.info("training already finished (%d epochs%s); raise train.epochs to train more, "
                  "or add --force train to start over", progress["epochs_done"],
                  ", stopped early" if progress["stopped_early"] else "")
-        if progress["train_data"] != file_digest(plan.train_csv):
+        if progress["train_data"] != file_digest(plan.train_set.listing):
             log.warning("the training set changed since this model was trained, and it was not retrained: "
                         "raise train.epochs to go on training on the new set, or add --force train")
     elif progress["epochs_done"]:

@@ -1,1 +1,2 @@
-"""What DeepSpeech reads: 16 kHz mono WAVs (one clip, or cut from long recordings), its CSVs, its alphabet."""
+"""What DeepSpeech reads: 16 kHz mono audio (one clip, or cut from long recordings), its CSVs and sample databases,
+its alphabet."""

@@ -15,25 +15,22 @@ is ever decoded.  A clip refused for any of these leaves no WAV behind.
 import hashlib
 import io
 import logging
-import math
 import os
 import shutil
 import subprocess
 import wave
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import BinaryIO, Iterable, Iterator, NamedTuple, Optional, Tuple, Union
 
 from dstrain.pipeline import processes
 from dstrain.pipeline.advice import name_refused, of_one_name
 from dstrain.pipeline.formats.notes import console_notes
+from dstrain.pipeline.formats.payload import SAMPLE_RATE, WAV_HEADER_BYTES, Encoding, encode
 from dstrain.pipeline.workers import ordered
 
-SAMPLE_RATE = 16000
 #: DeepSpeech computes one feature frame per 20 ms; CTC needs one per character.
 FRAME_SECONDS = 0.02
-#: What the wave module writes before the samples of a mono 16-bit file.
-WAV_HEADER_BYTES = 44
 #: The sample rates recordings are made at; a header outside them is lying.
 MIN_RATE, MAX_RATE = 4000, 192000
 MAX_CHANNELS = 8
@@ -49,6 +46,9 @@ MIN_BYTES = WAV_HEADER_BYTES
 #: each counted with ``JOB_BYTES`` more, so a million empty members are not all queued either.
 IN_FLIGHT_BYTES = 32 << 20
 JOB_BYTES = 4096
+#: What a clip converted for a sample database is counted for besides, while it waits to be taken: its payload
+#: comes back in memory (a WAV payload is several times its MP3).
+PAYLOAD_BYTES = 64 << 10
 
 log = logging.getLogger("dstrain")
 
@@ -61,6 +61,8 @@ class Clip(NamedTuple):
     detail: str = ""
     #: What the decoder wrote to the console while reading it (libmpg123's "Illegal Audio-MPEG-Header", ...).
     notes: str = ""
+    #: The clip encoded for a sample database (payload.py), when that was asked instead of a WAV file.
+    payload: bytes = b""
 
 
 class _Refused(Exception):
@@ -75,37 +77,6 @@ def pcm_seconds(wav_size: int) -> float:
 def wav_seconds(path: Path) -> float:
     with wave.open(str(path), "rb") as wav:
         return wav.getnframes() / float(wav.getframerate())
-
-
-class Activity(NamedTuple):
-    """Where one of our WAVs is louder than a threshold, measured over 20 ms windows."""
-
-    #: Seconds of windows louder than the threshold.
-    loud_seconds: float
-    #: From the first loud window to the end of the last: the speech, without the silence around it.
-    span_seconds: float
-    #: The level of the loudest window, in dB below full scale.
-    loudest_dbfs: float
-
-
-def activity(wav: Path, threshold_dbfs: float) -> Activity:
-    """How much of a 16-bit WAV is louder than ``threshold_dbfs``; it holds at most ``max_duration`` seconds."""
-    import numpy
-
-    with wave.open(str(wav), "rb") as handle:
-        pcm = numpy.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
-    size = int(SAMPLE_RATE * FRAME_SECONDS)
-    count = len(pcm) // size
-    if count == 0:
-        return Activity(0.0, 0.0, float("-inf"))
-    windows = pcm[:count * size].reshape(count, size).astype("float32")
-    # Mean squares compared with the threshold's, so only the loudest window needs a logarithm: clean
-    # measures every clip of the corpus.
-    power = numpy.einsum("ij,ij->i", windows, windows) / (size * 32768.0 ** 2)
-    loud = numpy.flatnonzero(power > 10 ** (threshold_dbfs / 10))
-    span = (int(loud[-1]) - int(loud[0]) + 1) * FRAME_SECONDS if len(loud) else 0.0
-    loudest = 10 * math.log10(max(float(power.max()), 1e-12))
-    return Activity(len(loud) * FRAME_SECONDS, span, loudest)
 
 
 def max_bytes(max_seconds: float) -> int:
@@ -181,6 +152,16 @@ def _libsndfile_reason(exc: Exception) -> str:
     return message.rstrip(".")
 
 
+def _output(dst: Path, pcm, encoding: Optional[Encoding]) -> Clip:
+    """The clip as a WAV file at ``dst``, or (with an ``encoding``) as a payload for a sample database;
+    ``size`` is its WAV's either way, as DeepSpeech's CSVs and sort order count it."""
+    if encoding is None:
+        return _write_wav(dst, pcm)
+    data = pcm.tobytes() if hasattr(pcm, "tobytes") else pcm
+    return Clip(True, seconds=len(data) / (2 * SAMPLE_RATE), size=WAV_HEADER_BYTES + len(data),
+                payload=encode(data, *encoding))
+
+
 def partial_wav(dst: Path, suffix: str = ".part") -> Path:
     """Where a WAV is written before it is renamed to ``dst``: a name of a fixed length, so that a WAV whose own
     name the file system takes is never refused for its temporary name's."""
@@ -227,12 +208,14 @@ def _external(src: Union[Path, bytes], name: str, dst: Path, tool: str, max_seco
             tmp.unlink()
 
 
-def _convert(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optional[float]) -> Clip:
+def _convert(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optional[float],
+             encoding: Optional[Encoding] = None) -> Clip:
     """Decode a file, or the bytes of one read from an archive; a failure is a reason.  So is a name the file
     system cannot hold (too long, bytes it refuses): an error of the machine (no space, a read-only disk) is
-    raised, and stops the work."""
+    raised, and stops the work.  With an ``encoding``, ``dst`` is only where sox or ffmpeg may write
+    meanwhile: the clip comes back as a payload."""
     try:
-        return _decoded(src, name, dst, max_seconds)
+        return _decoded(src, name, dst, max_seconds, encoding)
     except (OSError, ValueError) as exc:
         if not of_one_name(exc):
             raise
@@ -244,7 +227,8 @@ def refused_name(name: str, exc: BaseException) -> Clip:
     return Clip(False, reason="invalid_path", detail=f"{name!r} cannot be a file here: {name_refused(exc)}")
 
 
-def _decoded(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optional[float]) -> Clip:
+def _decoded(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optional[float],
+             encoding: Optional[Encoding]) -> Clip:
     """Decode a file, or the bytes of one read from an archive; never raises, a failure is a reason."""
     size = len(src) if isinstance(src, bytes) else src.stat().st_size
     if size == 0:
@@ -277,26 +261,32 @@ def _decoded(src: Union[Path, bytes], name: str, dst: Path, max_seconds: Optiona
             said = _tidy(stderr, src if isinstance(src, Path) else Path(name)) or "failed too"
             return Clip(False, reason="undecodable_audio",
                         detail=f"{problem}; {os.path.basename(tool)}: {said}", notes=notes[0])
-        return _done(dst)._replace(notes=notes[0])
+        if encoding is None:
+            return _done(dst)._replace(notes=notes[0])
+        with wave.open(str(dst), "rb") as wav:
+            pcm = wav.readframes(wav.getnframes())
+        dst.unlink()
     if len(pcm) == 0:
         return Clip(False, reason="empty_audio", detail="decodes to no samples", notes=notes[0])
-    return _write_wav(dst, pcm)._replace(notes=notes[0])
+    return _output(dst, pcm, encoding)._replace(notes=notes[0])
 
 
-def convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: Optional[float] = None) -> Clip:
+def convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: Optional[float] = None,
+                  encoding: Optional[Encoding] = None) -> Clip:
     """Convert one clip read from an archive (name, content or None when too big to read, destination)."""
     name, data, dst = job
     if data is None:
         return Clip(False, reason="too_large", detail=f"over {max_bytes(max_seconds or 0)} bytes; no clip of "
                                                       f"{max_seconds}s takes that much")
-    return _convert(data, os.path.basename(name), Path(dst), max_seconds)
+    return _convert(data, os.path.basename(name), Path(dst), max_seconds, encoding)
 
 
-def convert(job: Tuple[str, str], max_seconds: Optional[float] = None) -> Clip:
-    """Convert one clip (source file, destination WAV); a failure is a reason, as for ``_convert``."""
+def convert(job: Tuple[str, str], max_seconds: Optional[float] = None, encoding: Optional[Encoding] = None) -> Clip:
+    """Convert one clip (source file, destination WAV); a failure is a reason, as for ``_convert``.  A WAV
+    already at the destination is the clip, converted before a crash; with an ``encoding`` there is none."""
     src, dst = Path(job[0]), Path(job[1])
     try:
-        if _exists(dst):
+        if encoding is None and _exists(dst):
             return _done(dst)
         if not _exists(src):
             return Clip(False, reason="missing_audio", detail="no such file: " + src.name)
@@ -304,7 +294,7 @@ def convert(job: Tuple[str, str], max_seconds: Optional[float] = None) -> Clip:
         if not of_one_name(exc):
             raise
         return refused_name(src.name, exc)
-    return _convert(src, src.name, dst, max_seconds)
+    return _convert(src, src.name, dst, max_seconds, encoding)
 
 
 def _exists(path: Path) -> bool:
@@ -341,7 +331,7 @@ def _load_decoders() -> None:
 
 
 def convert_stream(jobs: Iterable[Tuple[str, Optional[bytes], str]], workers: int, progress,
-                   max_seconds: float) -> Iterator[Tuple[str, Clip]]:
+                   max_seconds: float, encoding: Optional[Encoding] = None) -> Iterator[Tuple[str, Clip]]:
     """(name, clip) for clips read one by one from an archive, converted as they arrive.
 
     At most ``IN_FLIGHT_BYTES`` of clips are held in memory: the archive is read further only as results
@@ -349,34 +339,45 @@ def convert_stream(jobs: Iterable[Tuple[str, Optional[bytes], str]], workers: in
     """
     if workers <= 1:
         for job in jobs:
-            yield job[0], noted(job[0], convert_bytes(job, max_seconds))
+            yield job[0], noted(job[0], convert_bytes(job, max_seconds, encoding))
             progress.update(1)
         return
     _load_decoders()
-    for name, clip in ordered(partial(_named_convert_bytes, max_seconds=max_seconds), jobs, workers,
-                              window=8 * workers, chunk=4, cost=_job_bytes, budget=IN_FLIGHT_BYTES):
+    for name, clip in ordered(partial(_named_convert_bytes, max_seconds=max_seconds, encoding=encoding), jobs,
+                              workers, window=8 * workers, chunk=4, cost=partial(_cost, encoding=encoding),
+                              budget=IN_FLIGHT_BYTES):
         progress.update(1)
         yield name, noted(name, clip)
 
 
-def _job_bytes(job: Tuple[str, Optional[bytes], str]) -> int:
-    return JOB_BYTES + len(job[1] or b"")
+def _named_convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: float,
+                         encoding: Optional[Encoding]) -> Tuple[str, Clip]:
+    return job[0], convert_bytes(job, max_seconds, encoding)
 
 
-def _named_convert_bytes(job: Tuple[str, Optional[bytes], str], max_seconds: float) -> Tuple[str, Clip]:
-    return job[0], convert_bytes(job, max_seconds)
+def _cost(job: Tuple[str, Optional[bytes], str], encoding: Optional[Encoding]) -> int:
+    return JOB_BYTES + len(job[1] or b"") + (PAYLOAD_BYTES if encoding else 0)
 
 
-def convert_all(jobs: List[Tuple[str, str]], workers: int, progress, max_seconds: float) -> Iterable[Clip]:
-    """Convert in a pool of ``workers`` processes, yielding results in the order of ``jobs``."""
-    if workers <= 1 or len(jobs) < 2:
+def convert_all(jobs: Iterable[Tuple[str, str]], count: int, workers: int, progress, max_seconds: float,
+                encoding: Optional[Encoding] = None) -> Iterator[Tuple[Tuple[str, str], Clip]]:
+    """(job, clip) for ``count`` jobs converted in a pool of ``workers`` processes, in the order of ``jobs``;
+    the jobs are read as the pool needs them, so they may come from a generator."""
+    work = partial(convert, max_seconds=max_seconds, encoding=encoding)
+    if workers <= 1 or count < 2:
         for job in jobs:
-            yield noted(job[0], convert(job, max_seconds))
+            yield job, noted(job[0], work(job))
             progress.update(1)
         return
-    chunk = max(1, min(64, len(jobs) // (workers * 8)))
+    chunk = max(1, min(64, count // (workers * 8)))
     _load_decoders()
-    for job, clip in zip(jobs, ordered(partial(convert, max_seconds=max_seconds), jobs, workers,
-                                       window=4 * workers, chunk=chunk)):
+    for job, clip in ordered(partial(_paired_convert, max_seconds=max_seconds, encoding=encoding), jobs, workers,
+                             window=4 * workers, chunk=chunk):
         progress.update(1)
-        yield noted(job[0], clip)
+        yield job, noted(job[0], clip)
+
+
+def _paired_convert(job: Tuple[str, str], max_seconds: float,
+                    encoding: Optional[Encoding]) -> Tuple[Tuple[str, str], Clip]:
+    """The job with its clip: the jobs may come from a generator, read once."""
+    return job, convert(job, max_seconds, encoding)

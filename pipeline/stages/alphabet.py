@@ -20,7 +20,7 @@ def inputs(ctx) -> dict:
 def run(ctx) -> dict:
     seen: Counter = Counter()
     for split in SPLITS:
-        for sample in read_samples(ctx.paths.clean_csv(split)):
+        for sample in read_samples(ctx.paths.clean_set(split).listing):
             seen.update(sample.transcript)
     if ctx.config.settings.english_compatible:
         characters = [" "] + list(ENGLISH_LETTERS)

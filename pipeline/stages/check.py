@@ -14,6 +14,7 @@ from dstrain.pipeline.deepspeech import checkpoints, devices, scorer, smoke, tra
 from dstrain.pipeline.digests import digest
 from dstrain.pipeline.errors import ConfigError, DstrainError
 from dstrain.pipeline.formats.audio import decoder_report
+from dstrain.pipeline.formats.payload import opus_available
 from dstrain.pipeline.language import Language
 from dstrain.pipeline.lm import kenlm
 
@@ -207,5 +208,11 @@ def run(ctx) -> dict:
     if not ok:
         raise DstrainError("no MP3 decoder: install sox (with libsox-fmt-mp3) or ffmpeg, "
                            "or a libsndfile >= 1.1 for the soundfile package")
+    clips = ctx.config.settings.clips
+    if clips.format == "sdb" and clips.sdb_audio == "opus":
+        ok, report = opus_available()
+        log.info("Opus for sample databases: %s", report)
+        if not ok:
+            raise DstrainError(report)
     verify_tools(ctx)
     return {"counts": {"free_gb": round(free_gb, 1)}, "outputs": "ok"}

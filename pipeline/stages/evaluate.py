@@ -7,6 +7,7 @@ loss curve and the report (Markdown, and HTML with the picture inside).
 """
 import json
 import logging
+import shutil
 from typing import Any, Dict, List
 
 from dstrain.pipeline.atomic import temporary_path, write_json
@@ -14,6 +15,7 @@ from dstrain.pipeline.deepspeech import batches, decoding, trainer
 from dstrain.pipeline.deepspeech.progress import Progress
 from dstrain.pipeline.errors import StageError
 from dstrain.pipeline.formats.deepspeech_csv import read_samples
+from dstrain.pipeline.formats.sets import Origins
 from dstrain.pipeline.reports import evaluation
 from dstrain.pipeline.run_settings import note_used
 
@@ -36,7 +38,7 @@ def _test(ctx, decoder: decoding.Decoder, batch: int) -> List[Dict[str, Any]]:
 
     def attempt(batch: int) -> List[Dict[str, Any]]:
         with temporary_path(ctx.paths.test_output) as tmp:
-            flags = trainer.test_flags(model, settings.evaluate, ctx.paths.clean_csv("test"), tmp, decoder, batch)
+            flags = trainer.test_flags(model, settings.evaluate, ctx.paths.clean_set("test").data, tmp, decoder, batch)
             outcome = trainer.run(trainer.command(settings.train, flags), trainer.environment(settings.train))
             if not outcome.ok:
                 raise trainer.Failed(outcome)
@@ -77,12 +79,21 @@ def examples(samples: List[Dict[str, Any]], count: int) -> Dict[str, List[Dict[s
     return {name: [{k: s[k] for k in keys} for s in chosen] for name, chosen in pick.items()}
 
 
+def playable(chosen: Dict[str, List[Dict[str, Any]]], origins: Origins, directory) -> Dict[str, List[Dict[str, Any]]]:
+    """The examples, each naming a WAV the report's player can play: a clip of a sample database is written out
+    as one into ``directory`` (made anew)."""
+    shutil.rmtree(str(directory), ignore_errors=True)
+    return {name: [dict(s, wav_filename=origins.playable(s["wav_filename"], directory)) for s in group]
+            for name, group in chosen.items()}
+
+
 def run(ctx) -> dict:
     paths = ctx.paths
     settings = ctx.config.settings
-    clips = sum(1 for _ in read_samples(paths.clean_csv("test")))
+    test_set = paths.clean_set("test")
+    clips = sum(1 for _ in read_samples(test_set.listing))
     if not clips:
-        raise StageError(f"the test set is empty ({paths.clean_csv('test')}): there is nothing to evaluate on")
+        raise StageError(f"the test set is empty ({test_set.data}): there is nothing to evaluate on")
     # One batch of the whole set when the batch size is larger: the test keeps its last batch, whatever its size.
     batch = batches.fit(settings.train.test_batch_size, clips)
     note_used(paths.config_file, ("train.test_batch_size",),
@@ -105,8 +116,9 @@ def run(ctx) -> dict:
         raise StageError(f"DeepSpeech wrote no test results into {paths.test_output}")
 
     datasets: Dict[str, List[Dict[str, Any]]] = {}
+    origins = Origins(test_set, paths.dataset_of)
     for sample in samples:
-        name = paths.dataset_of(sample["wav_filename"])
+        name = origins.dataset(sample["wav_filename"])
         if name is not None:
             datasets.setdefault(name, []).append(sample)
     progress = Progress.load(paths.training_progress, paths.metrics)
@@ -121,7 +133,7 @@ def run(ctx) -> dict:
         "model": training.get("model"),
         "overall": rates(samples),
         "datasets": {name: rates(group) for name, group in sorted(datasets.items())},
-        "examples": examples(samples, settings.evaluate.report_count),
+        "examples": playable(examples(samples, settings.evaluate.report_count), origins, paths.report_clips),
     }
     test["advice"] = evaluation.advice(training, test)
     metrics = {"training": training, "test": test}

@@ -7,6 +7,7 @@ keeps out a download replacing it).
 """
 import logging
 import shlex
+import shutil
 
 from dstrain.pipeline import locks
 from dstrain.pipeline.atomic import read_json, remove_leftovers, write_json
@@ -20,14 +21,25 @@ from dstrain.pipeline.sources.fetch import adopt, changed_since_verified, mark_d
 log = logging.getLogger("dstrain")
 
 
+def clips(ctx):
+    """(clips.format, clips.sdb_audio, clips.opus_complexity): how the sets are written; the audio inside only
+    counts for databases, the complexity for Opus."""
+    settings = ctx.config.settings.clips
+    return settings.format, settings.sdb_audio, settings.opus_complexity
+
+
 def dataset_fingerprint(ctx, dataset) -> str:
     corpus = get_importer(dataset.importer)
     archive = corpus.archive_path(dataset.params, ctx.paths.sources)
+    clip_format, audio, complexity = clips(ctx)
     return digest({
         "importer": [dataset.importer, corpus.version],
         "params": dataset.params.model_dump(mode="json"),
         "normalizer": ctx.language.normalizer_fingerprint(),
         "source": verified_sha256(archive),
+        # Each format's imports as before: WAVs are what an import wrote before there was a choice.
+        **({"clips": [clip_format, audio] + ([complexity] if audio == "opus" else [])} if clip_format != "wav"
+           else {}),
     })
 
 
@@ -56,6 +68,7 @@ def _import(ctx, dataset, out: ImportedDataset) -> dict:
     record = read_json(out.record)  # read under the lock: another run may just have written it
     if ctx.step_done("import", record, wanted):
         log.info("%s: already imported", dataset.key)
+        _tidy(ctx, dataset.key, out)
         return record
     try:
         with locks.hold(archive, f"source {archive}", shared=True):
@@ -64,7 +77,7 @@ def _import(ctx, dataset, out: ImportedDataset) -> dict:
                 raise StageError(f"{archive} is not verified (it is missing, or was found damaged); "
                                  "run the download stage first")
             manifest = corpus.prepare(archive, sha256, out.dir, ctx.language.normalize, dataset.params,
-                                      ctx.config.workers)
+                                      ctx.config.workers, clips(ctx))
     except CorruptArchive as exc:
         mark_damaged(archive, exc.reason)
         raise StageError(
@@ -73,4 +86,12 @@ def _import(ctx, dataset, out: ImportedDataset) -> dict:
             f"    rm {shlex.quote(str(archive.absolute()))}") from None
     record = {"fingerprint": wanted, "counts": manifest["counts"], "rejected": manifest["rejected"]}
     write_json(out.record, record)
+    _tidy(ctx, dataset.key, out)
     return record
+
+
+def _tidy(ctx, key: str, out: ImportedDataset) -> None:
+    """Once the output is recorded, what was extracted to make it is not needed (unless clips.keep_extracted)."""
+    if out.extracted.exists() and not ctx.config.settings.clips.keep_extracted:
+        log.info("%s: removing %s (clips.keep_extracted = false)", key, out.extracted)
+        shutil.rmtree(str(out.extracted))

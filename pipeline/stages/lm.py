@@ -101,7 +101,7 @@ def _build_corpus(ctx, sources: Sequence[TextSource], vocab: Path) -> Dict[str, 
     held_out = frozenset()
     if lm.exclude_held_out:
         held_out = frozenset(s.transcript for split in ("dev", "test")
-                             for s in read_samples(paths.clean_csv(split)))
+                             for s in read_samples(paths.clean_set(split).listing))
     rules = corpus.Rules(
         normalize=ctx.language.normalize,
         transform=to_english if ctx.config.settings.english_compatible else None,
@@ -113,7 +113,7 @@ def _build_corpus(ctx, sources: Sequence[TextSource], vocab: Path) -> Dict[str, 
     with tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc="lm corpus") as bar:
         inputs = [(s.name, corpus.file_blocks(f, bar)) for s, f in zip(sources, files)]
         if lm.train_transcripts:
-            transcripts = (s.transcript for s in read_samples(paths.clean_csv("train")))
+            transcripts = (s.transcript for s in read_samples(paths.clean_set("train").listing))
             inputs.append((TRANSCRIPTS, corpus.line_blocks(transcripts)))
         summary = corpus.build(inputs, paths.lm_corpus, rules, ctx.config.workers)
     vocabulary = corpus.top_words(summary.words, lm.top_k)

@@ -55,7 +55,7 @@ def _round(ctx, script: Path, lm_scorer: Path, batch: int, trials: int, bar: tqd
             best.append(final)
 
     flags = trainer.optimizer_flags(trainer.Model.of(settings, ctx.paths), settings.evaluate.beam_width,
-                                    settings.optimize, ctx.paths.clean_csv("dev"), lm_scorer, batch, trials)
+                                    settings.optimize, ctx.paths.clean_set("dev").data, lm_scorer, batch, trials)
     outcome = trainer.run(trainer.optimizer_command(settings.train, script, flags), trainer.environment(settings.train),
                           on_line)
     if not outcome.ok:
@@ -118,8 +118,8 @@ def run(ctx) -> dict:
     lm = ctx.record("lm")
     if lm is None or not ctx.paths.scorer.is_file():
         raise StageError(f"there is no scorer to tune ({ctx.paths.scorer}); the lm stage must run first")
-    if not any(True for _ in read_samples(ctx.paths.clean_csv("dev"))):
-        raise StageError(f"the dev set is empty ({ctx.paths.clean_csv('dev')}): there is nothing to tune on")
+    if not any(True for _ in read_samples(ctx.paths.clean_set("dev").listing)):
+        raise StageError(f"the dev set is empty ({ctx.paths.clean_set('dev').data}): there is nothing to tune on")
 
     # The trials saved so far count for this checkpoint, scorer and ranges; more trials go on from them.
     search = inputs(ctx)

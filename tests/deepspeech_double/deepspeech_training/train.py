@@ -126,9 +126,34 @@ def labels(path):
     return sum(1 for line in lines if line == "\\#" or (line and not line.startswith("#")))
 
 
+def read_sdb(path):
+    """(sample id, transcript) of each sample of a sample database, in the order of its index, as DeepSpeech's
+    SDB reader (util/sample_collections.py) names and reads them."""
+    def number(handle, width):
+        return int.from_bytes(handle.read(width), "big")
+
+    rows = []
+    with open(path, "rb") as handle:
+        if handle.read(8) != b"SAMPLEDB":
+            fail(f"RuntimeError: No Sample Database ({path})")
+        schema = json.loads(handle.read(number(handle, 8)))["schema"]
+        handle.seek(number(handle, 8) + 8, 1)
+        offsets = [number(handle, 8) for _ in range(number(handle, 8))]
+        for index, offset in enumerate(offsets):
+            handle.seek(offset + 4)
+            for column in schema:
+                chunk = handle.read(number(handle, 4))
+                if column["content"] == "transcript":
+                    rows.append((path, f"{path}:{index}", chunk.decode("utf-8")))
+    return rows
+
+
 def read_rows(csv_paths):
     rows = []
     for path in csv_paths.split(","):
+        if path.endswith(".sdb"):
+            rows += read_sdb(path)
+            continue
         with open(path, encoding="utf-8", newline="") as handle:
             for row in csv.DictReader(handle):
                 wav = Path(row["wav_filename"])
