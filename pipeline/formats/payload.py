@@ -58,13 +58,7 @@ def encode(pcm: bytes, audio: str, complexity: int = OPUS_COMPLEXITY) -> bytes:
     """16 kHz mono 16-bit little-endian PCM as a sample's payload: ``audio`` is "opus" (at libopus's
     ``complexity``) or "wav"."""
     if audio == "wav":
-        out = io.BytesIO()
-        with wave.open(out, "wb") as wav:
-            wav.setnchannels(1)
-            wav.setsampwidth(WIDTH)
-            wav.setframerate(SAMPLE_RATE)
-            wav.writeframes(pcm)
-        return out.getvalue()
+        return _wav(pcm, SAMPLE_RATE)
     encoder = _opuslib().Encoder(SAMPLE_RATE, 1, "audio")
     encoder.complexity = complexity  # set even when it is the default: another libopus may default otherwise
     step = FRAME * WIDTH
@@ -112,12 +106,15 @@ def to_wav(payload: bytes, audio: str) -> bytes:
     if audio == "wav":
         return payload
     rate, pcm = decode(payload, audio)
-    if rate != SAMPLE_RATE:  # not one of dstrain's: keep its rate
-        out = io.BytesIO()
-        with wave.open(out, "wb") as wav:
-            wav.setnchannels(1)
-            wav.setsampwidth(WIDTH)
-            wav.setframerate(rate)
-            wav.writeframes(pcm)
-        return out.getvalue()
-    return encode(pcm, "wav")
+    return _wav(pcm, rate)  # a rate not dstrain's is kept
+
+
+def _wav(pcm: bytes, rate: int) -> bytes:
+    """Mono 16-bit PCM at ``rate`` as the bytes of a WAV file."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(WIDTH)
+        wav.setframerate(rate)
+        wav.writeframes(pcm)
+    return out.getvalue()
