@@ -84,7 +84,8 @@ def _search(ctx, lm_scorer: Path, key: str) -> events.Trial:
     if done:
         log.info("going on with the alpha/beta search: %d trials were done before, %d asked for", done, o.trials)
     # One batch of the whole dev set when the batch size is larger; a halved batch stays halved for the later rounds.
-    batch = [batches.fit(settings.train.dev_batch_size, sum(1 for _ in read_samples(ctx.paths.clean_set("dev").listing))).used]
+    dev_clips = sum(1 for _ in read_samples(ctx.paths.clean_set("dev").listing))
+    batch = [batches.fit(settings.train.dev_batch_size, dev_clips).used]
 
     def attempt(size: int) -> Dict[str, Any]:
         batch[0] = size
