@@ -20,11 +20,9 @@ each setting: dstrain reads the archive and records each clip on one core, its w
 import argparse
 import io
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import wave
 from functools import partial
 from pathlib import Path
 from typing import Callable, List, Tuple
@@ -33,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dstrain.pipeline.formats import payload  # noqa: E402
 from dstrain.pipeline.formats.audio import _decode  # noqa: E402
-from tests.fixtures.speech import espeak  # noqa: E402
+from tests.fixtures.speech import encode, espeak  # noqa: E402
 
 SENTENCES = ["le chat dort sur le canapé", "nous irons à la plage demain matin", "il pleut depuis ce matin",
              "elle lit un livre près de la fenêtre", "les enfants jouent dans le jardin", "la mer est calme ce soir",
@@ -52,13 +50,8 @@ def mp3s(work: Path) -> List[Tuple[bytes, bytes]]:
     for n, text in enumerate(SENTENCES):
         pcm, rate = espeak(text, "fr", 140 + 10 * (n % 4))
         said = soxr.resample(numpy.frombuffer(pcm, dtype="<i2"), rate, payload.SAMPLE_RATE)
-        wav, mp3 = work / f"{n}.wav", work / f"{n}.mp3"
-        with wave.open(str(wav), "wb") as handle:
-            handle.setnchannels(1)
-            handle.setsampwidth(2)
-            handle.setframerate(rate)
-            handle.writeframes(pcm)
-        subprocess.run(["lame", "--quiet", "--resample", "48", "-b", "48", str(wav), str(mp3)], check=True)
+        mp3 = work / f"{n}.mp3"
+        encode(pcm, rate, mp3, resample=48000, kbps=48)
         out.append((mp3.read_bytes(), said.astype("<i2").tobytes()))
     return out
 

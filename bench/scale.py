@@ -32,7 +32,6 @@ import tarfile
 import tempfile
 import threading
 import time
-import wave
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -40,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.commands import DSTRAIN, RELEASE, clean_env, write_config  # noqa: E402
 from tests.fixtures.common_voice import COLUMNS  # noqa: E402
-from tests.fixtures.speech import espeak  # noqa: E402
+from tests.fixtures.speech import encode, espeak  # noqa: E402
 
 SENTENCES = [
     "le chat dort sur le canapé", "nous irons à la plage demain matin", "il pleut depuis ce matin",
@@ -61,13 +60,8 @@ def mp3s(workdir: Path) -> List[Tuple[str, bytes]]:
     out = []
     for n, text in enumerate(SENTENCES):
         pcm, rate = espeak(text, "fr", 150 + 10 * (n % 5))
-        wav, mp3 = workdir / f"s{n}.wav", workdir / f"s{n}.mp3"
-        with wave.open(str(wav), "wb") as handle:
-            handle.setnchannels(1)
-            handle.setsampwidth(2)
-            handle.setframerate(rate)
-            handle.writeframes(pcm)
-        subprocess.run(["lame", "--quiet", "--resample", "48", "-b", "48", str(wav), str(mp3)], check=True)
+        mp3 = workdir / f"s{n}.mp3"
+        encode(pcm, rate, mp3, resample=48000, kbps=48)
         out.append((text, mp3.read_bytes()))
     return out
 
