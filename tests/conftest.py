@@ -1,6 +1,7 @@
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,12 @@ from tests.http_server import FileServer
 
 #: Fixtures of the Slurm tests (slurm, shared_dir, node_dstrain), in their own module.
 pytest_plugins = ("tests.slurm_cluster",)
+
+# The Ctrl-C tests send SIGINT as a terminal does.  A suite started in the background of a script (`cmd &`,
+# nohup) inherits SIGINT ignored, and every dstrain it starts would inherit that too and never see the Ctrl-C.
+# A Python handler here is reset to the default in each program the tests execute.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: Set by tests/run.sh, which installs the real trainer and Docker engine: their tests then fail, never skip.
 REQUIRE_REAL_TOOLS = os.environ.get("REQUIRE_REAL_TOOLS") == "1"
