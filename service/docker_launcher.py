@@ -98,7 +98,7 @@ class DockerLauncher(Launcher):
         cpu = (stats.get("cpu_stats") or {}).get("cpu_usage", {}).get("total_usage")
         memory = stats.get("memory_stats") or {}
         peak = memory.get("max_usage") or memory.get("usage")
-        if cpu is None and peak is None:  # stopped, or not started yet: the engine has no cgroup to read
+        if not cpu and not peak:  # stopped, or not started yet: no cgroup to read (the engine says 0 or nothing)
             return None
         return Usage(cpu / 1e9 if cpu is not None else None, peak)
 

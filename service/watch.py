@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 
-from dstrain.service.launcher import RunState
+from dstrain.service.launcher import RunState, Usage
 from dstrain.service.quotas import quota_of
 from dstrain.service.store import RUNNING, Job
 from dstrain.service.units import shown_duration
@@ -17,6 +17,10 @@ log = logging.getLogger("dstrain.service")
 
 #: How often the usage figures sampled on each pass are written to the ledger.
 USAGE_WRITE_SECONDS = 30.0
+
+
+def _larger(a, b):
+    return b if a is None else a if b is None else max(a, b)
 
 
 class Watch:
@@ -63,9 +67,11 @@ class Watch:
             return
         if usage is None:
             return
-        attempt, _, written = self._samples.get(job.id, (job.attempt, None, 0.0))
+        attempt, kept, written = self._samples.get(job.id, (job.attempt, None, 0.0))
         if attempt != job.attempt:
-            written = 0.0
+            kept, written = None, 0.0
+        if kept is not None:  # the figures only grow: a container read as it ends says 0, and must not win
+            usage = Usage(_larger(kept.cpu_seconds, usage.cpu_seconds), _larger(kept.peak_memory, usage.peak_memory))
         self._samples[job.id] = (job.attempt, usage, written)
         self._flush_usage(job.id)
 

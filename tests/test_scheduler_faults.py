@@ -168,6 +168,20 @@ def test_the_time_limit_stops_a_run_and_fails_it_with_its_cause(tmp_path, monkey
     assert all(cpu and cpu > 0 and peak == 1 << 30 for cpu, peak in usage), usage
 
 
+def test_an_ended_runs_zero_read_never_lowers_its_usage(tmp_path, monkeypatch):
+    """The engine reads an exited container's cgroup as 0 s of CPU: the run keeps the figures it reached."""
+    store, engine, scheduler = setup(tmp_path)
+    job_id = submit(store)
+    scheduler.step()  # it starts
+    scheduler.step()
+    scheduler.step()  # two samples while it runs, 1.5 and 3.0 s of CPU: only the first is written yet
+    engine.end(job_id, 0)
+    monkeypatch.setattr(engine, "usage", lambda handle: Usage(0.0, 1 << 20))
+    scheduler.step()
+    (run,) = scheduler.ledger.of_job(job_id)
+    assert (run.cpu_seconds, run.peak_memory) == (3.0, 1 << 30)
+
+
 def test_a_start_meeting_an_engine_going_away_is_queued_again_not_failed(tmp_path):
     store, engine, scheduler = setup(tmp_path)
     job_id = submit(store)
