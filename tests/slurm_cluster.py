@@ -130,6 +130,8 @@ def node_dstrain() -> str:
         subprocess.run([base, "-m", "venv", str(NODE_DSTRAIN_DIR)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", str(REPO)], check=True)
     else:
+        # What it needs first (a dependency added since it was built), then this checkout's code itself.
+        subprocess.run([str(python), "-m", "pip", "install", "-q", str(REPO)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(REPO)],
                        check=True)
     return str(NODE_DSTRAIN_DIR / "bin" / "dstrain")
