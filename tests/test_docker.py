@@ -36,7 +36,7 @@ from tests.docker_images import (
 )
 from tests.fixtures.common_voice import build_common_voice
 from tests.http_server import FileServer
-from tests.test_deepspeech_real import EPOCHS, ONE_SENTENCE, SENTENCE, by_heart, transcribe
+from tests.test_deepspeech_real import EPOCHS, ONE_SENTENCE, SENTENCE, by_heart, imported_wav, transcribe
 
 pytestmark = pytest.mark.docker
 
@@ -202,7 +202,7 @@ def test_the_tflite_from_the_container_transcribes_on_the_host(trained, tmp_path
     data = trained[0]
     with tarfile.open(str(data / "runs" / "fr" / "package" / "model_tflite_fr.tar.xz")) as tar:
         tar.extractall(str(tmp_path))
-    wav = next((data / "imported" / "fr" / "common_voice").rglob("*one_test*.wav"))
+    wav = imported_wav(data, "sdb", "one_test", tmp_path)  # the container imported in the default format
     need_real(bool(os.environ.get("DEEPSPEECH_TFLITE_RUNTIME")), "DEEPSPEECH_TFLITE_RUNTIME (tests/trainer_env.sh)")
     heard = transcribe(os.environ["DEEPSPEECH_TFLITE_RUNTIME"], tmp_path / "output_graph.tflite",
                        tmp_path / "kenlm.scorer", wav)
