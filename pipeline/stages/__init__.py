@@ -18,7 +18,7 @@ STAGES = (
     Stage("check", "data root, disk space, decoders, the language's own test cases, the trainer and tools",
           (), check.inputs, check.run, always=True),
     Stage("download", "get and verify every dataset's source archive", ("check",), download.inputs, download.run),
-    Stage("import", "extract, convert audio to 16 kHz WAV, normalise labels, reject bad rows",
+    Stage("import", "extract, convert audio to 16 kHz clips (clips.format), normalise labels, reject bad rows",
           ("download",), importing.inputs, importing.run),
     Stage("clean", "merge datasets, validate every row, keep dev/test sentences out of train",
           ("import",), clean.inputs, clean.run),
