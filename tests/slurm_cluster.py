@@ -122,18 +122,14 @@ def shared_dir():
 
 @pytest.fixture(scope="session")
 def node_dstrain() -> str:
-    """This checkout's dstrain, installed as a node would have it (built once, the package itself each session)."""
+    """This checkout's dstrain, installed as a node would have it (the virtualenv made once, the package and any
+    dependency it gained installed each session: pip reinstalls a local project whatever its version says)."""
     python = NODE_DSTRAIN_DIR / "bin" / "python"
     base = "/usr/bin/python3"
     need_real(os.access(base, os.X_OK), f"no {base} to install the nodes' dstrain with")
     if not python.exists():
         subprocess.run([base, "-m", "venv", str(NODE_DSTRAIN_DIR)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", str(REPO)], check=True)
-    else:
-        # What it needs first (a dependency added since it was built), then this checkout's code itself.
-        subprocess.run([str(python), "-m", "pip", "install", "-q", str(REPO)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(REPO)],
-                       check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", str(REPO)], check=True)
     return str(NODE_DSTRAIN_DIR / "bin" / "dstrain")
 
 
