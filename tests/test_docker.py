@@ -202,7 +202,7 @@ def test_the_tflite_from_the_container_transcribes_on_the_host(trained, tmp_path
     data = trained[0]
     with tarfile.open(str(data / "runs" / "fr" / "package" / "model_tflite_fr.tar.xz")) as tar:
         tar.extractall(str(tmp_path))
-    wav = imported_wav(data, "sdb", "one_test", tmp_path)  # the container imported in the default format
+    wav = imported_wav(data, Settings().clips.format, "one_test", tmp_path)  # the container's run kept the default
     need_real(bool(os.environ.get("DEEPSPEECH_TFLITE_RUNTIME")), "DEEPSPEECH_TFLITE_RUNTIME (tests/trainer_env.sh)")
     heard = transcribe(os.environ["DEEPSPEECH_TFLITE_RUNTIME"], tmp_path / "output_graph.tflite",
                        tmp_path / "kenlm.scorer", wav)
